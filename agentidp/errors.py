@@ -1,0 +1,176 @@
+"""Domain exceptions and the one DRF exception handler that renders RFC 9457 problems."""
+
+from collections.abc import Mapping, Sequence
+from typing import cast
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+FieldErrors = dict[str, list[str]]
+
+
+class TenancyError(RuntimeError):
+    """A tenant table was queried with no organization context: a programming error."""
+
+
+class DomainError(Exception):
+    """Base of the errors services raise; each maps to one problem type and status."""
+
+    status: int = 400
+    code: str = "invalid_request"
+    title: str = "Invalid request"
+
+    def __init__(self, detail: str, *, errors: FieldErrors | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or {}
+
+
+class ValidationFailed(DomainError):
+    """Input that is well-formed but breaks a rule; names the offending fields."""
+
+    status = 400
+    code = "validation_failed"
+    title = "Validation failed"
+
+
+class NotFound(DomainError):
+    """The object does not exist or belongs to another organization (indistinguishable)."""
+
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    """The request conflicts with the object's current state."""
+
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class QuotaExceeded(Conflict):
+    """An organization's plan quota would be exceeded."""
+
+    code = "quota_exceeded"
+    title = "Quota exceeded"
+
+
+class Forbidden(DomainError):
+    """The principal may not perform this action."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+def problem_body(
+    *, status: int, title: str, detail: str, code: str | None, instance: str, errors: FieldErrors
+) -> dict[str, JSONValue]:
+    body: dict[str, JSONValue] = {
+        "type": f"urn:agentidp:problem:{code}" if code else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    if errors:
+        body["errors"] = {name: list(messages) for name, messages in errors.items()}
+    return body
+
+
+def _flatten(detail: object, prefix: str = "") -> FieldErrors:
+    """Turn DRF's nested error detail into ``{"field.sub": [messages]}``."""
+    out: FieldErrors = {}
+    if isinstance(detail, Mapping):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "non_field_errors" and not prefix:
+                name = "body"
+            for sub, messages in _flatten(value, name).items():
+                out.setdefault(sub, []).extend(messages)
+    elif isinstance(detail, Sequence) and not isinstance(detail, str):
+        for index, item in enumerate(detail):
+            if isinstance(item, Mapping | list):
+                out.update(_flatten(item, f"{prefix}[{index}]"))
+            else:
+                out.setdefault(prefix or "body", []).append(str(item))
+    else:
+        out.setdefault(prefix or "body", []).append(str(detail))
+    return out
+
+
+_DRF_TITLES: dict[type[drf_exceptions.APIException], tuple[str, str]] = {
+    drf_exceptions.ValidationError: ("validation_failed", "Validation failed"),
+    drf_exceptions.ParseError: ("malformed_request", "Malformed request"),
+    drf_exceptions.NotAuthenticated: ("unauthenticated", "Authentication required"),
+    drf_exceptions.AuthenticationFailed: ("unauthenticated", "Authentication required"),
+    drf_exceptions.PermissionDenied: ("forbidden", "Forbidden"),
+    drf_exceptions.NotFound: ("not_found", "Not found"),
+    drf_exceptions.MethodNotAllowed: ("method_not_allowed", "Method not allowed"),
+    drf_exceptions.UnsupportedMediaType: ("unsupported_media_type", "Unsupported media type"),
+    drf_exceptions.NotAcceptable: ("not_acceptable", "Not acceptable"),
+    drf_exceptions.Throttled: ("rate_limited", "Too many requests"),
+}
+
+
+def problem_exception_handler(exc: Exception, context: Mapping[str, object]) -> Response | None:
+    """DRF ``EXCEPTION_HANDLER``: every API error leaves as ``application/problem+json``."""
+    request = cast(HttpRequest | None, context.get("request"))
+    instance = request.path if request is not None else ""
+    headers: dict[str, str] = {}
+    if isinstance(exc, DomainError):
+        body = problem_body(
+            status=exc.status,
+            title=exc.title,
+            detail=exc.detail,
+            code=exc.code,
+            instance=instance,
+            errors=exc.errors,
+        )
+        return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    if not isinstance(exc, drf_exceptions.APIException):
+        return None
+    code, title = _DRF_TITLES.get(type(exc), ("error", "Error"))
+    errors: FieldErrors = {}
+    if isinstance(exc, drf_exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        names = ", ".join(sorted(errors))
+        detail = f"Invalid input in: {names}." if names else "Invalid input."
+    else:
+        detail = str(exc.detail)
+    if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+        view = context.get("view")
+        auth_header = getattr(view, "get_authenticate_header", None)
+        if request is not None and auth_header is not None:
+            value = auth_header(request)
+            if value:
+                headers["WWW-Authenticate"] = str(value)
+    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(int(exc.wait))
+    body = problem_body(
+        status=exc.status_code,
+        title=title,
+        detail=detail,
+        code=code,
+        instance=instance,
+        errors=errors,
+    )
+    return Response(body, status=exc.status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def problem_response(request: HttpRequest, *, status: int, title: str, detail: str) -> JsonResponse:
+    """A problem+json response for errors raised outside DRF (Django's 404/500 handlers)."""
+    body = problem_body(
+        status=status, title=title, detail=detail, code=None, instance=request.path, errors={}
+    )
+    return JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)

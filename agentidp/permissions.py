@@ -1,0 +1,50 @@
+"""The policy check DRF runs before every API action (kept free of view imports)."""
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from agentidp.policy import Resource, authorize
+from agentidp.principals import Principal
+
+if TYPE_CHECKING:  # importing views at runtime would cycle through DRF's settings
+    from rest_framework.views import APIView
+
+
+class PolicyPermission(BasePermission):
+    """Asks :func:`agentidp.policy.authorize` for the view's action and scope."""
+
+    def has_permission(self, request: Request, view: "APIView") -> bool:
+        principal = request.user
+        if not isinstance(principal, Principal):
+            return False
+        scope = view_scope(view)
+        if scope is None:
+            return True
+        resource = Resource(type=getattr(view, "resource_type", "unknown"))
+        return authorize(principal, action=view_action(view), scope=scope, resource=resource)
+
+    def has_object_permission(self, request: Request, view: "APIView", obj: object) -> bool:
+        principal = request.user
+        if not isinstance(principal, Principal):
+            return False
+        scope = view_scope(view)
+        if scope is None:
+            return True
+        organization_id = cast(uuid.UUID | None, getattr(obj, "organization_id", None))
+        resource = Resource(
+            type=getattr(view, "resource_type", "unknown"), organization_id=organization_id
+        )
+        return authorize(principal, action=view_action(view), scope=scope, resource=resource)
+
+
+def view_action(view: "APIView") -> str:
+    return str(getattr(view, "action", None) or (view.request.method or "").lower())
+
+
+def view_scope(view: "APIView") -> str | None:
+    scopes: Mapping[str, str] = getattr(view, "required_scopes", {})
+    return scopes.get(view_action(view))

@@ -1,0 +1,39 @@
+"""Who is acting: the principal resolved once per request, task or command."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+from uuid import UUID
+
+PrincipalKind = Literal["user", "agent", "system"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated actor with its organization and granted scopes."""
+
+    kind: PrincipalKind
+    id: str
+    organization_id: UUID | None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    is_platform: bool = False
+    status: str = "active"
+    display: str = ""
+
+    # DRF's permission and throttling code asks these of ``request.user``.
+    is_authenticated: bool = True
+    is_anonymous: bool = False
+
+    @classmethod
+    def system(cls, name: str, *, organization_id: UUID | None = None) -> "Principal":
+        """A principal for beat jobs, migrations and operator commands."""
+        return cls(
+            kind="system",
+            id=name,
+            organization_id=organization_id,
+            scopes=frozenset(),
+            is_platform=True,
+            display=name,
+        )
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

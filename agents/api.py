@@ -1,0 +1,227 @@
+"""API for agents and organization membership."""
+
+from contextlib import nullcontext
+from typing import ContextManager
+from uuid import UUID
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet, problem_responses
+from agentidp.errors import NotFound
+from agentidp.tenancy import platform_context
+from agents import services
+from agents.choices import AgentStatus
+from agents.models import Agent, OrganizationMember
+from organizations.choices import MemberRole
+
+
+class AgentSerializer(serializers.ModelSerializer[Agent]):
+    class Meta:
+        model = Agent
+        fields = [
+            "id", "organization_id", "name", "description", "capabilities", "metadata", "status",
+            "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class AgentWriteSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200, trim_whitespace=True)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    capabilities = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=64
+    )
+    metadata = serializers.DictField(required=False)
+
+
+class LifecycleSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class AgentListQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
+    name = serializers.CharField(max_length=200, required=False)
+    ordering = serializers.ChoiceField(
+        choices=["name", "-name", "created_at", "-created_at", "status", "-status"],
+        required=False,
+        default="name",
+    )
+
+
+LIST_PARAMETERS = [
+    OpenApiParameter("status", str, enum=AgentStatus.values, description="Exact status"),
+    OpenApiParameter("name", str, description="Case-insensitive substring of the name"),
+    OpenApiParameter(
+        "ordering", str, enum=["name", "-name", "created_at", "-created_at", "status", "-status"]
+    ),
+]
+
+
+def _lifecycle_schema() -> dict[str, object]:
+    return {
+        "request": LifecycleSerializer,
+        "responses": {200: AgentSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    }
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=LIST_PARAMETERS,
+        responses={200: AgentSerializer(many=True), **problem_responses(400, 401, 403)},
+    ),
+    create=extend_schema(
+        request=AgentWriteSerializer,
+        responses={201: AgentSerializer, **problem_responses(400, 401, 403, 409)},
+    ),
+    retrieve=extend_schema(responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404)}),
+    partial_update=extend_schema(
+        request=AgentWriteSerializer,
+        responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+    suspend=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
+    reactivate=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
+    decommission=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
+)  # fmt: skip
+class AgentViewSet(TenantViewSet):
+    """The caller's organization's agents and their lifecycle."""
+
+    resource_type = "agent"
+    required_scopes = {
+        "list": "agents:read",
+        "retrieve": "agents:read",
+        "create": "agents:write",
+        "partial_update": "agents:write",
+        "suspend": "agents:write",
+        "reactivate": "agents:write",
+        "decommission": "agents:write",
+    }
+    serializer_class = AgentSerializer
+    pagination_class = PageNumberPagination
+    queryset = Agent.objects.none()
+
+    @property
+    def organization_id(self) -> UUID:
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        return organization_id
+
+    def list(self, request: Request) -> Response:
+        query = AgentListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        agents = Agent.objects.filter(organization_id=self.organization_id)
+        if "status" in query.validated_data:
+            agents = agents.filter(status=query.validated_data["status"])
+        if "name" in query.validated_data:
+            agents = agents.filter(name__icontains=query.validated_data["name"])
+        agents = agents.order_by(query.validated_data["ordering"], "id")
+        page = self.paginate_queryset(agents)
+        return self.get_paginated_response(AgentSerializer(page, many=True).data)
+
+    def create(self, request: Request) -> Response:
+        payload = AgentWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        agent = services.agent_register(
+            actor=self.principal, organization_id=self.organization_id, **payload.validated_data
+        )
+        return Response(AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        agent = services.agent_get(organization_id=self.organization_id, agent_id=self.lookup_uuid())
+        return Response(AgentSerializer(agent).data)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        payload = AgentWriteSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        agent = services.agent_update(
+            actor=self.principal,
+            organization_id=self.organization_id,
+            agent_id=self.lookup_uuid(),
+            changes=payload.validated_data,
+        )
+        return Response(AgentSerializer(agent).data)
+
+    def _transition(self, request: Request, service: "services.TransitionService") -> Response:
+        payload = LifecycleSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        agent = service(
+            actor=self.principal,
+            organization_id=self.organization_id,
+            agent_id=self.lookup_uuid(),
+            reason=payload.validated_data["reason"],
+        )
+        return Response(AgentSerializer(agent).data)
+
+    @action(detail=True, methods=["post"])
+    def suspend(self, request: Request, pk: str) -> Response:
+        return self._transition(request, services.agent_suspend)
+
+    @action(detail=True, methods=["post"])
+    def reactivate(self, request: Request, pk: str) -> Response:
+        return self._transition(request, services.agent_reactivate)
+
+    @action(detail=True, methods=["post"])
+    def decommission(self, request: Request, pk: str) -> Response:
+        return self._transition(request, services.agent_decommission)
+
+
+class MemberSerializer(serializers.ModelSerializer[OrganizationMember]):
+    class Meta:
+        model = OrganizationMember
+        fields = ["id", "organization_id", "agent_id", "role", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class MemberWriteSerializer(StrictSerializer):
+    agent_id = serializers.UUIDField()
+    role = serializers.ChoiceField(choices=MemberRole.choices)
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: MemberSerializer(many=True), **problem_responses(400, 401, 403, 404)}),
+    create=extend_schema(
+        request=MemberWriteSerializer,
+        responses={201: MemberSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+)  # fmt: skip
+class OrganizationMemberViewSet(TenantViewSet):
+    """Agents' roles within an organization: its own admins, or platform staff for any."""
+
+    resource_type = "member"
+    required_scopes = {"list": "agents:read", "create": "members:write"}
+    serializer_class = MemberSerializer
+    pagination_class = PageNumberPagination
+    queryset = OrganizationMember.objects.none()
+
+    def acting_in(self, organization_id: UUID) -> ContextManager[None]:
+        """Own organization: the request's context. Another: platform staff only, else 404."""
+        if organization_id == self.principal.organization_id:
+            return nullcontext()
+        if self.principal.is_platform:
+            return platform_context(reason="api:members", actor=self.principal)
+        raise NotFound("No such organization.")
+
+    def list(self, request: Request, organization_pk: str) -> Response:
+        organization_id = self.lookup_uuid("organization_pk")
+        with self.acting_in(organization_id):
+            members = OrganizationMember.objects.filter(organization_id=organization_id).order_by(
+                "created_at", "id"
+            )
+            page = self.paginate_queryset(members)
+            data = MemberSerializer(page, many=True).data
+        return self.get_paginated_response(data)
+
+    def create(self, request: Request, organization_pk: str) -> Response:
+        organization_id = self.lookup_uuid("organization_pk")
+        payload = MemberWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        with self.acting_in(organization_id):
+            member = services.member_add(
+                actor=self.principal, organization_id=organization_id, **payload.validated_data
+            )
+            data = MemberSerializer(member).data
+        return Response(data, status=status.HTTP_201_CREATED)

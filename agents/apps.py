@@ -1,0 +1,10 @@
+"""App config for agents."""
+
+from django.apps import AppConfig
+
+
+class AgentsConfig(AppConfig):
+    """The agent registry and its lifecycle."""
+
+    name = "agents"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,58 @@
+"""Agents and their membership in their organization."""
+
+import uuid
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from agentidp.models import OrgOwnedModel, TimestampedModel
+from agents.choices import AgentStatus
+from organizations.choices import MemberRole
+
+
+class Agent(OrgOwnedModel, TimestampedModel):
+    """An AI agent registered by an organization."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    capabilities = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=AgentStatus.choices, default=AgentStatus.ACTIVE)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"], name="%(app_label)s_%(class)s_unique_name"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=AgentStatus.values),
+                name="%(app_label)s_%(class)s_status_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["organization", "status"], name="agents_agent_org_status")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OrganizationMember(OrgOwnedModel, TimestampedModel):
+    """An agent's role within its organization (owner, admin, member, auditor)."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=MemberRole.choices, default=MemberRole.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "agent"], name="%(app_label)s_%(class)s_unique_agent"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(role__in=MemberRole.values),
+                name="%(app_label)s_%(class)s_role_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} as {self.role}"

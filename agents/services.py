@@ -1,0 +1,269 @@
+"""Every write to agents and their memberships, with the lifecycle rules."""
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from django.db import IntegrityError, transaction
+
+from agentidp.conf import agentidp_settings
+from agentidp.errors import Conflict, JSONValue, NotFound, QuotaExceeded, ValidationFailed
+from agentidp.events import event_record
+from agentidp.principals import Principal
+from agents.choices import AgentStatus
+from agents.models import Agent, OrganizationMember
+from organizations.choices import MemberRole, OrganizationStatus
+from organizations.services import organization_get
+
+MAX_CAPABILITIES = 64
+
+
+def agent_get(*, organization_id: uuid.UUID, agent_id: uuid.UUID, for_update: bool = False) -> Agent:
+    """The organization's agent; another organization's agent is the same 404 as a missing one."""
+    agents = Agent.objects.filter(organization_id=organization_id, id=agent_id)
+    if for_update:
+        agents = agents.select_for_update()
+    agent = agents.first()
+    if agent is None:
+        raise NotFound("No such agent.")
+    return agent
+
+
+def _validate_metadata(metadata: Mapping[str, JSONValue]) -> None:
+    limit = agentidp_settings().agent_metadata_max_bytes
+    size = len(json.dumps(metadata, separators=(",", ":")).encode())
+    if size > limit:
+        raise ValidationFailed(
+            "Agent metadata is too large.",
+            errors={"metadata": [f"At most {limit} bytes of JSON; got {size}."]},
+        )
+
+
+def _validate_capabilities(capabilities: Sequence[str]) -> list[str]:
+    if len(capabilities) > MAX_CAPABILITIES:
+        raise ValidationFailed(
+            "Too many capabilities.", errors={"capabilities": [f"At most {MAX_CAPABILITIES}."]}
+        )
+    return list(dict.fromkeys(capabilities))
+
+
+def _name_taken() -> Conflict:
+    return Conflict(
+        "An agent with this name exists in the organization.", errors={"name": ["Already taken."]}
+    )
+
+
+@transaction.atomic
+def agent_register(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    name: str,
+    description: str = "",
+    capabilities: Sequence[str] = (),
+    metadata: Mapping[str, JSONValue] | None = None,
+) -> Agent:
+    """Register an agent within the organization's ``max_agents`` quota.
+
+    The organization row is locked first, so two registrations at the limit serialize and
+    only one can take the last place. Decommissioned agents do not count.
+    """
+    metadata = dict(metadata or {})
+    _validate_metadata(metadata)
+    capabilities = _validate_capabilities(capabilities)
+    organization = organization_get(organization_id=organization_id, for_update=True)
+    if organization.status != OrganizationStatus.ACTIVE:
+        raise Conflict("The organization is suspended.")
+    live = (
+        Agent.objects.filter(organization_id=organization_id)
+        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .count()
+    )
+    if live >= organization.max_agents:
+        raise QuotaExceeded(
+            f"The organization's plan allows {organization.max_agents} agents.",
+            errors={"max_agents": [f"Limit of {organization.max_agents} reached."]},
+        )
+    agent = Agent(
+        organization_id=organization_id,
+        name=name,
+        description=description,
+        capabilities=capabilities,
+        metadata=metadata,
+    )
+    try:
+        with transaction.atomic():
+            agent.save(force_insert=True)
+    except IntegrityError as exc:
+        raise _name_taken() from exc
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="agent.created",
+        subject_type="agent",
+        subject_id=str(agent.id),
+        data={"name": name, "capabilities": list(capabilities)},
+    )
+    return agent
+
+
+AGENT_UPDATABLE = ("name", "description", "capabilities", "metadata")
+
+
+@transaction.atomic
+def agent_update(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    changes: Mapping[str, JSONValue],
+) -> Agent:
+    """Change name, description, capabilities or metadata; decommissioned agents are frozen."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
+    if agent.status == AgentStatus.DECOMMISSIONED:
+        raise Conflict("A decommissioned agent cannot be edited.")
+    unknown = sorted(set(changes) - set(AGENT_UPDATABLE))
+    if unknown:
+        raise ValidationFailed(
+            "These fields cannot be changed.", errors={f: ["Not updatable."] for f in unknown}
+        )
+    metadata = changes.get("metadata")
+    if isinstance(metadata, dict):
+        _validate_metadata(metadata)
+    capabilities = changes.get("capabilities")
+    values = dict(changes)
+    if isinstance(capabilities, list):
+        values["capabilities"] = list(_validate_capabilities([str(c) for c in capabilities]))
+    changed = [field for field, value in values.items() if getattr(agent, field) != value]
+    for field in changed:
+        setattr(agent, field, values[field])
+    if changed:
+        try:
+            with transaction.atomic():
+                agent.save(update_fields=[*changed, "updated_at"])
+        except IntegrityError as exc:
+            raise _name_taken() from exc
+        event_record(
+            organization_id=organization_id,
+            actor=actor,
+            action="agent.updated",
+            subject_type="agent",
+            subject_id=str(agent.id),
+            data={"changed": sorted(changed)},
+        )
+    return agent
+
+
+# Which status each lifecycle action may start from, and where it leads.
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "suspended": (frozenset({AgentStatus.ACTIVE}), AgentStatus.SUSPENDED),
+    "reactivated": (frozenset({AgentStatus.SUSPENDED}), AgentStatus.ACTIVE),
+    "decommissioned": (
+        frozenset({AgentStatus.ACTIVE, AgentStatus.SUSPENDED}),
+        AgentStatus.DECOMMISSIONED,
+    ),
+}
+
+
+class TransitionService(Protocol):
+    """The shape shared by the lifecycle services (suspend, reactivate, decommission)."""
+
+    def __call__(
+        self, *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, reason: str = ""
+    ) -> Agent: ...
+
+
+def _agent_transition(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, event: str, reason: str
+) -> Agent:
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
+    sources, target = TRANSITIONS[event]
+    if agent.status not in sources:
+        raise Conflict(
+            f"An agent that is {agent.status} cannot be {event}.",
+            errors={"status": [f"Is {agent.status}."]},
+        )
+    previous = agent.status
+    agent.status = target
+    agent.save(update_fields=["status", "updated_at"])
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action=f"agent.{event}",
+        subject_type="agent",
+        subject_id=str(agent.id),
+        data={"from": previous, "to": target, "reason": reason},
+    )
+    return agent
+
+
+@transaction.atomic
+def agent_suspend(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, reason: str = ""
+) -> Agent:
+    """Stop an active agent from authenticating until reactivated."""
+    return _agent_transition(
+        actor=actor, organization_id=organization_id, agent_id=agent_id, event="suspended",
+        reason=reason,
+    )  # fmt: skip
+
+
+@transaction.atomic
+def agent_reactivate(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, reason: str = ""
+) -> Agent:
+    """Return a suspended agent to active."""
+    return _agent_transition(
+        actor=actor, organization_id=organization_id, agent_id=agent_id, event="reactivated",
+        reason=reason,
+    )  # fmt: skip
+
+
+@transaction.atomic
+def agent_decommission(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, reason: str = ""
+) -> Agent:
+    """Retire an agent for good: it can never be reactivated or edited."""
+    return _agent_transition(
+        actor=actor, organization_id=organization_id, agent_id=agent_id, event="decommissioned",
+        reason=reason,
+    )  # fmt: skip
+
+
+@transaction.atomic
+def member_add(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, role: str
+) -> OrganizationMember:
+    """Give one of the organization's agents a role (or change the role it has)."""
+    if role not in MemberRole.values:
+        raise ValidationFailed("Unknown role.", errors={"role": [f"One of {MemberRole.values}."]})
+    organization = organization_get(organization_id=organization_id)
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id)
+    if agent.status == AgentStatus.DECOMMISSIONED:
+        raise Conflict("A decommissioned agent cannot become a member.")
+    member = (
+        OrganizationMember.objects.select_for_update()
+        .filter(organization_id=organization.id, agent_id=agent.id)
+        .first()
+    )
+    action = "member.added"
+    if member is None:
+        member = OrganizationMember.objects.create(
+            organization_id=organization.id, agent=agent, role=role
+        )
+    elif member.role != role:
+        member.role = role
+        member.save(update_fields=["role", "updated_at"])
+        action = "member.updated"
+    else:
+        return member
+    event_record(
+        organization_id=organization.id,
+        actor=actor,
+        action=action,
+        subject_type="agent",
+        subject_id=str(agent.id),
+        data={"role": role},
+    )
+    return member

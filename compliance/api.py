@@ -1,0 +1,74 @@
+"""API for reading the caller's organization's audit log."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import pagination, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentidp.api import TenantViewSet, problem_responses
+from agentidp.errors import NotFound
+from compliance.models import AuditEvent
+from compliance.selectors import audit_event_list
+
+
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id", "organization_id", "sequence", "occurred_at", "actor_type", "actor_id",
+            "action", "outcome", "subject_type", "subject_id", "data", "previous_hash", "hash",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class AuditQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    action = serializers.CharField(max_length=100, required=False)
+    actor_type = serializers.ChoiceField(choices=["user", "agent", "system"], required=False)
+    actor_id = serializers.CharField(max_length=200, required=False)
+    subject_type = serializers.CharField(max_length=50, required=False)
+    subject_id = serializers.CharField(max_length=200, required=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+
+
+class AuditCursorPagination(pagination.CursorPagination):
+    """Stable cursors over the chain, newest first."""
+
+    ordering = "-sequence"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("action", str, description="Exact action, or a family like agent.*"),
+            OpenApiParameter("actor_type", str, enum=["user", "agent", "system"]),
+            OpenApiParameter("actor_id", str),
+            OpenApiParameter("subject_type", str),
+            OpenApiParameter("subject_id", str),
+            OpenApiParameter("since", str, description="ISO 8601; inclusive"),
+            OpenApiParameter("until", str, description="ISO 8601; exclusive"),
+        ],
+        responses={200: AuditEventSerializer(many=True), **problem_responses(400, 401, 403)},
+    )
+)
+class AuditEventViewSet(TenantViewSet):
+    """The hash-chained audit events of the caller's organization."""
+
+    resource_type = "audit_event"
+    required_scopes = {"list": "audit:read"}
+    serializer_class = AuditEventSerializer
+    pagination_class = AuditCursorPagination
+    queryset = AuditEvent.objects.none()
+
+    def list(self, request: Request) -> Response:
+        query = AuditQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        events = audit_event_list(organization_id=organization_id, **query.validated_data)
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)

@@ -1,0 +1,66 @@
+"""The audit log: one hash chain of events per organization."""
+
+import uuid
+
+from django.db import models
+
+from agentidp.models import OrgOwnedModel
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditEvent(OrgOwnedModel):
+    """One recorded domain event; append-only, chained to its predecessor by hash."""
+
+    retained_after_organization_deletion = True
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    sequence = models.PositiveBigIntegerField()
+    occurred_at = models.DateTimeField()
+    actor_type = models.CharField(max_length=20)
+    actor_id = models.CharField(max_length=200)
+    action = models.CharField(max_length=100)
+    outcome = models.CharField(max_length=20, default="success")
+    subject_type = models.CharField(max_length=50)
+    subject_id = models.CharField(max_length=200)
+    data = models.JSONField(default=dict)
+    previous_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "sequence"], name="%(app_label)s_%(class)s_unique_sequence"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "occurred_at"], name="compliance_audit_org_time"),
+            models.Index(fields=["organization", "action"], name="compliance_audit_org_action"),
+            models.Index(
+                fields=["organization", "subject_type", "subject_id"],
+                name="compliance_audit_org_subject",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action}"
+
+
+class AuditChainHead(OrgOwnedModel):
+    """The newest link of an organization's chain; its row lock serializes writers."""
+
+    retained_after_organization_deletion = True
+
+    sequence = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization"], name="%(app_label)s_%(class)s_unique_organization"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}@{self.sequence}"

@@ -1,0 +1,162 @@
+"""Appending to and verifying the per-organization audit hash chain."""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from agentidp.errors import JSONValue
+from compliance.models import GENESIS_HASH, AuditChainHead, AuditEvent
+
+
+def audit_event_canonical(
+    *,
+    event_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    sequence: int,
+    occurred_at: datetime,
+    actor_type: str,
+    actor_id: str,
+    action: str,
+    outcome: str,
+    subject_type: str,
+    subject_id: str,
+    data: Mapping[str, JSONValue],
+    previous_hash: str,
+) -> bytes:
+    """The exact bytes hashed for one event: sorted-key compact JSON, UTC microsecond time."""
+    document = {
+        "id": str(event_id),
+        "organization_id": str(organization_id),
+        "sequence": sequence,
+        "occurred_at": occurred_at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "action": action,
+        "outcome": outcome,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "data": data,
+        "previous_hash": previous_hash,
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def audit_event_hash(event: AuditEvent) -> str:
+    canonical = audit_event_canonical(
+        event_id=event.id,
+        organization_id=event.organization_id,
+        sequence=event.sequence,
+        occurred_at=event.occurred_at,
+        actor_type=event.actor_type,
+        actor_id=event.actor_id,
+        action=event.action,
+        outcome=event.outcome,
+        subject_type=event.subject_type,
+        subject_id=event.subject_id,
+        data=event.data,
+        previous_hash=event.previous_hash,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def audit_chain_head_lock(*, organization_id: uuid.UUID) -> AuditChainHead:
+    """Lock the organization's chain head, creating it on the first event."""
+    head = AuditChainHead.objects.select_for_update().filter(organization_id=organization_id).first()
+    if head is None:
+        AuditChainHead.objects.bulk_create(
+            [AuditChainHead(organization_id=organization_id)], ignore_conflicts=True
+        )
+        head = AuditChainHead.objects.select_for_update().get(organization_id=organization_id)
+    return head
+
+
+@transaction.atomic
+def audit_event_append(
+    *,
+    organization_id: uuid.UUID,
+    actor_type: str,
+    actor_id: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    data: Mapping[str, JSONValue],
+    outcome: str = "success",
+) -> AuditEvent:
+    """Append one event to the organization's chain in the caller's transaction.
+
+    The head row's lock serializes writers of one organization, so sequences stay gapless and
+    every ``previous_hash`` is its predecessor's ``hash`` however many writers race.
+    """
+    head = audit_chain_head_lock(organization_id=organization_id)
+    event = AuditEvent(
+        id=uuid.uuid4(),
+        organization_id=organization_id,
+        sequence=head.sequence + 1,
+        occurred_at=timezone.now(),
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        outcome=outcome,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        data=dict(data),
+        previous_hash=head.hash,
+    )
+    event.hash = audit_event_hash(event)
+    event.save(force_insert=True)
+    AuditChainHead.objects.filter(pk=head.pk).update(sequence=event.sequence, hash=event.hash)
+    return event
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """The result of walking one organization's chain."""
+
+    valid: bool
+    events_checked: int
+    head_sequence: int
+    first_invalid_sequence: int | None = None
+    reason: str = ""
+
+
+def audit_chain_verify(*, organization_id: uuid.UUID) -> ChainVerification:
+    """Recompute every hash in order; report the first break (gap, fork or altered event)."""
+    expected_previous = GENESIS_HASH
+    expected_sequence = 1
+    checked = 0
+    events = AuditEvent.objects.filter(organization_id=organization_id).order_by("sequence")
+    for event in events.iterator(chunk_size=2000):
+        failure = ""
+        if event.sequence != expected_sequence:
+            failure = f"sequence gap: expected {expected_sequence}, found {event.sequence}"
+        elif event.previous_hash != expected_previous:
+            failure = "previous_hash does not match the preceding event"
+        elif audit_event_hash(event) != event.hash:
+            failure = "hash does not match the event's contents"
+        if failure:
+            return ChainVerification(
+                valid=False,
+                events_checked=checked,
+                head_sequence=expected_sequence - 1,
+                first_invalid_sequence=event.sequence,
+                reason=failure,
+            )
+        checked += 1
+        expected_previous = event.hash
+        expected_sequence += 1
+    head = AuditChainHead.objects.filter(organization_id=organization_id).first()
+    if head is not None and (head.sequence, head.hash) != (checked, expected_previous):
+        return ChainVerification(
+            valid=False,
+            events_checked=checked,
+            head_sequence=checked,
+            first_invalid_sequence=checked + 1,
+            reason="chain head does not match the last event (events missing)",
+        )
+    return ChainVerification(valid=True, events_checked=checked, head_sequence=checked)

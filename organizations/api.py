@@ -1,0 +1,128 @@
+"""Platform API for organizations (scope ``admin:orgs``)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet, problem_responses
+from agentidp.tenancy import platform_context
+from organizations import services
+from organizations.choices import OrganizationStatus, Plan
+from organizations.models import Organization
+
+
+class OrganizationSerializer(serializers.ModelSerializer[Organization]):
+    class Meta:
+        model = Organization
+        fields = [
+            "id", "slug", "name", "plan", "max_agents", "max_tokens_per_month", "status",
+            "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class OrganizationCreateSerializer(StrictSerializer):
+    slug = serializers.SlugField(max_length=63)
+    name = serializers.CharField(max_length=200, required=False, default="")
+    plan = serializers.ChoiceField(choices=Plan.choices, default=Plan.FREE)
+    max_agents = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    max_tokens_per_month = serializers.IntegerField(
+        min_value=0, max_value=10**15, required=False
+    )
+
+
+class OrganizationUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200, required=False)
+    plan = serializers.ChoiceField(choices=Plan.choices, required=False)
+    max_agents = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    max_tokens_per_month = serializers.IntegerField(
+        min_value=0, max_value=10**15, required=False
+    )
+    status = serializers.ChoiceField(
+        choices=[OrganizationStatus.ACTIVE, OrganizationStatus.SUSPENDED], required=False
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: OrganizationSerializer(many=True), **problem_responses(401, 403)}),
+    retrieve=extend_schema(responses={200: OrganizationSerializer, **problem_responses(400, 401, 403, 404)}),
+    create=extend_schema(
+        request=OrganizationCreateSerializer,
+        responses={201: OrganizationSerializer, **problem_responses(400, 401, 403, 409)},
+    ),
+    partial_update=extend_schema(
+        request=OrganizationUpdateSerializer,
+        responses={200: OrganizationSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+    destroy=extend_schema(responses={204: None, **problem_responses(400, 401, 403, 404, 409)}),
+)  # fmt: skip
+class OrganizationViewSet(TenantViewSet):
+    """Tenants of this deployment, managed by platform staff across organizations."""
+
+    resource_type = "organization"
+    required_scopes = {
+        action: "admin:orgs"
+        for action in ("list", "retrieve", "create", "partial_update", "destroy")
+    }
+    serializer_class = OrganizationSerializer
+    pagination_class = PageNumberPagination
+    queryset = Organization.objects.none()
+
+    @contextmanager
+    def platform(self) -> Iterator[None]:
+        with platform_context(reason=f"api:organizations:{self.action}", actor=self.principal):
+            yield
+
+    def list(self, request: Request) -> Response:
+        with self.platform():
+            organizations = Organization.objects.exclude(
+                status=OrganizationStatus.DELETED
+            ).order_by("slug")
+            page = self.paginate_queryset(organizations)
+            data = OrganizationSerializer(page, many=True).data
+        return self.get_paginated_response(data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        with self.platform():
+            organization = services.organization_get(organization_id=self.lookup_uuid())
+            return Response(OrganizationSerializer(organization).data)
+
+    def create(self, request: Request) -> Response:
+        payload = OrganizationCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        with self.platform():
+            organization = services.organization_create(actor=self.principal, **payload.validated_data)
+            data = OrganizationSerializer(organization).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        payload = OrganizationUpdateSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        changes = dict(payload.validated_data)
+        new_status = changes.pop("status", None)
+        organization_id = self.lookup_uuid()
+        with self.platform():
+            organization = services.organization_get(organization_id=organization_id)
+            if changes:
+                organization = services.organization_update(
+                    actor=self.principal, organization_id=organization_id, changes=changes
+                )
+            if new_status == OrganizationStatus.SUSPENDED and organization.status != new_status:
+                organization = services.organization_suspend(
+                    actor=self.principal, organization_id=organization_id
+                )
+            elif new_status == OrganizationStatus.ACTIVE and organization.status != new_status:
+                organization = services.organization_reactivate(
+                    actor=self.principal, organization_id=organization_id
+                )
+            return Response(OrganizationSerializer(organization).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        organization_id = self.lookup_uuid()
+        with self.platform():
+            services.organization_delete(actor=self.principal, organization_id=organization_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,10 @@
+"""App config for organizations."""
+
+from django.apps import AppConfig
+
+
+class OrganizationsConfig(AppConfig):
+    """Organizations, their plans and quotas, and staff membership."""
+
+    name = "organizations"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,67 @@
+"""Organizations (the tenants) and the staff users tied to them."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from agentidp.models import TimestampedModel
+from organizations.choices import MemberRole, OrganizationStatus, Plan
+
+SYSTEM_ORGANIZATION_ID = uuid.UUID("00000000-0000-0000-0000-000000000001")
+
+
+class Organization(TimestampedModel):
+    """A tenant: owns agents, credentials, audit events; its row is visible only inside itself."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=200)
+    plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.FREE)
+    max_agents = models.PositiveIntegerField()
+    max_tokens_per_month = models.PositiveBigIntegerField()
+    status = models.CharField(
+        max_length=20, choices=OrganizationStatus.choices, default=OrganizationStatus.ACTIVE
+    )
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=OrganizationStatus.values),
+                name="%(app_label)s_%(class)s_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(plan__in=Plan.values), name="%(app_label)s_%(class)s_plan_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_system(self) -> bool:
+        return self.id == SYSTEM_ORGANIZATION_ID
+
+
+class StaffMembership(TimestampedModel):
+    """Ties a Django staff user to exactly one organization, with a role."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_membership"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="staff_memberships"
+    )
+    role = models.CharField(max_length=20, choices=MemberRole.choices, default=MemberRole.ADMIN)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(role__in=MemberRole.values),
+                name="%(app_label)s_%(class)s_role_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.organization_id} as {self.role}"

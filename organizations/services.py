@@ -1,0 +1,251 @@
+"""Every write to organizations and staff membership."""
+
+import uuid
+
+from django.apps import apps
+from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import User as DjangoUser
+from django.db import IntegrityError, transaction
+from django.db.models import Model
+
+from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
+from agentidp.events import event_record
+from agentidp.principals import Principal
+from organizations.choices import PLAN_QUOTAS, MemberRole, OrganizationStatus, Plan
+from organizations.models import Organization, StaffMembership
+
+STAFF_GROUP = "Organization staff"
+STAFF_PERMISSIONS = (
+    ("agents", "view_agent"),
+    ("agents", "change_agent"),
+    ("agents", "add_agent"),
+    ("agents", "view_organizationmember"),
+    ("agents", "add_organizationmember"),
+    ("agents", "change_organizationmember"),
+    ("compliance", "view_auditevent"),
+    ("organizations", "view_organization"),
+    ("organizations", "view_staffmembership"),
+)
+
+
+def organization_get(*, organization_id: uuid.UUID, for_update: bool = False) -> Organization:
+    """The organization if visible in the current context; deleted ones are gone."""
+    organizations = Organization.objects.exclude(status=OrganizationStatus.DELETED)
+    if for_update:
+        organizations = organizations.select_for_update()
+    organization = organizations.filter(id=organization_id).first()
+    if organization is None:
+        raise NotFound("No such organization.")
+    return organization
+
+
+def _quota(value: int | None, plan: str, index: int) -> int:
+    return value if value is not None else PLAN_QUOTAS[plan][index]
+
+
+@transaction.atomic
+def organization_create(
+    *,
+    actor: Principal,
+    slug: str,
+    name: str,
+    plan: str = Plan.FREE,
+    max_agents: int | None = None,
+    max_tokens_per_month: int | None = None,
+) -> Organization:
+    """Create a tenant with its plan's quotas unless given; runs in the platform context."""
+    if plan not in Plan.values:
+        raise ValidationFailed("Unknown plan.", errors={"plan": [f"Must be one of {Plan.values}."]})
+    organization = Organization(
+        slug=slug,
+        name=name or slug,
+        plan=plan,
+        max_agents=_quota(max_agents, plan, 0),
+        max_tokens_per_month=_quota(max_tokens_per_month, plan, 1),
+    )
+    try:
+        with transaction.atomic():
+            organization.save(force_insert=True)
+    except IntegrityError as exc:
+        raise Conflict(
+            "An organization with this slug already exists.", errors={"slug": ["Already taken."]}
+        ) from exc
+    event_record(
+        organization_id=organization.id,
+        actor=actor,
+        action="organization.created",
+        subject_type="organization",
+        subject_id=str(organization.id),
+        data={"slug": slug, "plan": plan},
+    )
+    return organization
+
+
+UPDATABLE_FIELDS = ("name", "plan", "max_agents", "max_tokens_per_month")
+
+
+@transaction.atomic
+def organization_update(
+    *, actor: Principal, organization_id: uuid.UUID, changes: dict[str, JSONValue]
+) -> Organization:
+    """Change name, plan or quotas; a plan change without explicit quotas takes the plan's."""
+    organization = organization_get(organization_id=organization_id, for_update=True)
+    unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))
+    if unknown:
+        raise ValidationFailed(
+            "These fields cannot be changed.", errors={f: ["Not updatable."] for f in unknown}
+        )
+    plan = changes.get("plan")
+    if plan is not None and plan not in Plan.values:
+        raise ValidationFailed("Unknown plan.", errors={"plan": [f"Must be one of {Plan.values}."]})
+    if isinstance(plan, str) and plan != organization.plan:
+        changes.setdefault("max_agents", PLAN_QUOTAS[plan][0])
+        changes.setdefault("max_tokens_per_month", PLAN_QUOTAS[plan][1])
+    changed = {k: v for k, v in changes.items() if getattr(organization, k) != v}
+    for field, value in changed.items():
+        setattr(organization, field, value)
+    if changed:
+        organization.save(update_fields=[*changed, "updated_at"])
+        event_record(
+            organization_id=organization.id,
+            actor=actor,
+            action="organization.updated",
+            subject_type="organization",
+            subject_id=str(organization.id),
+            data={"changed": changed},
+        )
+    return organization
+
+
+def _organization_set_status(
+    *, actor: Principal, organization_id: uuid.UUID, status: str, action: str
+) -> Organization:
+    organization = organization_get(organization_id=organization_id, for_update=True)
+    if organization.is_system:
+        raise Conflict("The system organization cannot change status.")
+    if organization.status == status:
+        raise Conflict(f"The organization is already {status}.")
+    organization.status = status
+    organization.save(update_fields=["status", "updated_at"])
+    event_record(
+        organization_id=organization.id,
+        actor=actor,
+        action=action,
+        subject_type="organization",
+        subject_id=str(organization.id),
+    )
+    return organization
+
+
+@transaction.atomic
+def organization_suspend(*, actor: Principal, organization_id: uuid.UUID) -> Organization:
+    """Suspend a tenant: its agents and staff can no longer act."""
+    return _organization_set_status(
+        actor=actor,
+        organization_id=organization_id,
+        status=OrganizationStatus.SUSPENDED,
+        action="organization.suspended",
+    )
+
+
+@transaction.atomic
+def organization_reactivate(*, actor: Principal, organization_id: uuid.UUID) -> Organization:
+    """Lift a suspension."""
+    return _organization_set_status(
+        actor=actor,
+        organization_id=organization_id,
+        status=OrganizationStatus.ACTIVE,
+        action="organization.reactivated",
+    )
+
+
+def _tenant_dependents() -> list[type[Model]]:
+    """Tenant tables whose rows go with a deleted organization (not the audit chain)."""
+    models: list[type[Model]] = []
+    for relation in Organization._meta.get_fields(include_hidden=True):
+        model = getattr(relation, "related_model", None)
+        if (
+            relation.auto_created
+            and not relation.concrete
+            and model is not None
+            and model is not StaffMembership
+            and not getattr(model, "retained_after_organization_deletion", False)
+        ):
+            models.append(model)
+    return models
+
+
+@transaction.atomic
+def organization_delete(*, actor: Principal, organization_id: uuid.UUID) -> None:
+    """Delete a tenant's operational data and tombstone its row.
+
+    Refused while the organization has agents and is not suspended. The organization row and
+    its audit chain are kept (status ``deleted``): audit records are append-only and must
+    outlive the tenant.
+    """
+    organization = organization_get(organization_id=organization_id, for_update=True)
+    if organization.is_system:
+        raise Conflict("The system organization cannot be deleted.")
+    agent_model = apps.get_model("agents", "Agent")
+    has_agents = agent_model._default_manager.filter(organization_id=organization_id).exists()
+    if has_agents and organization.status != OrganizationStatus.SUSPENDED:
+        raise Conflict(
+            "The organization still has agents; suspend it before deleting it.",
+            errors={"status": ["Must be suspended to delete an organization with agents."]},
+        )
+    for model in _tenant_dependents():
+        model._default_manager.filter(organization_id=organization_id).delete()
+    StaffMembership.objects.filter(organization_id=organization_id).delete()
+    organization.status = OrganizationStatus.DELETED
+    organization.slug = f"deleted-{organization.id.hex}"
+    organization.save(update_fields=["status", "slug", "updated_at"])
+    event_record(
+        organization_id=organization.id,
+        actor=actor,
+        action="organization.deleted",
+        subject_type="organization",
+        subject_id=str(organization.id),
+    )
+
+
+def staff_group() -> Group:
+    """The group holding the admin permissions an organization's staff need."""
+    group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
+    wanted = Permission.objects.none()
+    for app_label, codename in STAFF_PERMISSIONS:
+        wanted |= Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    group.permissions.set(wanted)
+    return group
+
+
+@transaction.atomic
+def staff_create(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    username: str,
+    password: str,
+    role: str = MemberRole.ADMIN,
+    email: str = "",
+    superuser: bool = False,
+) -> DjangoUser:
+    """A Django staff login tied to one organization through its membership record."""
+    organization = organization_get(organization_id=organization_id)
+    if role not in MemberRole.values:
+        raise ValidationFailed("Unknown role.", errors={"role": [f"One of {MemberRole.values}."]})
+    if DjangoUser.objects.filter(username=username).exists():
+        raise Conflict("A user with this username exists.", errors={"username": ["Taken."]})
+    user = DjangoUser(username=username, email=email, is_staff=True, is_superuser=superuser)
+    user.set_password(password)
+    user.save()
+    user.groups.add(staff_group())
+    StaffMembership.objects.create(user=user, organization=organization, role=role)
+    event_record(
+        organization_id=organization.id,
+        actor=actor,
+        action="member.added",
+        subject_type="staff",
+        subject_id=str(user.pk),
+        data={"username": username, "role": role, "superuser": superuser},
+    )
+    return user
