@@ -6,7 +6,11 @@ Every option read here is documented in the README's configuration table.
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import django_stubs_ext
 import environ
+
+# Lets admin and form classes be subscripted at runtime (ModelAdmin[Agent]) for type checking.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -34,7 +34,7 @@ def audit_event_canonical(
         "id": str(event_id),
         "organization_id": str(organization_id),
         "sequence": sequence,
-        "occurred_at": occurred_at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
         "actor_type": actor_type,
         "actor_id": actor_id,
         "action": action,

@@ -1,0 +1,41 @@
+# The two commands: `make run` and `make test`. Everything else is a helper they use.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The first Python 3.11+ on PATH.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: install run test lint pytest clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
+	@echo "[agentidp] installing into $(VENV) with $(PYTHON)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL), migrate, seed the demo,
+## then run web, worker and beat until Ctrl-C.
+run: $(STAMP)
+	@$(BIN)/python -m agentidp.devenv run
+
+## Lint, type-check, then the whole suite with coverage against real PostgreSQL and Redis.
+test: lint pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+pytest: $(STAMP)
+	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .agentidp .coverage .mypy_cache .ruff_cache

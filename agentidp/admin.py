@@ -1,0 +1,41 @@
+"""Helpers shared by the app admins: the acting principal and service-backed actions."""
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from django.contrib import admin, messages
+from django.db.models import Model
+from django.http import HttpRequest
+
+from agentidp.errors import DomainError
+from agentidp.principals import Principal
+
+M = TypeVar("M", bound=Model)
+
+
+def admin_principal(request: HttpRequest) -> Principal:
+    """The principal the tenancy middleware resolved for this admin session."""
+    principal = getattr(request, "principal", None)
+    if not isinstance(principal, Principal):
+        raise PermissionError("admin request without a principal")
+    return principal
+
+
+def run_service_action(
+    modeladmin: admin.ModelAdmin[M],
+    request: HttpRequest,
+    objects: Iterable[M],
+    call: Callable[[Principal, M], object],
+    verb: str,
+) -> None:
+    """Apply a service to each selected object, reporting refusals instead of failing."""
+    principal = admin_principal(request)
+    done = 0
+    for obj in objects:
+        try:
+            call(principal, obj)
+            done += 1
+        except DomainError as exc:
+            modeladmin.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
+    if done:
+        modeladmin.message_user(request, f"{verb} {done} object(s).", messages.SUCCESS)

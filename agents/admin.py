@@ -1,0 +1,132 @@
+"""Admin for agents and memberships; row visibility comes from RLS, filtered here too."""
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from agentidp.admin import admin_principal, run_service_action
+from agentidp.errors import DomainError
+from agents import services
+from agents.models import Agent, OrganizationMember
+from organizations.models import Organization
+
+
+class AgentAdminForm(forms.ModelForm[Agent]):
+    """Adds the organization choice that platform superusers need when registering."""
+
+    organization = forms.ModelChoiceField(
+        queryset=Organization.objects.exclude(status="deleted"), required=False
+    )
+
+    class Meta:
+        model = Agent
+        fields = ["name", "description", "capabilities", "metadata"]
+
+
+def _scoped(request: HttpRequest, queryset: QuerySet[Agent]) -> QuerySet[Agent]:
+    principal = admin_principal(request)
+    if principal.is_platform:
+        return queryset
+    return queryset.filter(organization_id=principal.organization_id)
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin[Agent]):
+    form = AgentAdminForm
+    list_display = ["name", "status", "organization", "created_at"]
+    list_filter = ["status", "created_at"]
+    search_fields = ["name", "description", "id"]
+    readonly_fields = ["id", "status", "created_at", "updated_at"]
+    actions = ["suspend", "reactivate", "decommission"]
+    list_select_related = ["organization"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
+        return _scoped(request, super().get_queryset(request))
+
+    def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> list[str]:
+        fields = ["name", "description", "capabilities", "metadata"]
+        if obj is None and admin_principal(request).is_platform:
+            fields = ["organization", *fields]
+        return [*fields, *self.readonly_fields] if obj else fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Agent | None = None) -> bool:
+        return False  # agents are decommissioned, never deleted
+
+    def save_model(
+        self, request: HttpRequest, obj: Agent, form: forms.ModelForm[Agent], change: bool
+    ) -> None:
+        principal = admin_principal(request)
+        data = form.cleaned_data
+        try:
+            if change:
+                changes = {name: data[name] for name in form.changed_data if name in data}
+                saved = services.agent_update(
+                    actor=principal,
+                    organization_id=obj.organization_id,
+                    agent_id=obj.id,
+                    changes=changes,
+                )
+            else:
+                organization = data.get("organization")
+                organization_id = organization.id if organization else principal.organization_id
+                if organization_id is None:
+                    raise forms.ValidationError("Choose an organization.")
+                saved = services.agent_register(
+                    actor=principal,
+                    organization_id=organization_id,
+                    name=data["name"],
+                    description=data.get("description") or "",
+                    capabilities=data.get("capabilities") or [],
+                    metadata=data.get("metadata") or {},
+                )
+        except DomainError as exc:
+            raise forms.ValidationError(exc.detail) from exc
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    @admin.action(description="Suspend selected agents")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        run_service_action(self, request, queryset, lambda actor, agent: services.agent_suspend(
+            actor=actor, organization_id=agent.organization_id, agent_id=agent.id), "Suspended")
+
+    @admin.action(description="Reactivate selected agents")
+    def reactivate(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        run_service_action(self, request, queryset, lambda actor, agent: services.agent_reactivate(
+            actor=actor, organization_id=agent.organization_id, agent_id=agent.id), "Reactivated")
+
+    @admin.action(description="Decommission selected agents (permanent)")
+    def decommission(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        run_service_action(self, request, queryset, lambda actor, agent: services.agent_decommission(
+            actor=actor, organization_id=agent.organization_id, agent_id=agent.id),
+            "Decommissioned")
+
+
+@admin.register(OrganizationMember)
+class OrganizationMemberAdmin(admin.ModelAdmin[OrganizationMember]):
+    list_display = ["agent", "role", "organization", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["agent__name"]
+    readonly_fields = ["agent", "created_at", "updated_at"]
+    fields = ["agent", "role", "created_at", "updated_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OrganizationMember]:
+        members = super().get_queryset(request).select_related("agent", "organization")
+        principal = admin_principal(request)
+        if principal.is_platform:
+            return members
+        return members.filter(organization_id=principal.organization_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # members are added through POST /organizations/{id}/members
+
+    def save_model(
+        self, request: HttpRequest, obj: OrganizationMember,
+        form: forms.ModelForm[OrganizationMember], change: bool,
+    ) -> None:  # fmt: skip
+        services.member_add(
+            actor=admin_principal(request),
+            organization_id=obj.organization_id,
+            agent_id=obj.agent_id,
+            role=obj.role,
+        )
