@@ -89,7 +89,10 @@ def _flatten(detail: object, prefix: str = "") -> FieldErrors:
     out: FieldErrors = {}
     if isinstance(detail, Mapping):
         for key, value in detail.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int):
+                name = f"{prefix}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
             if key == "non_field_errors" and not prefix:
                 name = "body"
             for sub, messages in _flatten(value, name).items():

@@ -1,0 +1,137 @@
+"""Fixtures shared by the suite. Tests run as the application role: RLS is in force."""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connections
+from rest_framework.test import APIClient
+
+from agents.models import Agent
+from organizations.choices import MemberRole
+from agentidp.tenancy import platform_context
+from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
+from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A tenant-table query outside any context raises instead of silently matching nothing.
+    settings.AGENTIDP["STRICT_TENANCY"] = True
+    # Test logins need no slow password hash; production keeps Django's PBKDF2 default.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(
+    django_test_environment: None, django_db_blocker: Any
+) -> Iterator[None]:
+    """Create and migrate the test database as the owner, then point the application role at it.
+
+    pytest-django sets up only the aliases tests ask for; ``default`` is a mirror of ``owner``
+    and would otherwise keep the owner's non-test database name.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default", "owner"})
+    yield
+    with django_db_blocker.unblock():
+        connections.close_all()
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def _app_role_on_test_database(db: None) -> None:
+    """Every test's default connection is the application role on the test database."""
+    default, owner = connections["default"].settings_dict, connections["owner"].settings_dict
+    assert default["USER"] != owner["USER"], "tests must not run as the owner role"
+    assert default["NAME"] == owner["NAME"] and str(default["NAME"]).startswith("test_")
+
+
+@pytest.fixture
+def org() -> Organization:
+    return OrganizationFactory()
+
+
+@pytest.fixture
+def other_org() -> Organization:
+    return OrganizationFactory()
+
+
+@pytest.fixture
+def agent(org: Organization) -> Agent:
+    return AgentFactory(organization=org)
+
+
+@pytest.fixture
+def foreign_agent(other_org: Organization) -> Agent:
+    return AgentFactory(organization=other_org, name="foreign-agent")
+
+
+@pytest.fixture
+def staff(org: Organization) -> User:
+    return StaffFactory(organization=org, role=MemberRole.OWNER)
+
+
+@pytest.fixture
+def system_org() -> Organization:
+    with platform_context(reason="tests"):
+        return Organization.objects.get(id=SYSTEM_ORGANIZATION_ID)
+
+
+@pytest.fixture
+def superuser(system_org: Organization) -> User:
+    """A platform superuser, a member of the system organization."""
+    return StaffFactory(organization=system_org, role=MemberRole.OWNER, superuser=True)
+
+
+@pytest.fixture
+def client_for() -> Callable[[User | None], APIClient]:
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(client_for: Callable[[User | None], APIClient], staff: User) -> APIClient:
+    """An API client logged in as an owner of ``org``."""
+    return client_for(staff)
+
+
+@pytest.fixture
+def platform_api(client_for: Callable[[User | None], APIClient], superuser: User) -> APIClient:
+    return client_for(superuser)
+
+
+@pytest.fixture
+def run_in_threads() -> Iterator[Callable[..., list[Any]]]:
+    """Run callables concurrently, each thread on its own committed database connection."""
+    import threading
+
+    def run(*calls: Callable[[], Any]) -> list[Any]:
+        results: list[Any] = [None] * len(calls)
+        barrier = threading.Barrier(len(calls))
+
+        def worker(index: int, call: Callable[[], Any]) -> None:
+            try:
+                barrier.wait()
+                results[index] = call()
+            except BaseException as exc:  # the test inspects what each thread raised
+                results[index] = exc
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        return results
+
+    yield run
