@@ -17,25 +17,15 @@ from agentidp.errors import ValidationFailed
 from agentidp.principals import Principal
 
 
-class StrictSerializerMixin:
-    """Rejects fields the serializer does not declare, naming each (no silent drops)."""
-
-    fields: Mapping[str, serializers.Field]  # type: ignore[type-arg]
-    initial_data: object
-
-    def validate_unknown_fields(self) -> None:
-        if isinstance(self.initial_data, Mapping):
-            writable = {name for name, f in self.fields.items() if not f.read_only}
-            unknown = sorted(set(self.initial_data) - writable)
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-
-
-class StrictSerializer(StrictSerializerMixin, serializers.Serializer):  # type: ignore[type-arg]
-    """A plain input serializer that rejects unknown fields."""
+class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """An input serializer that rejects fields it does not declare, naming each."""
 
     def to_internal_value(self, data: object) -> object:
-        self.validate_unknown_fields()
+        if isinstance(data, Mapping):
+            writable = {name for name, f in self.fields.items() if not f.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
 
 

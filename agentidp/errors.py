@@ -158,8 +158,9 @@ def problem_exception_handler(exc: Exception, context: Mapping[str, object]) -> 
             value = auth_header(request)
             if value:
                 headers["WWW-Authenticate"] = str(value)
-    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(int(exc.wait))
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, drf_exceptions.Throttled) and isinstance(wait, int | float):
+        headers["Retry-After"] = str(int(wait))
     body = problem_body(
         status=exc.status_code,
         title=title,
@@ -168,7 +169,9 @@ def problem_exception_handler(exc: Exception, context: Mapping[str, object]) -> 
         instance=instance,
         errors=errors,
     )
-    return Response(body, status=exc.status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+    return Response(
+        body, status=exc.status_code, headers=headers, content_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 def problem_response(request: HttpRequest, *, status: int, title: str, detail: str) -> JsonResponse:

@@ -17,7 +17,7 @@ organization the current transaction acts for:
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -150,11 +150,13 @@ def tenant_tables() -> frozenset[str]:
 
 _QUOTED = re.compile(r'"([a-z0-9_]+)"')
 
-ExecuteFn = Callable[[str, object, bool, Mapping[str, object]], object]
-
 
 def _query_guard(
-    execute: ExecuteFn, sql: str, params: object, many: bool, context: Mapping[str, object]
+    execute: Callable[[str, object, bool, dict[str, object]], object],
+    sql: str,
+    params: object,
+    many: bool,
+    context: dict[str, object],
 ) -> object:
     if _state.get() is None:
         touched = tenant_tables().intersection(_QUOTED.findall(sql))

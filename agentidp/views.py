@@ -28,15 +28,18 @@ def readyz(request: HttpRequest) -> JsonResponse:
         logger.warning("readiness: database check failed", exc_info=True)
         checks["database"] = "unavailable"
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+        )
         client.ping()
         checks["redis"] = "ok"
     except redis.RedisError:
         logger.warning("readiness: redis check failed", exc_info=True)
         checks["redis"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 def not_found(request: HttpRequest, exception: Exception) -> JsonResponse:

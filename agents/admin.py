@@ -28,6 +28,8 @@ def _scoped(request: HttpRequest, queryset: QuerySet[Agent]) -> QuerySet[Agent]:
     principal = admin_principal(request)
     if principal.is_platform:
         return queryset
+    if principal.organization_id is None:
+        return queryset.none()
     return queryset.filter(organization_id=principal.organization_id)
 
 
@@ -44,11 +46,11 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         return _scoped(request, super().get_queryset(request))
 
-    def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> list[str]:
-        fields = ["name", "description", "capabilities", "metadata"]
+    def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
+        fields: tuple[str, ...] = ("name", "description", "capabilities", "metadata")
         if obj is None and admin_principal(request).is_platform:
-            fields = ["organization", *fields]
-        return [*fields, *self.readonly_fields] if obj else fields
+            fields = ("organization", *fields)
+        return (*fields, *self.readonly_fields) if obj else fields
 
     def has_delete_permission(self, request: HttpRequest, obj: Agent | None = None) -> bool:
         return False  # agents are decommissioned, never deleted
@@ -87,19 +89,39 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
 
     @admin.action(description="Suspend selected agents")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        run_service_action(self, request, queryset, lambda actor, agent: services.agent_suspend(
-            actor=actor, organization_id=agent.organization_id, agent_id=agent.id), "Suspended")
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda actor, agent: services.agent_suspend(
+                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
+            ),
+            "Suspended",
+        )
 
     @admin.action(description="Reactivate selected agents")
     def reactivate(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        run_service_action(self, request, queryset, lambda actor, agent: services.agent_reactivate(
-            actor=actor, organization_id=agent.organization_id, agent_id=agent.id), "Reactivated")
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda actor, agent: services.agent_reactivate(
+                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
+            ),
+            "Reactivated",
+        )
 
     @admin.action(description="Decommission selected agents (permanent)")
     def decommission(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        run_service_action(self, request, queryset, lambda actor, agent: services.agent_decommission(
-            actor=actor, organization_id=agent.organization_id, agent_id=agent.id),
-            "Decommissioned")
+        run_service_action(
+            self,
+            request,
+            queryset,
+            lambda actor, agent: services.agent_decommission(
+                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
+            ),
+            "Decommissioned",
+        )
 
 
 @admin.register(OrganizationMember)
@@ -115,15 +137,20 @@ class OrganizationMemberAdmin(admin.ModelAdmin[OrganizationMember]):
         principal = admin_principal(request)
         if principal.is_platform:
             return members
+        if principal.organization_id is None:
+            return members.none()
         return members.filter(organization_id=principal.organization_id)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # members are added through POST /organizations/{id}/members
 
     def save_model(
-        self, request: HttpRequest, obj: OrganizationMember,
-        form: forms.ModelForm[OrganizationMember], change: bool,
-    ) -> None:  # fmt: skip
+        self,
+        request: HttpRequest,
+        obj: OrganizationMember,
+        form: forms.ModelForm[OrganizationMember],
+        change: bool,
+    ) -> None:
         services.member_add(
             actor=admin_principal(request),
             organization_id=obj.organization_id,

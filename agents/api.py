@@ -1,7 +1,6 @@
 """API for agents and organization membership."""
 
-from contextlib import nullcontext
-from typing import ContextManager
+from contextlib import AbstractContextManager, nullcontext
 from uuid import UUID
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -23,9 +22,16 @@ class AgentSerializer(serializers.ModelSerializer[Agent]):
     class Meta:
         model = Agent
         fields = [
-            "id", "organization_id", "name", "description", "capabilities", "metadata", "status",
-            "created_at", "updated_at",
-        ]  # fmt: skip
+            "id",
+            "organization_id",
+            "name",
+            "description",
+            "capabilities",
+            "metadata",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -77,7 +83,9 @@ def _lifecycle_schema() -> dict[str, object]:
         request=AgentWriteSerializer,
         responses={201: AgentSerializer, **problem_responses(400, 401, 403, 409)},
     ),
-    retrieve=extend_schema(responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404)}),
+    retrieve=extend_schema(
+        responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404)}
+    ),
     partial_update=extend_schema(
         request=AgentWriteSerializer,
         responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404, 409)},
@@ -85,7 +93,7 @@ def _lifecycle_schema() -> dict[str, object]:
     suspend=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
     reactivate=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
     decommission=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
-)  # fmt: skip
+)
 class AgentViewSet(TenantViewSet):
     """The caller's organization's agents and their lifecycle."""
 
@@ -131,7 +139,9 @@ class AgentViewSet(TenantViewSet):
         return Response(AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        agent = services.agent_get(organization_id=self.organization_id, agent_id=self.lookup_uuid())
+        agent = services.agent_get(
+            organization_id=self.organization_id, agent_id=self.lookup_uuid()
+        )
         return Response(AgentSerializer(agent).data)
 
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -182,12 +192,14 @@ class MemberWriteSerializer(StrictSerializer):
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: MemberSerializer(many=True), **problem_responses(400, 401, 403, 404)}),
+    list=extend_schema(
+        responses={200: MemberSerializer(many=True), **problem_responses(400, 401, 403, 404)}
+    ),
     create=extend_schema(
         request=MemberWriteSerializer,
         responses={201: MemberSerializer, **problem_responses(400, 401, 403, 404, 409)},
     ),
-)  # fmt: skip
+)
 class OrganizationMemberViewSet(TenantViewSet):
     """Agents' roles within an organization: its own admins, or platform staff for any."""
 
@@ -197,7 +209,7 @@ class OrganizationMemberViewSet(TenantViewSet):
     pagination_class = PageNumberPagination
     queryset = OrganizationMember.objects.none()
 
-    def acting_in(self, organization_id: UUID) -> ContextManager[None]:
+    def acting_in(self, organization_id: UUID) -> AbstractContextManager[None]:
         """Own organization: the request's context. Another: platform staff only, else 404."""
         if organization_id == self.principal.organization_id:
             return nullcontext()

@@ -18,7 +18,9 @@ class Agent(OrgOwnedModel, TimestampedModel):
     description = models.TextField(blank=True, default="")
     capabilities = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=20, choices=AgentStatus.choices, default=AgentStatus.ACTIVE)
+    status = models.CharField(
+        max_length=20, choices=AgentStatus.choices, default=AgentStatus.ACTIVE
+    )
 
     class Meta:
         ordering = ["name"]

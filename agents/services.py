@@ -19,7 +19,9 @@ from organizations.services import organization_get
 MAX_CAPABILITIES = 64
 
 
-def agent_get(*, organization_id: uuid.UUID, agent_id: uuid.UUID, for_update: bool = False) -> Agent:
+def agent_get(
+    *, organization_id: uuid.UUID, agent_id: uuid.UUID, for_update: bool = False
+) -> Agent:
     """The organization's agent; another organization's agent is the same 404 as a missing one."""
     agents = Agent.objects.filter(organization_id=organization_id, id=agent_id)
     if for_update:
@@ -97,13 +99,14 @@ def agent_register(
             agent.save(force_insert=True)
     except IntegrityError as exc:
         raise _name_taken() from exc
+    recorded_capabilities: list[JSONValue] = [str(c) for c in capabilities]
     event_record(
         organization_id=organization_id,
         actor=actor,
         action="agent.created",
         subject_type="agent",
         subject_id=str(agent.id),
-        data={"name": name, "capabilities": list(capabilities)},
+        data={"name": name, "capabilities": recorded_capabilities},
     )
     return agent
 
@@ -150,7 +153,7 @@ def agent_update(
             action="agent.updated",
             subject_type="agent",
             subject_id=str(agent.id),
-            data={"changed": sorted(changed)},
+            data={"changed": [str(name) for name in sorted(changed)]},
         )
     return agent
 
@@ -204,9 +207,12 @@ def agent_suspend(
 ) -> Agent:
     """Stop an active agent from authenticating until reactivated."""
     return _agent_transition(
-        actor=actor, organization_id=organization_id, agent_id=agent_id, event="suspended",
+        actor=actor,
+        organization_id=organization_id,
+        agent_id=agent_id,
+        event="suspended",
         reason=reason,
-    )  # fmt: skip
+    )
 
 
 @transaction.atomic
@@ -215,9 +221,12 @@ def agent_reactivate(
 ) -> Agent:
     """Return a suspended agent to active."""
     return _agent_transition(
-        actor=actor, organization_id=organization_id, agent_id=agent_id, event="reactivated",
+        actor=actor,
+        organization_id=organization_id,
+        agent_id=agent_id,
+        event="reactivated",
         reason=reason,
-    )  # fmt: skip
+    )
 
 
 @transaction.atomic
@@ -226,9 +235,12 @@ def agent_decommission(
 ) -> Agent:
     """Retire an agent for good: it can never be reactivated or edited."""
     return _agent_transition(
-        actor=actor, organization_id=organization_id, agent_id=agent_id, event="decommissioned",
+        actor=actor,
+        organization_id=organization_id,
+        agent_id=agent_id,
+        event="decommissioned",
         reason=reason,
-    )  # fmt: skip
+    )
 
 
 @transaction.atomic

@@ -10,8 +10,17 @@ from compliance.models import AuditEvent
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
-    list_display = ["sequence", "occurred_at", "action", "outcome", "actor_type", "actor_id",
-                    "subject_type", "subject_id", "organization"]  # fmt: skip
+    list_display = [
+        "sequence",
+        "occurred_at",
+        "action",
+        "outcome",
+        "actor_type",
+        "actor_id",
+        "subject_type",
+        "subject_id",
+        "organization",
+    ]
     list_filter = ["action", "outcome", "actor_type"]
     search_fields = ["subject_id", "actor_id", "action"]
     date_hierarchy = "occurred_at"
@@ -23,6 +32,8 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         principal = admin_principal(request)
         if principal.is_platform:
             return events
+        if principal.organization_id is None:
+            return events.none()
         return events.filter(organization_id=principal.organization_id)
 
     def get_readonly_fields(self, request: HttpRequest, obj: AuditEvent | None = None) -> list[str]:

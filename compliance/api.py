@@ -15,9 +15,20 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
     class Meta:
         model = AuditEvent
         fields = [
-            "id", "organization_id", "sequence", "occurred_at", "actor_type", "actor_id",
-            "action", "outcome", "subject_type", "subject_id", "data", "previous_hash", "hash",
-        ]  # fmt: skip
+            "id",
+            "organization_id",
+            "sequence",
+            "occurred_at",
+            "actor_type",
+            "actor_id",
+            "action",
+            "outcome",
+            "subject_type",
+            "subject_id",
+            "data",
+            "previous_hash",
+            "hash",
+        ]
         read_only_fields = fields
 
 

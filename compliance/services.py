@@ -67,7 +67,9 @@ def audit_event_hash(event: AuditEvent) -> str:
 
 def audit_chain_head_lock(*, organization_id: uuid.UUID) -> AuditChainHead:
     """Lock the organization's chain head, creating it on the first event."""
-    head = AuditChainHead.objects.select_for_update().filter(organization_id=organization_id).first()
+    head = (
+        AuditChainHead.objects.select_for_update().filter(organization_id=organization_id).first()
+    )
     if head is None:
         AuditChainHead.objects.bulk_create(
             [AuditChainHead(organization_id=organization_id)], ignore_conflicts=True

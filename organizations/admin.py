@@ -30,9 +30,16 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "status", "created_at", "updated_at"]
     fields = [
-        "id", "slug", "name", "plan", "max_agents", "max_tokens_per_month", "status",
-        "created_at", "updated_at",
-    ]  # fmt: skip
+        "id",
+        "slug",
+        "name",
+        "plan",
+        "max_agents",
+        "max_tokens_per_month",
+        "status",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [StaffMembershipInline]
     actions = ["suspend", "reactivate"]
 
@@ -41,6 +48,8 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
         principal = admin_principal(request)
         if principal.is_platform:
             return organizations
+        if principal.organization_id is None:
+            return organizations.none()
         return organizations.filter(id=principal.organization_id)
 
     def get_readonly_fields(
@@ -57,7 +66,7 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
         change: bool = False,
         **kwargs: object,
     ) -> type[forms.ModelForm[Organization]]:
-        form = super().get_form(request, obj, change, **kwargs)  # type: ignore[arg-type]
+        form = super().get_form(request, obj, change, **kwargs)
         for name in ("max_agents", "max_tokens_per_month"):
             if name in form.base_fields:
                 form.base_fields[name].required = False
@@ -71,9 +80,12 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
         return False
 
     def save_model(
-        self, request: HttpRequest, obj: Organization, form: forms.ModelForm[Organization],
+        self,
+        request: HttpRequest,
+        obj: Organization,
+        form: forms.ModelForm[Organization],
         change: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         principal = admin_principal(request)
         data = form.cleaned_data
         if change:
@@ -100,15 +112,21 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
     @admin.action(description="Suspend selected organizations")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         run_service_action(
-            self, request, queryset,
+            self,
+            request,
+            queryset,
             lambda actor, org: services.organization_suspend(actor=actor, organization_id=org.id),
             "Suspended",
-        )  # fmt: skip
+        )
 
     @admin.action(description="Reactivate selected organizations")
     def reactivate(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         run_service_action(
-            self, request, queryset,
-            lambda actor, org: services.organization_reactivate(actor=actor, organization_id=org.id),
+            self,
+            request,
+            queryset,
+            lambda actor, org: services.organization_reactivate(
+                actor=actor, organization_id=org.id
+            ),
             "Reactivated",
-        )  # fmt: skip
+        )

@@ -19,9 +19,16 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
     class Meta:
         model = Organization
         fields = [
-            "id", "slug", "name", "plan", "max_agents", "max_tokens_per_month", "status",
-            "created_at", "updated_at",
-        ]  # fmt: skip
+            "id",
+            "slug",
+            "name",
+            "plan",
+            "max_agents",
+            "max_tokens_per_month",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -30,26 +37,26 @@ class OrganizationCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False, default="")
     plan = serializers.ChoiceField(choices=Plan.choices, default=Plan.FREE)
     max_agents = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
-    max_tokens_per_month = serializers.IntegerField(
-        min_value=0, max_value=10**15, required=False
-    )
+    max_tokens_per_month = serializers.IntegerField(min_value=0, max_value=10**15, required=False)
 
 
 class OrganizationUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
     plan = serializers.ChoiceField(choices=Plan.choices, required=False)
     max_agents = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
-    max_tokens_per_month = serializers.IntegerField(
-        min_value=0, max_value=10**15, required=False
-    )
+    max_tokens_per_month = serializers.IntegerField(min_value=0, max_value=10**15, required=False)
     status = serializers.ChoiceField(
         choices=[OrganizationStatus.ACTIVE, OrganizationStatus.SUSPENDED], required=False
     )
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: OrganizationSerializer(many=True), **problem_responses(401, 403)}),
-    retrieve=extend_schema(responses={200: OrganizationSerializer, **problem_responses(400, 401, 403, 404)}),
+    list=extend_schema(
+        responses={200: OrganizationSerializer(many=True), **problem_responses(401, 403)}
+    ),
+    retrieve=extend_schema(
+        responses={200: OrganizationSerializer, **problem_responses(400, 401, 403, 404)}
+    ),
     create=extend_schema(
         request=OrganizationCreateSerializer,
         responses={201: OrganizationSerializer, **problem_responses(400, 401, 403, 409)},
@@ -59,7 +66,7 @@ class OrganizationUpdateSerializer(StrictSerializer):
         responses={200: OrganizationSerializer, **problem_responses(400, 401, 403, 404, 409)},
     ),
     destroy=extend_schema(responses={204: None, **problem_responses(400, 401, 403, 404, 409)}),
-)  # fmt: skip
+)
 class OrganizationViewSet(TenantViewSet):
     """Tenants of this deployment, managed by platform staff across organizations."""
 
@@ -95,7 +102,9 @@ class OrganizationViewSet(TenantViewSet):
         payload = OrganizationCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         with self.platform():
-            organization = services.organization_create(actor=self.principal, **payload.validated_data)
+            organization = services.organization_create(
+                actor=self.principal, **payload.validated_data
+            )
             data = OrganizationSerializer(organization).data
         return Response(data, status=status.HTTP_201_CREATED)
 

@@ -9,9 +9,9 @@ from django.contrib.auth.models import User
 from django.db import connections
 from rest_framework.test import APIClient
 
+from agentidp.tenancy import platform_context
 from agents.models import Agent
 from organizations.choices import MemberRole
-from agentidp.tenancy import platform_context
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
 
@@ -24,9 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(
-    django_test_environment: None, django_db_blocker: Any
-) -> Iterator[None]:
+def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> Iterator[None]:
     """Create and migrate the test database as the owner, then point the application role at it.
 
     pytest-django sets up only the aliases tests ask for; ``default`` is a mirror of ``owner``
@@ -35,7 +33,9 @@ def django_db_setup(
     from django.test.utils import setup_databases, teardown_databases
 
     with django_db_blocker.unblock():
-        config = setup_databases(verbosity=0, interactive=False, aliases={"default", "owner"})
+        config = setup_databases(
+            verbosity=0, interactive=False, aliases=dict.fromkeys(["default", "owner"])
+        )
     yield
     with django_db_blocker.unblock():
         connections.close_all()

@@ -106,7 +106,9 @@ def test_update_rename_to_taken_name_is_409_and_unchanged(
 
 def test_lifecycle(api: APIClient, agent: Agent, org: Organization) -> None:
     url = f"/agents/{agent.id}"
-    assert api.post(f"{url}/suspend", {"reason": "r"}, format="json").json()["status"] == "suspended"
+    assert (
+        api.post(f"{url}/suspend", {"reason": "r"}, format="json").json()["status"] == "suspended"
+    )
     _problem(api.post(f"{url}/suspend"), 409)
     assert api.post(f"{url}/reactivate").json()["status"] == "active"
     assert api.post(f"{url}/decommission").json()["status"] == "decommissioned"
@@ -119,7 +121,12 @@ def test_lifecycle(api: APIClient, agent: Agent, org: Organization) -> None:
             .order_by("sequence")
             .values_list("action", flat=True)
         )
-    assert actions == ["agent.created", "agent.suspended", "agent.reactivated", "agent.decommissioned"]
+    assert actions == [
+        "agent.created",
+        "agent.suspended",
+        "agent.reactivated",
+        "agent.decommissioned",
+    ]
 
 
 def test_list_filters_orders_and_paginates(api: APIClient, org: Organization) -> None:

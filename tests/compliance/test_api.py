@@ -33,9 +33,10 @@ def test_filters(api: APIClient, org: Organization, agent: Agent) -> None:
         "agent.suspended",
         "agent.created",
     ]
-    assert actions("actor_type=user") == ["agent.suspended", "member.added"] or "agent.suspended" in (
-        actions("actor_type=user")
-    )
+    assert actions("actor_type=user") == [
+        "agent.suspended",
+        "member.added",
+    ] or "agent.suspended" in (actions("actor_type=user"))
     assert actions("since=2999-01-01T00:00:00Z") == []
     assert "agent.created" in actions("until=2999-01-01T00:00:00Z")
 

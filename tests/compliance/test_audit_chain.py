@@ -22,7 +22,11 @@ def test_services_record_chained_events(org: Organization) -> None:
         agent_suspend(actor=TEST_ACTOR, organization_id=org.id, agent_id=agent.id, reason="test")
         events = list(AuditEvent.objects.filter(organization_id=org.id).order_by("sequence"))
         verification = audit_chain_verify(organization_id=org.id)
-    assert [e.action for e in events] == ["organization.created", "agent.created", "agent.suspended"]
+    assert [e.action for e in events] == [
+        "organization.created",
+        "agent.created",
+        "agent.suspended",
+    ]
     assert [e.sequence for e in events] == [1, 2, 3]
     assert events[0].previous_hash == GENESIS_HASH
     for previous, event in zip(events, events[1:], strict=False):
@@ -86,7 +90,7 @@ def test_verification_detects_a_tampered_event(committed_org: Organization) -> N
             "ALTER TABLE compliance_auditevent DISABLE TRIGGER compliance_auditevent_append_only"
         )
         conn.execute(
-            "UPDATE compliance_auditevent SET data = '{\"name\": \"innocent\"}'"
+            'UPDATE compliance_auditevent SET data = \'{"name": "innocent"}\''
             " WHERE organization_id = %s AND sequence = 2",
             [committed_org.id],
         )

@@ -129,7 +129,9 @@ def test_platform_staff_manage_members_of_any_organization(
     platform_api: APIClient, foreign_agent: Agent
 ) -> None:
     url = f"/organizations/{foreign_agent.organization_id}/members"
-    response = platform_api.post(url, {"agent_id": str(foreign_agent.id), "role": "owner"}, format="json")
+    response = platform_api.post(
+        url, {"agent_id": str(foreign_agent.id), "role": "owner"}, format="json"
+    )
     assert response.status_code == 201
 
 

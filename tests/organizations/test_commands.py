@@ -32,7 +32,7 @@ def test_createorganization_createagent_createstaff() -> None:
         assert membership.role == "auditor"
         organization = Organization.objects.get(slug="cmd-org")
     with tenant_context(organization.id):
-        assert Agent.objects.get(id=agent["id"]).capabilities == ["search"]
+        assert Agent.objects.get(id=str(agent["id"])).capabilities == ["search"]
         actions = set(
             AuditEvent.objects.filter(organization_id=organization.id).values_list(
                 "action", flat=True

@@ -35,13 +35,17 @@ ENDPOINTS = [
     Endpoint("post", "/agents/{agent}/decommission"),
     Endpoint("get", "/audit"),
     Endpoint("get", "/organizations/{org}/members"),
-    Endpoint("post", "/organizations/{org}/members", {"agent_id": "{agent}", "role": "admin"}, ok=201),
+    Endpoint(
+        "post", "/organizations/{org}/members", {"agent_id": "{agent}", "role": "admin"}, ok=201
+    ),
     Endpoint("get", "/organizations", platform=True),
     Endpoint("post", "/organizations", {"slug": "matrix-org"}, ok=201, platform=True),
     Endpoint("get", "/organizations/{org}", platform=True, foreign_status=403),
-    Endpoint("patch", "/organizations/{org}", {"name": "Renamed"}, platform=True, foreign_status=403),
+    Endpoint(
+        "patch", "/organizations/{org}", {"name": "Renamed"}, platform=True, foreign_status=403
+    ),
     Endpoint("delete", "/organizations/{org}", ok=204, platform=True, foreign_status=403),
-]  # fmt: skip
+]
 IDS = [f"{e.method.upper()} {e.path}" for e in ENDPOINTS]
 
 
@@ -77,17 +81,19 @@ def test_anonymous_is_401(endpoint: Endpoint, target: Agent) -> None:
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
 def test_missing_scope_is_403(
-    endpoint: Endpoint, target: Agent, org: Organization,
+    endpoint: Endpoint,
+    target: Agent,
+    org: Organization,
     client_for: Callable[[User | None], APIClient],
-) -> None:  # fmt: skip
+) -> None:
     # An auditor holds agents:read and audit:read only; platform endpoints need admin:orgs.
-    auditor = StaffFactory(organization=org, role=MemberRole.AUDITOR)
+    caller: User = StaffFactory(organization=org, role=MemberRole.AUDITOR)
     write = endpoint.method != "get"
     if not (write or endpoint.platform):
         # read endpoints: a staff login with no membership holds no scope at all
         with platform_context(reason="tests"):
-            auditor = User.objects.create_user("no-scope-" + str(target.id)[:8], is_staff=True)
-    response = _call(client_for(auditor), endpoint, target)
+            caller = User.objects.create_user("no-scope-" + str(target.id)[:8], is_staff=True)
+    response = _call(client_for(caller), endpoint, target)
     assert response.status_code == 403, response.content
     assert response.json()["title"] == "Forbidden"
 
@@ -117,9 +123,12 @@ def test_other_organizations_object_is_hidden(
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
 def test_happy_path(
-    endpoint: Endpoint, target: Agent, staff: User, superuser: User,
+    endpoint: Endpoint,
+    target: Agent,
+    staff: User,
+    superuser: User,
     client_for: Callable[[User | None], APIClient],
-) -> None:  # fmt: skip
+) -> None:
     if endpoint.method == "delete":
         with platform_context(reason="tests"):
             from organizations.services import organization_suspend

@@ -1,0 +1,133 @@
+"""The admin through a real login: staff see their organization only, by RLS."""
+
+from django.contrib.auth.models import User
+from django.test import Client
+
+from agentidp.tenancy import tenant_context
+from agents.models import Agent
+from compliance.models import AuditEvent
+from organizations.models import Organization
+from tests.factories import AgentFactory, OrganizationFactory
+
+PASSWORD = "correct-horse-battery"
+
+
+def _login(user: User) -> Client:
+    client = Client()
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": user.username, "password": PASSWORD}
+    )
+    assert response.status_code == 302, response.content[:500]
+    return client
+
+
+def test_staff_sees_only_their_organizations_agents(
+    staff: User, agent: Agent, foreign_agent: Agent
+) -> None:
+    client = _login(staff)
+    page = client.get("/admin/agents/agent/").content.decode()
+    assert agent.name in page
+    assert foreign_agent.name not in page
+    assert client.get(f"/admin/agents/agent/{foreign_agent.id}/change/").status_code in {302, 404}
+    assert client.get(f"/admin/agents/agent/{agent.id}/change/").status_code == 200
+
+
+def test_staff_sees_only_their_audit_events_and_organization(
+    staff: User, org: Organization, other_org: Organization, foreign_agent: Agent
+) -> None:
+    client = _login(staff)
+    audit = client.get("/admin/compliance/auditevent/").content.decode()
+    assert "organization.created" in audit
+    assert str(foreign_agent.id) not in audit
+    organizations = client.get("/admin/organizations/organization/").content.decode()
+    assert org.slug in organizations
+    assert other_org.slug not in organizations
+
+
+def test_superuser_sees_all_organizations_and_agents(
+    superuser: User, org: Organization, other_org: Organization, agent: Agent, foreign_agent: Agent
+) -> None:
+    client = _login(superuser)
+    page = client.get("/admin/agents/agent/").content.decode()
+    assert agent.name in page and foreign_agent.name in page
+    organizations = client.get("/admin/organizations/organization/").content.decode()
+    assert org.slug in organizations and other_org.slug in organizations
+
+
+def test_superuser_creates_organization_and_edits_quota(superuser: User) -> None:
+    client = _login(superuser)
+    response = client.post(
+        "/admin/organizations/organization/add/",
+        {
+            "slug": "from-admin",
+            "name": "From admin",
+            "plan": "pro",
+            "max_agents": "",
+            "max_tokens_per_month": "",
+            "staff_memberships-TOTAL_FORMS": "0",
+            "staff_memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    from agentidp.tenancy import platform_context
+
+    with platform_context(reason="tests"):
+        created = Organization.objects.get(slug="from-admin")
+    assert created.max_agents == 250
+    with tenant_context(created.id):
+        assert AuditEvent.objects.filter(
+            organization_id=created.id, action="organization.created", actor_type="user"
+        ).exists()
+
+
+def test_admin_lifecycle_action_goes_through_the_service(staff: User, org: Organization) -> None:
+    target = AgentFactory(organization=org, name="to-suspend")
+    client = _login(staff)
+    response = client.post(
+        "/admin/agents/agent/",
+        {"action": "suspend", "_selected_action": [str(target.id)]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Suspended 1" in response.content.decode()
+    with tenant_context(org.id):
+        assert Agent.objects.get(id=target.id).status == "suspended"
+        assert AuditEvent.objects.filter(
+            subject_id=str(target.id), action="agent.suspended"
+        ).exists()
+
+
+def test_staff_registers_agent_in_admin(staff: User, org: Organization) -> None:
+    client = _login(staff)
+    response = client.post(
+        "/admin/agents/agent/add/",
+        {"name": "admin-made", "description": "", "capabilities": "search,plan", "metadata": "{}"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    with tenant_context(org.id):
+        made = Agent.objects.get(organization_id=org.id, name="admin-made")
+    assert made.capabilities == ["search", "plan"]
+
+
+def test_admin_action_refusal_is_reported(staff: User, org: Organization) -> None:
+    target = AgentFactory(organization=org, name="already")
+    client = _login(staff)
+    client.post(
+        "/admin/agents/agent/", {"action": "decommission", "_selected_action": [str(target.id)]}
+    )
+    response = client.post(
+        "/admin/agents/agent/",
+        {"action": "reactivate", "_selected_action": [str(target.id)]},
+        follow=True,
+    )
+    assert "cannot be reactivated" in response.content.decode()
+
+
+def test_other_tenant_is_invisible_even_to_raw_admin_queryset(
+    staff: User, other_org: Organization
+) -> None:
+    hidden = AgentFactory(organization=OrganizationFactory(), name="elsewhere")
+    client = _login(staff)
+    page = client.get("/admin/agents/agent/?q=elsewhere").content.decode()
+    assert str(hidden.id) not in page
+    assert "0 agents" in page
