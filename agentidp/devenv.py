@@ -125,6 +125,10 @@ def start_database(services: Services, *, prefer_local: bool) -> None:
         superuser = "postgresql://postgres@127.0.0.1:5432/postgres"
         say("using PostgreSQL at 127.0.0.1:5432")
     else:
+        import warnings
+
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells); it falls back fine
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         from pgserver.postgres_server import get_server
 
         started = time.monotonic()

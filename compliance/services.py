@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,9 +10,18 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 from django.utils import timezone
+from prometheus_client import Counter
 
 from agentidp.errors import JSONValue
 from compliance.models import GENESIS_HASH, AuditChainHead, AuditEvent
+
+logger = logging.getLogger("agentidp.audit")
+
+CHAIN_VERIFICATIONS = Counter(
+    "agentidp_audit_chain_verifications_total",
+    "Audit chain verifications by result (valid, invalid).",
+    ["result"],
+)
 
 
 def audit_event_canonical(
@@ -162,3 +172,19 @@ def audit_chain_verify(*, organization_id: uuid.UUID) -> ChainVerification:
             reason="chain head does not match the last event (events missing)",
         )
     return ChainVerification(valid=True, events_checked=checked, head_sequence=checked)
+
+
+def audit_chain_verify_recorded(*, organization_id: uuid.UUID) -> ChainVerification:
+    """Verify one organization's chain, count the result and log a break loudly."""
+    result = audit_chain_verify(organization_id=organization_id)
+    CHAIN_VERIFICATIONS.labels(result="valid" if result.valid else "invalid").inc()
+    if not result.valid:
+        logger.error(
+            "audit chain broken",
+            extra={
+                "organization_id": str(organization_id),
+                "sequence": result.first_invalid_sequence,
+                "reason": result.reason,
+            },
+        )
+    return result

@@ -1,0 +1,33 @@
+"""Celery tasks for the audit log: thin, take ids, enter the tenant context explicitly."""
+
+import uuid
+
+from celery import shared_task
+
+from agentidp.tenancy import platform_context, tenant_context
+from compliance.services import audit_chain_verify_recorded
+from organizations.models import Organization
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def audit_chain_verify_task(organization_id: str) -> dict[str, object]:
+    """Verify one organization's chain inside that organization's context."""
+    org_id = uuid.UUID(organization_id)
+    with tenant_context(org_id):
+        result = audit_chain_verify_recorded(organization_id=org_id)
+    return {
+        "organization_id": organization_id,
+        "valid": result.valid,
+        "events_checked": result.events_checked,
+        "first_invalid_sequence": result.first_invalid_sequence,
+    }
+
+
+@shared_task
+def audit_chain_verify_all_task() -> int:
+    """Beat job: fan out one verification per organization (listing them crosses tenants)."""
+    with platform_context(reason="beat:audit-chain-verify"):
+        ids = [str(i) for i in Organization.objects.values_list("id", flat=True)]
+    for organization_id in ids:
+        audit_chain_verify_task.delay(organization_id)
+    return len(ids)
