@@ -27,7 +27,8 @@ def test_fan_out_enqueues_one_task_per_organization_on_the_broker(org: Organizat
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.delete("celery")
     count = audit_chain_verify_all_task()
-    messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+    raw_messages: list[bytes] = broker.lrange("celery", 0, -1)  # type: ignore[assignment]
+    messages = [json.loads(raw) for raw in raw_messages]
     broker.delete("celery")
     queued = [
         json.loads(base64.b64decode(m["body"]))[0][0]
