@@ -32,7 +32,7 @@ test: lint pytest
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	SECRET_KEY=type-checking-only $(BIN)/mypy .
+	SECRET_KEY=type-checking-only AGENTIDP_ALLOW_LOCAL_SECRETS=1 $(BIN)/mypy .
 
 pytest: $(STAMP)
 	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)

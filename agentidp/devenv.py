@@ -312,7 +312,11 @@ def cmd_test(pytest_args: list[str]) -> int:
     try:
         start_database(services, prefer_local=True)
         start_redis(services, prefer_local=True, db=9)
-        environment = child_env(services, DEBUG="0", AGENTIDP_STRICT_TENANCY="1")
+        # The suite points the secret store at its own OpenBao server (tests/conftest.py); the
+        # flag only lets settings load before that fixture runs.
+        environment = child_env(
+            services, DEBUG="0", AGENTIDP_STRICT_TENANCY="1", AGENTIDP_ALLOW_LOCAL_SECRETS="1"
+        )
         environment.setdefault("SECRET_KEY", "test-secret-key-" + secrets.token_hex(16))
         command = [PYTHON, "-m", "pytest", *pytest_args]
         return subprocess.call(command, env=environment, cwd=ROOT)  # noqa: S603

@@ -172,6 +172,24 @@ AGENTIDP = {
     "STRICT_TENANCY": env.bool("AGENTIDP_STRICT_TENANCY", default=DEBUG),
     "AGENT_METADATA_MAX_BYTES": env.int("AGENTIDP_AGENT_METADATA_MAX_BYTES", default=8192),
     "SYSTEM_ORGANIZATION_SLUG": "system",
+    # Secrets and key material: Vault (KV v2) when VAULT_ADDR is set, else the local store.
+    "VAULT": {
+        "ADDR": env.str("VAULT_ADDR", default=""),
+        "TOKEN": env.str("VAULT_TOKEN", default=""),
+        "ROLE_ID": env.str("VAULT_ROLE_ID", default=""),
+        "SECRET_ID": env.str("VAULT_SECRET_ID", default=""),
+        "MOUNT": env.str("VAULT_MOUNT", default="secret"),
+        "PREFIX": env.str("VAULT_PREFIX", default="agentidp"),
+    },
+    "ALLOW_LOCAL_SECRETS": env.bool("AGENTIDP_ALLOW_LOCAL_SECRETS", default=False),
+    "LOCAL_SECRETS": {
+        "PATH": env.str(
+            "AGENTIDP_LOCAL_SECRETS_PATH", default=str(BASE_DIR / ".agentidp/secrets.enc")
+        ),
+        "KEY_PATH": env.str(
+            "AGENTIDP_LOCAL_SECRETS_KEY_FILE", default=str(BASE_DIR / ".agentidp/secrets.key")
+        ),
+    },
     # Tried in order by the tenancy middleware; the first that returns a principal wins.
     "PRINCIPAL_RESOLVERS": ["organizations.principals.staff_session_principal"],
 }

@@ -9,11 +9,13 @@ from django.contrib.auth.models import User
 from django.db import connections
 from rest_framework.test import APIClient
 
+from agentidp.secrets import secret_store
 from agentidp.tenancy import platform_context
 from agents.models import Agent
 from organizations.choices import MemberRole
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
+from tests.openbao import BaoServer, start_bao
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,6 +42,25 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
     with django_db_blocker.unblock():
         connections.close_all()
         teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """One OpenBao dev server for the session; the app's secret store points at it."""
+    server = start_bao(tmp_path_factory.mktemp("openbao"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _secret_store_is_openbao(bao: BaoServer) -> Iterator[None]:
+    vault = settings.AGENTIDP["VAULT"]
+    previous = dict(vault)
+    vault.update(ADDR=bao.addr, TOKEN=bao.root_token, MOUNT="secret", PREFIX="agentidp-tests")
+    secret_store.cache_clear()
+    yield
+    vault.update(previous)
+    secret_store.cache_clear()
 
 
 @pytest.fixture(autouse=True)
