@@ -37,3 +37,11 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class AuthenticationRejected(Exception):
+    """Credentials were presented and failed; the request is answered 401 without detail."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -9,6 +9,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import django_stubs_ext
 import environ
 
+from oidc.lifetime import access_token_lifetime
+
 # Lets admin and form classes be subscripted at runtime (ModelAdmin[Agent]) for type checking.
 django_stubs_ext.monkeypatch()
 
@@ -37,11 +39,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_prometheus",
     "django_celery_beat",
+    "oauth2_provider",
     "django.contrib.postgres",
     "agentidp.apps.AgentIdPConfig",
     "organizations",
     "agents",
     "compliance",
+    "credentials",
+    "oidc",
 ]
 
 MIDDLEWARE = [
@@ -190,8 +195,40 @@ AGENTIDP = {
             "AGENTIDP_LOCAL_SECRETS_KEY_FILE", default=str(BASE_DIR / ".agentidp/secrets.key")
         ),
     },
+    # Tokens: ES256 by default (RS256 and EdDSA selectable), lifetimes capped globally.
+    "SIGNING_ALGORITHM": env.str("AGENTIDP_SIGNING_ALGORITHM", default="ES256"),
+    "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
+    "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),
     # Tried in order by the tenancy middleware; the first that returns a principal wins.
-    "PRINCIPAL_RESOLVERS": ["organizations.principals.staff_session_principal"],
+    "PRINCIPAL_RESOLVERS": [
+        "oidc.principals.bearer_token_principal",
+        "organizations.principals.staff_session_principal",
+    ],
+}
+
+# django-oauth-toolkit: swapped models carry organization_id; extended through its validator
+# and token generator hooks only.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "credentials.Client"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oidc.AccessToken"  # noqa: S105 - a model label
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oidc.RefreshToken"  # noqa: S105 - a model label
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oidc.IDToken"  # noqa: S105 - a model label
+OAUTH2_PROVIDER = {
+    "OAUTH2_VALIDATOR_CLASS": "oidc.validators.AgentRequestValidator",
+    # oauthlib's server for client_credentials only: any other grant is unsupported_grant_type
+    "OAUTH2_SERVER_CLASS": "oauthlib.oauth2.BackendApplicationServer",
+    "ACCESS_TOKEN_GENERATOR": "oidc.tokens.access_token_generate",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_lifetime,
+    "SCOPES": {
+        "agents:read": "Read the organization's agents",
+        "agents:write": "Register and change agents",
+        "credentials:write": "Manage agents' client secrets",
+        "audit:read": "Read the audit log",
+    },
+    "DEFAULT_SCOPES": ["agents:read"],
+    "ALLOWED_GRANT_TYPES": ["client_credentials"],
+    "PKCE_REQUIRED": False,
+    "OIDC_ENABLED": False,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -17,6 +17,7 @@ organization the current transaction acts for:
 
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,8 +35,9 @@ from django.utils.module_loading import import_string
 from prometheus_client import Counter
 
 from agentidp.conf import agentidp_settings
-from agentidp.errors import TenancyError
-from agentidp.principals import Principal
+from agentidp.errors import TenancyError, problem_response
+from agentidp.events import deferred_events_begin, deferred_events_run
+from agentidp.principals import AuthenticationRejected, Principal
 
 logger = logging.getLogger("agentidp.tenancy")
 
@@ -134,6 +136,21 @@ def platform_context(
         _state.reset(token)
 
 
+def adopt_organization(organization_id: uuid.UUID) -> None:
+    """Record that the current request's transaction now acts for ``organization_id``.
+
+    For the token endpoint, whose organization becomes known only from the client_id after
+    the middleware has started the request; the caller has already set it on the transaction.
+    """
+    state = _state.get()
+    _state.set(
+        TenantState(
+            organization_id=organization_id,
+            platform_reason=state.platform_reason if state else None,
+        )
+    )
+
+
 # --- the query guard -------------------------------------------------------------------------
 
 
@@ -216,6 +233,8 @@ def grant_application_privileges(sender: object, using: str = "owner", **kwargs:
 PrincipalResolver = Callable[[HttpRequest], Principal | None]
 
 EXEMPT_PREFIXES: Sequence[str] = ("/healthz", "/readyz", "/metrics", "/static/")
+# OAuth endpoints authenticate clients themselves (RFC 6749 errors), never by bearer or session.
+CLIENT_AUTHENTICATED_PREFIXES: Sequence[str] = ("/oauth2/",)
 
 
 @cache
@@ -257,6 +276,15 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
         _state.reset(token)
 
 
+def invalid_token_response(request: HttpRequest) -> HttpResponse:
+    """401 for a rejected bearer token: the same answer whatever the reason (RFC 6750)."""
+    response = problem_response(
+        request, status=401, title="Authentication required", detail="The access token is invalid."
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="agentidp", error="invalid_token"'
+    return response
+
+
 class TenancyMiddleware:
     """Opens the request's transaction, resolves the principal and sets its organization.
 
@@ -271,12 +299,26 @@ class TenancyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(tuple(EXEMPT_PREFIXES)):
             return self.get_response(request)
+        deferred = deferred_events_begin()
+        try:
+            return self._in_transaction(request)
+        finally:
+            deferred_events_run(deferred)
+
+    def _in_transaction(self, request: HttpRequest) -> HttpResponse:
         with transaction.atomic():
             # The principal lookup itself may cross organizations (a staff user's membership,
             # an unauthenticated client_id); resolvers do that through platform_context.
             token = _state.set(TenantState(organization_id=None))
             try:
-                principal = resolve_principal(request)
+                principal = (
+                    None
+                    if request.path.startswith(tuple(CLIENT_AUTHENTICATED_PREFIXES))
+                    else resolve_principal(request)
+                )
+            except AuthenticationRejected:
+                transaction.set_rollback(True)
+                return invalid_token_response(request)
             finally:
                 _state.reset(token)
             request.principal = principal  # type: ignore[attr-defined]

@@ -8,6 +8,8 @@ from rest_framework.routers import SimpleRouter
 from agentidp import views
 from agents.api import AgentViewSet, OrganizationMemberViewSet
 from compliance.api import AuditEventViewSet
+from credentials.api import AgentCredentialViewSet
+from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -18,11 +20,28 @@ router.register(
     basename="organization-member",
 )
 router.register("agents", AgentViewSet, basename="agent")
+router.register(
+    r"agents/(?P<agent_pk>[^/]+)/credentials", AgentCredentialViewSet, basename="agent-credential"
+)
 router.register("audit", AuditEventViewSet, basename="audit")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("oauth2/token", oidc_views.TokenView.as_view(), name="oauth2-token"),
+    path("oauth2/revoke", oidc_views.RevokeTokenView.as_view(), name="oauth2-revoke"),
+    path("oauth2/introspect", oidc_views.IntrospectView.as_view(), name="oauth2-introspect"),
+    path(".well-known/jwks.json", oidc_views.jwks, name="jwks"),
+    path(
+        ".well-known/oauth-authorization-server",
+        oidc_views.authorization_server_metadata,
+        name="oauth-authorization-server",
+    ),
+    path(
+        ".well-known/openid-configuration",
+        oidc_views.authorization_server_metadata,
+        name="openid-configuration",
+    ),
     path("readyz", views.readyz, name="readyz"),
     path("", include("django_prometheus.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, QuotaExceeded, ValidationFailed
 from agentidp.events import event_record
+from agentidp.lifecycle import AgentStatusChange, agent_status_changed
 from agentidp.principals import Principal
 from agents.choices import AgentStatus
 from agents.models import Agent, OrganizationMember
@@ -190,6 +191,15 @@ def _agent_transition(
     previous = agent.status
     agent.status = target
     agent.save(update_fields=["status", "updated_at"])
+    agent_status_changed(
+        AgentStatusChange(
+            organization_id=organization_id,
+            agent_id=agent.id,
+            previous=previous,
+            current=target,
+            actor=actor,
+        )
+    )
     event_record(
         organization_id=organization_id,
         actor=actor,

@@ -26,6 +26,8 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
             "max_agents",
             "max_tokens_per_month",
             "status",
+            "access_token_lifetime_seconds",
+            "credential_grace_seconds",
             "created_at",
             "updated_at",
         ]
@@ -47,6 +49,12 @@ class OrganizationUpdateSerializer(StrictSerializer):
     max_tokens_per_month = serializers.IntegerField(min_value=0, max_value=10**15, required=False)
     status = serializers.ChoiceField(
         choices=[OrganizationStatus.ACTIVE, OrganizationStatus.SUSPENDED], required=False
+    )
+    access_token_lifetime_seconds = serializers.IntegerField(
+        min_value=60, max_value=86400, required=False
+    )
+    credential_grace_seconds = serializers.IntegerField(
+        min_value=0, max_value=30 * 86400, required=False
     )
 
 

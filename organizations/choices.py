@@ -30,8 +30,12 @@ PLAN_QUOTAS: dict[str, tuple[int, int]] = {
 """Default ``(max_agents, max_tokens_per_month)`` for each plan."""
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    MemberRole.OWNER: frozenset({"agents:read", "agents:write", "audit:read", "members:write"}),
-    MemberRole.ADMIN: frozenset({"agents:read", "agents:write", "audit:read", "members:write"}),
+    MemberRole.OWNER: frozenset(
+        {"agents:read", "agents:write", "audit:read", "members:write", "credentials:write"}
+    ),
+    MemberRole.ADMIN: frozenset(
+        {"agents:read", "agents:write", "audit:read", "members:write", "credentials:write"}
+    ),
     MemberRole.MEMBER: frozenset({"agents:read"}),
     MemberRole.AUDITOR: frozenset({"agents:read", "audit:read"}),
 }

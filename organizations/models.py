@@ -23,6 +23,12 @@ class Organization(TimestampedModel):
     status = models.CharField(
         max_length=20, choices=OrganizationStatus.choices, default=OrganizationStatus.ACTIVE
     )
+    access_token_lifetime_seconds = models.PositiveIntegerField(
+        default=600, help_text="Lifetime of access tokens; capped by the deployment's maximum."
+    )
+    credential_grace_seconds = models.PositiveIntegerField(
+        default=86400, help_text="How long a rotated client secret keeps working by default."
+    )
 
     class Meta:
         ordering = ["slug"]

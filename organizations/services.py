@@ -81,7 +81,14 @@ def organization_create(
     return organization
 
 
-UPDATABLE_FIELDS = ("name", "plan", "max_agents", "max_tokens_per_month")
+UPDATABLE_FIELDS = (
+    "name",
+    "plan",
+    "max_agents",
+    "max_tokens_per_month",
+    "access_token_lifetime_seconds",
+    "credential_grace_seconds",
+)
 
 
 @transaction.atomic

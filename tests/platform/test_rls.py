@@ -19,6 +19,11 @@ TENANT_TABLES = [
     "agents_organizationmember",
     "compliance_auditevent",
     "compliance_auditchainhead",
+    "credentials_client",
+    "credentials_clientsecret",
+    "oidc_accesstoken",
+    "oidc_idtoken",
+    "oidc_refreshtoken",
     "organizations_staffmembership",
 ]
 

@@ -1,0 +1,41 @@
+"""Explicit hooks that let lower apps announce changes to the apps built on them.
+
+Apps depend downward (agents <- credentials <- oidc), so ``agents`` cannot call credentials
+when an agent is suspended or decommissioned. Instead the agent services call
+:func:`agent_status_changed`, and upper apps register a handler at startup. Handlers run inside
+the service's transaction, so their writes commit or roll back with the change itself.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agentidp.principals import Principal
+
+
+@dataclass(frozen=True)
+class AgentStatusChange:
+    """An agent moved from one lifecycle status to another."""
+
+    organization_id: uuid.UUID
+    agent_id: uuid.UUID
+    previous: str
+    current: str
+    actor: Principal
+
+
+AgentStatusHandler = Callable[[AgentStatusChange], None]
+_agent_status_handlers: list[AgentStatusHandler] = []
+
+
+def on_agent_status_change(handler: AgentStatusHandler) -> AgentStatusHandler:
+    """Register ``handler`` (idempotent); called from an AppConfig's ``ready()``."""
+    if handler not in _agent_status_handlers:
+        _agent_status_handlers.append(handler)
+    return handler
+
+
+def agent_status_changed(change: AgentStatusChange) -> None:
+    """Called by the agent lifecycle services inside their transaction."""
+    for handler in _agent_status_handlers:
+        handler(change)

@@ -1,0 +1,137 @@
+"""API for an agent's client secrets; a secret appears once, in the response that creates it."""
+
+import uuid
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentidp.api import StrictSerializer, TenantViewSet, problem_responses
+from agentidp.errors import NotFound
+from credentials import services
+from credentials.models import ClientSecret
+
+
+class CredentialSerializer(serializers.ModelSerializer[ClientSecret]):
+    """Metadata only: the digest never leaves the server, the secret is never stored."""
+
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ClientSecret
+        fields = ["id", "prefix", "status", "created_at", "expires_at", "rotated_at",
+                  "revoked_at", "last_used_at"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_status(self, obj: ClientSecret) -> str:
+        return obj.status_at(timezone.now())
+
+
+class IssuedCredentialSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    client_id = serializers.CharField()
+    client_secret = serializers.CharField(help_text="Shown once; store it now.")
+    credential = CredentialSerializer()
+
+
+class GenerateSerializer(StrictSerializer):
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+class RotateSerializer(StrictSerializer):
+    grace_seconds = serializers.IntegerField(
+        min_value=0, max_value=30 * 86400, required=False, allow_null=True, default=None
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+def _issued(issued: services.IssuedSecret) -> dict[str, object]:
+    return {
+        "client_id": issued.client_id,
+        "client_secret": issued.secret,
+        "credential": CredentialSerializer(issued.credential).data,
+    }
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: CredentialSerializer(many=True), **problem_responses(400, 401, 403, 404)}),
+    create=extend_schema(
+        request=GenerateSerializer,
+        responses={201: IssuedCredentialSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+    rotate=extend_schema(
+        request=RotateSerializer,
+        responses={201: IssuedCredentialSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+    destroy=extend_schema(responses={204: None, **problem_responses(400, 401, 403, 404, 409)}),
+)  # fmt: skip
+class AgentCredentialViewSet(TenantViewSet):
+    """Client secrets of one of the caller's organization's agents."""
+
+    resource_type = "credential"
+    required_scopes = {
+        "list": "agents:read",
+        "create": "credentials:write",
+        "rotate": "credentials:write",
+        "destroy": "credentials:write",
+    }
+    serializer_class = CredentialSerializer
+    queryset = ClientSecret.objects.none()
+    pagination_class = None
+
+    def _scope(self) -> tuple[uuid.UUID, uuid.UUID]:
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        return organization_id, self.lookup_uuid("agent_pk")
+
+    def list(self, request: Request, agent_pk: str) -> Response:
+        organization_id, agent_id = self._scope()
+        credentials = services.credential_list(
+            organization_id=organization_id,
+            agent_id=agent_id,
+        )
+        return Response(CredentialSerializer(credentials, many=True).data)
+
+    def create(self, request: Request, agent_pk: str) -> Response:
+        payload = GenerateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization_id, agent_id = self._scope()
+        issued = services.credential_generate(
+            actor=self.principal,
+            organization_id=organization_id,
+            agent_id=agent_id,
+            expires_at=payload.validated_data["expires_at"],
+        )
+        return Response(
+            _issued(issued), status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"}
+        )
+
+    @action(detail=True, methods=["post"])
+    def rotate(self, request: Request, agent_pk: str, pk: str) -> Response:
+        payload = RotateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization_id, agent_id = self._scope()
+        issued = services.credential_rotate(
+            actor=self.principal,
+            organization_id=organization_id,
+            agent_id=agent_id,
+            credential_id=self.lookup_uuid(),
+            grace_seconds=payload.validated_data["grace_seconds"],
+            expires_at=payload.validated_data["expires_at"],
+        )
+        return Response(
+            _issued(issued), status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"}
+        )
+
+    def destroy(self, request: Request, agent_pk: str, pk: str) -> Response:
+        organization_id, agent_id = self._scope()
+        services.credential_revoke(
+            actor=self.principal,
+            organization_id=organization_id,
+            agent_id=agent_id,
+            credential_id=self.lookup_uuid(),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

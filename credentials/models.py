@@ -1,0 +1,53 @@
+"""An agent's OAuth client (django-oauth-toolkit's swapped Application) and its secrets."""
+
+import uuid
+from datetime import datetime
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from oauth2_provider.models import AbstractApplication
+
+from agentidp.models import OrgOwnedModel
+
+
+class Client(OrgOwnedModel, AbstractApplication):
+    """The OAuth client of one agent; ``client_id`` is the agent's id."""
+
+    agent = models.OneToOneField("agents.Agent", on_delete=models.CASCADE, related_name="client")
+    allowed_scopes = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+
+    def __str__(self) -> str:
+        return str(self.client_id)
+
+
+class ClientSecret(OrgOwnedModel):
+    """One client secret, stored only as an HMAC-SHA256 digest under a server key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="secrets")
+    prefix = models.CharField(max_length=12, help_text="The first characters, for recognition.")
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["client", "revoked_at"], name="credentials_secret_live"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}…"
+
+    def status_at(self, moment: datetime) -> str:
+        """``revoked``, ``expired``, ``rotating`` (in its grace period) or ``active``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= moment:
+            return "expired"
+        if self.rotated_at is not None:
+            return "rotating"
+        return "active"

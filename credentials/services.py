@@ -1,0 +1,339 @@
+"""Client secrets: generate, rotate with overlap, revoke; and client authentication.
+
+A secret is 256 random bits shown once. Only ``HMAC-SHA256(server key, secret)`` is stored:
+a random 256-bit secret cannot be guessed, so a slow password hash would add nothing but cost
+on every token request. The server key lives in the secret store, never in the database.
+"""
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from agentidp.errors import Conflict, NotFound, ValidationFailed
+from agentidp.events import event_record
+from agentidp.lifecycle import AgentStatusChange
+from agentidp.principals import Principal
+from agentidp.secrets import SecretFactory, platform_path, secret_store
+from agents.choices import AgentStatus
+from agents.models import Agent
+from agents.services import agent_get
+from credentials.models import Client, ClientSecret
+from organizations.services import organization_get
+
+SECRET_PREFIX = "ais_"  # noqa: S105 - the public prefix of issued secrets
+KNOWN_SCOPES = frozenset(
+    {"agents:read", "agents:write", "credentials:write", "audit:read", "admin:orgs"}
+)
+DEFAULT_AGENT_SCOPES = ["agents:read"]
+
+
+@cache
+def _hmac_key() -> bytes:
+    """The server key for secret digests, created in the secret store on first use."""
+    stored = secret_store().read_or_create(
+        platform_path("credential-hmac-key"), SecretFactory(nbytes=32)
+    )
+    return stored["value"].encode()
+
+
+def secret_digest(secret: str) -> str:
+    return hmac.new(_hmac_key(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def _new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def client_get_or_create(*, organization_id: uuid.UUID, agent: Agent) -> Client:
+    """The agent's OAuth client; its ``client_id`` is the agent id."""
+    client = Client.objects.filter(organization_id=organization_id, agent_id=agent.id).first()
+    if client is None:
+        client = Client.objects.create(
+            organization_id=organization_id,
+            agent=agent,
+            client_id=str(agent.id),
+            name=agent.name[:255],
+            client_type=Client.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Client.GRANT_CLIENT_CREDENTIALS,
+            client_secret="",
+            hash_client_secret=False,
+            allowed_scopes=list(DEFAULT_AGENT_SCOPES),
+        )
+    return client
+
+
+@dataclass(frozen=True)
+class IssuedSecret:
+    """A newly issued secret: the stored record and the plaintext, returned exactly once."""
+
+    credential: ClientSecret
+    client_id: str
+    secret: str
+
+
+def _issue(*, client: Client, expires_at: datetime | None) -> IssuedSecret:
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed(
+            "The expiry must be in the future.", errors={"expires_at": ["Must be in the future."]}
+        )
+    plaintext = _new_secret()
+    credential = ClientSecret.objects.create(
+        organization_id=client.organization_id,
+        client=client,
+        prefix=plaintext[:12],
+        digest=secret_digest(plaintext),
+        expires_at=expires_at,
+    )
+    return IssuedSecret(credential=credential, client_id=client.client_id, secret=plaintext)
+
+
+def _writable_agent(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> Agent:
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
+    if agent.status == AgentStatus.DECOMMISSIONED:
+        raise Conflict("A decommissioned agent cannot hold credentials.")
+    return agent
+
+
+@transaction.atomic
+def credential_generate(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    expires_at: datetime | None = None,
+) -> IssuedSecret:
+    """Issue a new client secret for the agent (its client is created on first use)."""
+    agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
+    client = client_get_or_create(organization_id=organization_id, agent=agent)
+    issued = _issue(client=client, expires_at=expires_at)
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="credential.generated",
+        subject_type="credential",
+        subject_id=str(issued.credential.id),
+        data={
+            "agent_id": str(agent.id),
+            "prefix": issued.credential.prefix,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return issued
+
+
+def credential_list(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> list[ClientSecret]:
+    """The agent's secrets, newest first (metadata only: digests never leave the service)."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id)
+    return list(
+        ClientSecret.objects.filter(organization_id=organization_id, client__agent_id=agent.id)
+    )
+
+
+def _credential_get(
+    *, organization_id: uuid.UUID, agent_id: uuid.UUID, credential_id: uuid.UUID
+) -> ClientSecret:
+    credential = (
+        ClientSecret.objects.select_for_update()
+        .filter(organization_id=organization_id, client__agent_id=agent_id, id=credential_id)
+        .first()
+    )
+    if credential is None:
+        raise NotFound("No such credential.")
+    return credential
+
+
+@transaction.atomic
+def credential_rotate(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    credential_id: uuid.UUID,
+    grace_seconds: int | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedSecret:
+    """Issue a replacement; the old secret keeps working for the grace period, then stops."""
+    agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
+    old = _credential_get(
+        organization_id=organization_id, agent_id=agent.id, credential_id=credential_id
+    )
+    now = timezone.now()
+    if old.status_at(now) not in {"active"}:
+        raise Conflict(
+            f"Only an active credential can be rotated; this one is {old.status_at(now)}."
+        )
+    if grace_seconds is None:
+        grace_seconds = organization_get(organization_id=organization_id).credential_grace_seconds
+    grace_end = now + timedelta(seconds=grace_seconds)
+    old.rotated_at = now
+    old.expires_at = min(old.expires_at, grace_end) if old.expires_at else grace_end
+    old.save(update_fields=["rotated_at", "expires_at"])
+    issued = _issue(client=old.client, expires_at=expires_at)
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="credential.rotated",
+        subject_type="credential",
+        subject_id=str(old.id),
+        data={
+            "agent_id": str(agent.id),
+            "replacement_id": str(issued.credential.id),
+            "old_expires_at": old.expires_at.isoformat(),
+        },
+    )
+    return issued
+
+
+@transaction.atomic
+def credential_revoke(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, credential_id: uuid.UUID
+) -> ClientSecret:
+    """Stop a secret at once."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id)
+    credential = _credential_get(
+        organization_id=organization_id, agent_id=agent.id, credential_id=credential_id
+    )
+    if credential.revoked_at is not None:
+        raise Conflict("The credential is already revoked.")
+    credential.revoked_at = timezone.now()
+    credential.save(update_fields=["revoked_at"])
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="credential.revoked",
+        subject_type="credential",
+        subject_id=str(credential.id),
+        data={"agent_id": str(agent.id), "prefix": credential.prefix},
+    )
+    return credential
+
+
+@transaction.atomic
+def client_scopes_set(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, scopes: list[str]
+) -> Client:
+    """Set the scopes the agent may request (an organization admin's decision)."""
+    unknown = sorted(set(scopes) - KNOWN_SCOPES)
+    if unknown:
+        raise ValidationFailed(
+            "Unknown scopes.", errors={"scopes": [f"Unknown: {', '.join(unknown)}."]}
+        )
+    if "admin:orgs" in scopes:
+        raise ValidationFailed(
+            "admin:orgs is a platform scope.", errors={"scopes": ["Agents cannot hold admin:orgs."]}
+        )
+    agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
+    client = client_get_or_create(organization_id=organization_id, agent=agent)
+    client.allowed_scopes = sorted(set(scopes))
+    client.save(update_fields=["allowed_scopes"])
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="credential.scopes_changed",
+        subject_type="agent",
+        subject_id=str(agent.id),
+        data={"scopes": [str(s) for s in client.allowed_scopes]},
+    )
+    return client
+
+
+def credentials_follow_agent_status(change: AgentStatusChange) -> None:
+    """Lifecycle hook: decommissioning revokes every secret of the agent."""
+    if change.current != AgentStatus.DECOMMISSIONED:
+        return
+    revoked = ClientSecret.objects.filter(
+        organization_id=change.organization_id,
+        client__agent_id=change.agent_id,
+        revoked_at__isnull=True,
+    ).update(revoked_at=timezone.now())
+    if revoked:
+        event_record(
+            organization_id=change.organization_id,
+            actor=change.actor,
+            action="credential.revoked",
+            subject_type="agent",
+            subject_id=str(change.agent_id),
+            data={"reason": "agent decommissioned", "count": revoked},
+        )
+
+
+# --- client authentication (the token endpoint's hot path) ----------------------------------
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    """A client whose secret matched, with what the token endpoint needs to know."""
+
+    client: Client
+    credential_id: uuid.UUID
+
+
+class ClientAuthenticationFailed(Exception):
+    """Why a client could not authenticate; ``reason`` is logged, never shown to the caller."""
+
+    def __init__(self, reason: str, *, organization_id: uuid.UUID | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.organization_id = organization_id
+
+
+def client_organization_enter(client_id: str) -> uuid.UUID | None:
+    """The one cross-organization lookup before authentication.
+
+    ``credentials_client_organization`` (SECURITY DEFINER, owned by the owner role) reveals only
+    which organization a client_id belongs to; this sets that organization on the current
+    transaction, so everything read afterwards goes through RLS as usual.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('app.organization_id',"
+            " coalesce(credentials_client_organization(%s)::text, ''), true)",
+            [client_id[:100]],
+        )
+        row = cursor.fetchone()
+    value = row[0] if row else ""
+    return uuid.UUID(value) if value else None
+
+
+def client_load(*, client_id: str) -> Client:
+    """The client with its agent and organization, refusing those that may not authenticate.
+
+    Must run in a transaction whose organization is the client's (see
+    :func:`client_organization_enter`).
+    """
+    client = (
+        Client.objects.select_related("agent", "organization").filter(client_id=client_id).first()
+    )
+    if client is None:
+        raise ClientAuthenticationFailed("unknown_client")
+    organization_id = client.organization_id
+    if client.organization.status != "active":
+        raise ClientAuthenticationFailed("organization_suspended", organization_id=organization_id)
+    if client.agent.status != AgentStatus.ACTIVE:
+        raise ClientAuthenticationFailed(
+            f"agent_{client.agent.status}", organization_id=organization_id
+        )
+    return client
+
+
+def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:
+    """Compare ``secret`` in constant time with the client's live secrets."""
+    now = timezone.now()
+    digest = secret_digest(secret)
+    for credential in ClientSecret.objects.filter(
+        organization_id=client.organization_id, client=client, revoked_at__isnull=True
+    ):
+        if hmac.compare_digest(credential.digest, digest):
+            if credential.expires_at is not None and credential.expires_at <= now:
+                raise ClientAuthenticationFailed(
+                    "secret_expired", organization_id=client.organization_id
+                )
+            return AuthenticatedClient(client=client, credential_id=credential.id)
+    raise ClientAuthenticationFailed("bad_secret", organization_id=client.organization_id)

@@ -1,0 +1,65 @@
+"""Signing keys and django-oauth-toolkit's swapped token models, each owned by an organization."""
+
+import uuid
+
+from django.db import models
+from oauth2_provider.models import AbstractAccessToken, AbstractIDToken, AbstractRefreshToken
+
+from agentidp.models import OrgOwnedModel
+from oidc.choices import KeyStatus, SigningAlgorithm
+
+
+class SigningKey(models.Model):
+    """A token signing key: public JWK here, private part only in the secret store."""
+
+    kid = models.CharField(max_length=64, primary_key=True)
+    algorithm = models.CharField(max_length=10, choices=SigningAlgorithm.choices)
+    status = models.CharField(max_length=10, choices=KeyStatus.choices)
+    public_jwk = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    verify_until = models.DateTimeField(
+        null=True, blank=True, help_text="A retired key stays in the JWKS until then."
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="current"),
+                name="%(app_label)s_%(class)s_one_current",
+            ),
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=models.Q(status="next"),
+                name="%(app_label)s_%(class)s_one_next",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kid} ({self.status})"
+
+
+class AccessToken(OrgOwnedModel, AbstractAccessToken):
+    """An issued access token (a signed JWT), kept for audit, revocation and introspection."""
+
+    jti = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+
+    class Meta(AbstractAccessToken.Meta):
+        indexes = [models.Index(fields=["organization", "expires"], name="oidc_token_org_expires")]
+
+
+class RefreshToken(OrgOwnedModel, AbstractRefreshToken):
+    """Swapped with AccessToken; client_credentials never issues one."""
+
+    class Meta(AbstractRefreshToken.Meta):
+        pass
+
+
+class IDToken(OrgOwnedModel, AbstractIDToken):
+    """Swapped with AccessToken, which links to it."""
+
+    class Meta(AbstractIDToken.Meta):
+        pass

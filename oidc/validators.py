@@ -1,0 +1,191 @@
+"""django-oauth-toolkit's validator, extended for agents (``OAUTH2_VALIDATOR_CLASS``)."""
+
+import base64
+import binascii
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import cast
+from urllib.parse import unquote_plus
+
+from django.db import transaction
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
+from prometheus_client import Counter
+
+from agentidp.events import event_record_after_request
+from agentidp.principals import Principal
+from agentidp.tenancy import adopt_organization
+from credentials.models import Client
+from credentials.services import (
+    ClientAuthenticationFailed,
+    client_load,
+    client_organization_enter,
+    client_secret_check,
+)
+from oidc.ratelimit import failed_authentication_count, token_issued_count, token_request_admit
+from oidc.services import access_token_record, access_token_revoke
+from oidc.tokens import InvalidToken, access_token_verify, issuance, requested_audiences
+
+AUTH_FAILURES = Counter(
+    "agentidp_auth_failures_total", "Failed client authentications by reason.", ["reason"]
+)
+TOKENS_ISSUED = Counter("agentidp_tokens_issued_total", "Access tokens issued.")
+
+retry_after: ContextVar[int | None] = ContextVar("agentidp_retry_after", default=None)
+
+
+def client_credentials_from(request: OAuthRequest) -> tuple[str, str]:
+    """``client_secret_basic`` (RFC 6749 2.3.1, form-encoded parts) or ``client_secret_post``."""
+    headers = cast(Mapping[str, str], request.headers or {})
+    header = headers.get("Authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        client_id, _, secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(secret)
+    return str(getattr(request, "client_id", "") or ""), str(
+        getattr(request, "client_secret", "") or ""
+    )
+
+
+class AgentRequestValidator(OAuth2Validator):
+    """Client authentication by HMAC-hashed secrets, agent scopes, JWT tokens, audit."""
+
+    def client_authentication_required(
+        self, request: OAuthRequest, *args: object, **kwargs: object
+    ) -> bool:
+        return True
+
+    def authenticate_client_id(
+        self, client_id: str, request: OAuthRequest, *args: object, **kwargs: object
+    ) -> bool:
+        return False  # every agent is a confidential client
+
+    def authenticate_client(self, request: OAuthRequest, *args: object, **kwargs: object) -> bool:
+        client_id, secret = client_credentials_from(request)
+        if not client_id or not secret:
+            self._failed(client_id, None, "missing_credentials")
+            return False
+        organization_id = client_organization_enter(client_id)
+        if organization_id is None:
+            self._failed(client_id, None, "unknown_client")
+            return False
+        adopt_organization(organization_id)
+        try:
+            client = client_load(client_id=client_id)
+            self._admit(client, request)
+            authenticated = client_secret_check(client=client, secret=secret)
+        except ClientAuthenticationFailed as failure:
+            self._failed(client_id, failure.organization_id, failure.reason)
+            return False
+        request.client = authenticated.client
+        request.client_id = client_id
+        issuance().credential_id = authenticated.credential_id
+        return True
+
+    def _admit(self, client: Client, request: OAuthRequest) -> None:
+        organization = client.organization
+        admission = token_request_admit(
+            client_id=client.client_id,
+            organization_id=organization.id,
+            plan=organization.plan,
+            max_tokens_per_month=organization.max_tokens_per_month,
+        )
+        if admission.allowed:
+            return
+        retry_after.set(admission.retry_after)
+        description = {
+            "quota": "The organization's monthly token quota is exhausted.",
+            "failed_auth": "Too many failed authentications for this client; try later.",
+        }.get(admission.limit, "Too many token requests; slow down.")
+        raise CustomOAuth2Error(
+            error="temporarily_unavailable",
+            description=description,
+            status_code=429,
+            request=request,
+        )
+
+    def _failed(self, client_id: str, organization_id: object, reason: str) -> None:
+        AUTH_FAILURES.labels(reason=reason).inc()
+        if client_id:
+            failed_authentication_count(client_id)
+        if organization_id is not None:
+            import uuid
+
+            assert isinstance(organization_id, uuid.UUID)  # noqa: S101 - set by the service
+            event_record_after_request(
+                organization_id=organization_id,
+                actor=Principal(kind="agent", id=client_id[:200], organization_id=organization_id),
+                action="auth.failed",
+                subject_type="client",
+                subject_id=client_id[:200],
+                data={"reason": reason},
+            )
+
+    def validate_grant_type(
+        self, client_id: str, grant_type: str, client: Client, request: OAuthRequest,
+        *args: object, **kwargs: object,
+    ) -> bool:  # fmt: skip
+        return grant_type == "client_credentials"
+
+    def validate_scopes(
+        self, client_id: str, scopes: list[str], client: Client, request: OAuthRequest,
+        *args: object, **kwargs: object,
+    ) -> bool:  # fmt: skip
+        try:
+            issuance().audiences = requested_audiences(request)
+        except ValueError as exc:
+            raise CustomOAuth2Error(
+                error="invalid_target",
+                description="resource and audience must be absolute URIs without a fragment",
+                status_code=400,
+                request=request,
+            ) from exc
+        return set(scopes) <= set(client.allowed_scopes)
+
+    def get_default_scopes(
+        self, client_id: str, request: OAuthRequest, *args: object, **kwargs: object
+    ) -> list[str]:
+        client = cast(Client, request.client)
+        return list(client.allowed_scopes)
+
+    def _save_bearer_token(
+        self, token: dict[str, object], request: OAuthRequest, *args: object, **kwargs: object
+    ) -> None:
+        client = cast(Client, request.client)
+        state = issuance()
+        access_token_record(
+            client=client,
+            token=str(token["access_token"]),
+            jti=str(state.claims["jti"]),
+            scope=" ".join(request.scopes or []),
+            expires_in=int(str(token["expires_in"])),
+            audiences=list(state.audiences),
+            credential_id=state.credential_id,
+        )
+        organization_id = client.organization_id
+
+        def counted() -> None:
+            TOKENS_ISSUED.inc()
+            token_issued_count(organization_id=organization_id)
+
+        transaction.on_commit(counted)
+
+    def revoke_token(
+        self, token: str, token_type_hint: str | None, request: OAuthRequest,
+        *args: object, **kwargs: object,
+    ) -> None:  # fmt: skip
+        """RFC 7009: a client revokes its own tokens; anything else answers 200 and does nothing."""
+        client = cast(Client, request.client)
+        try:
+            verified = access_token_verify(
+                token, audience=None, check_times=False, any_audience=True
+            )
+        except InvalidToken:
+            return
+        if verified.claims.get("client_id") != client.client_id:
+            return
+        access_token_revoke(client=client, jti=verified.jti, expires_at=verified.expires_at)

@@ -1,0 +1,125 @@
+"""OAuth 2.0 endpoints (RFC 6749 error bodies), JWKS and discovery."""
+
+import time
+from typing import cast
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from oauth2_provider import views as dot_views
+from oauthlib.common import Request as OAuthRequest
+from prometheus_client import Histogram
+
+from agentidp.errors import JSONValue
+from agentidp.tenancy import adopt_organization
+from credentials.services import (
+    ClientAuthenticationFailed,
+    client_load,
+    client_organization_enter,
+    client_secret_check,
+)
+from oidc.revocation import jti_is_revoked
+from oidc.services import discovery_document, signing_key_ensure, signing_keys_published
+from oidc.tokens import InvalidToken, access_token_verify, issuance_scope
+from oidc.validators import client_credentials_from, retry_after
+
+TOKEN_LATENCY = Histogram(
+    "agentidp_token_endpoint_seconds",
+    "Token endpoint latency by HTTP status.",
+    ["status"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 6749 5.2: answer a failed client authentication with the scheme clients use (Basic).
+BASIC_CHALLENGE = 'Basic realm="agentidp", error="invalid_client"'
+
+
+class TokenView(dot_views.TokenView):
+    """DOT's token endpoint, adding ``Retry-After`` on 429 and the latency histogram."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        started = time.perf_counter()
+        token = retry_after.set(None)
+        try:
+            with issuance_scope():
+                response: HttpResponse = super().post(request, *args, **kwargs)
+            wait = retry_after.get()
+            if response.status_code == 429 and wait:
+                response["Retry-After"] = str(wait)
+            if response.status_code == 401:
+                response["WWW-Authenticate"] = BASIC_CHALLENGE
+            for header, value in NO_STORE.items():
+                response[header] = value
+            return response
+        finally:
+            retry_after.reset(token)
+            status = str(getattr(locals().get("response"), "status_code", 500))
+            TOKEN_LATENCY.labels(status=status).observe(time.perf_counter() - started)
+
+
+class RevokeTokenView(dot_views.RevokeTokenView):
+    """RFC 7009 through DOT; the validator checks the token belongs to the caller."""
+
+
+def _oauth_error(error: str, description: str, status: int) -> JsonResponse:
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    for header, value in NO_STORE.items():
+        response[header] = value
+    if status == 401:
+        response["WWW-Authenticate"] = BASIC_CHALLENGE
+    return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class IntrospectView(View):
+    """RFC 7662: the caller authenticates as a client; foreign or dead tokens are inactive."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> JsonResponse:
+        oauth_request = OAuthRequest(
+            request.build_absolute_uri(), "POST", request.POST.urlencode(), dict(request.headers)
+        )
+        oauth_request.client_id = request.POST.get("client_id")
+        oauth_request.client_secret = request.POST.get("client_secret")
+        client_id, secret = client_credentials_from(oauth_request)
+        organization_id = client_organization_enter(client_id) if client_id and secret else None
+        if organization_id is None:
+            return _oauth_error("invalid_client", "Client authentication failed.", 401)
+        adopt_organization(organization_id)
+        try:
+            client = client_load(client_id=client_id)
+            client_secret_check(client=client, secret=secret)
+        except ClientAuthenticationFailed:
+            return _oauth_error("invalid_client", "Client authentication failed.", 401)
+        token = request.POST.get("token", "")
+        if not token:
+            return _oauth_error("invalid_request", "The token parameter is required.", 400)
+        inactive = JsonResponse({"active": False}, headers=NO_STORE)
+        try:
+            verified = access_token_verify(token, any_audience=True)
+        except InvalidToken:
+            return inactive
+        if verified.organization_id != client.organization_id or jti_is_revoked(verified.jti):
+            return inactive
+        body: dict[str, JSONValue] = {"active": True, "token_type": "Bearer", **verified.claims}
+        return JsonResponse(body, headers=NO_STORE)
+
+
+def jwks(request: HttpRequest) -> JsonResponse:
+    """The public keys that verify live tokens: next, current and unexpired retired keys."""
+    keys = signing_keys_published()
+    if not keys:
+        signing_key_ensure()
+        keys = signing_keys_published()
+    response = JsonResponse({"keys": cast(list[JSONValue], keys)})
+    response["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+def authorization_server_metadata(request: HttpRequest) -> JsonResponse:
+    """RFC 8414 metadata (also served as ``/.well-known/openid-configuration``)."""
+    response = JsonResponse(discovery_document())
+    response["Cache-Control"] = "public, max-age=300"
+    return response

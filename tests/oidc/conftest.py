@@ -1,0 +1,80 @@
+"""Agents with credentials, and helpers to ask for tokens the way a client would."""
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.test import Client as HttpClient
+
+from agentidp.tenancy import tenant_context
+from agents.models import Agent
+from credentials.services import client_scopes_set, credential_generate
+from organizations.models import Organization
+from tests.factories import TEST_ACTOR, AgentFactory
+
+
+@dataclass
+class Credentialed:
+    agent: Agent
+    client_id: str
+    secret: str
+    credential_id: Any
+
+
+def credentialed(
+    organization: Organization, scopes: list[str] | None = None, **kw: Any
+) -> Credentialed:
+    agent = AgentFactory(organization=organization, **kw)
+    with tenant_context(organization.id):
+        issued = credential_generate(
+            actor=TEST_ACTOR, organization_id=organization.id, agent_id=agent.id
+        )
+        client_scopes_set(
+            actor=TEST_ACTOR,
+            organization_id=organization.id,
+            agent_id=agent.id,
+            scopes=scopes if scopes is not None else ["agents:read", "agents:write"],
+        )
+    return Credentialed(agent, issued.client_id, issued.secret, issued.credential.id)
+
+
+@pytest.fixture
+def cred(org: Organization) -> Credentialed:
+    return credentialed(org)
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def request_token(c: Credentialed | None = None, *, auth: str | None = None, **params: Any) -> Any:
+    data = {"grant_type": "client_credentials", **params}
+    if auth is None and c is not None:
+        auth = basic(c.client_id, c.secret)
+    headers = {"Authorization": auth} if auth is not None else {}
+    return HttpClient().post("/oauth2/token", data, headers=headers)
+
+
+def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def part(segment: str) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(
+            base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        )
+        return value
+
+    header, payload, _ = token.split(".")
+    return part(header), part(payload)
+
+
+@pytest.fixture
+def token_for() -> Callable[..., str]:
+    def issue(c: Credentialed, **params: Any) -> str:
+        response = request_token(c, **params)
+        assert response.status_code == 200, response.content
+        token: str = response.json()["access_token"]
+        return token
+
+    return issue

@@ -1,0 +1,173 @@
+"""POST /oauth2/token with client_credentials, per RFC 6749, RFC 9068 and RFC 8707."""
+
+from typing import Any
+
+import pytest
+from django.test import Client as HttpClient
+
+from agentidp.tenancy import platform_context, tenant_context
+from agents.services import agent_decommission, agent_suspend
+from compliance.models import AuditEvent
+from credentials.models import ClientSecret
+from credentials.services import credential_revoke, credential_rotate
+from oidc.models import AccessToken
+from organizations.models import Organization
+from organizations.services import organization_suspend
+from tests.factories import TEST_ACTOR, OrganizationFactory
+from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts, request_token
+
+
+def _error(response: Any, status: int, error: str) -> None:
+    assert response.status_code == status, response.content
+    assert response.json()["error"] == error
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_basic_auth_issues_an_rfc9068_token(cred: Credentialed, org: Organization) -> None:
+    response = request_token(cred, scope="agents:read")
+    assert response.status_code == 200, response.content
+    assert response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600
+    assert body["scope"] == "agents:read"
+    assert "refresh_token" not in body
+    header, claims = jwt_parts(body["access_token"])
+    assert header["typ"] == "at+jwt" and header["alg"] == "ES256" and header["kid"]
+    assert claims["iss"] == "http://localhost:8000"
+    assert claims["sub"] == str(cred.agent.id)
+    assert claims["aud"] == "http://localhost:8000/api"
+    assert claims["client_id"] == cred.client_id
+    assert claims["organization_id"] == str(org.id)
+    assert claims["exp"] - claims["iat"] == 600 and claims["nbf"] == claims["iat"]
+    assert claims["scope"] == "agents:read" and claims["jti"]
+    with tenant_context(org.id):
+        stored = AccessToken.objects.get(jti=claims["jti"])
+        event = AuditEvent.objects.get(organization_id=org.id, action="token.issued")
+    assert stored.organization_id == org.id
+    assert event.subject_id == claims["jti"] and cred.secret not in str(event.data)
+
+
+def test_client_secret_post_and_default_scopes(cred: Credentialed) -> None:
+    response = HttpClient().post(
+        "/oauth2/token",
+        {
+            "grant_type": "client_credentials",
+            "client_id": cred.client_id,
+            "client_secret": cred.secret,
+        },
+    )
+    assert response.status_code == 200, response.content
+    assert set(response.json()["scope"].split()) == {"agents:read", "agents:write"}
+
+
+def test_bad_secret_is_invalid_client_and_audited(cred: Credentialed, org: Organization) -> None:
+    response = request_token(auth=basic(cred.client_id, "ais_wrong"))
+    _error(response, 401, "invalid_client")
+    assert response["WWW-Authenticate"].startswith("Basic")
+    with tenant_context(org.id):
+        failure = AuditEvent.objects.get(organization_id=org.id, action="auth.failed")
+    assert failure.outcome == "failure" and failure.data == {"reason": "bad_secret"}
+    assert "ais_wrong" not in str(failure.data)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [basic("00000000-0000-0000-0000-000000000000", "x"), "Basic !!!notbase64", "Bearer abc", None],
+)
+def test_unknown_or_malformed_client_is_401(auth: str | None) -> None:
+    _error(request_token(auth=auth), 401, "invalid_client")
+
+
+@pytest.mark.parametrize("grant_type", ["password", "authorization_code", "urn:made:up"])
+def test_unsupported_grant_type(cred: Credentialed, grant_type: str) -> None:
+    _error(request_token(cred, grant_type=grant_type), 400, "unsupported_grant_type")
+
+
+def test_scope_outside_the_agents_allowance(cred: Credentialed) -> None:
+    _error(request_token(cred, scope="audit:read"), 400, "invalid_scope")
+    _error(request_token(cred, scope="agents:read made:up"), 400, "invalid_scope")
+
+
+def test_resource_and_audience_set_aud(cred: Credentialed) -> None:
+    token = request_token(cred, resource="https://svc.example/api").json()["access_token"]
+    assert jwt_parts(token)[1]["aud"] == "https://svc.example/api"
+    token = request_token(cred, audience="https://other.example").json()["access_token"]
+    assert jwt_parts(token)[1]["aud"] == "https://other.example"
+    _error(request_token(cred, resource="not-a-uri"), 400, "invalid_target")
+
+
+def test_organization_lifetime_is_capped(org: Organization, settings: Any) -> None:
+    settings.AGENTIDP = {**settings.AGENTIDP, "ACCESS_TOKEN_MAX_LIFETIME": 120}
+    cred = credentialed(org)
+    assert request_token(cred).json()["expires_in"] == 120
+
+
+def test_suspended_agent_or_organization_cannot_authenticate(org: Organization) -> None:
+    cred = credentialed(org)
+    with tenant_context(org.id):
+        agent_suspend(actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id)
+    _error(request_token(cred), 401, "invalid_client")
+    other = OrganizationFactory()
+    cred2 = credentialed(other)
+    with platform_context(reason="tests"):
+        organization_suspend(actor=TEST_ACTOR, organization_id=other.id)
+    _error(request_token(cred2), 401, "invalid_client")
+
+
+def test_decommissioning_revokes_every_secret(cred: Credentialed, org: Organization) -> None:
+    with tenant_context(org.id):
+        agent_decommission(actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id)
+        assert not ClientSecret.objects.filter(
+            organization_id=org.id, client__agent_id=cred.agent.id, revoked_at__isnull=True
+        ).exists()
+    _error(request_token(cred), 401, "invalid_client")
+
+
+def test_rotation_overlaps_then_old_secret_stops(cred: Credentialed, org: Organization) -> None:
+    with tenant_context(org.id):
+        new = credential_rotate(
+            actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id,
+            credential_id=cred.credential_id, grace_seconds=3600,
+        )  # fmt: skip
+    assert request_token(cred).status_code == 200  # old secret, within its grace period
+    assert request_token(auth=basic(cred.client_id, new.secret)).status_code == 200
+    with tenant_context(org.id):
+        newest = credential_rotate(
+            actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id,
+            credential_id=new.credential.id, grace_seconds=0,
+        )  # fmt: skip
+    _error(request_token(auth=basic(cred.client_id, new.secret)), 401, "invalid_client")
+    assert request_token(auth=basic(cred.client_id, newest.secret)).status_code == 200
+    with tenant_context(org.id):
+        credential_revoke(
+            actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id,
+            credential_id=newest.credential.id,
+        )  # fmt: skip
+    _error(request_token(auth=basic(cred.client_id, newest.secret)), 401, "invalid_client")
+
+
+def test_rate_limit_answers_429_with_retry_after() -> None:
+    free = OrganizationFactory(plan="free")
+    cred = credentialed(free)
+    statuses = [request_token(cred).status_code for _ in range(12)]
+    assert statuses[:10] == [200] * 10
+    limited = request_token(cred)
+    _error(limited, 429, "temporarily_unavailable")
+    assert int(limited["Retry-After"]) >= 1
+
+
+def test_monthly_quota_answers_429(django_capture_on_commit_callbacks: Any) -> None:
+    small = OrganizationFactory(max_tokens_per_month=2)
+    cred = credentialed(small)
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert request_token(cred).status_code == 200
+    response = request_token(cred)
+    _error(response, 429, "temporarily_unavailable")
+    assert "quota" in response.json()["error_description"]
+
+
+def test_repeated_failures_throttle_the_client_id(cred: Credentialed) -> None:
+    for _ in range(10):
+        assert request_token(auth=basic(cred.client_id, "ais_guess")).status_code == 401
+    _error(request_token(cred), 429, "temporarily_unavailable")
