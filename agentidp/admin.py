@@ -39,3 +39,4 @@ def run_service_action(
             modeladmin.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
     if done:
         modeladmin.message_user(request, f"{verb} {done} object(s).", messages.SUCCESS)
+    return

@@ -8,7 +8,7 @@ from rest_framework.routers import SimpleRouter
 from agentidp import views
 from agents.api import AgentViewSet, OrganizationMemberViewSet
 from compliance.api import AuditEventViewSet
-from credentials.api import AgentCredentialViewSet
+from credentials.api import AgentCredentialViewSet, AgentScopesViewSet
 from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
 
@@ -23,6 +23,7 @@ router.register("agents", AgentViewSet, basename="agent")
 router.register(
     r"agents/(?P<agent_pk>[^/]+)/credentials", AgentCredentialViewSet, basename="agent-credential"
 )
+router.register(r"agents/(?P<agent_pk>[^/]+)/scopes", AgentScopesViewSet, basename="agent-scopes")
 router.register("audit", AuditEventViewSet, basename="audit")
 
 urlpatterns = [

@@ -135,3 +135,47 @@ class AgentCredentialViewSet(TenantViewSet):
             credential_id=self.lookup_uuid(),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ScopesSerializer(StrictSerializer):
+    scopes = serializers.ListField(child=serializers.CharField(max_length=64), max_length=32)
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: ScopesSerializer, **problem_responses(400, 401, 403, 404)}),
+    create=extend_schema(
+        request=ScopesSerializer,
+        responses={200: ScopesSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+)
+class AgentScopesViewSet(TenantViewSet):
+    """The scopes an agent may request at the token endpoint (set by an organization admin)."""
+
+    resource_type = "agent_scopes"
+    required_scopes = {"list": "agents:read", "create": "credentials:write"}
+    serializer_class = ScopesSerializer
+    queryset = ClientSecret.objects.none()
+    pagination_class = None
+
+    def list(self, request: Request, agent_pk: str) -> Response:
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        scopes = services.client_scopes_get(
+            organization_id=organization_id, agent_id=self.lookup_uuid("agent_pk")
+        )
+        return Response({"scopes": scopes})
+
+    def create(self, request: Request, agent_pk: str) -> Response:
+        payload = ScopesSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        client = services.client_scopes_set(
+            actor=self.principal,
+            organization_id=organization_id,
+            agent_id=self.lookup_uuid("agent_pk"),
+            scopes=list(payload.validated_data["scopes"]),
+        )
+        return Response({"scopes": list(client.allowed_scopes)})

@@ -215,6 +215,13 @@ def credential_revoke(
     return credential
 
 
+def client_scopes_get(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> list[str]:
+    """The scopes the agent may request; the default before its client exists."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id)
+    client = Client.objects.filter(organization_id=organization_id, agent_id=agent.id).first()
+    return list(client.allowed_scopes) if client else list(DEFAULT_AGENT_SCOPES)
+
+
 @transaction.atomic
 def client_scopes_set(
     *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, scopes: list[str]

@@ -1,11 +1,12 @@
 """Writes of the authorization server: signing keys, issued tokens, revocations."""
 
 import datetime as dt
+import threading
 import uuid
 from typing import cast
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 from jwcrypto import jwk
 
@@ -68,6 +69,32 @@ def signing_key_ensure() -> SigningKey:
         _create_key(KeyStatus.NEXT, algorithm)
     transaction.on_commit(key_ring.clear)
     return current
+
+
+@transaction.atomic
+def signing_key_ensure_committed() -> None:
+    """Create the first keys in a transaction of their own, committed before we go on.
+
+    Called when a token is requested and no key exists yet. A key created inside the request's
+    transaction could be cached by this process and then rolled back with the request, leaving
+    tokens signed by an unpublished kid; a separate connection commits independently.
+    """
+    failure: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            signing_key_ensure()
+        except BaseException as exc:  # re-raised in the calling thread
+            failure.append(exc)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=create, name="signing-key-ensure")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    key_ring.clear()
 
 
 @transaction.atomic

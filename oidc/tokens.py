@@ -92,10 +92,9 @@ def access_token_generate(request: OAuthRequest) -> str:
     """DOT's ``ACCESS_TOKEN_GENERATOR``: sign the RFC 9068 claims for ``request.client``."""
     signing = key_ring.signing()
     if signing is None:
-        from oidc.services import signing_key_ensure
+        from oidc.services import signing_key_ensure_committed
 
-        signing_key_ensure()
-        key_ring.clear()  # the new key is visible in this transaction; reload now
+        signing_key_ensure_committed()
         signing = key_ring.signing()
         assert signing is not None  # noqa: S101 - signing_key_ensure just created one
     from credentials.models import Client

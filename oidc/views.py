@@ -20,7 +20,11 @@ from credentials.services import (
     client_secret_check,
 )
 from oidc.revocation import jti_is_revoked
-from oidc.services import discovery_document, signing_key_ensure, signing_keys_published
+from oidc.services import (
+    discovery_document,
+    signing_key_ensure_committed,
+    signing_keys_published,
+)
 from oidc.tokens import InvalidToken, access_token_verify, issuance_scope
 from oidc.validators import client_credentials_from, retry_after
 
@@ -111,7 +115,7 @@ def jwks(request: HttpRequest) -> JsonResponse:
     """The public keys that verify live tokens: next, current and unexpired retired keys."""
     keys = signing_keys_published()
     if not keys:
-        signing_key_ensure()
+        signing_key_ensure_committed()
         keys = signing_keys_published()
     response = JsonResponse({"keys": cast(list[JSONValue], keys)})
     response["Cache-Control"] = "public, max-age=60"

@@ -25,6 +25,7 @@ STAFF_PERMISSIONS = (
     ("compliance", "view_auditevent"),
     ("organizations", "view_organization"),
     ("organizations", "view_staffmembership"),
+    ("credentials", "view_clientsecret"),
 )
 
 

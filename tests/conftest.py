@@ -64,6 +64,16 @@ def _secret_store_is_openbao(bao: BaoServer) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_key_ring() -> Iterator[None]:
+    """Each test's rolled-back transaction may have rotated keys: forget parsed keys."""
+    from oidc.keys import key_ring
+
+    key_ring.clear()
+    yield
+    key_ring.clear()
+
+
+@pytest.fixture(autouse=True)
 def _app_role_on_test_database(db: None) -> None:
     """Every test's default connection is the application role on the test database."""
     default, owner = connections["default"].settings_dict, connections["owner"].settings_dict

@@ -3,6 +3,7 @@
 from argparse import ArgumentParser
 
 from agentidp.commands import JSONCommand
+from agentidp.errors import JSONValue
 from agentidp.principals import Principal
 from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_register
@@ -19,8 +20,16 @@ class Command(JSONCommand):
         parser.add_argument("--org", required=True, help="organization slug")
         parser.add_argument("--description", default="")
         parser.add_argument("--capability", action="append", default=[], dest="capabilities")
+        parser.add_argument(
+            "--with-credentials",
+            action="store_true",
+            help="also issue a client secret and print client_id and client_secret (once)",
+        )
+        parser.add_argument(
+            "--scope", action="append", default=[], dest="scopes", help="allowed scope (repeat)"
+        )
 
-    def handle(self, *args: str, **options: str | list[str]) -> None:
+    def handle(self, *args: str, **options: str | list[str] | bool) -> None:
         with platform_context(reason=REASON):
             organization = organization_get_by_slug(slug=str(options["org"]))
         actor = Principal.system(REASON, organization_id=organization.id)
@@ -30,13 +39,28 @@ class Command(JSONCommand):
                 organization_id=organization.id,
                 name=str(options["name"]),
                 description=str(options["description"]),
-                capabilities=list(options["capabilities"]),
+                capabilities=[str(c) for c in options["capabilities"]],  # type: ignore[union-attr]
             )
-        self.emit(
-            {
+            document: dict[str, JSONValue] = {
                 "id": str(agent.id),
                 "name": agent.name,
                 "organization": organization.slug,
                 "status": agent.status,
             }
-        )
+            if options["with_credentials"]:
+                # credentials sit above agents; the command line is where both meet
+                from credentials.services import client_scopes_set, credential_generate
+
+                issued = credential_generate(
+                    actor=actor, organization_id=organization.id, agent_id=agent.id
+                )
+                scopes = [str(s) for s in options["scopes"]]  # type: ignore[union-attr]
+                if scopes:
+                    client_scopes_set(
+                        actor=actor,
+                        organization_id=organization.id,
+                        agent_id=agent.id,
+                        scopes=scopes,
+                    )
+                document.update(client_id=issued.client_id, client_secret=issued.secret)
+        self.emit(document)

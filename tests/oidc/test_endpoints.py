@@ -1,0 +1,144 @@
+"""Revocation (RFC 7009), introspection (RFC 7662), JWKS, discovery (RFC 8414), key rotation."""
+
+import json
+from collections.abc import Callable
+from io import StringIO
+from typing import Any
+
+from django.core.management import call_command
+from django.test import Client as HttpClient
+
+from agentidp.tenancy import platform_context, tenant_context
+from compliance.models import AuditEvent
+from oidc.models import SigningKey
+from oidc.tasks import signing_key_rotate_task
+from organizations.models import Organization
+from tests.factories import OrganizationFactory
+from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts
+from tests.oidc.test_bearer import assert_invalid_token, call
+
+
+def _post(path: str, c: Credentialed, **data: str) -> Any:
+    return HttpClient().post(path, data, headers={"Authorization": basic(c.client_id, c.secret)})
+
+
+def test_revocation_stops_the_token(
+    cred: Credentialed, org: Organization, token_for: Callable[..., str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    token = token_for(cred)
+    assert call(token).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _post("/oauth2/revoke", cred, token=token, token_type_hint="access_token")
+    assert response.status_code == 200
+    assert_invalid_token(call(token))
+    jti = jwt_parts(token)[1]["jti"]
+    with tenant_context(org.id):
+        assert AuditEvent.objects.filter(action="token.revoked", subject_id=jti).exists()
+    introspected = _post("/oauth2/introspect", cred, token=token).json()
+    assert introspected == {"active": False}
+
+
+def test_a_client_cannot_revoke_another_clients_token(
+    org: Organization, token_for: Callable[..., str], django_capture_on_commit_callbacks: Any
+) -> None:
+    owner, other = credentialed(org), credentialed(org)
+    token = token_for(owner)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _post("/oauth2/revoke", other, token=token).status_code == 200
+    assert call(token).status_code == 200
+
+
+def test_revocation_requires_client_authentication(cred: Credentialed) -> None:
+    response = HttpClient().post("/oauth2/revoke", {"token": "x"})
+    assert response.status_code == 401
+
+
+def test_introspection(cred: Credentialed, token_for: Callable[..., str]) -> None:
+    token = token_for(cred, resource="https://svc.example")
+    body = _post("/oauth2/introspect", cred, token=token).json()
+    assert body["active"] is True
+    assert body["sub"] == str(cred.agent.id) and body["aud"] == "https://svc.example"
+    assert body["client_id"] == cred.client_id and body["token_type"] == "Bearer"
+    assert _post("/oauth2/introspect", cred, token="garbage").json() == {"active": False}
+    missing = _post("/oauth2/introspect", cred)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+
+
+def test_introspecting_another_organizations_token_is_inactive(
+    cred: Credentialed, token_for: Callable[..., str]
+) -> None:
+    outsider = credentialed(OrganizationFactory())
+    token = token_for(outsider)
+    assert _post("/oauth2/introspect", cred, token=token).json() == {"active": False}
+
+
+def test_introspection_with_bad_client_credentials_is_401(cred: Credentialed) -> None:
+    response = HttpClient().post(
+        "/oauth2/introspect", {"token": "x"}, headers={"Authorization": basic(cred.client_id, "no")}
+    )
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_jwks_publishes_public_keys_only(cred: Credentialed, token_for: Callable[..., str]) -> None:
+    token = token_for(cred)
+    response = HttpClient().get("/.well-known/jwks.json")
+    assert response.status_code == 200
+    keys = response.json()["keys"]
+    kid = jwt_parts(token)[0]["kid"]
+    assert kid in {k["kid"] for k in keys}
+    for key in keys:
+        assert key["use"] == "sig" and key["alg"] in {"ES256", "RS256", "EdDSA"}
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key), "private material published"
+
+
+def test_discovery_issuer_matches_tokens(cred: Credentialed, token_for: Callable[..., str]) -> None:
+    iss = jwt_parts(token_for(cred))[1]["iss"]
+    for path in ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]:
+        document = HttpClient().get(path).json()
+        assert document["issuer"] == iss
+        assert document["token_endpoint"] == f"{iss}/oauth2/token"
+        assert document["jwks_uri"] == f"{iss}/.well-known/jwks.json"
+        assert document["grant_types_supported"] == ["client_credentials"]
+        assert "client_secret_basic" in document["token_endpoint_auth_methods_supported"]
+
+
+def test_rotation_keeps_live_tokens_verifying(
+    cred: Credentialed, token_for: Callable[..., str], django_capture_on_commit_callbacks: Any
+) -> None:
+    before = token_for(cred)
+    old_kid = jwt_parts(before)[0]["kid"]
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("rotatesigningkeys", stdout=out)
+    rotated = json.loads(out.getvalue())
+    assert rotated["current"] != old_kid and old_kid in rotated["published"]
+    after = token_for(cred)
+    assert jwt_parts(after)[0]["kid"] == rotated["current"]
+    assert call(before).status_code == 200  # signed by the retired key, still published
+    assert call(after).status_code == 200
+    jwks = {k["kid"] for k in HttpClient().get("/.well-known/jwks.json").json()["keys"]}
+    assert {old_kid, rotated["current"]} <= jwks
+    with platform_context(reason="tests"):
+        retired = SigningKey.objects.get(kid=old_kid)
+    assert retired.status == "retired" and retired.verify_until is not None
+
+
+def test_rotation_to_another_algorithm_and_task(
+    cred: Credentialed, token_for: Callable[..., str], django_capture_on_commit_callbacks: Any
+) -> None:
+    def rotate(*args: str) -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("rotatesigningkeys", *args, stdout=StringIO())
+
+    rotate("--algorithm", "EdDSA")
+    token = token_for(cred)
+    assert jwt_parts(token)[0]["alg"] == "EdDSA"
+    assert call(token).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        kid = signing_key_rotate_task()
+    assert jwt_parts(token_for(cred))[0]["kid"] == kid
+    rotate("--algorithm", "RS256")
+    rsa = token_for(cred)
+    assert jwt_parts(rsa)[0]["alg"] == "RS256" and call(rsa).status_code == 200
+    assert call(token).status_code == 200  # the EdDSA token still verifies
