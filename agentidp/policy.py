@@ -1,13 +1,31 @@
-"""The authorization decision for every API action.
+"""The authorization decision for every API action, made by ``policies/authz.rego``.
 
-One function answers "may this principal do this action on this resource?"; views ask it and
-never decide themselves.
+The policy is evaluated in-process by ``regopy`` (a Rego interpreter) from a bundle compiled
+once at start, or by an OPA server over HTTP when ``OPA_URL`` is set. Any error denies.
+Decisions are a pure function of their input, so a bounded cache keeps repeated identical
+questions off the interpreter.
 """
 
+import json
+import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Protocol
 from uuid import UUID
 
+import requests
+from django.conf import settings
+from prometheus_client import Counter
+from regopy import Interpreter
+
 from agentidp.principals import Principal
+
+logger = logging.getLogger("agentidp.policy")
+DECISIONS = Counter("agentidp_policy_decisions_total", "Policy decisions.", ["result"])
+QUERY = "data.agentidp.authz.allow"
 
 
 @dataclass(frozen=True)
@@ -18,13 +36,112 @@ class Resource:
     organization_id: UUID | None = None
 
 
+class PolicyEngine(Protocol):
+    def decide(self, document: str) -> bool: ...
+
+
+class RegoEngine:
+    """``policies/authz.rego`` compiled once into a bundle; queries are serialized."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._interpreter = Interpreter()
+        self._interpreter.add_module("authz", path.read_text())
+        self._bundle = self._interpreter.build(QUERY)
+
+    def decide(self, document: str) -> bool:
+        with self._lock:
+            self._interpreter.set_input_term(document)
+            output = self._interpreter.query_bundle(self._bundle)
+        return json.loads(str(output)) == {"expressions": [True]}
+
+
+class OpaEngine:
+    """An OPA server's Data API (``POST /v1/data/agentidp/authz/allow``)."""
+
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self.url = url.rstrip("/") + "/v1/data/agentidp/authz/allow"
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def decide(self, document: str) -> bool:
+        response = self.session.post(
+            self.url,
+            data=f'{{"input": {document}}}',
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+        )
+        response.raise_for_status()
+        return response.json().get("result") is True
+
+
+@cache
+def policy_engine() -> PolicyEngine:
+    config: dict[str, str] = settings.AGENTIDP["POLICY"]
+    if config["OPA_URL"]:
+        return OpaEngine(config["OPA_URL"])
+    return RegoEngine(Path(config["PATH"]))
+
+
+class _DecisionCache:
+    def __init__(self, size: int = 4096) -> None:
+        self._size, self._lock = size, threading.Lock()
+        self._entries: OrderedDict[str, bool] = OrderedDict()
+
+    def get(self, key: str) -> bool | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: bool) -> None:
+        with self._lock:
+            self._entries[key] = value
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+decision_cache = _DecisionCache()
+
+
+def policy_input(principal: Principal, *, action: str, scope: str, resource: Resource) -> str:
+    """The canonical JSON document the policy sees."""
+    document = {
+        "principal": {
+            "kind": principal.kind,
+            "organization_id": str(principal.organization_id)
+            if principal.organization_id
+            else None,
+            "scopes": sorted(principal.scopes),
+            "status": principal.status,
+            "platform": principal.is_platform,
+        },
+        "action": action,
+        "scope": scope,
+        "resource": {
+            "type": resource.type,
+            "organization_id": str(resource.organization_id) if resource.organization_id else None,
+        },
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
 def authorize(principal: Principal, *, action: str, scope: str, resource: Resource) -> bool:
-    """Allow when the principal is active, holds ``scope``, and acts within its organization
-    (platform principals may act across organizations)."""
-    if principal.status != "active":
-        return False
-    if not principal.has_scope(scope):
-        return False
-    if resource.organization_id is None or principal.is_platform:
-        return True
-    return resource.organization_id == principal.organization_id
+    """Ask the policy; a policy error denies (and is logged)."""
+    document = policy_input(principal, action=action, scope=scope, resource=resource)
+    decision = decision_cache.get(document)
+    if decision is None:
+        try:
+            decision = policy_engine().decide(document)
+        except Exception:  # any failure of the policy engine must deny, never allow
+            logger.exception("policy evaluation failed; denying")
+            DECISIONS.labels(result="error").inc()
+            return False
+        decision_cache.put(document, decision)
+    DECISIONS.labels(result="allow" if decision else "deny").inc()
+    return decision

@@ -195,6 +195,11 @@ AGENTIDP = {
             "AGENTIDP_LOCAL_SECRETS_KEY_FILE", default=str(BASE_DIR / ".agentidp/secrets.key")
         ),
     },
+    # Authorization policy: in-process Rego (regopy), or an OPA server when OPA_URL is set.
+    "POLICY": {
+        "PATH": env.str("AGENTIDP_POLICY_PATH", default=str(BASE_DIR / "policies" / "authz.rego")),
+        "OPA_URL": env.str("OPA_URL", default=""),
+    },
     # Tokens: ES256 by default (RS256 and EdDSA selectable), lifetimes capped globally.
     "SIGNING_ALGORITHM": env.str("AGENTIDP_SIGNING_ALGORITHM", default="ES256"),
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
