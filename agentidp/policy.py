@@ -53,7 +53,8 @@ class RegoEngine:
         with self._lock:
             self._interpreter.set_input_term(document)
             output = self._interpreter.query_bundle(self._bundle)
-        return json.loads(str(output)) == {"expressions": [True]}
+        decided: bool = json.loads(str(output)) == {"expressions": [True]}
+        return decided
 
 
 class OpaEngine:
