@@ -9,13 +9,12 @@ persists the monthly counters, so the hot path writes nothing to the database fo
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID
 
 from prometheus_client import Counter
 from redis.commands.core import Script
 
-from oidc.revocation import redis_client
+from agentidp.usage import redis_client, usage_key
 
 RATE_LIMITED = Counter(
     "agentidp_rate_limited_total", "Token requests refused by rate limit or quota.", ["limit"]
@@ -67,11 +66,6 @@ def _admit_script() -> Script:
     if _script is None:
         _script = redis_client().register_script(ADMIT)
     return _script
-
-
-def usage_key(organization_id: UUID, when: datetime | None = None) -> str:
-    month = (when or datetime.now(UTC)).strftime("%Y%m")
-    return f"agentidp:usage:{organization_id}:{month}"
 
 
 def _failures_key(client_id: str) -> str:

@@ -1,20 +1,10 @@
 """The revocation list: revoked token ids in Redis, each kept until its token would expire."""
 
 import time
-from functools import cache
 
-import redis
-from django.conf import settings
+from agentidp.usage import redis_client
 
 PREFIX = "agentidp:revoked:jti:"
-
-
-@cache
-def redis_client() -> redis.Redis:
-    client: redis.Redis = redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
-    )
-    return client
 
 
 def jti_revoke(jti: str, *, expires_at: int) -> None:

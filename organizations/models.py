@@ -71,3 +71,25 @@ class StaffMembership(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.organization_id} as {self.role}"
+
+
+class TokenUsage(models.Model):
+    """Access tokens issued by an organization in one calendar month (UTC)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="token_usage"
+    )
+    month = models.DateField(help_text="The first day of the month.")
+    tokens_issued = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "month"], name="%(app_label)s_%(class)s_unique_month"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.month:%Y-%m}: {self.tokens_issued}"

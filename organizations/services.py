@@ -1,6 +1,8 @@
 """Every write to organizations and staff membership."""
 
 import uuid
+from datetime import date
+from typing import cast
 
 from django.apps import apps
 from django.contrib.auth.models import Group, Permission
@@ -11,8 +13,9 @@ from django.db.models import Model
 from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.principals import Principal
+from agentidp.usage import redis_client, usage_key
 from organizations.choices import PLAN_QUOTAS, MemberRole, OrganizationStatus, Plan
-from organizations.models import Organization, StaffMembership
+from organizations.models import Organization, StaffMembership, TokenUsage
 
 STAFF_GROUP = "Organization staff"
 STAFF_PERMISSIONS = (
@@ -257,3 +260,29 @@ def staff_create(
         data={"username": username, "role": role, "superuser": superuser},
     )
     return user
+
+
+def token_usage_persist(*, organization_id: uuid.UUID, month: date) -> TokenUsage:
+    """Persist the Redis counter of ``month``; if Redis lost count, restore it from the table.
+
+    The stored figure never goes down: it is the larger of the two counts.
+    """
+    client = redis_client()
+    key = usage_key(organization_id, month)
+    counted = int(cast(bytes | None, client.get(key)) or 0)
+    usage = (
+        TokenUsage.objects.select_for_update()
+        .filter(organization_id=organization_id, month=month)
+        .first()
+    )
+    if usage is None:
+        usage = TokenUsage.objects.create(
+            organization_id=organization_id, month=month, tokens_issued=counted
+        )
+    elif counted > usage.tokens_issued:
+        usage.tokens_issued = counted
+        usage.save(update_fields=["tokens_issued", "updated_at"])
+    elif counted < usage.tokens_issued:
+        client.incrby(key, usage.tokens_issued - counted)
+        client.expire(key, 40 * 86400)
+    return usage

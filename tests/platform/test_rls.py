@@ -25,6 +25,7 @@ TENANT_TABLES = [
     "oidc_idtoken",
     "oidc_refreshtoken",
     "organizations_staffmembership",
+    "organizations_tokenusage",
 ]
 
 

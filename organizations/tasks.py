@@ -1,0 +1,36 @@
+"""Celery tasks for organizations: thin, take ids, enter the tenant context explicitly."""
+
+import uuid
+
+from celery import shared_task
+
+from agentidp.tenancy import platform_context, tenant_context
+from agentidp.usage import month_start, previous_month
+from organizations.choices import OrganizationStatus
+from organizations.models import Organization
+from organizations.services import token_usage_persist
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def token_usage_persist_task(organization_id: str) -> int:
+    """Persist this month's token count, and last month's final one; returns this month's."""
+    org_id = uuid.UUID(organization_id)
+    this_month = month_start()
+    with tenant_context(org_id):
+        token_usage_persist(organization_id=org_id, month=previous_month(this_month))
+        return token_usage_persist(organization_id=org_id, month=this_month).tokens_issued
+
+
+@shared_task
+def token_usage_persist_all_task() -> int:
+    """Beat job: one persistence task per organization (listing them crosses tenants)."""
+    with platform_context(reason="beat:token-usage"):
+        ids = [
+            str(i)
+            for i in Organization.objects.exclude(status=OrganizationStatus.DELETED).values_list(
+                "id", flat=True
+            )
+        ]
+    for organization_id in ids:
+        token_usage_persist_task.delay(organization_id)
+    return len(ids)
