@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install run test lint pytest clean
+.PHONY: install run test lint pytest bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 pytest: $(STAMP)
 	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+## Throughput and latency of the bare view, the token endpoint, the API and offline verification.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "[agentidp] installing wrk (Debian package)"; \
+		apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }; }
+	@$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .agentidp .coverage .mypy_cache .ruff_cache

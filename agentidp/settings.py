@@ -86,7 +86,7 @@ def _database(url: str) -> dict[str, object]:
     # A unix-socket directory arrives percent-encoded in the host part.
     config["HOST"] = unquote(str(config.get("HOST") or ""))
     config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-    config["CONN_HEALTH_CHECKS"] = True
+    config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
     return config
 
 

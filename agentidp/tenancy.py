@@ -263,7 +263,9 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
     )
     try:
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            _set_organization(cursor, organization_id)
+            if organization_id is not None:
+                # Unset, the transaction-local setting already matches nothing.
+                _set_organization(cursor, organization_id)
             if platform_reason:
                 PLATFORM_ENTRIES.labels(reason=platform_reason).inc()
                 logger.info(

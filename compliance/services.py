@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import connection
 from django.utils import timezone
 from prometheus_client import Counter
 
@@ -75,20 +75,33 @@ def audit_event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def audit_chain_head_lock(*, organization_id: uuid.UUID) -> AuditChainHead:
-    """Lock the organization's chain head, creating it on the first event."""
-    head = (
-        AuditChainHead.objects.select_for_update().filter(organization_id=organization_id).first()
-    )
-    if head is None:
-        AuditChainHead.objects.bulk_create(
-            [AuditChainHead(organization_id=organization_id)], ignore_conflicts=True
-        )
-        head = AuditChainHead.objects.select_for_update().get(organization_id=organization_id)
-    return head
+def _canonical_parts(event: AuditEvent) -> tuple[str, str, str]:
+    """The canonical text around the two values only the locked chain head knows.
+
+    Keys are sorted, so ``previous_hash`` and ``sequence`` are adjacent and follow ``data``;
+    random sentinels mark where they go, so no event content can be mistaken for them.
+    """
+    previous_mark, sequence_mark = f"prev-{uuid.uuid4().hex}", f"seq-{uuid.uuid4().hex}"
+    text = audit_event_canonical(
+        event_id=event.id,
+        organization_id=event.organization_id,
+        sequence=0,
+        occurred_at=event.occurred_at,
+        actor_type=event.actor_type,
+        actor_id=event.actor_id,
+        action=event.action,
+        outcome=event.outcome,
+        subject_type=event.subject_type,
+        subject_id=event.subject_id,
+        data=event.data,
+        previous_hash=previous_mark,
+    ).decode()
+    text = text.replace('"sequence":0,', f'"sequence":"{sequence_mark}",', 1)
+    prefix, rest = text.split(previous_mark)
+    middle, suffix = rest.split(f'"{sequence_mark}"')
+    return prefix, middle, suffix
 
 
-@transaction.atomic
 def audit_event_append(
     *,
     organization_id: uuid.UUID,
@@ -100,16 +113,15 @@ def audit_event_append(
     data: Mapping[str, JSONValue],
     outcome: str = "success",
 ) -> AuditEvent:
-    """Append one event to the organization's chain in the caller's transaction.
+    """Append one event to the organization's chain, in the caller's transaction.
 
-    The head row's lock serializes writers of one organization, so sequences stay gapless and
-    every ``previous_hash`` is its predecessor's ``hash`` however many writers race.
+    One statement (``compliance_audit_append``): it locks the organization's chain head, so
+    sequences stay gapless and every ``previous_hash`` is its predecessor's ``hash`` however
+    many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
     """
-    head = audit_chain_head_lock(organization_id=organization_id)
     event = AuditEvent(
         id=uuid.uuid4(),
         organization_id=organization_id,
-        sequence=head.sequence + 1,
         occurred_at=timezone.now(),
         actor_type=actor_type,
         actor_id=actor_id,
@@ -118,11 +130,21 @@ def audit_event_append(
         subject_type=subject_type,
         subject_id=subject_id,
         data=dict(data),
-        previous_hash=head.hash,
     )
-    event.hash = audit_event_hash(event)
-    event.save(force_insert=True)
-    AuditChainHead.objects.filter(pk=head.pk).update(sequence=event.sequence, hash=event.hash)
+    prefix, middle, suffix = _canonical_parts(event)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sequence, hash, previous_hash FROM compliance_audit_append("
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+            [
+                organization_id, event.id, event.occurred_at, actor_type, actor_id, action,
+                outcome, subject_type, subject_id, json.dumps(event.data, separators=(",", ":")), prefix, middle, suffix,
+            ],
+        )  # fmt: skip
+        row = cursor.fetchone()
+    assert row is not None  # noqa: S101 - the function always returns one row
+    event.sequence, event.hash, event.previous_hash = int(row[0]), str(row[1]), str(row[2])
+    event._state.adding = False
     return event
 
 

@@ -16,6 +16,9 @@ class Client(OrgOwnedModel, AbstractApplication):
     agent = models.OneToOneField("agents.Agent", on_delete=models.CASCADE, related_name="client")
     allowed_scopes = ArrayField(models.CharField(max_length=64), default=list, blank=True)
 
+    # Filled by credentials.services.client_load: (id, digest, expires_at) of live secrets.
+    live_secrets: list[tuple[uuid.UUID, str, datetime | None]]
+
     def __str__(self) -> str:
         return str(self.client_id)
 

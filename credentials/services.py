@@ -15,6 +15,7 @@ from functools import cache
 
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from agentidp.errors import Conflict, NotFound, ValidationFailed
 from agentidp.events import event_record
@@ -25,6 +26,7 @@ from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
 from credentials.models import Client, ClientSecret
+from organizations.models import Organization
 from organizations.services import organization_get
 
 SECRET_PREFIX = "ais_"  # noqa: S105 - the public prefix of issued secrets
@@ -309,17 +311,56 @@ def client_organization_enter(client_id: str) -> uuid.UUID | None:
     return uuid.UUID(value) if value else None
 
 
+# The token endpoint's one read: client, agent and organization standing, and live secrets.
+CLIENT_LOAD_SQL = """
+SELECT c.id, c.client_id, c.agent_id, c.allowed_scopes, a.status,
+       o.id, o.status, o.plan, o.max_tokens_per_month, o.access_token_lifetime_seconds,
+       coalesce(json_agg(json_build_array(s.id, s.digest, s.expires_at))
+                FILTER (WHERE s.id IS NOT NULL), '[]')
+  FROM credentials_client c
+  JOIN agents_agent a ON a.id = c.agent_id AND a.organization_id = c.organization_id
+  JOIN organizations_organization o ON o.id = c.organization_id
+  LEFT JOIN credentials_clientsecret s
+         ON s.client_id = c.id AND s.organization_id = c.organization_id AND s.revoked_at IS NULL
+ WHERE c.client_id = %s
+ GROUP BY c.id, a.id, o.id
+"""
+
+
 def client_load(*, client_id: str) -> Client:
-    """The client with its agent and organization, refusing those that may not authenticate.
+    """The client with its agent, organization and live secrets in one query (the token
+    endpoint's hot path); refuses clients that may not authenticate.
 
     Must run in a transaction whose organization is the client's (see
-    :func:`client_organization_enter`).
+    :func:`client_organization_enter`); RLS applies to every table read.
     """
-    client = (
-        Client.objects.select_related("agent", "organization").filter(client_id=client_id).first()
-    )
-    if client is None:
+    with connection.cursor() as cursor:
+        cursor.execute(CLIENT_LOAD_SQL, [client_id[:100]])
+        row = cursor.fetchone()
+    if row is None:
         raise ClientAuthenticationFailed("unknown_client")
+    client = Client(
+        id=row[0],
+        client_id=row[1],
+        agent_id=row[2],
+        allowed_scopes=list(row[3]),
+        organization_id=row[5],
+        client_type=Client.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Client.GRANT_CLIENT_CREDENTIALS,
+    )
+    client._state.adding = False
+    client.agent = Agent(id=row[2], organization_id=row[5], status=row[4])
+    client.organization = Organization(
+        id=row[5],
+        status=row[6],
+        plan=row[7],
+        max_tokens_per_month=row[8],
+        access_token_lifetime_seconds=row[9],
+    )
+    client.live_secrets = [
+        (uuid.UUID(secret_id), digest, parse_datetime(expires) if expires else None)
+        for secret_id, digest, expires in row[10]
+    ]
     organization_id = client.organization_id
     if client.organization.status != "active":
         raise ClientAuthenticationFailed("organization_suspended", organization_id=organization_id)
@@ -334,13 +375,11 @@ def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:
     """Compare ``secret`` in constant time with the client's live secrets."""
     now = timezone.now()
     digest = secret_digest(secret)
-    for credential in ClientSecret.objects.filter(
-        organization_id=client.organization_id, client=client, revoked_at__isnull=True
-    ):
-        if hmac.compare_digest(credential.digest, digest):
-            if credential.expires_at is not None and credential.expires_at <= now:
+    for credential_id, stored, expires_at in client.live_secrets:
+        if hmac.compare_digest(stored, digest):
+            if expires_at is not None and expires_at <= now:
                 raise ClientAuthenticationFailed(
                     "secret_expired", organization_id=client.organization_id
                 )
-            return AuthenticatedClient(client=client, credential_id=credential.id)
+            return AuthenticatedClient(client=client, credential_id=credential_id)
     raise ClientAuthenticationFailed("bad_secret", organization_id=client.organization_id)

@@ -152,6 +152,12 @@ class AgentRequestValidator(OAuth2Validator):
         client = cast(Client, request.client)
         return list(client.allowed_scopes)
 
+    def save_bearer_token(
+        self, token: dict[str, object], request: OAuthRequest, *args: object, **kwargs: object
+    ) -> None:
+        """Already inside the request's transaction: no savepoint of DOT's own around it."""
+        self._save_bearer_token(token, request, *args, **kwargs)
+
     def _save_bearer_token(
         self, token: dict[str, object], request: OAuthRequest, *args: object, **kwargs: object
     ) -> None:
