@@ -100,6 +100,8 @@ def bootstrap_roles(superuser_url: str) -> None:
     statements += [
         f'ALTER ROLE "{APP_ROLE}" NOSUPERUSER NOBYPASSRLS NOINHERIT',
         f'GRANT "{PLATFORM_ROLE}" TO "{APP_ROLE}"',
+        # lets the owner end stale sessions before dropping a test database
+        f'GRANT pg_signal_backend TO "{OWNER_ROLE}"',
     ]
     if not has_db:
         statements.append(f'CREATE DATABASE "{DB_NAME}" OWNER "{OWNER_ROLE}"')

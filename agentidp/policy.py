@@ -53,7 +53,12 @@ class RegoEngine:
         with self._lock:
             self._interpreter.set_input_term(document)
             output = self._interpreter.query_bundle(self._bundle)
-        decided: bool = json.loads(str(output)) == {"expressions": [True]}
+        text = str(output)
+        if not output.ok():
+            raise RuntimeError(f"policy query failed: {text[:500]}")
+        if text == "undefined":  # how regopy's bundle reports a rule that did not hold
+            return False
+        decided: bool = json.loads(text) == {"expressions": [True]}
         return decided
 
 

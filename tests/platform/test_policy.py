@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agentidp.policy import Resource, authorize, decision_cache, policy_engine
+from agentidp.policy import Resource, authorize, decision_cache, policy_engine, policy_input
 from agentidp.principals import Principal
 
 ORG, OTHER = uuid.uuid4(), uuid.uuid4()
@@ -31,7 +31,13 @@ def _fresh_decisions() -> Iterator[None]:
 
 
 def decide(principal: Principal, scope: str = "agents:read", org: uuid.UUID | None = ORG) -> bool:
-    return authorize(principal, action="retrieve", scope=scope, resource=Resource("agent", org))
+    """The decision, asserting it came from the policy (errors are never cached)."""
+    decided = authorize(principal, action="retrieve", scope=scope, resource=Resource("agent", org))
+    document = policy_input(
+        principal, action="retrieve", scope=scope, resource=Resource("agent", org)
+    )
+    assert decision_cache.get(document) is decided, "the policy engine failed instead of deciding"
+    return decided
 
 
 def test_active_principal_with_scope_in_its_organization_is_allowed() -> None:
@@ -70,7 +76,9 @@ def test_policy_engine_failure_denies(settings: Any) -> None:
     }
     policy_engine.cache_clear()
     try:
-        assert not decide(agent())
+        assert not authorize(
+            agent(), action="retrieve", scope="agents:read", resource=Resource("agent", ORG)
+        )
     finally:
         policy_engine.cache_clear()
 

@@ -1,0 +1,72 @@
+"""Standard clients against a live server: Authlib obtains a token, PyJWT verifies it."""
+
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+
+from tests.factories import OrganizationFactory
+from tests.oidc.conftest import Credentialed, credentialed
+
+
+@pytest.fixture
+def committed(run_in_threads: Callable[..., list[Any]]) -> Credentialed:
+    """An agent with credentials, committed so the live server's own connections see it."""
+    (result,) = run_in_threads(
+        lambda: credentialed(OrganizationFactory(), scopes=["agents:read", "audit:read"])
+    )
+    assert isinstance(result, Credentialed), result
+    return result
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_authlib_token_verified_by_pyjwt_with_the_jwks(
+    live_server: Any, committed: Credentialed, method: str, settings: Any
+) -> None:
+    base = live_server.url
+    session = OAuth2Session(
+        client_id=committed.client_id,
+        client_secret=committed.secret,
+        token_endpoint_auth_method=method,
+        scope="agents:read",
+    )
+    token = session.fetch_token(
+        f"{base}/oauth2/token", grant_type="client_credentials", resource="https://svc.example"
+    )
+    assert token["token_type"].lower() == "bearer" and token["scope"] == "agents:read"
+
+    jwks_client = jwt.PyJWKClient(f"{base}/.well-known/jwks.json")
+    access_token = token["access_token"]
+    signing_key = jwks_client.get_signing_key_from_jwt(access_token)
+    header = jwt.get_unverified_header(access_token)
+    assert header["typ"] == "at+jwt"
+    claims = jwt.decode(
+        access_token,
+        signing_key,
+        algorithms=["ES256"],
+        audience="https://svc.example",
+        issuer=settings.AGENTIDP["ISSUER"],
+        options={"require": ["exp", "iat", "nbf", "jti", "sub", "aud", "iss"]},
+    )
+    assert claims["sub"] == str(committed.agent.id)
+    assert claims["client_id"] == committed.client_id
+    assert claims["organization_id"] == str(committed.agent.organization_id)
+    assert claims["scope"] == "agents:read"
+
+    metadata = requests.get(f"{base}/.well-known/oauth-authorization-server", timeout=5).json()
+    assert metadata["issuer"] == claims["iss"]
+
+
+def test_api_accepts_the_token_over_http(live_server: Any, committed: Credentialed) -> None:
+    base = live_server.url
+    session = OAuth2Session(
+        client_id=committed.client_id, client_secret=committed.secret, scope="agents:read"
+    )
+    session.fetch_token(f"{base}/oauth2/token", grant_type="client_credentials")
+    response = session.get(f"{base}/agents/{committed.agent.id}", timeout=5)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == str(committed.agent.id)
+    assert session.get(f"{base}/audit", timeout=5).status_code == 403  # scope not requested
