@@ -22,6 +22,11 @@ def month_start(when: datetime | None = None) -> date:
     return date(moment.year, moment.month, 1)
 
 
+def last_used_key(organization_id: UUID) -> str:
+    """Hash of credential id -> epoch seconds of its latest successful authentication."""
+    return f"agentidp:secret-last-used:{organization_id}"
+
+
 def previous_month(month: date) -> date:
     return date(month.year - 1, 12, 1) if month.month == 1 else date(month.year, month.month - 1, 1)
 

@@ -10,8 +10,9 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import cast
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -22,6 +23,7 @@ from agentidp.events import event_record
 from agentidp.lifecycle import AgentStatusChange
 from agentidp.principals import Principal
 from agentidp.secrets import SecretFactory, platform_path, secret_store
+from agentidp.usage import last_used_key, redis_client
 from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
@@ -131,11 +133,35 @@ def credential_generate(
 
 
 def credential_list(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> list[ClientSecret]:
-    """The agent's secrets, newest first (metadata only: digests never leave the service)."""
+    """The agent's secrets, newest first, with ``last_used_at`` as fresh as Redis knows it."""
     agent = agent_get(organization_id=organization_id, agent_id=agent_id)
-    return list(
+    credentials = list(
         ClientSecret.objects.filter(organization_id=organization_id, client__agent_id=agent.id)
     )
+    if credentials:
+        used = redis_client().hmget(
+            last_used_key(organization_id), [str(c.id) for c in credentials]
+        )
+        for credential, epoch in zip(credentials, cast(list[bytes | None], used), strict=True):
+            if epoch is not None:
+                seen = datetime.fromtimestamp(int(epoch), tz=UTC)
+                if credential.last_used_at is None or seen > credential.last_used_at:
+                    credential.last_used_at = seen
+    return credentials
+
+
+def credential_last_used_persist(*, organization_id: uuid.UUID) -> int:
+    """Copy the organization's last-used times from Redis to the table (a beat job's work)."""
+    stored = cast(dict[bytes, bytes], redis_client().hgetall(last_used_key(organization_id)))
+    updated = 0
+    for credential_id, epoch in stored.items():
+        seen = datetime.fromtimestamp(int(epoch), tz=UTC)
+        updated += (
+            ClientSecret.objects.filter(organization_id=organization_id, id=credential_id.decode())
+            .exclude(last_used_at__gte=seen)
+            .update(last_used_at=seen)
+        )
+    return updated
 
 
 def _credential_get(

@@ -14,7 +14,7 @@ from uuid import UUID
 from prometheus_client import Counter
 from redis.commands.core import Script
 
-from agentidp.usage import redis_client, usage_key
+from agentidp.usage import last_used_key, redis_client, usage_key
 
 RATE_LIMITED = Counter(
     "agentidp_rate_limited_total", "Token requests refused by rate limit or quota.", ["limit"]
@@ -102,12 +102,15 @@ def token_request_admit(
     return Admission(allowed=False, limit=verdict, retry_after=max(wait, 1))
 
 
-def token_issued_count(*, organization_id: UUID) -> None:
-    """Count an issued token against the month (called after commit)."""
+def token_issued_count(*, organization_id: UUID, credential_id: UUID | None) -> None:
+    """Count an issued token against the month and note when its secret was used
+    (called after commit; one Redis round trip)."""
     pipe = redis_client().pipeline(transaction=False)
     key = usage_key(organization_id)
     pipe.incr(key)
     pipe.expire(key, 40 * 86400)
+    if credential_id is not None:
+        pipe.hset(last_used_key(organization_id), str(credential_id), int(time.time()))
     pipe.execute()
 
 

@@ -172,11 +172,11 @@ class AgentRequestValidator(OAuth2Validator):
             audiences=list(state.audiences),
             credential_id=state.credential_id,
         )
-        organization_id = client.organization_id
+        organization_id, credential_id = client.organization_id, state.credential_id
 
         def counted() -> None:
             TOKENS_ISSUED.inc()
-            token_issued_count(organization_id=organization_id)
+            token_issued_count(organization_id=organization_id, credential_id=credential_id)
 
         transaction.on_commit(counted)
 

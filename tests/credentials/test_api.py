@@ -110,3 +110,19 @@ def test_createagent_with_credentials(org: Organization) -> None:
     cred = Credentialed(None, printed["client_id"], printed["client_secret"], None)  # type: ignore[arg-type]
     response = request_token(cred)
     assert response.status_code == 200 and response.json()["scope"] == "agents:read audit:read"
+
+
+def test_last_used_is_reported_and_persisted(
+    api: APIClient, agent: Agent, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    from credentials.tasks import credential_last_used_persist_task
+
+    body = api.post(f"/agents/{agent.id}/credentials", {}, format="json").json()
+    assert api.get(f"/agents/{agent.id}/credentials").json()[0]["last_used_at"] is None
+    cred = Credentialed(agent, body["client_id"], body["client_secret"], None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert request_token(cred).status_code == 200
+    assert api.get(f"/agents/{agent.id}/credentials").json()[0]["last_used_at"] is not None
+    assert credential_last_used_persist_task(str(org.id)) == 1
+    with tenant_context(org.id):
+        assert ClientSecret.objects.get(id=body["credential"]["id"]).last_used_at is not None

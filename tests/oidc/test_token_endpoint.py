@@ -171,3 +171,20 @@ def test_repeated_failures_throttle_the_client_id(cred: Credentialed) -> None:
     for _ in range(10):
         assert request_token(auth=basic(cred.client_id, "ais_guess")).status_code == 401
     _error(request_token(cred), 429, "temporarily_unavailable")
+
+
+def test_metrics_count_issuance_failures_and_limits(
+    cred: Credentialed, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        assert request_token(cred).status_code == 200
+    request_token(auth=basic(cred.client_id, "ais_wrong"))
+    body = HttpClient().get("/metrics").content.decode()
+    for series in [
+        "agentidp_tokens_issued_total",
+        'agentidp_auth_failures_total{reason="bad_secret"}',
+        "agentidp_rate_limited_total",
+        'agentidp_token_endpoint_seconds_bucket{le="0.05",status="200"}',
+    ]:
+        assert series in body, series
+    assert str(cred.agent.organization_id) not in body  # no unbounded organization labels

@@ -33,6 +33,10 @@ ENDPOINTS = [
     Endpoint("patch", "/agents/{agent}", {"description": "changed"}),
     Endpoint("post", "/agents/{agent}/suspend", {"reason": "matrix"}),
     Endpoint("post", "/agents/{agent}/decommission"),
+    Endpoint("get", "/agents/{agent}/credentials"),
+    Endpoint("post", "/agents/{agent}/credentials", ok=201),
+    Endpoint("get", "/agents/{agent}/scopes"),
+    Endpoint("post", "/agents/{agent}/scopes", {"scopes": ["agents:read", "audit:read"]}),
     Endpoint("get", "/audit"),
     Endpoint("get", "/organizations/{org}/members"),
     Endpoint(
