@@ -110,7 +110,7 @@ def token_issued_count(*, organization_id: UUID, credential_id: UUID | None) -> 
     pipe.incr(key)
     pipe.expire(key, 40 * 86400)
     if credential_id is not None:
-        pipe.hset(last_used_key(organization_id), str(credential_id), int(time.time()))
+        pipe.hset(last_used_key(organization_id), str(credential_id), str(int(time.time())))
     pipe.execute()
 
 
