@@ -264,6 +264,10 @@ def cmd_run() -> int:
                 creds["platform_password"],
             )
         )
+        if "client_secret" in seeded:
+            creds["agent_client_id"] = seeded["agent"]["client_id"]
+            creds["agent_client_secret"] = seeded["client_secret"]
+            (DATA_DIR / "demo-credentials.json").write_text(json.dumps(creds))
         base = f"http://localhost:{port}"
         say(f"ready in {time.monotonic() - started:.1f}s")
         say(f"admin:            {base}/admin/")
@@ -273,6 +277,13 @@ def cmd_run() -> int:
         )
         say(f"  platform superuser: {creds['platform_username']} / {creds['platform_password']}")
         say(f"demo agent:       {seeded['agent']['id']} ({seeded['agent']['name']})")
+        if creds.get("agent_client_secret"):
+            say(f"  client_id:      {creds['agent_client_id']}")
+            say(f"  client_secret:  {creds['agent_client_secret']}  (kept in .agentidp/)")
+            say(
+                f"  token: curl -s -u {creds['agent_client_id']}:{creds['agent_client_secret']}"
+                f" -d grant_type=client_credentials {base}/oauth2/token"
+            )
         say(f"API schema:       {base}/api/docs/   health: {base}/readyz")
         say("starting web, worker and beat; Ctrl-C stops them all")
         celery = [PYTHON, "-m", "celery", "-A", "agentidp"]

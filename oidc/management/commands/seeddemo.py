@@ -1,6 +1,8 @@
-"""``seeddemo``: the demo organization, staff logins and agent behind ``make run``.
+"""``seeddemo``: the demo organization, staff logins and an agent with credentials behind
+``make run``, plus the first signing keys.
 
-Idempotent: a second run finds what the first created and prints the same document.
+Idempotent: a second run finds what the first created; the agent's client secret is printed
+only by the run that issued it (``make run`` keeps it under ``.agentidp/``).
 """
 
 from argparse import ArgumentParser
@@ -8,10 +10,14 @@ from argparse import ArgumentParser
 from django.contrib.auth.models import User
 
 from agentidp.commands import JSONCommand
+from agentidp.errors import JSONValue
 from agentidp.principals import Principal
 from agentidp.tenancy import platform_context
 from agents.models import Agent
 from agents.services import agent_register
+from credentials.models import ClientSecret
+from credentials.services import client_scopes_set, credential_generate
+from oidc.services import signing_key_ensure
 from organizations.choices import MemberRole, Plan
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from organizations.services import organization_create, staff_create
@@ -61,11 +67,22 @@ class Command(JSONCommand):
                     description="An agent created by make run",
                     capabilities=["search", "summarize"],
                 )
-        self.emit(
-            {
+            signing_key_ensure()
+            document: dict[str, JSONValue] = {
                 "organization": {"id": str(organization.id), "slug": organization.slug},
-                "agent": {"id": str(agent.id), "name": agent.name},
+                "agent": {"id": str(agent.id), "name": agent.name, "client_id": str(agent.id)},
                 "staff": "demo-admin",
                 "platform": "platform-admin",
             }
-        )
+            if not ClientSecret.objects.filter(client__agent_id=agent.id).exists():
+                issued = credential_generate(
+                    actor=actor, organization_id=organization.id, agent_id=agent.id
+                )
+                client_scopes_set(
+                    actor=actor,
+                    organization_id=organization.id,
+                    agent_id=agent.id,
+                    scopes=["agents:read", "agents:write", "audit:read", "credentials:write"],
+                )
+                document["client_secret"] = issued.secret
+        self.emit(document)
