@@ -57,6 +57,13 @@ class TenantState:
 
 
 _state: ContextVar[TenantState | None] = ContextVar("agentidp_tenant_state", default=None)
+# The organization last set on the request's transaction, so it is not set twice.
+_applied: ContextVar[UUID | None] = ContextVar("agentidp_applied_organization", default=None)
+
+
+def organization_applied(organization_id: UUID) -> None:
+    """Note that SQL run by a resolver already set ``organization_id`` on this transaction."""
+    _applied.set(organization_id)
 
 
 def current_organization_id() -> UUID | None:
@@ -263,7 +270,7 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
     )
     try:
         with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            if organization_id is not None:
+            if organization_id is not None and organization_id != _applied.get():
                 # Unset, the transaction-local setting already matches nothing.
                 _set_organization(cursor, organization_id)
             if platform_reason:
@@ -309,6 +316,8 @@ class TenancyMiddleware:
 
     def _in_transaction(self, request: HttpRequest) -> HttpResponse:
         with transaction.atomic():
+            # A new transaction carries no organization yet, whatever the last request set.
+            _applied.set(None)
             # The principal lookup itself may cross organizations (a staff user's membership,
             # an unauthenticated client_id); resolvers do that through platform_context.
             token = _state.set(TenantState(organization_id=None))

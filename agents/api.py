@@ -18,21 +18,19 @@ from agents.models import Agent, OrganizationMember
 from organizations.choices import MemberRole
 
 
-class AgentSerializer(serializers.ModelSerializer[Agent]):
-    class Meta:
-        model = Agent
-        fields = [
-            "id",
-            "organization_id",
-            "name",
-            "description",
-            "capabilities",
-            "metadata",
-            "status",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = fields
+class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """An agent as the API shows it. Declared fields, not a ModelSerializer: this renders on
+    every bearer-authenticated read, and a ModelSerializer rebuilds its fields per instance."""
+
+    id = serializers.UUIDField(read_only=True)
+    organization_id = serializers.UUIDField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    capabilities = serializers.ListField(child=serializers.CharField(), read_only=True)
+    metadata = serializers.JSONField(read_only=True)
+    status = serializers.ChoiceField(choices=AgentStatus.choices, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
 
 
 class AgentWriteSerializer(StrictSerializer):

@@ -337,31 +337,15 @@ def client_organization_enter(client_id: str) -> uuid.UUID | None:
     return uuid.UUID(value) if value else None
 
 
-# The token endpoint's one read: client, agent and organization standing, and live secrets.
-CLIENT_LOAD_SQL = """
-SELECT c.id, c.client_id, c.agent_id, c.allowed_scopes, a.status,
-       o.id, o.status, o.plan, o.max_tokens_per_month, o.access_token_lifetime_seconds,
-       coalesce(json_agg(json_build_array(s.id, s.digest, s.expires_at))
-                FILTER (WHERE s.id IS NOT NULL), '[]')
-  FROM credentials_client c
-  JOIN agents_agent a ON a.id = c.agent_id AND a.organization_id = c.organization_id
-  JOIN organizations_organization o ON o.id = c.organization_id
-  LEFT JOIN credentials_clientsecret s
-         ON s.client_id = c.id AND s.organization_id = c.organization_id AND s.revoked_at IS NULL
- WHERE c.client_id = %s
- GROUP BY c.id, a.id, o.id
-"""
-
-
 def client_load(*, client_id: str) -> Client:
-    """The client with its agent, organization and live secrets in one query (the token
-    endpoint's hot path); refuses clients that may not authenticate.
+    """Enter the client's organization and read the client with its agent, organization and
+    live secrets: one round trip (``credentials_client_load``) on the token endpoint's hot
+    path. Refuses clients that may not authenticate.
 
-    Must run in a transaction whose organization is the client's (see
-    :func:`client_organization_enter`); RLS applies to every table read.
+    The organization is set on the current transaction; everything read goes through RLS.
     """
     with connection.cursor() as cursor:
-        cursor.execute(CLIENT_LOAD_SQL, [client_id[:100]])
+        cursor.execute("SELECT * FROM credentials_client_load(%s)", [client_id[:100]])
         row = cursor.fetchone()
     if row is None:
         raise ClientAuthenticationFailed("unknown_client")

@@ -9,6 +9,7 @@ from prometheus_client import Counter
 from redis import RedisError
 
 from agentidp.principals import AuthenticationRejected, Principal
+from agentidp.tenancy import organization_applied
 from oidc.revocation import jti_is_revoked
 from oidc.tokens import InvalidToken, access_token_verify
 
@@ -52,6 +53,7 @@ def bearer_token_principal(request: HttpRequest) -> Principal | None:
     with connection.cursor() as cursor:
         cursor.execute(STATUS_SQL, [str(organization_id), agent_id, str(organization_id)])
         row = cursor.fetchone()
+    organization_applied(organization_id)
     if row is None or row[1] != "active" or row[2] != "active":
         raise _reject("agent_inactive")
     return Principal(

@@ -20,7 +20,6 @@ from credentials.models import Client
 from credentials.services import (
     ClientAuthenticationFailed,
     client_load,
-    client_organization_enter,
     client_secret_check,
 )
 from oidc.ratelimit import failed_authentication_count, token_issued_count, token_request_admit
@@ -69,13 +68,9 @@ class AgentRequestValidator(OAuth2Validator):
         if not client_id or not secret:
             self._failed(client_id, None, "missing_credentials")
             return False
-        organization_id = client_organization_enter(client_id)
-        if organization_id is None:
-            self._failed(client_id, None, "unknown_client")
-            return False
-        adopt_organization(organization_id)
         try:
             client = client_load(client_id=client_id)
+            adopt_organization(client.organization_id)
             self._admit(client, request)
             authenticated = client_secret_check(client=client, secret=secret)
         except ClientAuthenticationFailed as failure:

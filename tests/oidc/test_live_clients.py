@@ -8,6 +8,7 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 
+from organizations.models import Organization
 from tests.factories import OrganizationFactory
 from tests.oidc.conftest import Credentialed, credentialed
 
@@ -70,3 +71,38 @@ def test_api_accepts_the_token_over_http(live_server: Any, committed: Credential
     assert response.status_code == 200, response.text
     assert response.json()["id"] == str(committed.agent.id)
     assert session.get(f"{base}/audit", timeout=5).status_code == 403  # scope not requested
+
+
+def test_consecutive_requests_in_one_thread_each_set_their_organization(
+    committed: Credentialed, run_in_threads: Callable[..., list[Any]]
+) -> None:
+    """Like a gunicorn sync worker: one thread, one request after another, each in its own
+    committed transaction. The organization must be set again every time, never assumed from
+    what the previous request set."""
+    from django.test import Client as HttpClient
+
+    from organizations.choices import MemberRole
+    from tests.factories import StaffFactory
+    from tests.oidc.conftest import request_token
+
+    organization = Organization(id=committed.agent.organization_id)
+    (staff,) = run_in_threads(
+        lambda: StaffFactory(organization=organization, role=MemberRole.OWNER)
+    )
+    path = f"/agents/{committed.agent.id}"
+
+    def serve() -> list[int]:
+        token = request_token(committed).json()["access_token"]
+        bearer = HttpClient(headers={"Authorization": f"Bearer {token}"})
+        session = HttpClient()
+        session.force_login(staff)
+        # a session request after a bearer one: its resolver sets no organization itself
+        return [
+            bearer.get(path).status_code,
+            session.get(path).status_code,
+            bearer.get(path).status_code,
+            session.get(path).status_code,
+        ]
+
+    (statuses,) = run_in_threads(serve)
+    assert statuses == [200, 200, 200, 200]
