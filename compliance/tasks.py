@@ -4,9 +4,9 @@ import uuid
 
 from celery import shared_task
 
-from agentidp.tenancy import platform_context, tenant_context
+from agentidp.tenancy import tenant_context
 from compliance.services import audit_chain_verify_recorded
-from organizations.models import Organization
+from organizations.selectors import organization_ids_for_jobs
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
@@ -26,8 +26,7 @@ def audit_chain_verify_task(organization_id: str) -> dict[str, object]:
 @shared_task
 def audit_chain_verify_all_task() -> int:
     """Beat job: fan out one verification per organization (listing them crosses tenants)."""
-    with platform_context(reason="beat:audit-chain-verify"):
-        ids = [str(i) for i in Organization.objects.values_list("id", flat=True)]
+    ids = organization_ids_for_jobs(reason="beat:audit-chain-verify")
     for organization_id in ids:
         audit_chain_verify_task.delay(organization_id)
     return len(ids)

@@ -4,10 +4,9 @@ import uuid
 
 from celery import shared_task
 
-from agentidp.tenancy import platform_context, tenant_context
+from agentidp.tenancy import tenant_context
 from credentials.services import credential_last_used_persist
-from organizations.choices import OrganizationStatus
-from organizations.models import Organization
+from organizations.selectors import organization_ids_for_jobs
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
@@ -20,13 +19,7 @@ def credential_last_used_persist_task(organization_id: str) -> int:
 @shared_task
 def credential_last_used_persist_all_task() -> int:
     """Beat job: persist last-used times for every organization (listing them crosses tenants)."""
-    with platform_context(reason="beat:credential-last-used"):
-        ids = [
-            str(i)
-            for i in Organization.objects.exclude(status=OrganizationStatus.DELETED).values_list(
-                "id", flat=True
-            )
-        ]
+    ids = organization_ids_for_jobs(reason="beat:credential-last-used")
     for organization_id in ids:
         credential_last_used_persist_task.delay(organization_id)
     return len(ids)

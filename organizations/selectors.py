@@ -13,3 +13,17 @@ def organization_get_by_slug(*, slug: str) -> Organization:
     if organization is None:
         raise NotFound(f"No organization with slug {slug!r}.")
     return organization
+
+
+def organization_ids_for_jobs(*, reason: str) -> list[str]:
+    """Every live organization's id, for a beat job fanning out one task per organization.
+
+    Listing organizations crosses tenants, so it goes through the platform context.
+    """
+    from agentidp.tenancy import platform_context
+
+    with platform_context(reason=reason):
+        ids = Organization.objects.exclude(status=OrganizationStatus.DELETED).values_list(
+            "id", flat=True
+        )
+        return [str(organization_id) for organization_id in ids]

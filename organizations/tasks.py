@@ -4,10 +4,9 @@ import uuid
 
 from celery import shared_task
 
-from agentidp.tenancy import platform_context, tenant_context
+from agentidp.tenancy import tenant_context
 from agentidp.usage import month_start, previous_month
-from organizations.choices import OrganizationStatus
-from organizations.models import Organization
+from organizations.selectors import organization_ids_for_jobs
 from organizations.services import token_usage_persist
 
 
@@ -24,13 +23,7 @@ def token_usage_persist_task(organization_id: str) -> int:
 @shared_task
 def token_usage_persist_all_task() -> int:
     """Beat job: one persistence task per organization (listing them crosses tenants)."""
-    with platform_context(reason="beat:token-usage"):
-        ids = [
-            str(i)
-            for i in Organization.objects.exclude(status=OrganizationStatus.DELETED).values_list(
-                "id", flat=True
-            )
-        ]
+    ids = organization_ids_for_jobs(reason="beat:token-usage")
     for organization_id in ids:
         token_usage_persist_task.delay(organization_id)
     return len(ids)

@@ -3,23 +3,7 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-TASK_NAME = "Persist monthly token usage (all organizations)"
-
-
-def schedule(apps, schema_editor):
-    alias = schema_editor.connection.alias
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every, _ = IntervalSchedule.objects.using(alias).get_or_create(every=5, period="minutes")
-    PeriodicTask.objects.using(alias).get_or_create(
-        name=TASK_NAME,
-        defaults={"task": "organizations.tasks.token_usage_persist_all_task", "interval": every},
-    )
-
-
-def unschedule(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.using(schema_editor.connection.alias).filter(name=TASK_NAME).delete()
+from agentidp.schedules import interval_task
 
 
 class Migration(migrations.Migration):
@@ -74,5 +58,10 @@ class Migration(migrations.Migration):
                 'ALTER TABLE "organizations_tokenusage" DISABLE ROW LEVEL SECURITY',
             ],
         ),
-        migrations.RunPython(schedule, unschedule),
+        interval_task(
+            name="Persist monthly token usage (all organizations)",
+            task="organizations.tasks.token_usage_persist_all_task",
+            every=5,
+            period="minutes",
+        ),
     ]
