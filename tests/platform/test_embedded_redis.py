@@ -51,8 +51,8 @@ def embedded_redis(tmp_path: Path, settings: Any) -> Iterator[str]:
 
 
 def test_token_path_commands_on_the_embedded_server(embedded_redis: str) -> None:
-    version = redis.Redis.from_url(embedded_redis).info()["redis_version"]
-    assert version  # whatever it is, the commands below must work on it
+    info: dict[str, Any] = redis.Redis.from_url(embedded_redis).info()  # type: ignore[assignment]
+    assert info["redis_version"]  # whatever it is, the commands below must work on it
     org, client_id, credential = uuid.uuid4(), "client-" + uuid.uuid4().hex, uuid.uuid4()
     assert token_request_admit(
         client_id=client_id, organization_id=org, plan="pro", max_tokens_per_month=10
