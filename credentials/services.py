@@ -5,6 +5,8 @@ a random 256-bit secret cannot be guessed, so a slow password hash would add not
 on every token request. The server key lives in the secret store, never in the database.
 """
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import cast
+from urllib.parse import unquote_plus
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -319,22 +322,19 @@ class ClientAuthenticationFailed(Exception):
         self.organization_id = organization_id
 
 
-def client_organization_enter(client_id: str) -> uuid.UUID | None:
-    """The one cross-organization lookup before authentication.
-
-    ``credentials_client_organization`` (SECURITY DEFINER, owned by the owner role) reveals only
-    which organization a client_id belongs to; this sets that organization on the current
-    transaction, so everything read afterwards goes through RLS as usual.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('app.organization_id',"
-            " coalesce(credentials_client_organization(%s)::text, ''), true)",
-            [client_id[:100]],
-        )
-        row = cursor.fetchone()
-    value = row[0] if row else ""
-    return uuid.UUID(value) if value else None
+def client_credentials_parse(
+    *, authorization: str, form_client_id: str | None, form_secret: str | None
+) -> tuple[str, str]:
+    """``client_secret_basic`` (RFC 6749 2.3.1: form-encoded parts) or ``client_secret_post``;
+    ``("", "")`` when neither is usable."""
+    if authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        client_id, _, secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(secret)
+    return form_client_id or "", form_secret or ""
 
 
 def client_load(*, client_id: str) -> Client:
@@ -379,6 +379,14 @@ def client_load(*, client_id: str) -> Client:
             f"agent_{client.agent.status}", organization_id=organization_id
         )
     return client
+
+
+def client_authenticate(*, client_id: str, secret: str) -> AuthenticatedClient:
+    """Load the client (entering its organization) and check its secret."""
+    if not client_id or not secret:
+        raise ClientAuthenticationFailed("missing_credentials")
+    client = client_load(client_id=client_id)
+    return client_secret_check(client=client, secret=secret)
 
 
 def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:

@@ -21,7 +21,8 @@ from credentials.models import Client
 from oidc.choices import KeyStatus, SigningAlgorithm
 from oidc.keys import key_ring, private_key_path
 from oidc.models import AccessToken, SigningKey
-from oidc.revocation import jti_revoke
+from oidc.revocation import jti_is_revoked, jti_revoke
+from oidc.tokens import InvalidToken, access_token_verify
 
 KEY_LOCK = 7_342_001  # pg_advisory_xact_lock id serializing key creation and rotation
 
@@ -237,6 +238,18 @@ def tokens_follow_agent_status(change: AgentStatusChange) -> None:
             jti_revoke(str(jti), expires_at=int(expires.timestamp()))
 
     transaction.on_commit(publish)
+
+
+def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
+    """RFC 7662 for an authenticated client: active only for a valid, unrevoked token of the
+    client's own organization (any audience); anything else is ``{"active": false}``."""
+    try:
+        verified = access_token_verify(token, any_audience=True)
+    except InvalidToken:
+        return {"active": False}
+    if verified.organization_id != client.organization_id or jti_is_revoked(verified.jti):
+        return {"active": False}
+    return {"active": True, "token_type": "Bearer", **verified.claims}
 
 
 def discovery_document() -> dict[str, JSONValue]:

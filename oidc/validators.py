@@ -1,11 +1,8 @@
 """django-oauth-toolkit's validator, extended for agents (``OAUTH2_VALIDATOR_CLASS``)."""
 
-import base64
-import binascii
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import cast
-from urllib.parse import unquote_plus
 
 from django.db import transaction
 from oauth2_provider.oauth2_validators import OAuth2Validator
@@ -19,6 +16,7 @@ from agentidp.tenancy import adopt_organization
 from credentials.models import Client
 from credentials.services import (
     ClientAuthenticationFailed,
+    client_credentials_parse,
     client_load,
     client_secret_check,
 )
@@ -35,18 +33,12 @@ retry_after: ContextVar[int | None] = ContextVar("agentidp_retry_after", default
 
 
 def client_credentials_from(request: OAuthRequest) -> tuple[str, str]:
-    """``client_secret_basic`` (RFC 6749 2.3.1, form-encoded parts) or ``client_secret_post``."""
+    """The client credentials of an oauthlib request (Basic header or form body)."""
     headers = cast(Mapping[str, str], request.headers or {})
-    header = headers.get("Authorization", "")
-    if header[:6].lower() == "basic ":
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return "", ""
-        client_id, _, secret = decoded.partition(":")
-        return unquote_plus(client_id), unquote_plus(secret)
-    return str(getattr(request, "client_id", "") or ""), str(
-        getattr(request, "client_secret", "") or ""
+    return client_credentials_parse(
+        authorization=headers.get("Authorization", ""),
+        form_client_id=request.client_id,
+        form_secret=request.client_secret,
     )
 
 

@@ -8,25 +8,23 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot_views
-from oauthlib.common import Request as OAuthRequest
 from prometheus_client import Histogram
 
 from agentidp.errors import JSONValue
 from agentidp.tenancy import adopt_organization
 from credentials.services import (
     ClientAuthenticationFailed,
-    client_load,
-    client_organization_enter,
-    client_secret_check,
+    client_authenticate,
+    client_credentials_parse,
 )
-from oidc.revocation import jti_is_revoked
 from oidc.services import (
     discovery_document,
     signing_key_ensure_committed,
     signing_keys_published,
+    token_introspect,
 )
-from oidc.tokens import InvalidToken, access_token_verify, issuance_scope
-from oidc.validators import client_credentials_from, retry_after
+from oidc.tokens import issuance_scope
+from oidc.validators import retry_after
 
 TOKEN_LATENCY = Histogram(
     "agentidp_token_endpoint_seconds",
@@ -44,10 +42,12 @@ class TokenView(dot_views.TokenView):
 
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         started = time.perf_counter()
+        status = "500"
         token = retry_after.set(None)
         try:
             with issuance_scope():
                 response: HttpResponse = super().post(request, *args, **kwargs)
+            status = str(response.status_code)
             wait = retry_after.get()
             if response.status_code == 429 and wait:
                 response["Retry-After"] = str(wait)
@@ -58,7 +58,6 @@ class TokenView(dot_views.TokenView):
             return response
         finally:
             retry_after.reset(token)
-            status = str(getattr(locals().get("response"), "status_code", 500))
             TOKEN_LATENCY.labels(status=status).observe(time.perf_counter() - started)
 
 
@@ -82,33 +81,20 @@ class IntrospectView(View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> JsonResponse:
-        oauth_request = OAuthRequest(
-            request.build_absolute_uri(), "POST", request.POST.urlencode(), dict(request.headers)
+        client_id, secret = client_credentials_parse(
+            authorization=request.headers.get("Authorization", ""),
+            form_client_id=request.POST.get("client_id"),
+            form_secret=request.POST.get("client_secret"),
         )
-        oauth_request.client_id = request.POST.get("client_id")
-        oauth_request.client_secret = request.POST.get("client_secret")
-        client_id, secret = client_credentials_from(oauth_request)
-        organization_id = client_organization_enter(client_id) if client_id and secret else None
-        if organization_id is None:
-            return _oauth_error("invalid_client", "Client authentication failed.", 401)
-        adopt_organization(organization_id)
         try:
-            client = client_load(client_id=client_id)
-            client_secret_check(client=client, secret=secret)
+            client = client_authenticate(client_id=client_id, secret=secret).client
         except ClientAuthenticationFailed:
             return _oauth_error("invalid_client", "Client authentication failed.", 401)
+        adopt_organization(client.organization_id)
         token = request.POST.get("token", "")
         if not token:
             return _oauth_error("invalid_request", "The token parameter is required.", 400)
-        inactive = JsonResponse({"active": False}, headers=NO_STORE)
-        try:
-            verified = access_token_verify(token, any_audience=True)
-        except InvalidToken:
-            return inactive
-        if verified.organization_id != client.organization_id or jti_is_revoked(verified.jti):
-            return inactive
-        body: dict[str, JSONValue] = {"active": True, "token_type": "Bearer", **verified.claims}
-        return JsonResponse(body, headers=NO_STORE)
+        return JsonResponse(token_introspect(client=client, token=token), headers=NO_STORE)
 
 
 def jwks(request: HttpRequest) -> JsonResponse:

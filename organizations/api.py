@@ -121,21 +121,13 @@ class OrganizationViewSet(TenantViewSet):
         payload.is_valid(raise_exception=True)
         changes = dict(payload.validated_data)
         new_status = changes.pop("status", None)
-        organization_id = self.lookup_uuid()
         with self.platform():
-            organization = services.organization_get(organization_id=organization_id)
-            if changes:
-                organization = services.organization_update(
-                    actor=self.principal, organization_id=organization_id, changes=changes
-                )
-            if new_status == OrganizationStatus.SUSPENDED and organization.status != new_status:
-                organization = services.organization_suspend(
-                    actor=self.principal, organization_id=organization_id
-                )
-            elif new_status == OrganizationStatus.ACTIVE and organization.status != new_status:
-                organization = services.organization_reactivate(
-                    actor=self.principal, organization_id=organization_id
-                )
+            organization = services.organization_change(
+                actor=self.principal,
+                organization_id=self.lookup_uuid(),
+                changes=changes,
+                status=new_status,
+            )
             return Response(OrganizationSerializer(organization).data)
 
     def destroy(self, request: Request, pk: str) -> Response:

@@ -170,6 +170,30 @@ def organization_reactivate(*, actor: Principal, organization_id: uuid.UUID) -> 
     )
 
 
+@transaction.atomic
+def organization_change(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    changes: dict[str, JSONValue],
+    status: str | None = None,
+) -> Organization:
+    """One PATCH: field changes, then a status change (suspend or reactivate) if it differs;
+    all or nothing."""
+    organization = organization_get(organization_id=organization_id)
+    if changes:
+        organization = organization_update(
+            actor=actor, organization_id=organization_id, changes=changes
+        )
+    if status is None or status == organization.status:
+        return organization
+    if status == OrganizationStatus.SUSPENDED:
+        return organization_suspend(actor=actor, organization_id=organization_id)
+    if status == OrganizationStatus.ACTIVE:
+        return organization_reactivate(actor=actor, organization_id=organization_id)
+    raise ValidationFailed("Unknown status.", errors={"status": ["Use active or suspended."]})
+
+
 def _tenant_dependents() -> list[type[Model]]:
     """Tenant tables whose rows go with a deleted organization (not the audit chain)."""
     models: list[type[Model]] = []
