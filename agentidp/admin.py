@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from django.contrib import admin, messages
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from agentidp.errors import DomainError
@@ -19,6 +19,22 @@ def admin_principal(request: HttpRequest) -> Principal:
     if not isinstance(principal, Principal):
         raise PermissionError("admin request without a principal")
     return principal
+
+
+Q = TypeVar("Q", bound=Model)
+
+
+def scoped_to_principal(
+    request: HttpRequest, queryset: QuerySet[Q], field: str = "organization_id"
+) -> QuerySet[Q]:
+    """Platform staff see every organization's rows; others only their organization's (RLS
+    enforces the same; this is the second lock); staff without one see nothing."""
+    principal = admin_principal(request)
+    if principal.is_platform:
+        return queryset
+    if principal.organization_id is None:
+        return queryset.none()
+    return queryset.filter(**{field: principal.organization_id})
 
 
 def run_service_action(

@@ -18,27 +18,24 @@ class PolicyPermission(BasePermission):
     """Asks :func:`agentidp.policy.authorize` for the view's action and scope."""
 
     def has_permission(self, request: Request, view: "APIView") -> bool:
-        principal = request.user
-        if not isinstance(principal, Principal):
-            return False
-        scope = view_scope(view)
-        if scope is None:
-            return True
-        resource = Resource(type=getattr(view, "resource_type", "unknown"))
-        return authorize(principal, action=view_action(view), scope=scope, resource=resource)
+        return _allowed(request, view, organization_id=None)
 
     def has_object_permission(self, request: Request, view: "APIView", obj: object) -> bool:
-        principal = request.user
-        if not isinstance(principal, Principal):
-            return False
-        scope = view_scope(view)
-        if scope is None:
-            return True
         organization_id = cast(uuid.UUID | None, getattr(obj, "organization_id", None))
-        resource = Resource(
-            type=getattr(view, "resource_type", "unknown"), organization_id=organization_id
-        )
-        return authorize(principal, action=view_action(view), scope=scope, resource=resource)
+        return _allowed(request, view, organization_id=organization_id)
+
+
+def _allowed(request: Request, view: "APIView", *, organization_id: uuid.UUID | None) -> bool:
+    principal = request.user
+    if not isinstance(principal, Principal):
+        return False
+    scope = view_scope(view)
+    if scope is None:
+        return True
+    resource = Resource(
+        type=getattr(view, "resource_type", "unknown"), organization_id=organization_id
+    )
+    return authorize(principal, action=view_action(view), scope=scope, resource=resource)
 
 
 def view_action(view: "APIView") -> str:

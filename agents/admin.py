@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import admin_principal, run_service_action
+from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
 from agentidp.errors import DomainError
 from agents import services
 from agents.models import Agent, OrganizationMember
@@ -24,15 +24,6 @@ class AgentAdminForm(forms.ModelForm[Agent]):
         fields = ["name", "description", "capabilities", "metadata"]
 
 
-def _scoped(request: HttpRequest, queryset: QuerySet[Agent]) -> QuerySet[Agent]:
-    principal = admin_principal(request)
-    if principal.is_platform:
-        return queryset
-    if principal.organization_id is None:
-        return queryset.none()
-    return queryset.filter(organization_id=principal.organization_id)
-
-
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin[Agent]):
     form = AgentAdminForm
@@ -44,7 +35,7 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     list_select_related = ["organization"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
-        return _scoped(request, super().get_queryset(request))
+        return scoped_to_principal(request, super().get_queryset(request))
 
     def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
         fields: tuple[str, ...] = ("name", "description", "capabilities", "metadata")
@@ -134,12 +125,7 @@ class OrganizationMemberAdmin(admin.ModelAdmin[OrganizationMember]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OrganizationMember]:
         members = super().get_queryset(request).select_related("agent", "organization")
-        principal = admin_principal(request)
-        if principal.is_platform:
-            return members
-        if principal.organization_id is None:
-            return members.none()
-        return members.filter(organization_id=principal.organization_id)
+        return scoped_to_principal(request, members)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # members are added through POST /organizations/{id}/members

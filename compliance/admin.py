@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import admin_principal
+from agentidp.admin import scoped_to_principal
 from compliance.models import AuditEvent
 
 
@@ -28,13 +28,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     ordering = ["-occurred_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
-        events = super().get_queryset(request)
-        principal = admin_principal(request)
-        if principal.is_platform:
-            return events
-        if principal.organization_id is None:
-            return events.none()
-        return events.filter(organization_id=principal.organization_id)
+        return scoped_to_principal(request, super().get_queryset(request))
 
     def get_readonly_fields(self, request: HttpRequest, obj: AuditEvent | None = None) -> list[str]:
         return [field.name for field in AuditEvent._meta.fields]

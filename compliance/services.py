@@ -57,11 +57,11 @@ def audit_event_canonical(
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def audit_event_hash(event: AuditEvent) -> str:
-    canonical = audit_event_canonical(
+def _event_canonical(event: AuditEvent, *, sequence: int, previous_hash: str) -> bytes:
+    return audit_event_canonical(
         event_id=event.id,
         organization_id=event.organization_id,
-        sequence=event.sequence,
+        sequence=sequence,
         occurred_at=event.occurred_at,
         actor_type=event.actor_type,
         actor_id=event.actor_id,
@@ -70,8 +70,12 @@ def audit_event_hash(event: AuditEvent) -> str:
         subject_type=event.subject_type,
         subject_id=event.subject_id,
         data=event.data,
-        previous_hash=event.previous_hash,
+        previous_hash=previous_hash,
     )
+
+
+def audit_event_hash(event: AuditEvent) -> str:
+    canonical = _event_canonical(event, sequence=event.sequence, previous_hash=event.previous_hash)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -82,20 +86,7 @@ def _canonical_parts(event: AuditEvent) -> tuple[str, str, str]:
     random sentinels mark where they go, so no event content can be mistaken for them.
     """
     previous_mark, sequence_mark = f"prev-{uuid.uuid4().hex}", f"seq-{uuid.uuid4().hex}"
-    text = audit_event_canonical(
-        event_id=event.id,
-        organization_id=event.organization_id,
-        sequence=0,
-        occurred_at=event.occurred_at,
-        actor_type=event.actor_type,
-        actor_id=event.actor_id,
-        action=event.action,
-        outcome=event.outcome,
-        subject_type=event.subject_type,
-        subject_id=event.subject_id,
-        data=event.data,
-        previous_hash=previous_mark,
-    ).decode()
+    text = _event_canonical(event, sequence=0, previous_hash=previous_mark).decode()
     text = text.replace('"sequence":0,', f'"sequence":"{sequence_mark}",', 1)
     prefix, rest = text.split(previous_mark)
     middle, suffix = rest.split(f'"{sequence_mark}"')

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from agentidp.admin import admin_principal, run_service_action
+from agentidp.admin import run_service_action, scoped_to_principal
 from agentidp.principals import Principal
 from credentials import services
 from credentials.models import ClientSecret
@@ -29,13 +29,7 @@ class ClientSecretAdmin(admin.ModelAdmin[ClientSecret]):
         return obj.status_at(timezone.now())
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ClientSecret]:
-        secrets = super().get_queryset(request)
-        principal = admin_principal(request)
-        if principal.is_platform:
-            return secrets
-        if principal.organization_id is None:
-            return secrets.none()
-        return secrets.filter(organization_id=principal.organization_id)
+        return scoped_to_principal(request, super().get_queryset(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # issued through the API or `createagent --with-credentials`: shown once

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import admin_principal, run_service_action
+from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
 from organizations import services
 from organizations.models import Organization, StaffMembership
 
@@ -45,12 +45,7 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         organizations = super().get_queryset(request).exclude(status="deleted")
-        principal = admin_principal(request)
-        if principal.is_platform:
-            return organizations
-        if principal.organization_id is None:
-            return organizations.none()
-        return organizations.filter(id=principal.organization_id)
+        return scoped_to_principal(request, organizations, field="id")
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Organization | None = None
