@@ -1,5 +1,7 @@
 """Admin for agents and memberships; row visibility comes from RLS, filtered here too."""
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -24,6 +26,28 @@ class AgentAdminForm(forms.ModelForm[Agent]):
         fields = ["name", "description", "capabilities", "metadata"]
 
 
+def lifecycle_action(
+    name: str, service: services.TransitionService, verb: str, description: str
+) -> Callable[[admin.ModelAdmin[Agent], HttpRequest, QuerySet[Agent]], None]:
+    """An admin action applying one lifecycle service to each selected agent."""
+
+    def apply(
+        modeladmin: admin.ModelAdmin[Agent], request: HttpRequest, queryset: QuerySet[Agent]
+    ) -> None:
+        run_service_action(
+            modeladmin,
+            request,
+            queryset,
+            lambda actor, agent: service(
+                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
+            ),
+            verb,
+        )
+
+    apply.__name__ = name  # the action's name in the admin's POST
+    return admin.action(description=description)(apply)
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin[Agent]):
     form = AgentAdminForm
@@ -31,7 +55,15 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     list_filter = ["status", "created_at"]
     search_fields = ["name", "description", "id"]
     readonly_fields = ["id", "status", "created_at", "updated_at"]
-    actions = ["suspend", "reactivate", "decommission"]
+    actions = [
+        lifecycle_action(services.agent_suspend, "Suspended", "Suspend selected agents"),
+        lifecycle_action(services.agent_reactivate, "Reactivated", "Reactivate selected agents"),
+        lifecycle_action(
+            services.agent_decommission,
+            "Decommissioned",
+            "Decommission selected agents (permanent)",
+        ),
+    ]
     list_select_related = ["organization"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
@@ -77,42 +109,6 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
             raise forms.ValidationError(exc.detail) from exc
         obj.pk = saved.pk
         obj.refresh_from_db()
-
-    @admin.action(description="Suspend selected agents")
-    def suspend(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        run_service_action(
-            self,
-            request,
-            queryset,
-            lambda actor, agent: services.agent_suspend(
-                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
-            ),
-            "Suspended",
-        )
-
-    @admin.action(description="Reactivate selected agents")
-    def reactivate(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        run_service_action(
-            self,
-            request,
-            queryset,
-            lambda actor, agent: services.agent_reactivate(
-                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
-            ),
-            "Reactivated",
-        )
-
-    @admin.action(description="Decommission selected agents (permanent)")
-    def decommission(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        run_service_action(
-            self,
-            request,
-            queryset,
-            lambda actor, agent: services.agent_decommission(
-                actor=actor, organization_id=agent.organization_id, agent_id=agent.id
-            ),
-            "Decommissioned",
-        )
 
 
 @admin.register(OrganizationMember)
