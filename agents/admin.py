@@ -56,9 +56,12 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     search_fields = ["name", "description", "id"]
     readonly_fields = ["id", "status", "created_at", "updated_at"]
     actions = [
-        lifecycle_action(services.agent_suspend, "Suspended", "Suspend selected agents"),
-        lifecycle_action(services.agent_reactivate, "Reactivated", "Reactivate selected agents"),
+        lifecycle_action("suspend", services.agent_suspend, "Suspended", "Suspend selected agents"),
         lifecycle_action(
+            "reactivate", services.agent_reactivate, "Reactivated", "Reactivate selected agents"
+        ),
+        lifecycle_action(
+            "decommission",
             services.agent_decommission,
             "Decommissioned",
             "Decommission selected agents (permanent)",
