@@ -234,6 +234,9 @@ OAUTH2_PROVIDER = {
     "PKCE_REQUIRED": False,
     "OIDC_ENABLED": False,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    # Admins that go through our services (DOT's would revoke a JWT by deleting its row only).
+    "APPLICATION_ADMIN_CLASS": "credentials.admin.ClientAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "oidc.admin.AccessTokenAdmin",
 }
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

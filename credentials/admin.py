@@ -1,15 +1,17 @@
 """Admin for agents' clients and secrets: metadata only, with rotate and revoke actions."""
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from agentidp.admin import run_service_action, scoped_to_principal
+from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.errors import DomainError
 from agentidp.principals import Principal
 from credentials import services
-from credentials.models import ClientSecret
+from credentials.models import Client, ClientSecret
 
 
 @admin.register(ClientSecret)
@@ -83,3 +85,36 @@ class ClientSecretAdmin(admin.ModelAdmin[ClientSecret]):
             ),
             "Revoked",
         )  # fmt: skip
+
+
+class ClientAdmin(admin.ModelAdmin[Client]):
+    """Agents' OAuth clients (DOT's ``APPLICATION_ADMIN_CLASS``): created with the agent's first
+    secret, never by hand; allowed scopes change through the service."""
+
+    list_display = ["client_id", "agent", "allowed_scopes", "organization"]
+    search_fields = ["client_id", "agent__name"]
+    fields = ["client_id", "agent", "allowed_scopes"]
+    readonly_fields = ["client_id", "agent"]
+    list_select_related = ["agent", "organization"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Client]:
+        return scoped_to_principal(request, super().get_queryset(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Client | None = None) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: Client, form: forms.ModelForm[Client], change: bool
+    ) -> None:
+        try:
+            services.client_scopes_set(
+                actor=admin_principal(request),
+                organization_id=obj.organization_id,
+                agent_id=obj.agent_id,
+                scopes=list(form.cleaned_data["allowed_scopes"]),
+            )
+        except DomainError as exc:
+            raise forms.ValidationError(exc.detail) from exc

@@ -142,3 +142,27 @@ def test_rotation_to_another_algorithm_and_task(
     rsa = token_for(cred)
     assert jwt_parts(rsa)[0]["alg"] == "RS256" and call(rsa).status_code == 200
     assert call(token).status_code == 200  # the EdDSA token still verifies
+
+
+def test_revoking_in_the_admin_stops_the_token(
+    superuser: Any, cred: Credentialed, token_for: Callable[..., str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    from oidc.models import AccessToken
+
+    token = token_for(cred)
+    jti = jwt_parts(token)[1]["jti"]
+    client = HttpClient()
+    client.force_login(superuser)
+    page = client.get("/admin/oidc/accesstoken/").content.decode()
+    assert jti in page and token not in page  # metadata only, never the token
+    with platform_context(reason="tests"):
+        pk = AccessToken.objects.get(jti=jti).pk
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/admin/oidc/accesstoken/", {"action": "revoke", "_selected_action": [pk]}, follow=True
+        )
+    assert "Revoked 1" in response.content.decode()
+    assert_invalid_token(call(token))
+    clients_page = client.get("/admin/credentials/client/").content.decode()
+    assert cred.client_id in clients_page and cred.secret not in clients_page
