@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install run test lint pytest bench clean
+.PHONY: install run test lint pytest bench manage clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -25,6 +25,10 @@ install: $(STAMP)
 ## then run web, worker and beat until Ctrl-C.
 run: $(STAMP)
 	@$(BIN)/python -m agentidp.devenv run
+
+## A management command in make run's environment: make manage ARGS="createagent --org demo x"
+manage: $(STAMP)
+	@$(BIN)/python -m agentidp.devenv manage $(ARGS)
 
 ## Lint, type-check, then the whole suite with coverage against real PostgreSQL and Redis.
 test: lint pytest

@@ -8,7 +8,7 @@
   NOBYPASSRLS, NOINHERIT, owns nothing) and the NOLOGIN platform role the application role may
   assume only through ``agentidp.tenancy.platform_context``.
 
-Usage: ``python -m agentidp.devenv run`` or ``python -m agentidp.devenv test [pytest args]``.
+Usage: ``python -m agentidp.devenv run``, ``... test [pytest args]``, ``... manage <command>``.
 """
 
 import json
@@ -337,6 +337,27 @@ def cmd_test(pytest_args: list[str]) -> int:
         services.stop()
 
 
+def cmd_manage(args: list[str]) -> int:
+    """Run a management command in the environment `make run` uses (its embedded database,
+    the Redis it started when it is running, development settings)."""
+    services = Services()
+    start_database(services, prefer_local=False)
+    stored = DATA_DIR / "redis.url"
+    services.redis_url = os.environ.get("REDIS_URL") or (
+        stored.read_text().strip() if stored.exists() else "redis://127.0.0.1:6379/0"
+    )
+    port = os.environ.get("PORT", "8000")
+    environment = child_env(
+        services,
+        DEBUG=os.environ.get("DEBUG", "1"),
+        AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
+        LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
+    )
+    return subprocess.call(  # noqa: S603 - our own manage.py
+        [PYTHON, str(ROOT / "manage.py"), *args], env=environment, cwd=ROOT
+    )
+
+
 def cmd_env() -> int:
     """Print the environment `make test` would use (for running pytest by hand)."""
     services = Services()
@@ -348,13 +369,15 @@ def cmd_env() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"run", "test", "env"}:
+    if not argv or argv[0] not in {"run", "test", "env", "manage"}:
         print(__doc__)
         return 2
     if argv[0] == "run":
         return cmd_run()
     if argv[0] == "env":
         return cmd_env()
+    if argv[0] == "manage":
+        return cmd_manage(argv[1:])
     return cmd_test(argv[1:])
 
 
