@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Mapping
 from typing import ClassVar
 
-from django.db.models import Model
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import pagination, serializers
 from rest_framework.viewsets import GenericViewSet
@@ -50,9 +49,6 @@ class TenantViewSet(GenericViewSet):  # type: ignore[type-arg]
             raise ValidationFailed(
                 "The id in the path is not a valid UUID.", errors={"id": ["Must be a valid UUID."]}
             ) from exc
-
-    def authorize_object(self, obj: Model) -> None:
-        self.check_object_permissions(self.request, obj)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

@@ -13,7 +13,6 @@ class AgentIdPSettings:
     platform_db_role: str
     strict_tenancy: bool
     agent_metadata_max_bytes: int
-    system_organization_slug: str
 
 
 def agentidp_settings() -> AgentIdPSettings:
@@ -24,5 +23,4 @@ def agentidp_settings() -> AgentIdPSettings:
         platform_db_role=str(raw["PLATFORM_DB_ROLE"]),
         strict_tenancy=bool(raw["STRICT_TENANCY"]),
         agent_metadata_max_bytes=int(str(raw["AGENT_METADATA_MAX_BYTES"])),
-        system_organization_slug=str(raw["SYSTEM_ORGANIZATION_SLUG"]),
     )

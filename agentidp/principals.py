@@ -35,9 +35,6 @@ class Principal:
             display=name,
         )
 
-    def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes
-
 
 class AuthenticationRejected(Exception):
     """Credentials were presented and failed; the request is answered 401 without detail."""

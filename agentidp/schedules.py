@@ -1,12 +1,8 @@
 """Beat schedules created by migrations (operators then edit them in the admin)."""
 
-from collections.abc import Callable
-
 from django.db import migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import StateApps
-
-MigrationFunction = Callable[[StateApps, BaseDatabaseSchemaEditor], None]
 
 
 def interval_task(*, name: str, task: str, every: int, period: str) -> migrations.RunPython:

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import cast
-from uuid import UUID
 
 import hvac
 import requests
@@ -47,11 +46,6 @@ class SecretStoreUnavailable(SecretStoreError):
 
 class SecretStoreForbidden(SecretStoreError):
     """The store refused the credentials for this path."""
-
-
-def organization_path(organization_id: UUID, name: str) -> str:
-    """Where an organization's secret ``name`` lives."""
-    return f"orgs/{organization_id}/{name}"
 
 
 def platform_path(name: str) -> str:

@@ -176,7 +176,6 @@ AGENTIDP = {
     "PLATFORM_DB_ROLE": env.str("AGENTIDP_PLATFORM_DB_ROLE", default="agentidp_platform"),
     "STRICT_TENANCY": env.bool("AGENTIDP_STRICT_TENANCY", default=DEBUG),
     "AGENT_METADATA_MAX_BYTES": env.int("AGENTIDP_AGENT_METADATA_MAX_BYTES", default=8192),
-    "SYSTEM_ORGANIZATION_SLUG": "system",
     # Secrets and key material: Vault (KV v2) when VAULT_ADDR is set, else the local store.
     "VAULT": {
         "ADDR": env.str("VAULT_ADDR", default=""),

@@ -66,16 +66,6 @@ def organization_applied(organization_id: UUID) -> None:
     _applied.set(organization_id)
 
 
-def current_organization_id() -> UUID | None:
-    state = _state.get()
-    return state.organization_id if state else None
-
-
-def in_platform_context() -> bool:
-    state = _state.get()
-    return bool(state and state.platform_reason)
-
-
 def _set_organization(cursor: CursorWrapper, organization_id: UUID | None) -> None:
     value = str(organization_id) if organization_id else ""
     cursor.execute("SELECT set_config('app.organization_id', %s, true)", [value])
