@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from agentidp.errors import JSONValue
 from agentidp.principals import Principal
 from compliance.models import AuditEvent
-from compliance.services import audit_event_append
+from compliance.services import CompanionInsert, audit_event_append
 
 
 def event_record(
@@ -27,6 +27,32 @@ def event_record(
     outcome: str = "success",
 ) -> AuditEvent:
     """Record ``action`` on ``subject`` by ``actor``; ``data`` must never hold a secret."""
+    event, _ = event_record_with(
+        None,
+        organization_id=organization_id,
+        actor=actor,
+        action=action,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        data=data,
+        outcome=outcome,
+    )
+    return event
+
+
+def event_record_with(
+    companion: CompanionInsert | None,
+    *,
+    organization_id: uuid.UUID,
+    actor: Principal,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    data: Mapping[str, JSONValue] | None = None,
+    outcome: str = "success",
+) -> tuple[AuditEvent, object]:
+    """:func:`event_record` with the INSERT that made the change in the same statement (one
+    round trip on a hot path); returns the event and the inserted row's id."""
     return audit_event_append(
         organization_id=organization_id,
         actor_type=actor.kind,
@@ -36,6 +62,7 @@ def event_record(
         subject_id=subject_id,
         data=data or {},
         outcome=outcome,
+        companion=companion,
     )
 
 

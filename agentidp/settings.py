@@ -222,6 +222,8 @@ OAUTH2_PROVIDER = {
     "OAUTH2_SERVER_CLASS": "oauthlib.oauth2.BackendApplicationServer",
     "ACCESS_TOKEN_GENERATOR": "oidc.tokens.access_token_generate",
     "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_lifetime,
+    # RFC 9700 4.14: store only each token's checksum, never the bearer token itself.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "SCOPES": {
         "agents:read": "Read the organization's agents",
         "agents:write": "Register and change agents",

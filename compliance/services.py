@@ -4,9 +4,9 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from django.db import connection
 from django.utils import timezone
@@ -93,6 +93,22 @@ def _canonical_parts(event: AuditEvent) -> tuple[str, str, str]:
     return prefix, middle, suffix
 
 
+# What a statement parameter may be here (psycopg adapts each).
+SQLValue = bool | int | float | str | bytes | date | datetime | uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class CompanionInsert:
+    """An ``INSERT ... RETURNING id`` sent in the same statement as an audit append.
+
+    A hot-path write and its audit record then cost one round trip, and they exist together
+    or not at all (one statement: a data-modifying CTE beside the append).
+    """
+
+    sql: str
+    params: Sequence[SQLValue]
+
+
 def audit_event_append(
     *,
     organization_id: uuid.UUID,
@@ -103,12 +119,15 @@ def audit_event_append(
     subject_id: str,
     data: Mapping[str, JSONValue],
     outcome: str = "success",
-) -> AuditEvent:
+    companion: CompanionInsert | None = None,
+) -> tuple[AuditEvent, object]:
     """Append one event to the organization's chain, in the caller's transaction.
 
     One statement (``compliance_audit_append``): it locks the organization's chain head, so
     sequences stay gapless and every ``previous_hash`` is its predecessor's ``hash`` however
     many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
+    With ``companion``, that INSERT runs in the same statement; its returned id comes back
+    beside the event (``None`` without one).
     """
     event = AuditEvent(
         id=uuid.uuid4(),
@@ -123,20 +142,25 @@ def audit_event_append(
         data=dict(data),
     )
     prefix, middle, suffix = _canonical_parts(event)
+    append = "compliance_audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) a"
+    params: list[SQLValue] = [
+        organization_id, event.id, event.occurred_at, actor_type, actor_id, action,
+        outcome, subject_type, subject_id, json.dumps(event.data, separators=(",", ":")), prefix, middle, suffix,
+    ]  # fmt: skip
+    if companion is None:
+        sql = f"SELECT a.sequence, a.hash, a.previous_hash, NULL FROM {append}"  # noqa: S608 - constant
+    else:
+        # Constant SQL of our own on both sides; every value is a parameter.
+        returned = "a.sequence, a.hash, a.previous_hash, (SELECT id FROM companion)"
+        sql = f"WITH companion AS ({companion.sql}) SELECT {returned} FROM {append}"  # noqa: S608
+        params = [*companion.params, *params]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT sequence, hash, previous_hash FROM compliance_audit_append("
-            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
-            [
-                organization_id, event.id, event.occurred_at, actor_type, actor_id, action,
-                outcome, subject_type, subject_id, json.dumps(event.data, separators=(",", ":")), prefix, middle, suffix,
-            ],
-        )  # fmt: skip
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     assert row is not None  # noqa: S101 - the function always returns one row
     event.sequence, event.hash, event.previous_hash = int(row[0]), str(row[1]), str(row[2])
     event._state.adding = False
-    return event
+    return event, row[3]
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,28 @@ class SigningKey(models.Model):
         return f"{self.kid} ({self.status})"
 
 
+class AccessTokenQuerySet(models.QuerySet["AccessToken"]):
+    def get(self, *args: object, **kwargs: object) -> "AccessToken":
+        """django-oauth-toolkit's token view re-reads the token it has just issued by checksum
+        (``objects.get(token_checksum=...)``) to send ``app_authorized``. The request that wrote
+        that row in its own open transaction answers from it instead of another round trip."""
+        if not args and kwargs.keys() == {"token_checksum"} and not self.query.where:
+            from oidc.tokens import issued_in_this_request
+
+            issued = issued_in_this_request(str(kwargs["token_checksum"]))
+            if issued is not None:
+                return issued
+        return super().get(*args, **kwargs)
+
+
 class AccessToken(OrgOwnedModel, AbstractAccessToken):
-    """An issued access token (a signed JWT), kept for audit, revocation and introspection."""
+    """An issued access token (a signed JWT), kept for audit, revocation and introspection.
+
+    Only its checksum is stored, never the bearer token itself (RFC 9700 token storage)."""
 
     jti = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+
+    objects = AccessTokenQuerySet.as_manager()
 
     class Meta(AbstractAccessToken.Meta):
         indexes = [models.Index(fields=["organization", "expires"], name="oidc_token_org_expires")]

@@ -1,6 +1,8 @@
 """Writes of the authorization server: signing keys, issued tokens, revocations."""
 
 import datetime as dt
+import hashlib
+import json
 import threading
 import uuid
 from typing import cast
@@ -12,11 +14,12 @@ from jwcrypto import jwk
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
-from agentidp.events import event_record
+from agentidp.events import event_record, event_record_with
 from agentidp.lifecycle import AgentStatusChange
 from agentidp.principals import Principal
 from agentidp.secrets import secret_store
 from agents.choices import AgentStatus
+from compliance.services import CompanionInsert
 from credentials.models import Client
 from oidc.choices import KeyStatus, SigningAlgorithm
 from oidc.keys import key_ring, private_key_path
@@ -160,6 +163,14 @@ def signing_keys_published() -> list[dict[str, JSONValue]]:
     return [dict(key.public_jwk) for key in keys]
 
 
+ACCESS_TOKEN_INSERT = """
+INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
+                              scope, expires, resource, created, updated)
+VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s)
+RETURNING id
+"""  # noqa: S105 - SQL, not a secret
+
+
 def access_token_record(
     *,
     client: Client,
@@ -169,18 +180,34 @@ def access_token_record(
     expires_in: int,
     audiences: list[str],
     credential_id: uuid.UUID | None,
-) -> None:
-    """Persist an issued token and record ``token.issued`` in the same transaction."""
-    AccessToken.objects.create(
+) -> AccessToken:
+    """Persist an issued token and record ``token.issued``: one statement, one round trip.
+
+    Only the token's SHA-256 checksum is stored (RFC 9700 4.14: a bearer token at rest is a
+    credential); the jti identifies it for revocation and introspection.
+    """
+    now = timezone.now()
+    issued = AccessToken(
         organization_id=client.organization_id,
         application=client,
-        token=token,
+        token="",
+        token_checksum=hashlib.sha256(token.encode()).hexdigest(),
         jti=uuid.UUID(jti),
         scope=scope,
-        expires=timezone.now() + dt.timedelta(seconds=expires_in),
+        expires=now + dt.timedelta(seconds=expires_in),
         resource=audiences,
+        created=now,
+        updated=now,
     )
-    event_record(
+    insert = CompanionInsert(
+        ACCESS_TOKEN_INSERT,
+        [
+            issued.organization_id, client.id, issued.token_checksum, issued.jti, scope,
+            issued.expires, json.dumps(audiences), now, now,
+        ],
+    )  # fmt: skip
+    _, issued.id = event_record_with(
+        insert,
         organization_id=client.organization_id,
         actor=Principal(
             kind="agent", id=str(client.agent_id), organization_id=client.organization_id
@@ -195,6 +222,8 @@ def access_token_record(
             "credential_id": str(credential_id) if credential_id else None,
         },
     )
+    issued._state.adding = False
+    return issued
 
 
 def access_token_revoke(*, client: Client, jti: str, expires_at: int) -> bool:

@@ -15,11 +15,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+from cryptography.exceptions import InvalidSignature
 from django.conf import settings
-from jwcrypto import jws
-from jwcrypto.common import JWException
+from jwcrypto.jwa import JWA
 from oauth2_provider.oauth2_validators import is_valid_resource_uri
 from oauthlib.common import Request as OAuthRequest
 
@@ -27,9 +27,15 @@ from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
 from oidc.keys import key_ring
 
+if TYPE_CHECKING:
+    from oidc.models import AccessToken
+
 ALLOWED_ALGORITHMS = frozenset({"ES256", "RS256", "EdDSA"})
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+# jwcrypto's JWA signature engines (RFC 7518), without its generic JWS object around them: the
+# compact form is framed here, and every header is checked above before any key is touched.
+_SIGNERS = {name: JWA.signing_alg(name) for name in ALLOWED_ALGORITHMS}
 
 
 def api_audience() -> str:
@@ -52,6 +58,8 @@ class Issuance:
     audiences: list[str] = field(default_factory=list)
     credential_id: uuid.UUID | None = None
     claims: dict[str, JSONValue] = field(default_factory=dict)
+    # The row this request wrote, for DOT's re-read of it (see AccessTokenQuerySet.get).
+    issued: "AccessToken | None" = None
 
 
 _issuance: ContextVar[Issuance | None] = ContextVar("agentidp_issuance", default=None)
@@ -66,6 +74,13 @@ def issuance_scope() -> Iterator[Issuance]:
         yield state
     finally:
         _issuance.reset(token)
+
+
+def issued_in_this_request(token_checksum: str) -> "AccessToken | None":
+    """The access token the current token request saved, if its checksum is this one."""
+    state = _issuance.get()
+    issued = state.issued if state else None
+    return issued if issued is not None and issued.token_checksum == token_checksum else None
 
 
 def issuance() -> Issuance:
@@ -116,15 +131,30 @@ def access_token_generate(request: OAuthRequest) -> str:
         "scope": " ".join(request.scopes or []),
         "organization_id": str(client.organization_id),
     }
-    token = jws.JWS(json.dumps(claims, separators=(",", ":")))
-    token.add_signature(
-        signing.key,
-        alg=signing.algorithm,
-        protected=json.dumps({"alg": signing.algorithm, "typ": "at+jwt", "kid": signing.kid}),
-    )
+    header = {"alg": signing.algorithm, "typ": "at+jwt", "kid": signing.kid}
+    signing_input = f"{_b64_encode_json(header)}.{_b64_encode_json(claims)}"
+    signature = _SIGNERS[signing.algorithm].sign(signing.key, signing_input.encode())
     state.claims = claims
-    compact: str = token.serialize(compact=True)
-    return compact
+    return f"{signing_input}.{_b64_encode(signature)}"
+
+
+def _b64_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64_encode_json(value: Mapping[str, JSONValue]) -> str:
+    return _b64_encode(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _b64_decode(segment: str) -> bytes:
+    """Strict base64url: one encoding per value, so a re-encoded signature is no token."""
+    try:
+        decoded = base64.b64decode(segment + "=" * (-len(segment) % 4), b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidToken("malformed") from exc
+    if _b64_encode(decoded) != segment:
+        raise InvalidToken("malformed")
+    return decoded
 
 
 def _b64_json(segment: str) -> dict[str, JSONValue]:
@@ -192,12 +222,10 @@ def access_token_verify(
     key_algorithm, key = found
     if key_algorithm != algorithm:
         raise InvalidToken("algorithm")
-    verifier = jws.JWS()
+    signature = _b64_decode(parts[2])
     try:
-        verifier.deserialize(token)
-        verifier.allowed_algs = [key_algorithm]
-        verifier.verify(key, alg=key_algorithm)
-    except (JWException, ValueError) as exc:
+        _SIGNERS[key_algorithm].verify(key, f"{parts[0]}.{parts[1]}".encode(), signature)
+    except (InvalidSignature, ValueError, TypeError) as exc:
         raise InvalidToken("signature") from exc
     claims = _b64_json(parts[1])
     _check_claims(

@@ -150,7 +150,7 @@ class AgentRequestValidator(OAuth2Validator):
     ) -> None:
         client = cast(Client, request.client)
         state = issuance()
-        access_token_record(
+        state.issued = access_token_record(
             client=client,
             token=str(token["access_token"]),
             jti=str(state.claims["jti"]),

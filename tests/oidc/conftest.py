@@ -8,12 +8,20 @@ from typing import Any
 
 import pytest
 from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
 
 from agentidp.tenancy import tenant_context
 from agents.models import Agent
 from credentials.services import client_scopes_set, credential_generate
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, AgentFactory
+
+
+def statements(queries: CaptureQueriesContext) -> list[str]:
+    """The captured SQL without the request's transaction control (BEGIN and COMMIT, or the
+    savepoint standing in for them inside a test's transaction)."""
+    control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+    return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(control)]
 
 
 @dataclass

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
 from jwcrypto import jws
 
 from agentidp.tenancy import tenant_context
@@ -19,7 +21,7 @@ from oidc.keys import key_ring
 from oidc.revocation import jti_revoke
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
-from tests.oidc.conftest import Credentialed, credentialed, jwt_parts
+from tests.oidc.conftest import Credentialed, credentialed, jwt_parts, statements
 
 
 def b64(data: bytes) -> str:
@@ -224,3 +226,26 @@ def test_foreign_organization_claim_cannot_be_forged(
     assert_invalid_token(
         call(f"{header}.{b64(json.dumps(forged).encode())}.{signature}", f"/agents/{victim.id}")
     )
+
+
+def test_a_signature_in_another_base64_spelling(valid: str) -> None:
+    """The same signature bytes, padded or in the standard alphabet, are not the token issued."""
+    header, payload, signature = valid.split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    assert call(valid).status_code == 200
+    for spelling in [signature + "=" * (-len(signature) % 4 or 4), base64.b64encode(raw).decode()]:
+        if spelling != signature:
+            assert_invalid_token(call(f"{header}.{payload}.{spelling}"))
+
+
+def test_a_bearer_read_costs_two_statements(valid: str, cred: Credentialed) -> None:
+    """The hot read path: one statement sets the organization and checks the agent and its
+    organization are active, one reads the agent (plus the transaction's BEGIN and COMMIT)."""
+    path = f"/agents/{cred.agent.id}"
+    assert call(valid, path).status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert call(valid, path).status_code == 200
+    sql = statements(queries)
+    assert len(sql) == 2, sql
+    assert "set_config('app.organization_id'" in sql[0]
+    assert 'FROM "agents_agent"' in sql[1]

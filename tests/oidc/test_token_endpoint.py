@@ -1,9 +1,12 @@
 """POST /oauth2/token with client_credentials, per RFC 6749, RFC 9068 and RFC 8707."""
 
+import hashlib
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
 
 from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_decommission, agent_suspend
@@ -14,7 +17,14 @@ from oidc.models import AccessToken
 from organizations.models import Organization
 from organizations.services import organization_suspend
 from tests.factories import TEST_ACTOR, OrganizationFactory
-from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts, request_token
+from tests.oidc.conftest import (
+    Credentialed,
+    basic,
+    credentialed,
+    jwt_parts,
+    request_token,
+    statements,
+)
 
 
 def _error(response: Any, status: int, error: str) -> None:
@@ -194,3 +204,31 @@ def test_metrics_count_issuance_failures_and_limits(
     ]:
         assert series in body, series
     assert str(cred.agent.organization_id) not in body  # no unbounded organization labels
+
+
+def test_issuance_costs_two_statements(cred: Credentialed, org: Organization) -> None:
+    """The token endpoint's whole database work: one call loads the client with its agent,
+    organization and live secrets; one statement stores the token and appends token.issued.
+    django-oauth-toolkit's re-read of the saved token is answered without a query."""
+    assert request_token(cred).status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        response = request_token(cred)
+    assert response.status_code == 200, response.content
+    sql = statements(queries)
+    assert len(sql) == 2, sql
+    assert "credentials_client_load" in sql[0]
+    assert "INSERT INTO oidc_accesstoken" in sql[1]
+    assert "compliance_audit_append" in sql[1]
+
+
+def test_only_the_tokens_checksum_is_stored(cred: Credentialed, org: Organization) -> None:
+    """RFC 9700: a bearer token at rest is a credential, so the row keeps its SHA-256 only."""
+    token = request_token(cred).json()["access_token"]
+    jti = jwt_parts(token)[1]["jti"]
+    with tenant_context(org.id):
+        stored = AccessToken.objects.get(jti=jti)
+        event = AuditEvent.objects.get(organization_id=org.id, subject_id=jti)
+    assert stored.token == ""
+    assert stored.token_checksum == hashlib.sha256(token.encode()).hexdigest()
+    assert stored.application_id is not None and stored.scope == "agents:read agents:write"
+    assert event.action == "token.issued" and event.sequence >= 1
