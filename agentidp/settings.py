@@ -87,6 +87,9 @@ def _database(url: str) -> dict[str, object]:
     config["HOST"] = unquote(str(config.get("HOST") or ""))
     config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+    # Server-side parameter binding lets psycopg prepare a statement after its fifth run, so the
+    # hot paths' handful of statements skip PostgreSQL's parse and plan on every request.
+    config["OPTIONS"] = {"server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True)}
     return config
 
 
