@@ -24,13 +24,13 @@ def agent_get(
     *, organization_id: uuid.UUID, agent_id: uuid.UUID, for_update: bool = False
 ) -> Agent:
     """The organization's agent; another organization's agent is the same 404 as a missing one."""
-    agents = Agent.objects.filter(organization_id=organization_id, id=agent_id)
+    agents = Agent.objects.all()
     if for_update:
         agents = agents.select_for_update()
-    agent = agents.first()
-    if agent is None:
-        raise NotFound("No such agent.")
-    return agent
+    try:
+        return agents.get(organization_id=organization_id, id=agent_id)
+    except Agent.DoesNotExist as exc:
+        raise NotFound("No such agent.") from exc
 
 
 def _validate_metadata(metadata: Mapping[str, JSONValue]) -> None:

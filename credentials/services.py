@@ -357,6 +357,9 @@ def client_load(*, client_id: str) -> Client:
         organization_id=row[5],
         client_type=Client.CLIENT_CONFIDENTIAL,
         authorization_grant_type=Client.GRANT_CLIENT_CREDENTIALS,
+        # DOT's unused plaintext secret column: given, so its default (a 128-character random
+        # string drawn per request) is not generated on the hot path.
+        client_secret="",
     )
     client._state.adding = False
     client.agent = Agent(id=row[2], organization_id=row[5], status=row[4])
