@@ -60,6 +60,8 @@ class Issuance:
     claims: dict[str, JSONValue] = field(default_factory=dict)
     # The row this request wrote, for DOT's re-read of it (see AccessTokenQuerySet.get).
     issued: "AccessToken | None" = None
+    # The usage counter admission reserved a token on; given back unless one is issued.
+    reserved: str = ""
 
 
 _issuance: ContextVar[Issuance | None] = ContextVar("agentidp_issuance", default=None)

@@ -1,5 +1,6 @@
 """django-oauth-toolkit's validator, extended for agents (``OAUTH2_VALIDATOR_CLASS``)."""
 
+import logging
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import cast
@@ -9,20 +10,24 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Counter
+from redis import RedisError
 
 from agentidp.events import event_record_after_request
 from agentidp.principals import Principal
 from agentidp.tenancy import adopt_organization
 from credentials.models import Client
 from credentials.services import (
+    AuthenticatedClient,
     ClientAuthenticationFailed,
     client_credentials_parse,
     client_load,
     client_secret_check,
 )
-from oidc.ratelimit import failed_authentication_count, token_issued_count, token_request_admit
+from oidc.ratelimit import failed_authentication_count, token_request_admit
 from oidc.services import access_token_record, access_token_revoke
 from oidc.tokens import InvalidToken, access_token_verify, issuance, requested_audiences
+
+logger = logging.getLogger("agentidp.auth")
 
 AUTH_FAILURES = Counter(
     "agentidp_auth_failures_total", "Failed client authentications by reason.", ["reason"]
@@ -62,27 +67,56 @@ class AgentRequestValidator(OAuth2Validator):
             return False
         try:
             client = client_load(client_id=client_id)
-            adopt_organization(client.organization_id)
-            self._admit(client, request)
-            authenticated = client_secret_check(client=client, secret=secret)
         except ClientAuthenticationFailed as failure:
             self._failed(client_id, failure.organization_id, failure.reason)
+            return False
+        adopt_organization(client.organization_id)
+        # The secret is checked in memory first; admission (one Redis call) then throttles,
+        # counts a failure or reserves the token, whichever applies.
+        try:
+            authenticated: AuthenticatedClient | None = client_secret_check(
+                client=client, secret=secret
+            )
+            rejection = None
+        except ClientAuthenticationFailed as failure:
+            authenticated, rejection = None, failure
+        self._admit(client, request, authenticated)
+        if authenticated is None:
+            assert rejection is not None  # noqa: S101 - set whenever the check failed
+            self._failed(client_id, rejection.organization_id, rejection.reason, counted=True)
             return False
         request.client = authenticated.client
         request.client_id = client_id
         issuance().credential_id = authenticated.credential_id
         return True
 
-    def _admit(self, client: Client, request: OAuthRequest) -> None:
+    def _admit(
+        self, client: Client, request: OAuthRequest, authenticated: AuthenticatedClient | None
+    ) -> None:
         organization = client.organization
-        admission = token_request_admit(
-            client_id=client.client_id,
-            organization_id=organization.id,
-            plan=organization.plan,
-            max_tokens_per_month=organization.max_tokens_per_month,
-        )
+        try:
+            admission = token_request_admit(
+                client_id=client.client_id,
+                organization_id=organization.id,
+                plan=organization.plan,
+                max_tokens_per_month=organization.max_tokens_per_month,
+                credential_id=authenticated.credential_id if authenticated else None,
+            )
+        except RedisError as exc:
+            # Limits and quotas cannot be checked: refuse rather than issue unmetered tokens.
+            logger.warning("token admission unavailable: %s", type(exc).__name__)
+            retry_after.set(5)
+            raise CustomOAuth2Error(
+                error="temporarily_unavailable",
+                description="The service cannot issue tokens right now; retry shortly.",
+                status_code=503,
+                request=request,
+            ) from exc
         if admission.allowed:
+            issuance().reserved = admission.reserved
             return
+        if not admission.limit:
+            return  # a wrong secret, counted by the admission itself
         retry_after.set(admission.retry_after)
         description = {
             "quota": "The organization's monthly token quota is exhausted.",
@@ -95,10 +129,15 @@ class AgentRequestValidator(OAuth2Validator):
             request=request,
         )
 
-    def _failed(self, client_id: str, organization_id: object, reason: str) -> None:
+    def _failed(
+        self, client_id: str, organization_id: object, reason: str, *, counted: bool = False
+    ) -> None:
         AUTH_FAILURES.labels(reason=reason).inc()
-        if client_id:
-            failed_authentication_count(client_id)
+        if client_id and not counted:
+            try:
+                failed_authentication_count(client_id)
+            except RedisError:  # the request is refused either way
+                logger.warning("could not count a failed authentication")
         if organization_id is not None:
             import uuid
 
@@ -159,13 +198,8 @@ class AgentRequestValidator(OAuth2Validator):
             audiences=list(state.audiences),
             credential_id=state.credential_id,
         )
-        organization_id, credential_id = client.organization_id, state.credential_id
-
-        def counted() -> None:
-            TOKENS_ISSUED.inc()
-            token_issued_count(organization_id=organization_id, credential_id=credential_id)
-
-        transaction.on_commit(counted)
+        # Counted against the quota at admission; the metric follows the commit.
+        transaction.on_commit(TOKENS_ISSUED.inc)
 
     def revoke_token(
         self, token: str, token_type_hint: str | None, request: OAuthRequest,

@@ -17,6 +17,7 @@ from credentials.services import (
     client_authenticate,
     client_credentials_parse,
 )
+from oidc.ratelimit import token_request_refund
 from oidc.services import (
     discovery_document,
     signing_key_ensure_committed,
@@ -45,11 +46,17 @@ class TokenView(dot_views.TokenView):
         status = "500"
         token = retry_after.set(None)
         try:
-            with issuance_scope():
-                response: HttpResponse = super().post(request, *args, **kwargs)
+            with issuance_scope() as state:
+                issued = False
+                try:
+                    response: HttpResponse = super().post(request, *args, **kwargs)
+                    issued = response.status_code == 200
+                finally:
+                    if state.reserved and not issued:
+                        token_request_refund(state.reserved)
             status = str(response.status_code)
             wait = retry_after.get()
-            if response.status_code == 429 and wait:
+            if response.status_code in (429, 503) and wait:
                 response["Retry-After"] = str(wait)
             if response.status_code == 401:
                 response["WWW-Authenticate"] = BASIC_CHALLENGE

@@ -1,6 +1,7 @@
 """POST /oauth2/token with client_credentials, per RFC 6749, RFC 9068 and RFC 8707."""
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -232,3 +233,44 @@ def test_only_the_tokens_checksum_is_stored(cred: Credentialed, org: Organizatio
     assert stored.token_checksum == hashlib.sha256(token.encode()).hexdigest()
     assert stored.application_id is not None and stored.scope == "agents:read agents:write"
     assert event.action == "token.issued" and event.sequence >= 1
+
+
+def test_a_request_that_fails_after_admission_uses_no_quota() -> None:
+    small = OrganizationFactory(max_tokens_per_month=1)
+    cred = credentialed(small, scopes=["agents:read"])
+    _error(request_token(cred, scope="audit:read"), 400, "invalid_scope")
+    _error(request_token(cred, resource="not-a-uri"), 400, "invalid_target")
+    assert request_token(cred).status_code == 200
+    _error(request_token(cred), 429, "temporarily_unavailable")
+
+
+def test_concurrent_requests_cannot_overshoot_the_quota(
+    run_in_threads: Callable[..., list[Any]],
+) -> None:
+    """Admission reserves the token in the same Redis call that checks the quota, so eight
+    simultaneous requests against a quota of three get exactly three tokens."""
+    (cred,) = run_in_threads(lambda: credentialed(OrganizationFactory(max_tokens_per_month=3)))
+    statuses = run_in_threads(*[lambda: request_token(cred).status_code for _ in range(8)])
+    assert sorted(statuses) == [200] * 3 + [429] * 5, statuses
+
+
+def test_without_redis_no_token_is_issued_unmetered(cred: Credentialed, settings: Any) -> None:
+    """Limits and quotas live in Redis: when it is unreachable the endpoint refuses with 503
+    and an OAuth error body (never a 500, never a token), and still refuses bad clients."""
+    import oidc.ratelimit
+    from agentidp.devenv import free_port
+    from agentidp.usage import redis_client
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    redis_client.cache_clear()
+    oidc.ratelimit._script = None
+    try:
+        response = request_token(cred)
+        _error(response, 503, "temporarily_unavailable")
+        assert int(response["Retry-After"]) >= 1 and "access_token" not in response.json()
+        _error(request_token(auth=basic("no-such-client", "x")), 401, "invalid_client")
+        with tenant_context(cred.agent.organization_id):
+            assert not AccessToken.objects.filter(application__agent=cred.agent).exists()
+    finally:
+        redis_client.cache_clear()
+        oidc.ratelimit._script = None

@@ -16,9 +16,10 @@ from agentidp.devenv import free_port
 from agentidp.usage import redis_client
 from oidc.ratelimit import (
     FAILED_AUTH_LIMIT,
+    Admission,
     failed_authentication_count,
-    token_issued_count,
     token_request_admit,
+    token_request_refund,
 )
 from oidc.revocation import jti_is_revoked, jti_revoke
 
@@ -54,15 +55,21 @@ def test_token_path_commands_on_the_embedded_server(embedded_redis: str) -> None
     info: dict[str, Any] = redis.Redis.from_url(embedded_redis).info()  # type: ignore[assignment]
     assert info["redis_version"]  # whatever it is, the commands below must work on it
     org, client_id, credential = uuid.uuid4(), "client-" + uuid.uuid4().hex, uuid.uuid4()
-    assert token_request_admit(
-        client_id=client_id, organization_id=org, plan="pro", max_tokens_per_month=10
-    ).allowed
-    token_issued_count(organization_id=org, credential_id=credential)
-    for _ in range(FAILED_AUTH_LIMIT):
-        failed_authentication_count(client_id)
-    refused = token_request_admit(
-        client_id=client_id, organization_id=org, plan="pro", max_tokens_per_month=10
-    )
+
+    def admit(credential_id: uuid.UUID | None) -> Admission:
+        return token_request_admit(
+            client_id=client_id, organization_id=org, plan="pro", max_tokens_per_month=10,
+            credential_id=credential_id,
+        )  # fmt: skip
+
+    admitted = admit(credential)
+    assert admitted.allowed and admitted.reserved
+    token_request_refund(admitted.reserved)
+    failed_authentication_count(client_id)
+    for _ in range(FAILED_AUTH_LIMIT - 1):
+        wrong = admit(None)
+        assert (wrong.allowed, wrong.limit) == (False, "")
+    refused = admit(credential)
     assert (refused.allowed, refused.limit) == (False, "failed_auth")
     assert 0 < refused.retry_after <= 300
     jti = str(uuid.uuid4())
