@@ -25,34 +25,13 @@ def event_record(
     subject_id: str,
     data: Mapping[str, JSONValue] | None = None,
     outcome: str = "success",
+    companion: CompanionInsert | None = None,
 ) -> AuditEvent:
-    """Record ``action`` on ``subject`` by ``actor``; ``data`` must never hold a secret."""
-    event, _ = event_record_with(
-        None,
-        organization_id=organization_id,
-        actor=actor,
-        action=action,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        data=data,
-        outcome=outcome,
-    )
-    return event
+    """Record ``action`` on ``subject`` by ``actor``; ``data`` must never hold a secret.
 
-
-def event_record_with(
-    companion: CompanionInsert | None,
-    *,
-    organization_id: uuid.UUID,
-    actor: Principal,
-    action: str,
-    subject_type: str,
-    subject_id: str,
-    data: Mapping[str, JSONValue] | None = None,
-    outcome: str = "success",
-) -> tuple[AuditEvent, object]:
-    """:func:`event_record` with the INSERT that made the change in the same statement (one
-    round trip on a hot path); returns the event and the inserted row's id."""
+    ``companion``: the INSERT that made the change, sent in the same statement (one round trip
+    on a hot path); its new row's id is left on it as ``inserted_id``.
+    """
     return audit_event_append(
         organization_id=organization_id,
         actor_type=actor.kind,

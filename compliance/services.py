@@ -5,7 +5,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from django.db import connection
@@ -97,16 +97,18 @@ def _canonical_parts(event: AuditEvent) -> tuple[str, str, str]:
 SQLValue = bool | int | float | str | bytes | date | datetime | uuid.UUID | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class CompanionInsert:
     """An ``INSERT ... RETURNING id`` sent in the same statement as an audit append.
 
     A hot-path write and its audit record then cost one round trip, and they exist together
-    or not at all (one statement: a data-modifying CTE beside the append).
+    or not at all (one statement: a data-modifying CTE beside the append). ``inserted_id`` is
+    the new row's id once the statement has run.
     """
 
     sql: str
     params: Sequence[SQLValue]
+    inserted_id: object = field(default=None, init=False)
 
 
 def audit_event_append(
@@ -120,14 +122,13 @@ def audit_event_append(
     data: Mapping[str, JSONValue],
     outcome: str = "success",
     companion: CompanionInsert | None = None,
-) -> tuple[AuditEvent, object]:
+) -> AuditEvent:
     """Append one event to the organization's chain, in the caller's transaction.
 
     One statement (``compliance_audit_append``): it locks the organization's chain head, so
     sequences stay gapless and every ``previous_hash`` is its predecessor's ``hash`` however
     many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
-    With ``companion``, that INSERT runs in the same statement; its returned id comes back
-    beside the event (``None`` without one).
+    With ``companion``, that INSERT runs in the same statement.
     """
     event = AuditEvent(
         id=uuid.uuid4(),
@@ -160,7 +161,9 @@ def audit_event_append(
     assert row is not None  # noqa: S101 - the function always returns one row
     event.sequence, event.hash, event.previous_hash = int(row[0]), str(row[1]), str(row[2])
     event._state.adding = False
-    return event, row[3]
+    if companion is not None:
+        companion.inserted_id = row[3]
+    return event
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from jwcrypto import jwk
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
-from agentidp.events import event_record, event_record_with
+from agentidp.events import event_record
 from agentidp.lifecycle import AgentStatusChange
 from agentidp.principals import Principal
 from agentidp.secrets import secret_store
@@ -206,8 +206,7 @@ def access_token_record(
             issued.expires, json.dumps(audiences), now, now,
         ],
     )  # fmt: skip
-    _, issued.id = event_record_with(
-        insert,
+    event_record(
         organization_id=client.organization_id,
         actor=Principal(
             kind="agent", id=str(client.agent_id), organization_id=client.organization_id
@@ -221,7 +220,9 @@ def access_token_record(
             "aud": [str(a) for a in audiences],
             "credential_id": str(credential_id) if credential_id else None,
         },
+        companion=insert,
     )
+    issued.id = cast(int, insert.inserted_id)
     issued._state.adding = False
     return issued
 
