@@ -3,6 +3,7 @@
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Protocol
 
 from django.db import IntegrityError, transaction
@@ -20,17 +21,31 @@ from organizations.services import organization_get
 MAX_CAPABILITIES = 64
 
 
+@cache
+def _agent_by_id_sql() -> str:
+    columns = ", ".join(f'"{field.column}"' for field in Agent._meta.concrete_fields)
+    return f"SELECT {columns} FROM agents_agent WHERE organization_id = %s AND id = %s"  # noqa: S608 - column names from the model
+
+
 def agent_get(
     *, organization_id: uuid.UUID, agent_id: uuid.UUID, for_update: bool = False
 ) -> Agent:
-    """The organization's agent; another organization's agent is the same 404 as a missing one."""
-    agents = Agent.objects.all()
+    """The organization's agent; another organization's agent is the same 404 as a missing one.
+
+    The read every bearer-authenticated ``GET /agents/{id}`` makes: one fixed statement (so it
+    is prepared once per connection) rather than a queryset compiled on every call.
+    """
     if for_update:
-        agents = agents.select_for_update()
-    try:
-        return agents.get(organization_id=organization_id, id=agent_id)
-    except Agent.DoesNotExist as exc:
-        raise NotFound("No such agent.") from exc
+        agent = (
+            Agent.objects.select_for_update()
+            .filter(organization_id=organization_id, id=agent_id)
+            .first()
+        )
+    else:
+        agent = next(iter(Agent.objects.raw(_agent_by_id_sql(), [organization_id, agent_id])), None)
+    if agent is None:
+        raise NotFound("No such agent.")
+    return agent
 
 
 def _validate_metadata(metadata: Mapping[str, JSONValue]) -> None:

@@ -248,4 +248,4 @@ def test_a_bearer_read_costs_two_statements(valid: str, cred: Credentialed) -> N
     sql = statements(queries)
     assert len(sql) == 2, sql
     assert "set_config('app.organization_id'" in sql[0]
-    assert 'FROM "agents_agent"' in sql[1]
+    assert "FROM agents_agent" in sql[1]
