@@ -163,6 +163,11 @@ def signing_keys_published() -> list[dict[str, JSONValue]]:
     return [dict(key.public_jwk) for key in keys]
 
 
+def _client_actor(client: Client) -> Principal:
+    """The agent behind a client, as the actor of its token events."""
+    return Principal(kind="agent", id=str(client.agent_id), organization_id=client.organization_id)
+
+
 ACCESS_TOKEN_INSERT = """
 INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
                               scope, expires, resource, created, updated)
@@ -208,9 +213,7 @@ def access_token_record(
     )  # fmt: skip
     event_record(
         organization_id=client.organization_id,
-        actor=Principal(
-            kind="agent", id=str(client.agent_id), organization_id=client.organization_id
-        ),
+        actor=_client_actor(client),
         action="token.issued",
         subject_type="token",
         subject_id=jti,
@@ -235,9 +238,7 @@ def access_token_revoke(*, client: Client, jti: str, expires_at: int) -> bool:
     transaction.on_commit(lambda: jti_revoke(jti, expires_at=expires_at))
     event_record(
         organization_id=client.organization_id,
-        actor=Principal(
-            kind="agent", id=str(client.agent_id), organization_id=client.organization_id
-        ),
+        actor=_client_actor(client),
         action="token.revoked",
         subject_type="token",
         subject_id=jti,

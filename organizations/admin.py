@@ -23,29 +23,41 @@ class StaffMembershipInline(admin.TabularInline[StaffMembership, Organization]):
         return False
 
 
+FIELDS = (
+    "id",
+    "slug",
+    "name",
+    "plan",
+    "max_agents",
+    "max_tokens_per_month",
+    "access_token_lifetime_seconds",
+    "credential_grace_seconds",
+    "status",
+    "created_at",
+    "updated_at",
+)
+CHANGE_ONLY = ("access_token_lifetime_seconds", "credential_grace_seconds")
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin[Organization]):
     list_display = ["slug", "name", "plan", "status", "max_agents", "max_tokens_per_month"]
     list_filter = ["status", "plan"]
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "status", "created_at", "updated_at"]
-    fields = [
-        "id",
-        "slug",
-        "name",
-        "plan",
-        "max_agents",
-        "max_tokens_per_month",
-        "status",
-        "created_at",
-        "updated_at",
-    ]
+    fields = FIELDS
     inlines = [StaffMembershipInline]
     actions = ["suspend", "reactivate"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         organizations = super().get_queryset(request).exclude(status="deleted")
         return scoped_to_principal(request, organizations, field="id")
+
+    def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
+        """Token lifetime and secret grace start at their defaults; they are edited afterwards."""
+        if obj is None:
+            return tuple(f for f in FIELDS if f not in CHANGE_ONLY)
+        return FIELDS
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Organization | None = None

@@ -78,6 +78,28 @@ def test_superuser_creates_organization_and_edits_quota(superuser: User) -> None
         assert AuditEvent.objects.filter(
             organization_id=created.id, action="organization.created", actor_type="user"
         ).exists()
+    response = client.post(
+        f"/admin/organizations/organization/{created.id}/change/",
+        {
+            "name": "From admin",
+            "plan": "pro",
+            "max_agents": "250",
+            "max_tokens_per_month": "",
+            "access_token_lifetime_seconds": "900",
+            "credential_grace_seconds": "3600",
+            "staff_memberships-TOTAL_FORMS": "0",
+            "staff_memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    with tenant_context(created.id):
+        changed = Organization.objects.get(id=created.id)
+        update = AuditEvent.objects.get(organization_id=created.id, action="organization.updated")
+    assert (changed.access_token_lifetime_seconds, changed.credential_grace_seconds) == (900, 3600)
+    assert set(update.data["changed"]) == {
+        "access_token_lifetime_seconds",
+        "credential_grace_seconds",
+    }
 
 
 def test_admin_lifecycle_action_goes_through_the_service(staff: User, org: Organization) -> None:
