@@ -1,0 +1,87 @@
+"""Client secrets in the admin, through a real staff login: listed without secrets, rotated
+(the new secret shown once) and revoked through the services, and only in the staff's own
+organization."""
+
+import uuid
+from typing import cast
+
+import pytest
+from django.contrib.auth.models import User
+from django.http import HttpResponse
+from django.test import Client
+
+from agentidp.tenancy import tenant_context
+from compliance.models import AuditEvent
+from credentials.models import ClientSecret
+from organizations.models import Organization
+from tests.oidc.conftest import Credentialed, basic, credentialed, request_token
+from tests.platform.test_admin import _login
+
+CHANGELIST = "/admin/credentials/clientsecret/"
+
+
+@pytest.fixture
+def cred(org: Organization) -> Credentialed:
+    return credentialed(org)
+
+
+def _act(client: Client, action: str, *ids: object) -> HttpResponse:
+    data = {"action": action, "_selected_action": [str(i) for i in ids]}
+    return cast(HttpResponse, client.post(CHANGELIST, data))
+
+
+def _events(organization_id: uuid.UUID, action: str) -> list[AuditEvent]:
+    with tenant_context(organization_id):
+        return list(AuditEvent.objects.filter(organization_id=organization_id, action=action))
+
+
+def test_the_list_shows_prefixes_never_secrets_or_digests(
+    staff: User, cred: Credentialed, other_org: Organization
+) -> None:
+    foreign = credentialed(other_org)
+    page = _login(staff).get(CHANGELIST).content.decode()
+    with tenant_context(cred.agent.organization_id):
+        secret = ClientSecret.objects.get(id=cred.credential_id)
+    assert secret.prefix in page
+    assert cred.secret not in page and secret.digest not in page
+    assert foreign.client_id not in page
+    detail = _login(staff).get(f"{CHANGELIST}{cred.credential_id}/change/").content.decode()
+    assert secret.prefix in detail and secret.digest not in detail
+
+
+def test_rotate_shows_the_new_secret_once_and_keeps_the_old_one_for_the_grace(
+    staff: User, cred: Credentialed, org: Organization
+) -> None:
+    client = _login(staff)
+    response = _act(client, "rotate", cred.credential_id)
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    page = response.content.decode()
+    new_secret = page.split("<td><code>")[2].split("</code>")[0]
+    assert new_secret != cred.secret and len(new_secret) >= 40
+    assert request_token(auth=basic(cred.client_id, new_secret)).status_code == 200
+    assert request_token(cred).status_code == 200  # the old one, within its grace period
+    assert new_secret not in client.get(CHANGELIST).content.decode()
+    (event,) = _events(org.id, "credential.rotated")
+    assert event.actor_id == str(staff.id) and new_secret not in str(event.data)
+
+
+def test_revoke_stops_the_secret_at_once(
+    staff: User, cred: Credentialed, org: Organization
+) -> None:
+    assert request_token(cred).status_code == 200
+    response = _act(_login(staff), "revoke", cred.credential_id)
+    assert response.status_code == 302
+    assert request_token(cred).status_code == 401
+    assert len(_events(org.id, "credential.revoked")) == 1
+
+
+def test_staff_cannot_act_on_another_organizations_secret(
+    staff: User, other_org: Organization
+) -> None:
+    foreign = credentialed(other_org)
+    _act(_login(staff), "revoke", foreign.credential_id)
+    _act(_login(staff), "rotate", foreign.credential_id)
+    assert request_token(foreign).status_code == 200
+    assert _events(other_org.id, "credential.revoked") == []
+    assert _events(other_org.id, "credential.rotated") == []
