@@ -42,3 +42,13 @@ class AuthenticationRejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class AuthenticationUnavailable(Exception):
+    """Credentials were presented but could not be checked (a store they depend on is down).
+
+    The request is refused with 503 and ``Retry-After``, never served, and never answered as a
+    bad credential: the client's token may be fine, and it should retry rather than discard it.
+    """
+
+    retry_after_seconds = 5

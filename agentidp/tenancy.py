@@ -37,7 +37,7 @@ from prometheus_client import Counter
 from agentidp.conf import agentidp_settings
 from agentidp.errors import TenancyError, problem_response
 from agentidp.events import deferred_events_begin, deferred_events_run
-from agentidp.principals import AuthenticationRejected, Principal
+from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
 
 logger = logging.getLogger("agentidp.tenancy")
 
@@ -284,6 +284,18 @@ def invalid_token_response(request: HttpRequest) -> HttpResponse:
     return response
 
 
+def authentication_unavailable_response(request: HttpRequest) -> HttpResponse:
+    """503 when a presented credential cannot be checked right now: retry, do not discard it."""
+    response = problem_response(
+        request,
+        status=503,
+        title="Service unavailable",
+        detail="Authentication cannot be checked right now; retry shortly.",
+    )
+    response["Retry-After"] = str(AuthenticationUnavailable.retry_after_seconds)
+    return response
+
+
 class TenancyMiddleware:
     """Opens the request's transaction, resolves the principal and sets its organization.
 
@@ -320,6 +332,9 @@ class TenancyMiddleware:
             except AuthenticationRejected:
                 transaction.set_rollback(True)
                 return invalid_token_response(request)
+            except AuthenticationUnavailable:
+                transaction.set_rollback(True)
+                return authentication_unavailable_response(request)
             finally:
                 _state.reset(token)
             request.principal = principal  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from prometheus_client import Counter
 from redis import RedisError
 
-from agentidp.principals import AuthenticationRejected, Principal
+from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
 from agentidp.tenancy import organization_applied
 from oidc.revocation import jti_is_revoked
 from oidc.tokens import InvalidToken, access_token_verify
@@ -41,8 +41,10 @@ def bearer_token_principal(request: HttpRequest) -> Principal | None:
     except InvalidToken as exc:
         raise _reject(exc.reason) from exc
     except RedisError as exc:
+        # Fail closed: without the revocation list a revoked token would pass.
         logger.warning("revocation list unavailable; refusing bearer token")
-        raise _reject("revocation_unavailable") from exc
+        BEARER_REJECTIONS.labels(reason="revocation_unavailable").inc()
+        raise AuthenticationUnavailable from exc
     if revoked:
         raise _reject("revoked")
     organization_id = verified.organization_id

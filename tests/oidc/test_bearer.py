@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client as HttpClient
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 from jwcrypto import jws
 
 from agentidp.tenancy import tenant_context
@@ -249,3 +249,32 @@ def test_a_bearer_read_costs_two_statements(valid: str, cred: Credentialed) -> N
     assert len(sql) == 2, sql
     assert "set_config('app.organization_id'" in sql[0]
     assert "FROM agents_agent" in sql[1]
+
+
+def test_a_subject_that_is_not_an_agent_id(claims: dict[str, Any], cred: Credentialed) -> None:
+    """Signed by us but naming no agent: refused like any invalid token, never a 500."""
+    assert_invalid_token(call(sign({**claims, "sub": "../admin"}), f"/agents/{cred.agent.id}"))
+
+
+def test_without_the_revocation_list_bearer_tokens_are_refused_not_rejected(
+    valid: str, cred: Credentialed
+) -> None:
+    """Redis down: a revoked token would pass unchecked, so every bearer request is refused, with
+    503 and Retry-After (the token may be fine: retry, do not discard it), never 200 or 500."""
+    from agentidp.devenv import free_port
+    from agentidp.usage import redis_client
+
+    path = f"/agents/{cred.agent.id}"
+    assert call(valid, path).status_code == 200
+    try:
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            redis_client.cache_clear()
+            response = call(valid, path)
+    finally:
+        redis_client.cache_clear()
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert int(response["Retry-After"]) >= 1
+    assert cred.agent.name not in response.content.decode()
+    assert "WWW-Authenticate" not in response
+    assert call(valid, path).status_code == 200
