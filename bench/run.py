@@ -6,6 +6,10 @@ client_credentials over 100 agents in 10 organizations, every issuance audited,
 JWKS in one process. The web server is gunicorn with ``bench/gunicorn.conf.py`` (the
 configuration the README recommends), the same for every figure; the load generator is wrk
 at 16 connections.
+
+After the four figures come the reference floors (``bench/floors.py``, served by the same
+server): a request transaction with one statement, a bare DRF view, and a DRF view behind the
+bearer principal. They are not targets; they show how much of (b) and (c) the stack itself takes.
 """
 
 import json
@@ -103,12 +107,18 @@ def tokens(base: str) -> list[str]:
     return issued
 
 
-def wrk(url: str, script: str | None, data: str | None, seconds: int) -> dict[str, float]:
+Scenario = tuple[str, str, str | None, str | None, dict[str, str]]
+
+
+def wrk(scenario: Scenario, seconds: int) -> dict[str, float]:
+    _, url, script, data, script_env = scenario
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
     if script:
         command[1:1] = ["-s", str(ROOT / "bench" / script)]
         command += ["--", data or ""]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout  # noqa: S603
+    out = subprocess.run(  # noqa: S603
+        command, capture_output=True, text=True, check=True, env={**os.environ, **script_env}
+    ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
@@ -153,6 +163,13 @@ def offline_verification(base: str, issued: list[str], seconds: int) -> dict[str
     }
 
 
+def _table(results: dict[str, dict[str, float]], bare: float) -> None:
+    for name, figures in results.items():
+        ratio = figures["rps"] / bare
+        print(f"{name:36} {figures['rps']:9.0f} {figures['p50']:8.2f} {figures['p99']:8.2f} "
+              f"{figures['errors']:8.0f} {ratio:7.2f}")  # fmt: skip
+
+
 def main() -> int:
     env = environment()
     subprocess.run(  # noqa: S603
@@ -164,7 +181,7 @@ def main() -> int:
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "bench" / "gunicorn.conf.py"),
          "--bind", f"127.0.0.1:{PORT}", "agentidp.wsgi"],
-        env=env, cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}, cwd=ROOT,
     )  # fmt: skip
     try:
         import requests
@@ -178,15 +195,27 @@ def main() -> int:
             time.sleep(0.2)
         issued = tokens(base)
         results: dict[str, dict[str, float]] = {}
-        scenarios = [
-            ("(a) bare view /healthz", f"{base}/healthz", None, None),
-            ("(b) POST /oauth2/token", f"{base}/oauth2/token", "token.lua", str(WORK / "credentials.txt")),
-            ("(c) GET /agents/{id} bearer", base, "agent.lua", str(WORK / "bearer.txt")),
+        floors: dict[str, dict[str, float]] = {}
+        bearer = str(WORK / "bearer.txt")
+        scenarios: list[Scenario] = [
+            ("(a) bare view /healthz", f"{base}/healthz", None, None, {}),
+            ("(b) POST /oauth2/token", f"{base}/oauth2/token", "token.lua", str(WORK / "credentials.txt"), {}),
+            ("(c) GET /agents/{id} bearer", base, "agent.lua", bearer, {}),
         ]  # fmt: skip
-        for name, url, script, data in scenarios:
-            wrk(url, script, data, 3)  # warm up
-            results[name] = wrk(url, script, data, DURATION)
-        results["(d) offline JWKS verification"] = offline_verification(base, issued, DURATION)
+        references: list[Scenario] = [
+            ("transaction + SELECT 1", f"{base}/bench/floor/transaction", None, None, {}),
+            ("bare DRF view", f"{base}/bench/floor/drf", None, None, {}),
+            ("DRF + bearer principal, no read", base, "agent.lua", bearer,
+             {"BENCH_PATH_PREFIX": "/bench/floor/bearer/"}),
+        ]  # fmt: skip
+        for table, runs in ((results, scenarios), (floors, references)):
+            for scenario in runs:
+                wrk(scenario, 3)  # warm up
+                table[scenario[0]] = wrk(scenario, DURATION)
+            if table is results:
+                results["(d) offline JWKS verification"] = offline_verification(
+                    base, issued, DURATION
+                )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -194,10 +223,9 @@ def main() -> int:
     print(f"\nmake bench: gunicorn {Path('bench/gunicorn.conf.py')} ({os.cpu_count()} cores), "
           f"wrk {CONNECTIONS} connections, {DURATION}s per figure\n")  # fmt: skip
     print(f"{'scenario':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'vs (a)':>7}")
-    for name, figures in results.items():
-        ratio = figures["rps"] / bare
-        print(f"{name:36} {figures['rps']:9.0f} {figures['p50']:8.2f} {figures['p99']:8.2f} "
-              f"{figures['errors']:8.0f} {ratio:7.2f}")  # fmt: skip
+    _table(results, bare)
+    print("\nreference floors (same server; the stack before any of our work, not targets):")
+    _table(floors, bare)
     token_ratio = results["(b) POST /oauth2/token"]["rps"] / bare
     api_ratio = results["(c) GET /agents/{id} bearer"]["rps"] / bare
     print(f"\ntargets: (b) >= 0.40 of (a): {token_ratio:.2f}; "
