@@ -6,7 +6,7 @@ from celery import shared_task
 
 from agentidp.tenancy import tenant_context
 from compliance.services import audit_chain_verify_recorded
-from organizations.selectors import organization_ids_for_jobs
+from organizations.tasks import fan_out_per_organization
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
@@ -26,7 +26,4 @@ def audit_chain_verify_task(organization_id: str) -> dict[str, object]:
 @shared_task
 def audit_chain_verify_all_task() -> int:
     """Beat job: fan out one verification per organization (listing them crosses tenants)."""
-    ids = organization_ids_for_jobs(reason="beat:audit-chain-verify")
-    for organization_id in ids:
-        audit_chain_verify_task.delay(organization_id)
-    return len(ids)
+    return fan_out_per_organization(audit_chain_verify_task, reason="beat:audit-chain-verify")

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from agentidp.tenancy import tenant_context
 from credentials.services import credential_last_used_persist
-from organizations.selectors import organization_ids_for_jobs
+from organizations.tasks import fan_out_per_organization
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
@@ -19,7 +19,6 @@ def credential_last_used_persist_task(organization_id: str) -> int:
 @shared_task
 def credential_last_used_persist_all_task() -> int:
     """Beat job: persist last-used times for every organization (listing them crosses tenants)."""
-    ids = organization_ids_for_jobs(reason="beat:credential-last-used")
-    for organization_id in ids:
-        credential_last_used_persist_task.delay(organization_id)
-    return len(ids)
+    return fan_out_per_organization(
+        credential_last_used_persist_task, reason="beat:credential-last-used"
+    )

@@ -2,7 +2,7 @@
 
 import uuid
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from agentidp.tenancy import tenant_context
 from agentidp.usage import month_start, previous_month
@@ -20,10 +20,16 @@ def token_usage_persist_task(organization_id: str) -> int:
         return token_usage_persist(organization_id=org_id, month=this_month).tokens_issued
 
 
+def fan_out_per_organization(task: Task[[str], object], *, reason: str) -> int:
+    """A beat job's work: queue ``task`` once per live organization (the listing crosses
+    tenants, under ``reason``); each task enters its organization itself. Returns the count."""
+    ids = organization_ids_for_jobs(reason=reason)
+    for organization_id in ids:
+        task.delay(organization_id)
+    return len(ids)
+
+
 @shared_task
 def token_usage_persist_all_task() -> int:
-    """Beat job: one persistence task per organization (listing them crosses tenants)."""
-    ids = organization_ids_for_jobs(reason="beat:token-usage")
-    for organization_id in ids:
-        token_usage_persist_task.delay(organization_id)
-    return len(ids)
+    """Beat job: one persistence task per organization."""
+    return fan_out_per_organization(token_usage_persist_task, reason="beat:token-usage")
