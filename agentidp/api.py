@@ -8,8 +8,11 @@ import uuid
 from collections.abc import Mapping
 from typing import ClassVar
 
+from django.core.paginator import Paginator
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import exceptions as drf_exceptions
 from rest_framework import pagination, serializers
+from rest_framework.request import Request
 from rest_framework.viewsets import GenericViewSet
 
 from agentidp.errors import ValidationFailed
@@ -52,11 +55,42 @@ class TenantViewSet(GenericViewSet):  # type: ignore[type-arg]
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
-    """``?page=`` and ``?page_size=`` (at most 200)."""
+    """``?page=`` and ``?page_size=`` (at most 200); a malformed page number is a 400, a page
+    past the last one a 404."""
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+    def get_page_number(self, request: Request, paginator: Paginator[object]) -> int | str:
+        number = super().get_page_number(request, paginator)
+        if isinstance(number, str) and not (
+            number.isascii() and number.isdigit() and 0 < int(number) < 2**31
+        ):
+            raise ValidationFailed(
+                "The page number is not valid.",
+                errors={"page": ["A whole number from 1, or 'last'."]},
+            )
+        return number
+
+
+class CursorPagination(pagination.CursorPagination):
+    """Cursor pagination whose malformed cursors are a 400 naming the parameter."""
+
+    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
+        invalid = ValidationFailed(
+            "The cursor is not valid.", errors={"cursor": ["Use a cursor this API returned."]}
+        )
+        try:
+            cursor = super().decode_cursor(request)
+        except drf_exceptions.NotFound as exc:
+            raise invalid from exc
+        if cursor is not None and cursor.position is not None:
+            try:
+                int(cursor.position)
+            except ValueError as exc:
+                raise invalid from exc
+        return cursor
 
 
 def problem_responses(*statuses: int) -> dict[int, OpenApiResponse]:

@@ -174,9 +174,75 @@ def problem_exception_handler(exc: Exception, context: Mapping[str, object]) -> 
     )
 
 
-def problem_response(request: HttpRequest, *, status: int, title: str, detail: str) -> JsonResponse:
-    """A problem+json response for errors raised outside DRF (Django's 404/500 handlers)."""
-    body = problem_body(
-        status=status, title=title, detail=detail, code=None, instance=request.path, errors={}
+# Paths that speak RFC 6749 error JSON instead of problem+json.
+OAUTH_ENDPOINTS = frozenset({"/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"})
+_OAUTH_ERRORS = {
+    400: "invalid_request",
+    401: "invalid_client",
+    405: "invalid_request",
+    413: "invalid_request",
+    429: "temporarily_unavailable",
+    503: "temporarily_unavailable",
+}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def problem_response(
+    request: HttpRequest,
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    """An error in the format of the endpoint it answers, for errors raised outside DRF.
+
+    RFC 6749 error JSON on the OAuth endpoints, RFC 9457 problem+json everywhere else: the
+    middleware, Django's error handlers and the CSRF failure view all answer through here.
+    """
+    response: JsonResponse
+    if request.path in OAUTH_ENDPOINTS:
+        error = _OAUTH_ERRORS.get(status, "server_error" if status >= 500 else "invalid_request")
+        response = JsonResponse({"error": error, "error_description": detail}, status=status)
+        for header, value in NO_STORE.items():
+            response[header] = value
+    else:
+        body = problem_body(
+            status=status, title=title, detail=detail, code=code, instance=request.path, errors={}
+        )
+        response = JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
+    for header, value in (headers or {}).items():
+        response[header] = value
+    return response
+
+
+# The standard problem of each status the middleware and handlers answer with by themselves.
+STANDARD_PROBLEMS: dict[int, tuple[str, str, str]] = {
+    400: ("malformed_request", "Malformed request", "The request could not be parsed."),
+    401: ("unauthenticated", "Authentication required", "Authentication required."),
+    403: ("forbidden", "Forbidden", "The request was refused."),
+    404: ("not_found", "Not found", "No such resource."),
+    405: ("method_not_allowed", "Method not allowed", "The method is not allowed here."),
+    413: ("payload_too_large", "Payload too large", "The request body is too large."),
+    500: ("server_error", "Internal server error", "An unexpected error occurred."),
+    503: (
+        "unavailable",
+        "Service unavailable",
+        "A service this request needs is unavailable; retry shortly.",
+    ),
+}
+
+
+def standard_problem(
+    request: HttpRequest,
+    status: int,
+    *,
+    detail: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JsonResponse:
+    """The documented error for ``status`` (see :data:`STANDARD_PROBLEMS`)."""
+    code, title, default = STANDARD_PROBLEMS.get(status, ("error", "Error", "The request failed."))
+    return problem_response(
+        request, status=status, title=title, detail=detail or default, code=code, headers=headers
     )
-    return JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)

@@ -39,3 +39,29 @@ def agent_status_changed(change: AgentStatusChange) -> None:
     """Called by the agent lifecycle services inside their transaction."""
     for handler in _agent_status_handlers:
         handler(change)
+
+
+@dataclass(frozen=True)
+class CredentialRevocation:
+    """Client secrets were revoked (not merely rotated): what they issued must stop too."""
+
+    organization_id: uuid.UUID
+    credential_ids: tuple[uuid.UUID, ...]
+    actor: Principal
+
+
+CredentialRevocationHandler = Callable[[CredentialRevocation], None]
+_credential_revocation_handlers: list[CredentialRevocationHandler] = []
+
+
+def on_credential_revocation(handler: CredentialRevocationHandler) -> CredentialRevocationHandler:
+    """Register ``handler`` (idempotent); called from an AppConfig's ``ready()``."""
+    if handler not in _credential_revocation_handlers:
+        _credential_revocation_handlers.append(handler)
+    return handler
+
+
+def credentials_revoked(change: CredentialRevocation) -> None:
+    """Called by the credential services inside their transaction."""
+    for handler in _credential_revocation_handlers:
+        handler(change)

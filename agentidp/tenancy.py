@@ -35,8 +35,9 @@ from django.utils.module_loading import import_string
 from prometheus_client import Counter
 
 from agentidp.conf import agentidp_settings
-from agentidp.errors import TenancyError, problem_response
+from agentidp.errors import TenancyError, standard_problem
 from agentidp.events import deferred_events_begin, deferred_events_run
+from agentidp.middleware import UNAVAILABLE, exception_response
 from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
 
 logger = logging.getLogger("agentidp.tenancy")
@@ -277,23 +278,22 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
 
 def invalid_token_response(request: HttpRequest) -> HttpResponse:
     """401 for a rejected bearer token: the same answer whatever the reason (RFC 6750)."""
-    response = problem_response(
-        request, status=401, title="Authentication required", detail="The access token is invalid."
+    return standard_problem(
+        request,
+        401,
+        detail="The access token is invalid.",
+        headers={"WWW-Authenticate": 'Bearer realm="agentidp", error="invalid_token"'},
     )
-    response["WWW-Authenticate"] = 'Bearer realm="agentidp", error="invalid_token"'
-    return response
 
 
 def authentication_unavailable_response(request: HttpRequest) -> HttpResponse:
     """503 when a presented credential cannot be checked right now: retry, do not discard it."""
-    response = problem_response(
+    return standard_problem(
         request,
-        status=503,
-        title="Service unavailable",
+        503,
         detail="Authentication cannot be checked right now; retry shortly.",
+        headers={"Retry-After": str(AuthenticationUnavailable.retry_after_seconds)},
     )
-    response["Retry-After"] = str(AuthenticationUnavailable.retry_after_seconds)
-    return response
 
 
 class TenancyMiddleware:
@@ -313,6 +313,9 @@ class TenancyMiddleware:
         deferred = deferred_events_begin()
         try:
             return self._in_transaction(request)
+        except UNAVAILABLE as exc:
+            # PostgreSQL went away (at BEGIN, in a resolver or at COMMIT): nothing was applied.
+            return exception_response(request, exc)
         finally:
             deferred_events_run(deferred)
 

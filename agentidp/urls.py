@@ -51,5 +51,7 @@ urlpatterns = [
     path("", include(router.urls)),
 ]
 
+handler400 = "agentidp.views.bad_request"
+handler403 = "agentidp.views.permission_denied"
 handler404 = "agentidp.views.not_found"
 handler500 = "agentidp.views.server_error"

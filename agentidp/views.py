@@ -1,22 +1,29 @@
 """Health endpoints for load balancers and Django's error handlers."""
 
 import logging
+import sys
 
 import redis
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import connections
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.csrf import csrf_failure as django_csrf_failure
+from django.views.decorators.http import require_safe
 
-from agentidp.errors import problem_response
+from agentidp.errors import standard_problem
+from agentidp.middleware import ADMIN_PREFIX, is_unavailable, unavailable_response
 
 logger = logging.getLogger("agentidp.health")
 
 
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive."""
     return JsonResponse({"status": "ok"})
 
 
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """The database and Redis answer; 503 naming the failing check otherwise."""
     checks: dict[str, str] = {}
@@ -42,11 +49,31 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
-def not_found(request: HttpRequest, exception: Exception) -> JsonResponse:
-    return problem_response(request, status=404, title="Not found", detail="No such resource.")
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig):
+        return standard_problem(request, 413)
+    return standard_problem(request, 400)
 
 
-def server_error(request: HttpRequest) -> JsonResponse:
-    return problem_response(
-        request, status=500, title="Internal server error", detail="An unexpected error occurred."
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return standard_problem(request, 403)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return standard_problem(request, 404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    caught = sys.exc_info()[1]
+    if caught is not None and is_unavailable(caught):
+        return unavailable_response(request)
+    return standard_problem(request, 500)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW``: the admin keeps Django's page, the API answers a problem."""
+    if request.path.startswith(ADMIN_PREFIX):
+        return django_csrf_failure(request, reason)
+    return standard_problem(
+        request, 403, detail=f"CSRF check failed: {reason or 'no token'}; send X-CSRFToken."
     )

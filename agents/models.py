@@ -21,6 +21,12 @@ class Agent(OrgOwnedModel, TimestampedModel):
     status = models.CharField(
         max_length=20, choices=AgentStatus.choices, default=AgentStatus.ACTIVE
     )
+    tokens_not_before = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Tokens issued before this moment are refused (set on suspension).",
+    )
 
     class Meta:
         ordering = ["name"]

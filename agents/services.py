@@ -7,6 +7,7 @@ from functools import cache
 from typing import Protocol
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, QuotaExceeded, ValidationFailed
@@ -205,7 +206,12 @@ def _agent_transition(
         )
     previous = agent.status
     agent.status = target
-    agent.save(update_fields=["status", "updated_at"])
+    updated = ["status", "updated_at"]
+    if target != AgentStatus.ACTIVE:
+        # Every token issued so far stops for good: reactivation does not revive them.
+        agent.tokens_not_before = timezone.now()
+        updated.append("tokens_not_before")
+    agent.save(update_fields=updated)
     agent_status_changed(
         AgentStatusChange(
             organization_id=organization_id,

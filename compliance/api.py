@@ -1,11 +1,11 @@
 """API for reading the caller's organization's audit log."""
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import pagination, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import TenantViewSet, problem_responses
+from agentidp.api import CursorPagination, TenantViewSet, problem_responses
 from agentidp.errors import NotFound
 from compliance.models import AuditEvent
 from compliance.selectors import audit_event_list
@@ -42,7 +42,7 @@ class AuditQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
     until = serializers.DateTimeField(required=False)
 
 
-class AuditCursorPagination(pagination.CursorPagination):
+class AuditCursorPagination(CursorPagination):
     """Stable cursors over the chain, newest first."""
 
     ordering = "-sequence"

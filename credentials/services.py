@@ -21,9 +21,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from agentidp.boundary import text_refusal
 from agentidp.errors import Conflict, NotFound, ValidationFailed
 from agentidp.events import event_record
-from agentidp.lifecycle import AgentStatusChange
+from agentidp.lifecycle import AgentStatusChange, CredentialRevocation, credentials_revoked
 from agentidp.principals import Principal
 from agentidp.secrets import SecretFactory, platform_path, secret_store
 from agentidp.usage import last_used_key, redis_client
@@ -235,6 +236,11 @@ def credential_revoke(
         raise Conflict("The credential is already revoked.")
     credential.revoked_at = timezone.now()
     credential.save(update_fields=["revoked_at"])
+    credentials_revoked(
+        CredentialRevocation(
+            organization_id=organization_id, credential_ids=(credential.id,), actor=actor
+        )
+    )
     event_record(
         organization_id=organization_id,
         actor=actor,
@@ -326,15 +332,19 @@ def client_credentials_parse(
     *, authorization: str, form_client_id: str | None, form_secret: str | None
 ) -> tuple[str, str]:
     """``client_secret_basic`` (RFC 6749 2.3.1: form-encoded parts) or ``client_secret_post``;
-    ``("", "")`` when neither is usable."""
+    ``("", "")`` when neither is usable (text the boundary refuses included)."""
     if authorization[:6].lower() == "basic ":
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return "", ""
         client_id, _, secret = decoded.partition(":")
-        return unquote_plus(client_id), unquote_plus(secret)
-    return form_client_id or "", form_secret or ""
+        client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    else:
+        client_id, secret = form_client_id or "", form_secret or ""
+    if text_refusal(client_id) or text_refusal(secret):
+        return "", ""
+    return client_id, secret
 
 
 def client_load(*, client_id: str) -> Client:

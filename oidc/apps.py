@@ -11,7 +11,8 @@ class OidcConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from agentidp.lifecycle import on_agent_status_change
-        from oidc.services import tokens_follow_agent_status
+        from agentidp.lifecycle import on_agent_status_change, on_credential_revocation
+        from oidc.services import tokens_follow_agent_status, tokens_follow_credential_revocation
 
         on_agent_status_change(tokens_follow_agent_status)
+        on_credential_revocation(tokens_follow_credential_revocation)

@@ -13,3 +13,12 @@ class SigningAlgorithm(models.TextChoices):
     ES256 = "ES256", "ES256 (ECDSA P-256)"
     RS256 = "RS256", "RS256 (RSA 2048)"
     EDDSA = "EdDSA", "EdDSA (Ed25519)"
+
+
+class RevocationReason(models.TextChoices):
+    """Why a token was revoked before it expired."""
+
+    CLIENT_REQUEST = "client_request", "Revoked by its client (RFC 7009)"
+    CREDENTIAL_REVOKED = "credential_revoked", "The secret it was issued with was revoked"
+    AGENT_SUSPENDED = "agent_suspended", "Its agent was suspended"
+    AGENT_DECOMMISSIONED = "agent_decommissioned", "Its agent was decommissioned"

@@ -6,7 +6,7 @@ from django.db import models
 from oauth2_provider.models import AbstractAccessToken, AbstractIDToken, AbstractRefreshToken
 
 from agentidp.models import OrgOwnedModel
-from oidc.choices import KeyStatus, SigningAlgorithm
+from oidc.choices import KeyStatus, RevocationReason, SigningAlgorithm
 
 
 class SigningKey(models.Model):
@@ -62,6 +62,9 @@ class AccessToken(OrgOwnedModel, AbstractAccessToken):
     Only its checksum is stored, never the bearer token itself (RFC 9700 token storage)."""
 
     jti = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    credential_id = models.UUIDField(
+        null=True, blank=True, editable=False, help_text="The client secret it was issued with."
+    )
 
     objects = AccessTokenQuerySet.as_manager()
 
@@ -81,3 +84,21 @@ class IDToken(OrgOwnedModel, AbstractIDToken):
 
     class Meta(AbstractIDToken.Meta):
         pass
+
+
+class RevokedToken(OrgOwnedModel):
+    """The durable record of a revoked token, kept until the token would have expired.
+
+    The revocation list in Redis is a cache of these rows, rebuilt from them whenever Redis
+    has lost it (``oidc.revocation``)."""
+
+    jti = models.UUIDField(unique=True, editable=False)
+    expires_at = models.DateTimeField(editable=False)
+    revoked_at = models.DateTimeField(editable=False)
+    reason = models.CharField(max_length=30, choices=RevocationReason.choices, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="oidc_revoked_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.jti} ({self.reason})"

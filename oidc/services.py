@@ -9,23 +9,25 @@ from typing import cast
 
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from jwcrypto import jwk
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
 from agentidp.events import event_record
-from agentidp.lifecycle import AgentStatusChange
+from agentidp.lifecycle import AgentStatusChange, CredentialRevocation
 from agentidp.principals import Principal
 from agentidp.secrets import secret_store
+from agentidp.tenancy import organization_applied
 from agents.choices import AgentStatus
 from compliance.services import CompanionInsert
 from credentials.models import Client
-from oidc.choices import KeyStatus, SigningAlgorithm
+from oidc.choices import KeyStatus, RevocationReason, SigningAlgorithm
 from oidc.keys import key_ring, private_key_path
-from oidc.models import AccessToken, SigningKey
-from oidc.revocation import jti_is_revoked, jti_revoke
-from oidc.tokens import InvalidToken, access_token_verify
+from oidc.models import AccessToken, RevokedToken, SigningKey
+from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
+from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
 
 KEY_LOCK = 7_342_001  # pg_advisory_xact_lock id serializing key creation and rotation
 
@@ -170,8 +172,8 @@ def _client_actor(client: Client) -> Principal:
 
 ACCESS_TOKEN_INSERT = """
 INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
-                              scope, expires, resource, created, updated)
-VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s)
+                              scope, expires, resource, created, updated, credential_id)
+VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
 RETURNING id
 """  # noqa: S105 - SQL, not a secret
 
@@ -203,12 +205,13 @@ def access_token_record(
         resource=audiences,
         created=now,
         updated=now,
+        credential_id=credential_id,
     )
     insert = CompanionInsert(
         ACCESS_TOKEN_INSERT,
         [
             issued.organization_id, client.id, issued.token_checksum, issued.jti, scope,
-            issued.expires, json.dumps(audiences), now, now,
+            issued.expires, json.dumps(audiences), now, now, credential_id,
         ],
     )  # fmt: skip
     event_record(
@@ -230,55 +233,160 @@ def access_token_record(
     return issued
 
 
-def access_token_revoke(*, client: Client, jti: str, expires_at: int) -> bool:
-    """Revoke one of the client's tokens: listed in Redis after commit, audited now."""
-    deleted, _ = AccessToken.objects.filter(
-        organization_id=client.organization_id, application=client, jti=uuid.UUID(jti)
+def _revocations_record(
+    *,
+    organization_id: uuid.UUID,
+    tokens: list[tuple[uuid.UUID, dt.datetime]],
+    reason: RevocationReason,
+) -> None:
+    """The durable record of revoked tokens (idempotent: a jti is recorded once)."""
+    now = timezone.now()
+    RevokedToken.objects.bulk_create(
+        [
+            RevokedToken(
+                organization_id=organization_id,
+                jti=jti,
+                expires_at=expires,
+                revoked_at=now,
+                reason=reason,
+            )
+            for jti, expires in tokens
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def revocations_purge(*, organization_id: uuid.UUID) -> int:
+    """Forget revocations of tokens that have expired (nothing can present them any more)."""
+    deleted, _ = RevokedToken.objects.filter(
+        organization_id=organization_id, expires_at__lte=timezone.now()
     ).delete()
-    transaction.on_commit(lambda: jti_revoke(jti, expires_at=expires_at))
+    return deleted
+
+
+def access_token_revoke(*, client: Client, jti: str, expires_at: int) -> bool:
+    """Revoke one of the client's tokens: recorded in the database until it would have
+    expired, listed in Redis before the transaction commits, audited.
+
+    Returns whether the token was one this server has a record of issuing.
+    """
+    token_id = uuid.UUID(jti)
+    known = AccessToken.objects.filter(
+        organization_id=client.organization_id, application=client, jti=token_id
+    ).exists()
+    expires = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC)
+    _revocations_record(
+        organization_id=client.organization_id,
+        tokens=[(token_id, expires)],
+        reason=RevocationReason.CLIENT_REQUEST,
+    )
+    jti_revoke(jti, expires_at=expires_at)
     event_record(
         organization_id=client.organization_id,
         actor=_client_actor(client),
         action="token.revoked",
         subject_type="token",
         subject_id=jti,
-        data={"client_id": client.client_id, "known": bool(deleted)},
+        data={"client_id": client.client_id, "known": known},
     )
-    return bool(deleted)
+    return known
+
+
+def _live_tokens_revoke(
+    *, organization_id: uuid.UUID, tokens: QuerySet[AccessToken], reason: RevocationReason
+) -> int:
+    """Revoke every unexpired token of ``tokens``: recorded now, listed after commit.
+
+    For bulk revocations that something else already enforces (the agent's not-before, a
+    revoked secret), so a Redis outage at commit time cannot let one of them through.
+    """
+    live = list(tokens.filter(expires__gt=timezone.now()).values_list("jti", "expires"))
+    if not live:
+        return 0
+    _revocations_record(organization_id=organization_id, tokens=live, reason=reason)
+    entries = [(str(jti), int(expires.timestamp())) for jti, expires in live]
+    transaction.on_commit(lambda: jtis_cache(entries), robust=True)
+    return len(live)
 
 
 def tokens_follow_agent_status(change: AgentStatusChange) -> None:
-    """Lifecycle hook: a decommissioned agent's live tokens join the revocation list.
+    """Lifecycle hook: suspending or decommissioning an agent revokes its live tokens for good.
 
-    Suspension needs no listing: bearer verification refuses tokens of agents that are not
-    active, and the agent's status is read in the request's transaction.
+    The agent's ``tokens_not_before`` (set by the agent service) already refuses them in the
+    API and introspection; recording each one makes the revocation list say the same, and keeps
+    them refused after a reactivation.
     """
-    if change.current != AgentStatus.DECOMMISSIONED:
+    reasons = {
+        AgentStatus.SUSPENDED: RevocationReason.AGENT_SUSPENDED,
+        AgentStatus.DECOMMISSIONED: RevocationReason.AGENT_DECOMMISSIONED,
+    }
+    reason = reasons.get(AgentStatus(change.current))
+    if reason is None:
         return
-    now = timezone.now()
-    live = list(
-        AccessToken.objects.filter(
-            organization_id=change.organization_id,
-            application__agent_id=change.agent_id,
-            expires__gt=now,
-        ).values_list("jti", "expires")
+    _live_tokens_revoke(
+        organization_id=change.organization_id,
+        tokens=AccessToken.objects.filter(
+            organization_id=change.organization_id, application__agent_id=change.agent_id
+        ),
+        reason=reason,
     )
 
-    def publish() -> None:
-        for jti, expires in live:
-            jti_revoke(str(jti), expires_at=int(expires.timestamp()))
 
-    transaction.on_commit(publish)
+def tokens_follow_credential_revocation(change: CredentialRevocation) -> None:
+    """Lifecycle hook: revoking a secret revokes every live token issued with it."""
+    _live_tokens_revoke(
+        organization_id=change.organization_id,
+        tokens=AccessToken.objects.filter(
+            organization_id=change.organization_id, credential_id__in=change.credential_ids
+        ),
+        reason=RevocationReason.CREDENTIAL_REVOKED,
+    )
+
+
+STANDING_SQL = """
+SELECT set_config('app.organization_id', %s, true),
+       (SELECT a.status FROM agents_agent a WHERE a.id = %s),
+       (SELECT a.tokens_not_before FROM agents_agent a WHERE a.id = %s),
+       (SELECT o.status FROM organizations_organization o WHERE o.id = %s::uuid)
+"""
+
+
+def token_standing(verified: VerifiedToken) -> str | None:
+    """Why a token whose signature and claims verified may not be used now, or None.
+
+    The one rule the API (bearer authentication) and introspection share: not revoked, its
+    agent and organization active, and issued after the agent was last suspended. Enters the
+    token's organization on the current transaction. Raises ``RedisError`` when the
+    revocation list cannot be asked.
+    """
+    if jti_is_revoked(verified.jti):
+        return "revoked"
+    try:
+        agent_id = uuid.UUID(verified.subject)
+    except ValueError:
+        return "claims"
+    organization_id = str(verified.organization_id)
+    with connection.cursor() as cursor:
+        cursor.execute(STANDING_SQL, [organization_id, agent_id, agent_id, organization_id])
+        row = cursor.fetchone()
+    organization_applied(verified.organization_id)
+    if row is None or row[1] != AgentStatus.ACTIVE or row[3] != "active":
+        return "agent_inactive"
+    not_before: dt.datetime | None = row[2]
+    if not_before is not None and verified.issued_at < not_before.timestamp():
+        return "revoked"
+    return None
 
 
 def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
-    """RFC 7662 for an authenticated client: active only for a valid, unrevoked token of the
-    client's own organization (any audience); anything else is ``{"active": false}``."""
+    """RFC 7662 for an authenticated client: active only for a token of the client's own
+    organization (any audience) that the API would accept; anything else is
+    ``{"active": false}``."""
     try:
         verified = access_token_verify(token, any_audience=True)
     except InvalidToken:
         return {"active": False}
-    if verified.organization_id != client.organization_id or jti_is_revoked(verified.jti):
+    if verified.organization_id != client.organization_id or token_standing(verified):
         return {"active": False}
     return {"active": True, "token_type": "Bearer", **verified.claims}
 

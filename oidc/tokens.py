@@ -196,6 +196,10 @@ class VerifiedToken:
     def expires_at(self) -> int:
         return int(str(self.claims["exp"]))
 
+    @property
+    def issued_at(self) -> int:
+        return int(str(self.claims["iat"]))
+
 
 def access_token_verify(
     token: str,

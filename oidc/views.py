@@ -7,10 +7,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 from oauth2_provider import views as dot_views
 from prometheus_client import Histogram
 
-from agentidp.errors import JSONValue
+from agentidp.errors import NO_STORE, JSONValue
 from agentidp.tenancy import adopt_organization
 from credentials.services import (
     ClientAuthenticationFailed,
@@ -33,7 +34,6 @@ TOKEN_LATENCY = Histogram(
     ["status"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # RFC 6749 5.2: answer a failed client authentication with the scheme clients use (Basic).
 BASIC_CHALLENGE = 'Basic realm="agentidp", error="invalid_client"'
 
@@ -69,7 +69,19 @@ class TokenView(dot_views.TokenView):
 
 
 class RevokeTokenView(dot_views.RevokeTokenView):
-    """RFC 7009 through DOT; the validator checks the token belongs to the caller."""
+    """RFC 7009 through DOT; the validator checks the token belongs to the caller.
+
+    Success is ``200 {}`` as JSON (oauthlib answers with an empty body), never cached."""
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        response: HttpResponse = super().post(request, *args, **kwargs)
+        if response.status_code == 200 and not response.content:
+            response = JsonResponse({})
+        if response.status_code == 401:
+            response["WWW-Authenticate"] = BASIC_CHALLENGE
+        for header, value in NO_STORE.items():
+            response[header] = value
+        return response
 
 
 def _oauth_error(error: str, description: str, status: int) -> JsonResponse:
@@ -104,6 +116,7 @@ class IntrospectView(View):
         return JsonResponse(token_introspect(client=client, token=token), headers=NO_STORE)
 
 
+@require_safe
 def jwks(request: HttpRequest) -> JsonResponse:
     """The public keys that verify live tokens: next, current and unexpired retired keys."""
     keys = signing_keys_published()
@@ -115,6 +128,7 @@ def jwks(request: HttpRequest) -> JsonResponse:
     return response
 
 
+@require_safe
 def authorization_server_metadata(request: HttpRequest) -> JsonResponse:
     """RFC 8414 metadata (also served as ``/.well-known/openid-configuration``)."""
     response = JsonResponse(discovery_document())

@@ -15,6 +15,7 @@ from agents.models import Agent
 from organizations.choices import MemberRole
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
+from tests.oidc.conftest import Credentialed, credentialed
 from tests.openbao import BaoServer, start_bao
 
 
@@ -104,6 +105,12 @@ def _app_role_on_test_database(db: None) -> None:
 @pytest.fixture
 def org() -> Organization:
     return OrganizationFactory()
+
+
+@pytest.fixture
+def cred(org: Organization) -> Credentialed:
+    """An agent of ``org`` with a client secret and the agents scopes."""
+    return credentialed(org)
 
 
 @pytest.fixture

@@ -49,11 +49,6 @@ def credentialed(
     return Credentialed(agent, issued.client_id, issued.secret, issued.credential.id)
 
 
-@pytest.fixture
-def cred(org: Organization) -> Credentialed:
-    return credentialed(org)
-
-
 def basic(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
 

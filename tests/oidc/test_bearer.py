@@ -202,13 +202,18 @@ def test_revoked_jti(valid: str, claims: dict[str, Any]) -> None:
     assert_invalid_token(call(valid))
 
 
-def test_token_of_a_suspended_agent(valid: str, cred: Credentialed, org: Organization) -> None:
+def test_token_of_a_suspended_agent(
+    valid: str, cred: Credentialed, org: Organization, token_for: Callable[..., str]
+) -> None:
+    """Suspension ends the agent's tokens for good; after reactivation it asks for new ones."""
     with tenant_context(org.id):
         agent_suspend(actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id)
     assert_invalid_token(call(valid))
     with tenant_context(org.id):
         agent_reactivate(actor=TEST_ACTOR, organization_id=org.id, agent_id=cred.agent.id)
-    assert call(valid).status_code == 200
+    assert_invalid_token(call(valid))
+    time.sleep(1.01)  # iat has one-second resolution: a token of the next second
+    assert call(token_for(cred)).status_code == 200
 
 
 def test_garbage_tokens(valid: str) -> None:

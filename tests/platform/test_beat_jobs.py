@@ -12,6 +12,7 @@ from django_celery_beat.models import PeriodicTask
 
 from compliance.tasks import audit_chain_verify_all_task
 from credentials.tasks import credential_last_used_persist_all_task
+from oidc.tasks import revocations_purge_all_task
 from organizations.models import Organization
 from organizations.tasks import token_usage_persist_all_task
 
@@ -30,6 +31,11 @@ JOBS = [
         "Persist credentials' last-used times (all organizations)",
         credential_last_used_persist_all_task,
         "credentials.tasks.credential_last_used_persist_task",
+    ),
+    (
+        "Purge expired token revocations (all organizations)",
+        revocations_purge_all_task,
+        "oidc.tasks.revocations_purge_task",
     ),
 ]
 

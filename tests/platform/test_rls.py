@@ -24,6 +24,7 @@ TENANT_TABLES = [
     "oidc_accesstoken",
     "oidc_idtoken",
     "oidc_refreshtoken",
+    "oidc_revokedtoken",
     "organizations_staffmembership",
     "organizations_tokenusage",
 ]

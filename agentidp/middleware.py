@@ -1,0 +1,161 @@
+"""Middleware at the edge: the documented error format everywhere, and the input boundary.
+
+* :class:`ErrorFormatMiddleware` (outermost) answers every error outside the admin in the
+  documented format, with ``DEBUG`` on or off: an exception in a view becomes a problem (503
+  with ``Retry-After`` when PostgreSQL or Redis is unreachable, 500 otherwise, never a stack
+  trace), and an HTML error page produced anywhere beneath (Django's 404 and 405, a debug page)
+  is replaced by the problem of the same status.
+* :class:`InputBoundaryMiddleware` refuses, before any view, a body over
+  ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413), and a NUL or lone surrogate in the path, a query or
+  form value (400).
+"""
+
+import logging
+import sys
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agentidp.boundary import InputRejected, texts_check
+from agentidp.errors import standard_problem
+
+logger = logging.getLogger("agentidp.errors")
+
+RETRY_AFTER_SECONDS = 5
+# An unreachable database or Redis: the request may succeed if retried shortly.
+UNAVAILABLE = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+ADMIN_PREFIX = "/admin/"
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
+_EXCEPTION_ATTR = "_agentidp_exception"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, UNAVAILABLE)
+
+
+def unavailable_response(request: HttpRequest) -> HttpResponse:
+    """503 in the endpoint's format; the admin, a browser page, gets plain HTML."""
+    if request.path.startswith(ADMIN_PREFIX):
+        response = HttpResponse(
+            "<h1>Service unavailable</h1><p>Retry in a few seconds.</p>", status=503
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    return standard_problem(request, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def exception_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """What an exception escaping a view or middleware becomes."""
+    if is_unavailable(exc):
+        logger.warning(
+            "service unavailable: %s on %s %s", type(exc).__name__, request.method, request.path
+        )
+        return unavailable_response(request)
+    logger.error(
+        "unhandled %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return standard_problem(request, 500)
+
+
+def _note_exception(sender: object, request: HttpRequest | None = None, **kwargs: object) -> None:
+    """``got_request_exception``: keep what Django turned into an error page, for the
+    middleware above it to answer in the right format."""
+    if request is not None:
+        setattr(request, _EXCEPTION_ATTR, sys.exc_info()[1])
+
+
+got_request_exception.connect(_note_exception, dispatch_uid="agentidp-note-exception")
+
+
+def _is_documented(response: HttpResponse) -> bool:
+    content_type = response.get("Content-Type", "")
+    return content_type.startswith(("application/json", "application/problem+json"))
+
+
+class ErrorFormatMiddleware:
+    """Outermost: every error outside the admin leaves in the documented format."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code < 400 or _is_documented(response):
+            return response
+        caught = getattr(request, _EXCEPTION_ATTR, None)
+        if isinstance(caught, BaseException) and is_unavailable(caught):
+            return unavailable_response(request)
+        if request.path.startswith(ADMIN_PREFIX):
+            return response  # the admin is a browser's HTML application
+        replacement = standard_problem(request, response.status_code)
+        for header in _KEPT_HEADERS:
+            if header in response:
+                replacement[header] = response[header]
+        return replacement
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        """An exception from a view: answered here, so Django's debug page never shows."""
+        if request.path.startswith(ADMIN_PREFIX) and not is_unavailable(exc):
+            return None
+        return exception_response(request, exc)
+
+
+class InputBoundaryMiddleware:
+    """Size limit and text check on every request, before sessions, CSRF or any view."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            self._check(request)
+        except (RequestDataTooBig, _TooLarge):
+            return standard_problem(
+                request,
+                413,
+                detail=f"The request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            )
+        except TooManyFieldsSent:
+            return standard_problem(request, 400, detail="Too many form fields.")
+        except InputRejected as exc:
+            return standard_problem(request, 400, detail=exc.detail)
+        except SuspiciousOperation:
+            return standard_problem(request, 400)
+        return self.get_response(request)
+
+    def _check(self, request: HttpRequest) -> None:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            declared = int(length)
+        except ValueError as exc:
+            raise InputRejected("The Content-Length header is not a number.") from exc
+        if limit is not None and declared > limit:
+            raise _TooLarge
+        texts_check([("path", request.path)], where="path")
+        texts_check(
+            ((key, value) for key, values in request.GET.lists() for value in values),
+            where="query parameter",
+        )
+        if request.method in ("POST", "PUT", "PATCH") and request.content_type in (
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ):
+            texts_check(
+                ((key, value) for key, values in request.POST.lists() for value in values),
+                where="form field",
+            )
+
+
+class _TooLarge(Exception):
+    """A declared body size over the limit."""
