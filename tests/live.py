@@ -1,0 +1,155 @@
+"""A whole ``make run`` stack for the tests that must see what a user sees.
+
+``python -m agentidp.devenv run`` exactly as ``make run`` starts it (embedded PostgreSQL and
+Redis, migrations, the demo seed, web + worker + beat under the supervisor) in a data directory
+of its own, on a free port, with none of the test suite's environment: no DATABASE_URL or
+REDIS_URL, so it starts its embedded servers as on a fresh machine.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+import requests
+
+from agentidp.devenv import ROOT, free_port
+
+# The test run's own settings must not leak into the stack.
+_STRIPPED = (
+    "DATABASE_URL",
+    "DATABASE_OWNER_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "SECRET_KEY",
+    "DEBUG",
+    "AGENTIDP_STRICT_TENANCY",
+    "AGENTIDP_LOCAL_SECRETS_PATH",
+    "AGENTIDP_LOCAL_SECRETS_KEY_FILE",
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+    "DJANGO_SETTINGS_MODULE",
+    "PYTEST_ADDOPTS",
+    "COV_CORE_SOURCE",
+    "COV_CORE_CONFIG",
+    "COV_CORE_DATAFILE",
+)
+
+
+def stack_environment(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _STRIPPED}
+    env.update(AGENTIDP_DATA_DIR=str(data_dir), PORT=str(port))
+    return env
+
+
+@dataclass
+class Stack:
+    """A running ``make run``: its URL, data directory and supervisor process."""
+
+    base: str
+    port: int
+    data_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return stack_environment(self.data_dir, self.port)
+
+    def credentials(self) -> dict[str, str]:
+        stored: dict[str, str] = json.loads((self.data_dir / "demo-credentials.json").read_text())
+        return stored
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``make manage ARGS=...`` against this stack."""
+        return subprocess.run(  # noqa: S603 - our own launcher
+            [sys.executable, "-m", "agentidp.devenv", "manage", *args],
+            env=self.environment,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def redis_port(self) -> int:
+        url = (self.data_dir / "redis.url").read_text().strip()
+        return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+    def redis_pid(self) -> int:
+        info = cast(dict[str, Any], redis.Redis(port=self.redis_port()).info("server"))
+        return int(info["process_id"])
+
+    def postgres_pid(self) -> int:
+        return int((self.data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"make run exited:\n{self.log.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"make run not ready:\n{self.log.read_text()[-4000:]}")
+
+    def supervisor_said(self, text: str, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log.read_text():
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def stack_start(*, demo_passwords: tuple[str, str] | None = None) -> Stack:
+    """Start ``make run`` in a fresh data directory whose parents do not exist yet."""
+    base_dir = Path(tempfile.mkdtemp(prefix="agentidp-stack-"))
+    base_dir.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user under root
+    data_dir = base_dir / "fresh-clone" / ".agentidp"
+    if demo_passwords is not None:
+        data_dir.mkdir(parents=True)
+        data_dir.chmod(0o755)
+        (data_dir / "demo-credentials.json").write_text(
+            json.dumps(
+                {
+                    "staff_username": "demo-admin",
+                    "staff_password": demo_passwords[0],
+                    "platform_username": "platform-admin",
+                    "platform_password": demo_passwords[1],
+                }
+            )
+        )
+    port = free_port()
+    log = base_dir / "make-run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - our own launcher
+            [sys.executable, "-m", "agentidp.devenv", "run"],
+            env=stack_environment(data_dir, port),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    stack = Stack(
+        base=f"http://localhost:{port}", port=port, data_dir=data_dir, log=log, process=process
+    )
+    stack.wait_ready()
+    return stack
