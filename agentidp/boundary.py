@@ -15,13 +15,14 @@ becomes a 500 (or a half-applied change) deep inside a service:
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import IO, cast
 
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 
-from agentidp.errors import JSONValue
+from agentidp.errors import JSONValue, ValidationFailed
 
 MAX_JSON_DEPTH = 32
 _FORBIDDEN_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -149,3 +150,82 @@ class StrictJSONParser(JSONParser):
         if not isinstance(document, dict):
             raise ValidationError({"body": ["Expected a JSON object."]})
         return document
+
+
+# --- names people read -------------------------------------------------------------------
+# Scripts that may share one name (Unicode TS #39, "highly restrictive"): Latin with the
+# scripts written beside it in Chinese, Japanese and Korean. Anything else stays in one script.
+_SCRIPT_SETS_ALLOWED = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+_SCRIPT_ALIASES = {"CJK": "HAN", "IDEOGRAPHIC": "HAN", "KANGXI": "HAN"}
+_COMMON_LETTER_WORDS = frozenset({"MODIFIER", "FULLWIDTH", "HALFWIDTH", "KATAKANA-HIRAGANA"})
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _script(character: str) -> str | None:
+    """The script of a letter, from its Unicode name (None for everything that is not one)."""
+    if not unicodedata.category(character).startswith("L"):
+        return None
+    word = unicodedata.name(character, "").split(" ", 1)[0]
+    if not word or word in _COMMON_LETTER_WORDS:
+        return None
+    return _SCRIPT_ALIASES.get(word, word)
+
+
+def name_refusal(value: str) -> str | None:
+    """Why ``value`` (already NFKC-normalized) is not an acceptable name, or None.
+
+    Refused: control and invisible format characters (zero-width joiners and spaces,
+    bidirectional overrides and isolates, the BOM), unassigned and private-use code points,
+    line and paragraph separators, and letters of several scripts (a Cyrillic "а" among Latin
+    letters), except Latin mixed with Han, Kana, Bopomofo or Hangul.
+    """
+    scripts: set[str] = set()
+    for character in value:
+        category = unicodedata.category(character)
+        if category in ("Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"):
+            return f"contains the invisible or control character U+{ord(character):04X}"
+        script = _script(character)
+        if script:
+            scripts.add(script)
+    if len(scripts) > 1 and not any(scripts <= allowed for allowed in _SCRIPT_SETS_ALLOWED):
+        return f"mixes the scripts {', '.join(sorted(scripts))}"
+    return None
+
+
+def name_normalize(value: str) -> str:
+    """NFKC-normalize and trim a name; raise :class:`InputRejected` if it is not acceptable."""
+    normalized = unicodedata.normalize("NFKC", value).strip()
+    if not normalized:
+        raise InputRejected("must not be blank")
+    reason = name_refusal(normalized)
+    if reason:
+        raise InputRejected(reason)
+    return normalized
+
+
+def slug_refusal(value: str) -> str | None:
+    """Slugs are lowercase ASCII letters, digits and inner hyphens, at most 63 characters."""
+    if SLUG.fullmatch(value):
+        return None
+    return "use lowercase ASCII letters, digits and inner hyphens (at most 63 characters)"
+
+
+def name_checked(value: str, *, field: str) -> str:
+    """:func:`name_normalize` for a service: a refusal is a 400 naming ``field``."""
+    try:
+        return name_normalize(value)
+    except InputRejected as exc:
+        raise ValidationFailed(
+            f"The {field} is not acceptable.", errors={field: [exc.detail]}
+        ) from exc
+
+
+def slug_checked(value: str, *, field: str = "slug") -> str:
+    reason = slug_refusal(value)
+    if reason:
+        raise ValidationFailed(f"The {field} is not acceptable.", errors={field: [reason]})
+    return value

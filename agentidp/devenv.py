@@ -139,12 +139,19 @@ def _superuser_sql(superuser_url: str, statements: list[str]) -> None:
             conn.execute(statement.encode())
 
 
-def bootstrap_roles(superuser_url: str) -> None:
-    """Create the three roles and the database if missing; idempotent."""
+def bootstrap_roles(superuser_url: str, *, recreate: bool = False) -> None:
+    """Create the three roles and the database if missing; idempotent. ``recreate`` drops the
+    database first (``make bench`` starts from nothing every time)."""
     import psycopg
 
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         existing = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
+        if recreate:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                [DB_NAME],
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"'.encode())
         has_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
     statements: list[str] = []
     if OWNER_ROLE not in existing:
@@ -171,13 +178,15 @@ def _django_url(user: str, host: str, port: str, db: str) -> str:
     return f"postgres://{user}@{where}/{db}"
 
 
-def start_database(services: Services, *, prefer_local: bool) -> None:
+def start_database(services: Services, *, prefer_local: bool, recreate: bool = False) -> None:
     if os.environ.get("DATABASE_URL"):
         services.database_url = os.environ["DATABASE_URL"]
         services.owner_url = os.environ.get("DATABASE_OWNER_URL", "")
         admin = os.environ.get("DATABASE_ADMIN_URL")
         if admin:
-            bootstrap_roles(admin)
+            bootstrap_roles(admin, recreate=recreate)
+        elif recreate:
+            raise SystemExit("a fresh database needs DATABASE_ADMIN_URL beside DATABASE_URL")
         say("using the PostgreSQL server from DATABASE_URL")
         return
     if prefer_local and port_answers("127.0.0.1", 5432):
@@ -199,7 +208,7 @@ def start_database(services: Services, *, prefer_local: bool) -> None:
         host = superuser.split("host=", 1)[1].split("&", 1)[0]
         port = ""
         say(f"embedded PostgreSQL up in {time.monotonic() - started:.1f}s (socket {host})")
-    bootstrap_roles(superuser)
+    bootstrap_roles(superuser, recreate=recreate)
     services.database_url = _django_url(APP_ROLE, host, port, DB_NAME)
     services.owner_url = _django_url(OWNER_ROLE, host, port, DB_NAME)
 

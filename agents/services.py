@@ -9,6 +9,7 @@ from typing import Protocol
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from agentidp.boundary import name_checked
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, QuotaExceeded, ValidationFailed
 from agentidp.events import event_record
@@ -88,6 +89,7 @@ def agent_register(
     The organization row is locked first, so two registrations at the limit serialize and
     only one can take the last place. Decommissioned agents do not count.
     """
+    name = name_checked(name, field="name")
     metadata = dict(metadata or {})
     _validate_metadata(metadata)
     capabilities = _validate_capabilities(capabilities)
@@ -153,6 +155,8 @@ def agent_update(
         _validate_metadata(metadata)
     capabilities = changes.get("capabilities")
     values = dict(changes)
+    if isinstance(values.get("name"), str):
+        values["name"] = name_checked(str(values["name"]), field="name")
     if isinstance(capabilities, list):
         values["capabilities"] = list(_validate_capabilities([str(c) for c in capabilities]))
     changed = [field for field, value in values.items() if getattr(agent, field) != value]

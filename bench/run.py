@@ -15,6 +15,7 @@ bearer principal. They are not targets; they show how much of (b) and (c) the st
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
+
 from agentidp import devenv  # noqa: E402 - after the path is set
 
 WORK = devenv.DATA_DIR / "bench"
@@ -34,11 +37,14 @@ PORT = int(os.environ.get("BENCH_PORT", "8765"))
 
 
 def environment() -> dict[str, str]:
+    """Every run starts from nothing: a new database, an empty Redis database, new keys."""
     services = devenv.Services()
     os.environ["AGENTIDP_DB_NAME"] = "agentidp_bench"
     devenv.DB_NAME = "agentidp_bench"
-    devenv.start_database(services, prefer_local=True)
+    devenv.start_database(services, prefer_local=True, recreate=True)
     devenv.start_redis(services, prefer_local=True, db=8)
+    redis.Redis.from_url(services.redis_url).flushdb()
+    shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     env = devenv.child_env(
         services,

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User as DjangoUser
 from django.db import IntegrityError, transaction
 from django.db.models import Model
 
+from agentidp.boundary import name_checked, slug_checked
 from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.principals import Principal
@@ -60,6 +61,8 @@ def organization_create(
     """Create a tenant with its plan's quotas unless given; runs in the platform context."""
     if plan not in Plan.values:
         raise ValidationFailed("Unknown plan.", errors={"plan": [f"Must be one of {Plan.values}."]})
+    slug = slug_checked(slug)
+    name = name_checked(name, field="name") if name else slug
     organization = Organization(
         slug=slug,
         name=name or slug,
@@ -109,6 +112,9 @@ def organization_update(
     plan = changes.get("plan")
     if plan is not None and plan not in Plan.values:
         raise ValidationFailed("Unknown plan.", errors={"plan": [f"Must be one of {Plan.values}."]})
+    name = changes.get("name")
+    if isinstance(name, str):
+        changes["name"] = name_checked(name, field="name")
     if isinstance(plan, str) and plan != organization.plan:
         changes.setdefault("max_agents", PLAN_QUOTAS[plan][0])
         changes.setdefault("max_tokens_per_month", PLAN_QUOTAS[plan][1])
