@@ -1,7 +1,15 @@
 """API for reading the caller's organization's audit log."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+import uuid
+
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -9,6 +17,13 @@ from agentidp.api import CursorPagination, TenantViewSet, problem_responses
 from agentidp.errors import NotFound
 from compliance.models import AuditEvent
 from compliance.selectors import audit_event_list
+from compliance.services import (
+    INTEGRITY_ALTERED,
+    INTEGRITY_OK,
+    INTEGRITY_UNLINKED,
+    audit_chain_verify_recorded,
+    audit_events_integrity,
+)
 
 
 class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
@@ -28,8 +43,35 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
             "data",
             "previous_hash",
             "hash",
+            "integrity",
         ]
         read_only_fields = fields
+
+    integrity = serializers.SerializerMethodField(
+        help_text="ok; altered (its contents no longer match its hash); unlinked (its "
+        "previous_hash is not its predecessor's hash). Anything but ok means tampering."
+    )
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=[INTEGRITY_OK, INTEGRITY_ALTERED, INTEGRITY_UNLINKED])
+    )
+    def get_integrity(self, event: AuditEvent) -> str:
+        checked: dict[uuid.UUID, str] = self.context.get("integrity", {})
+        return checked.get(event.id, INTEGRITY_UNLINKED)
+
+
+class FirstInvalidSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    sequence = serializers.IntegerField(allow_null=True)
+    event_id = serializers.UUIDField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class ChainVerificationSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    organization_id = serializers.UUIDField()
+    valid = serializers.BooleanField()
+    events_checked = serializers.IntegerField()
+    head_sequence = serializers.IntegerField()
+    first_invalid = FirstInvalidSerializer(required=False)
 
 
 class AuditQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -63,13 +105,17 @@ class AuditCursorPagination(CursorPagination):
             OpenApiParameter("until", str, description="ISO 8601; exclusive"),
         ],
         responses={200: AuditEventSerializer(many=True), **problem_responses(400, 401, 403)},
-    )
+    ),
+    verify=extend_schema(
+        responses={200: ChainVerificationSerializer, **problem_responses(401, 403)},
+        description="Recompute the caller's organization's whole audit chain.",
+    ),
 )
 class AuditEventViewSet(TenantViewSet):
     """The hash-chained audit events of the caller's organization."""
 
     resource_type = "audit_event"
-    required_scopes = {"list": "audit:read"}
+    required_scopes = {"list": "audit:read", "verify": "audit:read"}
     serializer_class = AuditEventSerializer
     pagination_class = AuditCursorPagination
     queryset = AuditEvent.objects.none()
@@ -81,5 +127,15 @@ class AuditEventViewSet(TenantViewSet):
         if organization_id is None:
             raise NotFound("The caller belongs to no organization.")
         events = audit_event_list(organization_id=organization_id, **query.validated_data)
-        page = self.paginate_queryset(events)
-        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+        page = self.paginate_queryset(events) or []
+        integrity = audit_events_integrity(organization_id=organization_id, events=page)
+        data = AuditEventSerializer(page, many=True, context={"integrity": integrity}).data
+        return self.get_paginated_response(data)
+
+    @action(detail=False, methods=["get"])
+    def verify(self, request: Request) -> Response:
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        result = audit_chain_verify_recorded(organization_id=organization_id)
+        return Response(result.as_document(organization_id))

@@ -4,26 +4,25 @@ import uuid
 
 from celery import shared_task
 
+from agentidp.errors import JSONValue
 from agentidp.tenancy import tenant_context
 from compliance.services import audit_chain_verify_recorded
 from organizations.tasks import fan_out_per_organization
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
-def audit_chain_verify_task(organization_id: str) -> dict[str, object]:
+def audit_chain_verify_task(organization_id: str) -> dict[str, JSONValue]:
     """Verify one organization's chain inside that organization's context."""
     org_id = uuid.UUID(organization_id)
     with tenant_context(org_id):
         result = audit_chain_verify_recorded(organization_id=org_id)
-    return {
-        "organization_id": organization_id,
-        "valid": result.valid,
-        "events_checked": result.events_checked,
-        "first_invalid_sequence": result.first_invalid_sequence,
-    }
+    return result.as_document(org_id)
 
 
 @shared_task
 def audit_chain_verify_all_task() -> int:
-    """Beat job: fan out one verification per organization (listing them crosses tenants)."""
-    return fan_out_per_organization(audit_chain_verify_task, reason="beat:audit-chain-verify")
+    """Beat job: fan out one verification per organization, deleted ones included (their
+    chains are kept); listing them crosses tenants."""
+    return fan_out_per_organization(
+        audit_chain_verify_task, reason="beat:audit-chain-verify", include_deleted=True
+    )

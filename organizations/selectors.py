@@ -15,15 +15,17 @@ def organization_get_by_slug(*, slug: str) -> Organization:
     return organization
 
 
-def organization_ids_for_jobs(*, reason: str) -> list[str]:
-    """Every live organization's id, for a beat job fanning out one task per organization.
+def organization_ids_for_jobs(*, reason: str, include_deleted: bool = False) -> list[str]:
+    """Every live organization's id (deleted ones too with ``include_deleted``: their audit
+    chains outlive them), for a job fanning out one task per organization.
 
     Listing organizations crosses tenants, so it goes through the platform context.
     """
     from agentidp.tenancy import platform_context
 
     with platform_context(reason=reason):
-        ids = Organization.objects.exclude(status=OrganizationStatus.DELETED).values_list(
-            "id", flat=True
-        )
+        organizations = Organization.objects.order_by("created_at", "id")
+        if not include_deleted:
+            organizations = organizations.exclude(status=OrganizationStatus.DELETED)
+        ids = organizations.values_list("id", flat=True)
         return [str(organization_id) for organization_id in ids]

@@ -20,10 +20,13 @@ def token_usage_persist_task(organization_id: str) -> int:
         return token_usage_persist(organization_id=org_id, month=this_month).tokens_issued
 
 
-def fan_out_per_organization(task: Task[[str], object], *, reason: str) -> int:
-    """A beat job's work: queue ``task`` once per live organization (the listing crosses
-    tenants, under ``reason``); each task enters its organization itself. Returns the count."""
-    ids = organization_ids_for_jobs(reason=reason)
+def fan_out_per_organization(
+    task: Task[[str], object], *, reason: str, include_deleted: bool = False
+) -> int:
+    """A beat job's work: queue ``task`` once per live organization (and deleted ones with
+    ``include_deleted``; the listing crosses tenants, under ``reason``); each task enters its
+    organization itself. Returns the count."""
+    ids = organization_ids_for_jobs(reason=reason, include_deleted=include_deleted)
     for organization_id in ids:
         task.delay(organization_id)
     return len(ids)

@@ -14,7 +14,7 @@ def test_verify_task_enters_the_organizations_context(org: Organization) -> None
         "organization_id": str(org.id),
         "valid": True,
         "events_checked": 2,
-        "first_invalid_sequence": None,
+        "head_sequence": 2,
     }
 
 
