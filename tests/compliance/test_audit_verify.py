@@ -71,9 +71,8 @@ def run_command(*args: str) -> tuple[int, dict[str, Any]]:
 
 
 def report_for(document: dict[str, Any], organization: Organization) -> dict[str, Any]:
-    (report,) = [
-        r for r in document["organizations"] if r["organization_id"] == str(organization.id)
-    ]
+    reports: list[dict[str, Any]] = document["organizations"]
+    (report,) = [r for r in reports if r["organization_id"] == str(organization.id)]
     return report
 
 
