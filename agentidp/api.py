@@ -6,28 +6,99 @@ base asks the policy before anything runs and renders errors as problem+json.
 
 import uuid
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from django.core.paginator import Paginator
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import pagination, serializers
 from rest_framework.request import Request
+from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
-from agentidp.errors import ValidationFailed
+from agentidp.errors import JSONValue, ValidationFailed
 from agentidp.principals import Principal
+
+TypeErrors = list[str] | dict[int, list[str]]
+
+
+def json_type_refusal(field: serializers.Field, value: object) -> TypeErrors | None:  # type: ignore[type-arg]
+    """Why a JSON value is not of the type the field documents (DRF would coerce ``0`` to
+    ``"0"`` and ``"12"`` to ``12``), by item for arrays; None when it is, or when null is the
+    field's business."""
+    if value is None:
+        return None
+    if isinstance(field, serializers.ListField):
+        if not isinstance(value, list):
+            return ["Must be an array."]
+        items: dict[int, list[str]] = {}
+        for index, item in enumerate(value):
+            refusal = json_type_refusal(field.child, item)
+            if isinstance(refusal, list):
+                items[index] = refusal
+        return items or None
+    expected: tuple[type, ...] | None = None
+    if isinstance(field, serializers.BooleanField):
+        expected, name = (bool,), "a boolean"
+    elif isinstance(field, serializers.IntegerField):
+        if isinstance(value, bool):
+            return ["Must be an integer."]
+        expected, name = (int,), "an integer"
+    elif isinstance(
+        field,
+        serializers.CharField
+        | serializers.ChoiceField
+        | serializers.DateTimeField
+        | serializers.UUIDField,
+    ):
+        expected, name = (str,), "a string"
+    elif isinstance(field, serializers.DictField):
+        expected, name = (dict,), "an object"
+    if expected is not None and not isinstance(value, expected):
+        return [f"Must be {name}."]
+    return None
 
 
 class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """An input serializer that rejects fields it does not declare, naming each."""
+    """An input serializer that rejects fields it does not declare and values not of their
+    documented JSON type, naming each."""
 
     def to_internal_value(self, data: object) -> object:
         if isinstance(data, Mapping):
-            writable = {name for name, f in self.fields.items() if not f.read_only}
-            unknown = sorted(set(data) - writable)
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            writable = {name: f for name, f in self.fields.items() if not f.read_only}
+            errors: dict[str, TypeErrors] = {
+                name: ["Unknown field."] for name in sorted(set(data) - set(writable))
+            }
+            for name, field in writable.items():
+                if name in data:
+                    refusal = json_type_refusal(field, data[name])
+                    if refusal:
+                        errors[name] = refusal
+            if errors:
+                # DRF's own shape for item errors of a ListField: {index: [messages]}
+                raise serializers.ValidationError(cast(dict[str, list[str]], errors))
+        return super().to_internal_value(data)
+
+
+class QuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Query parameters. An empty free-text filter is no filter; an empty value of a typed
+    parameter (a choice, a time) is an error, not an omission (DRF's form handling would
+    silently drop it)."""
+
+    def to_internal_value(self, data: object) -> object:
+        if isinstance(data, Mapping):
+            typed = [
+                name
+                for name, field in self.fields.items()
+                if isinstance(name, str)
+                and (
+                    isinstance(field, serializers.ChoiceField)
+                    or not isinstance(field, serializers.CharField)
+                )
+            ]
+            empty = sorted(n for n in typed if n in data and data.get(n) == "")
+            if empty:
+                raise serializers.ValidationError({n: ["Must not be empty."] for n in empty})
         return super().to_internal_value(data)
 
 
@@ -54,6 +125,34 @@ class TenantViewSet(GenericViewSet):  # type: ignore[type-arg]
             ) from exc
 
 
+def bounded_parameters(
+    parameters: list[dict[str, JSONValue]], bounds: dict[str, dict[str, JSONValue]]
+) -> list[dict[str, JSONValue]]:
+    """The paginator's query parameters in the schema, with the bounds it enforces."""
+    for parameter in parameters:
+        schema = parameter.get("schema")
+        if isinstance(schema, dict):
+            schema.update(bounds.get(str(parameter.get("name")), {}))
+    return parameters
+
+
+def page_size_checked(
+    request: Request, paginator: "PageNumberPagination | CursorPagination"
+) -> int | None:
+    """``?page_size=`` as documented: a whole number from 1 to the paginator's maximum."""
+    name = paginator.page_size_query_param
+    raw = request.query_params.get(name) if name else None
+    if raw is None:
+        return paginator.page_size
+    limit = paginator.max_page_size or paginator.page_size or 1
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= limit):
+        raise ValidationFailed(
+            "The page size is not valid.",
+            errors={str(name): [f"A whole number from 1 to {limit}."]},
+        )
+    return int(raw)
+
+
 class PageNumberPagination(pagination.PageNumberPagination):
     """``?page=`` and ``?page_size=`` (at most 200); a malformed page number is a 400, a page
     past the last one a 404."""
@@ -62,10 +161,22 @@ class PageNumberPagination(pagination.PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, JSONValue]]:
+        return bounded_parameters(
+            super().get_schema_operation_parameters(view),
+            {
+                self.page_query_param: {"minimum": 1},
+                str(self.page_size_query_param): {"minimum": 1, "maximum": self.max_page_size},
+            },
+        )
+
+    def get_page_size(self, request: Request) -> int | None:
+        return page_size_checked(request, self)
+
     def get_page_number(self, request: Request, paginator: Paginator[object]) -> int | str:
         number = super().get_page_number(request, paginator)
         if isinstance(number, str) and not (
-            number.isascii() and number.isdigit() and 0 < int(number) < 2**31
+            number.isascii() and number.isdigit() and int(number) > 0
         ):
             raise ValidationFailed(
                 "The page number is not valid.",
@@ -75,11 +186,21 @@ class PageNumberPagination(pagination.PageNumberPagination):
 
 
 class CursorPagination(pagination.CursorPagination):
-    """Cursor pagination whose malformed cursors are a 400 naming the parameter."""
+    """Cursor pagination whose malformed cursors and page sizes are a 400 naming them."""
+
+    def get_page_size(self, request: Request) -> int | None:
+        return page_size_checked(request, self)
+
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, JSONValue]]:
+        return bounded_parameters(
+            super().get_schema_operation_parameters(view),
+            {str(self.page_size_query_param): {"minimum": 1, "maximum": self.max_page_size}},
+        )
 
     def decode_cursor(self, request: Request) -> pagination.Cursor | None:
         invalid = ValidationFailed(
-            "The cursor is not valid.", errors={"cursor": ["Use a cursor this API returned."]}
+            "The cursor is not valid.",
+            errors={"cursor": ["Use a cursor this API returned."]},
         )
         try:
             cursor = super().decode_cursor(request)

@@ -12,13 +12,16 @@
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
+from django.views import View
+from django.views.decorators.http import require_safe
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -117,6 +120,10 @@ class InputBoundaryMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        allowed = allowed_methods(request.path_info)
+        if allowed is not None and (request.method or "") not in allowed:
+            # Before authentication and CSRF: a method the resource lacks is a 405 for anyone.
+            return standard_problem(request, 405, headers={"Allow": ", ".join(allowed)})
         try:
             self._check(request)
         except (RequestDataTooBig, _TooLarge):
@@ -155,6 +162,37 @@ class InputBoundaryMiddleware:
                 ((key, value) for key, values in request.POST.lists() for value in values),
                 where="form field",
             )
+
+
+def allowed_methods(path: str) -> list[str] | None:
+    """The methods the view at ``path`` answers, or None when that cannot be told (unknown
+    paths, the admin): DRF viewsets' routed actions, a class-based view's handlers, or what a
+    function view declares with :func:`safe_methods_only`."""
+    if path.startswith(ADMIN_PREFIX):
+        return None
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    callback = match.func
+    routed: Mapping[str, str] | None = getattr(callback, "actions", None)
+    if routed:
+        methods = {method.upper() for method in routed}
+        return sorted(methods | {"OPTIONS"} | ({"HEAD"} if "GET" in methods else set()))
+    view_class: type[View] | None = getattr(callback, "view_class", None)
+    if view_class is not None:
+        return sorted(m.upper() for m in view_class.http_method_names if hasattr(view_class, m))
+    declared: list[str] | None = getattr(callback, "allowed_methods", None)
+    return declared
+
+
+def safe_methods_only(
+    view: Callable[[HttpRequest], HttpResponse],
+) -> Callable[[HttpRequest], HttpResponse]:
+    """``require_safe`` that also tells :func:`allowed_methods` what the view answers."""
+    wrapped = require_safe(view)
+    wrapped.allowed_methods = ["GET", "HEAD"]  # type: ignore[attr-defined]
+    return wrapped
 
 
 class _TooLarge(Exception):

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "django_celery_beat",
     "oauth2_provider",
@@ -162,6 +163,16 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc served from the app itself (drf-spectacular-sidecar): no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "agentidp.schema.problem_responses_hook",
+        "oidc.schema.oauth_endpoints_hook",
+        "agentidp.schema.text_rules_hook",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "AgentStatusEnum": "agents.choices.AgentStatus",
         "OrganizationStatusEnum": "organizations.choices.OrganizationStatus",

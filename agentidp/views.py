@@ -9,21 +9,25 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
-from django.views.decorators.http import require_safe
 
 from agentidp.errors import standard_problem
-from agentidp.middleware import ADMIN_PREFIX, is_unavailable, unavailable_response
+from agentidp.middleware import (
+    ADMIN_PREFIX,
+    is_unavailable,
+    safe_methods_only,
+    unavailable_response,
+)
 
 logger = logging.getLogger("agentidp.health")
 
 
-@require_safe
+@safe_methods_only
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is alive."""
     return JsonResponse({"status": "ok"})
 
 
-@require_safe
+@safe_methods_only
 def readyz(request: HttpRequest) -> JsonResponse:
     """The database and Redis answer; 503 naming the failing check otherwise."""
     checks: dict[str, str] = {}

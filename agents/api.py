@@ -9,7 +9,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet, problem_responses
+from agentidp.api import (
+    PageNumberPagination,
+    QuerySerializer,
+    StrictSerializer,
+    TenantViewSet,
+    problem_responses,
+)
 from agentidp.errors import NotFound
 from agentidp.tenancy import platform_context
 from agents import services
@@ -46,7 +52,7 @@ class LifecycleSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
-class AgentListQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AgentListQuerySerializer(QuerySerializer):
     status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
     name = serializers.CharField(max_length=200, required=False)
     ordering = serializers.ChoiceField(

@@ -201,6 +201,9 @@ class TransitionService(Protocol):
 def _agent_transition(
     *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, event: str, reason: str
 ) -> Agent:
+    if actor.kind == "agent" and actor.id == str(agent_id) and event != "reactivated":
+        # An agent locking itself out would need another principal to undo it anyway.
+        raise Conflict(f"An agent cannot be {event} by itself; another principal must do it.")
     agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
     sources, target = TRANSITIONS[event]
     if agent.status not in sources:

@@ -2,6 +2,7 @@
 
 import uuid
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
@@ -13,7 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import CursorPagination, TenantViewSet, problem_responses
+from agentidp.api import CursorPagination, QuerySerializer, TenantViewSet, problem_responses
 from agentidp.errors import NotFound
 from compliance.models import AuditEvent
 from compliance.selectors import audit_event_list
@@ -74,7 +75,7 @@ class ChainVerificationSerializer(serializers.Serializer):  # type: ignore[type-
     first_invalid = FirstInvalidSerializer(required=False)
 
 
-class AuditQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AuditQuerySerializer(QuerySerializer):
     action = serializers.CharField(max_length=100, required=False)
     actor_type = serializers.ChoiceField(choices=["user", "agent", "system"], required=False)
     actor_id = serializers.CharField(max_length=200, required=False)
@@ -101,8 +102,8 @@ class AuditCursorPagination(CursorPagination):
             OpenApiParameter("actor_id", str),
             OpenApiParameter("subject_type", str),
             OpenApiParameter("subject_id", str),
-            OpenApiParameter("since", str, description="ISO 8601; inclusive"),
-            OpenApiParameter("until", str, description="ISO 8601; exclusive"),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601; inclusive"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601; exclusive"),
         ],
         responses={200: AuditEventSerializer(many=True), **problem_responses(400, 401, 403)},
     ),

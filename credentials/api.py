@@ -3,7 +3,7 @@
 import uuid
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -137,8 +137,11 @@ class AgentCredentialViewSet(TenantViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema_serializer(many=False)  # GET answers one object, though the action is "list"
 class ScopesSerializer(StrictSerializer):
-    scopes = serializers.ListField(child=serializers.CharField(max_length=64), max_length=32)
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(services.AGENT_SCOPES)), max_length=32
+    )
 
 
 @extend_schema_view(

@@ -36,9 +36,9 @@ from organizations.models import Organization
 from organizations.services import organization_get
 
 SECRET_PREFIX = "ais_"  # noqa: S105 - the public prefix of issued secrets
-KNOWN_SCOPES = frozenset(
-    {"agents:read", "agents:write", "credentials:write", "audit:read", "admin:orgs"}
-)
+# What an agent may be allowed to request; admin:orgs is for platform staff only.
+AGENT_SCOPES = frozenset({"agents:read", "agents:write", "credentials:write", "audit:read"})
+KNOWN_SCOPES = AGENT_SCOPES | {"admin:orgs"}
 DEFAULT_AGENT_SCOPES = ["agents:read"]
 
 

@@ -7,11 +7,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_safe
 from oauth2_provider import views as dot_views
 from prometheus_client import Histogram
 
 from agentidp.errors import NO_STORE, JSONValue
+from agentidp.middleware import safe_methods_only
 from agentidp.tenancy import adopt_organization
 from credentials.services import (
     ClientAuthenticationFailed,
@@ -116,7 +116,7 @@ class IntrospectView(View):
         return JsonResponse(token_introspect(client=client, token=token), headers=NO_STORE)
 
 
-@require_safe
+@safe_methods_only
 def jwks(request: HttpRequest) -> JsonResponse:
     """The public keys that verify live tokens: next, current and unexpired retired keys."""
     keys = signing_keys_published()
@@ -128,7 +128,7 @@ def jwks(request: HttpRequest) -> JsonResponse:
     return response
 
 
-@require_safe
+@safe_methods_only
 def authorization_server_metadata(request: HttpRequest) -> JsonResponse:
     """RFC 8414 metadata (also served as ``/.well-known/openid-configuration``)."""
     response = JsonResponse(discovery_document())

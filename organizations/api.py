@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet, problem_responses
+from agentidp.boundary import SLUG, slug_refusal
 from agentidp.tenancy import platform_context
 from organizations import services
 from organizations.choices import OrganizationStatus, Plan
@@ -35,7 +36,12 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
 
 
 class OrganizationCreateSerializer(StrictSerializer):
-    slug = serializers.SlugField(max_length=63)
+    slug = serializers.RegexField(
+        SLUG.pattern,
+        max_length=63,
+        help_text="Lowercase ASCII letters, digits and inner hyphens",
+        error_messages={"invalid": slug_refusal("") or ""},
+    )
     name = serializers.CharField(max_length=200, required=False, default="")
     plan = serializers.ChoiceField(choices=Plan.choices, default=Plan.FREE)
     max_agents = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)

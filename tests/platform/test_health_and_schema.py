@@ -1,10 +1,14 @@
 """Health, metrics, the OpenAPI schema and error formats outside DRF."""
 
+import re
+
 import pytest
 from django.test import Client
 from django.test.utils import override_settings
 
 from tests.factories import OrganizationFactory
+
+PROBLEM = "application/problem+json"
 
 
 def test_healthz() -> None:
@@ -50,13 +54,69 @@ def test_schema_documents_every_endpoint_with_errors() -> None:
     ]:
         assert path in paths, path
     create = paths["/agents"]["post"]["responses"]
-    assert {"201", "400", "401", "403", "409"} <= set(create)
+    assert {"201", "400", "401", "403", "409", "413", "415", "503"} <= set(create)
     assert "Problem" in schema["components"]["schemas"]
 
 
-@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
-def test_docs_pages(page: str) -> None:
-    assert Client().get(page).status_code == 200
+def test_every_error_is_documented_as_problem_json_and_oauth_as_oauth_errors() -> None:
+    schema = Client().get("/api/schema/?format=json").json()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if int(status) < 400 or status == "405" and path.startswith("/.well-known"):
+                    continue
+                content = set(response.get("content", {}))
+                expected = "application/json" if path.startswith("/oauth2/") else PROBLEM
+                if path.startswith("/.well-known") or path.startswith("/oauth2/"):
+                    assert content <= {expected}, (method, path, status)
+                else:
+                    assert content == {expected}, (method, path, status)
+
+
+def test_the_oauth_endpoints_are_in_the_schema() -> None:
+    schema = Client().get("/api/schema/?format=json").json()
+    token = schema["paths"]["/oauth2/token"]["post"]
+    form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert form["properties"]["grant_type"]["enum"] == ["client_credentials"]
+    assert {"200", "400", "401", "429", "503"} <= set(token["responses"])
+    assert token["security"] == [{"clientBasic": []}, {}]
+    for path in ["/oauth2/revoke", "/oauth2/introspect"]:
+        assert "post" in schema["paths"][path]
+    for path in ["/.well-known/jwks.json", "/.well-known/openid-configuration"]:
+        assert "get" in schema["paths"][path]
+    assert schema["components"]["schemas"]["OAuthError"]["required"] == ["error"]
+
+
+def test_the_schema_says_what_the_api_enforces() -> None:
+    schema = Client().get("/api/schema/?format=json").json()
+    scopes = schema["paths"]["/agents/{agent_pk}/scopes"]["get"]["responses"]["200"]
+    assert scopes["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Scopes"
+    }, "one object, not an array"
+    agent = schema["paths"]["/agents/{id}"]["get"]
+    (path_id,) = [p for p in agent["parameters"] if p["in"] == "path"]
+    assert path_id["schema"] == {"type": "string", "format": "uuid"}
+    assert agent["security"] == [{"bearerAuth": []}, {"sessionAuth": []}]
+    listing = schema["paths"]["/agents"]["get"]
+    page = {p["name"]: p["schema"] for p in listing["parameters"]}
+    assert page["page"]["minimum"] == 1 and page["page_size"]["maximum"] == 200
+    assert "404" in listing["responses"], "a page past the last one"
+    request = schema["components"]["schemas"]["AgentWriteRequest"]
+    assert request["additionalProperties"] is False
+    assert request["properties"]["name"]["pattern"] == "^[^\\x00]*$"
+
+
+@pytest.mark.parametrize(
+    ("page", "asset"), [("/api/docs/", "swagger-ui-bundle.js"), ("/api/redoc/", "redoc")]
+)
+def test_docs_pages_load_their_assets_from_this_server(page: str, asset: str) -> None:
+    response = Client().get(page)
+    assert response.status_code == 200
+    html = response.content.decode()
+    sources = re.findall(r'src="([^"]+)"', html)
+    assert any(asset in source for source in sources), sources
+    assert all(source.startswith("/static/") for source in sources), sources
+    assert "cdn" not in html.lower()
 
 
 def test_unknown_path_is_problem_json() -> None:

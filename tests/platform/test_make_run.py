@@ -176,3 +176,16 @@ def test_a_postgres_outage_is_503_with_retry_after_then_recovers(make_run: Stack
     assert make_run.supervisor_said("embedded PostgreSQL restarted")
     assert wait_status(lambda: bearer(make_run, access_token), 200).status_code == 200
     assert requests.get(f"{make_run.base}/readyz", timeout=10).status_code == 200
+
+
+def test_api_docs_work_without_internet(make_run: Stack) -> None:
+    """Swagger UI and ReDoc come from the app (drf-spectacular-sidecar), not a CDN."""
+    import re
+
+    for page in ("/api/docs/", "/api/redoc/"):
+        html = requests.get(f"{make_run.base}{page}", timeout=10).text
+        sources = re.findall(r'src="([^"]+)"', html)
+        assert sources and all(s.startswith("/static/") for s in sources), sources
+        for source in sources:
+            asset = requests.get(f"{make_run.base}{source}", timeout=10)
+            assert asset.status_code == 200 and len(asset.content) > 1000, source

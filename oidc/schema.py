@@ -1,0 +1,259 @@
+"""The authorization server's endpoints in the OpenAPI schema.
+
+They are django-oauth-toolkit's views and plain Django views, which drf-spectacular does not
+see; :func:`oauth_endpoints_hook` (a postprocessing hook) describes them: form bodies, client
+authentication, RFC 6749 error bodies, and the keys and metadata documents.
+"""
+
+from agentidp.errors import JSONValue
+from agentidp.schema import JSONObject
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+OAUTH_ERROR_REF: JSONObject = {"$ref": "#/components/schemas/OAuthError"}
+OAUTH_ERROR: JSONObject = {
+    "type": "object",
+    "description": "RFC 6749 section 5.2 error.",
+    "properties": {
+        "error": {
+            "type": "string",
+            "enum": [
+                "invalid_request",
+                "invalid_client",
+                "invalid_grant",
+                "unauthorized_client",
+                "unsupported_grant_type",
+                "invalid_scope",
+                "invalid_target",
+                "unsupported_token_type",
+                "temporarily_unavailable",
+                "server_error",
+            ],
+        },
+        "error_description": {"type": "string"},
+    },
+    "required": ["error"],
+}
+RETRY_AFTER: JSONObject = {
+    "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}
+}
+CLIENT_AUTH: list[JSONValue] = [{"clientBasic": []}, {}]
+
+
+def _oauth_error(description: str, *, retry: bool = False, challenge: bool = False) -> JSONObject:
+    response: JSONObject = {
+        "description": description,
+        "content": {JSON: {"schema": OAUTH_ERROR_REF}},
+    }
+    headers: JSONObject = {}
+    if retry:
+        headers.update(RETRY_AFTER)
+    if challenge:
+        headers["WWW-Authenticate"] = {"schema": {"type": "string"}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _client_errors() -> JSONObject:
+    return {
+        "400": _oauth_error("Malformed request (missing or invalid parameter)"),
+        "401": _oauth_error("Client authentication failed (invalid_client)", challenge=True),
+        "405": _oauth_error("Only POST"),
+        "413": _oauth_error("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE"),
+        "429": _oauth_error(
+            "Too many failed authentications, a rate limit or the monthly quota", retry=True
+        ),
+        "503": _oauth_error(
+            "PostgreSQL or Redis unavailable (temporarily_unavailable)", retry=True
+        ),
+    }
+
+
+def _form(properties: JSONObject, required: list[JSONValue]) -> JSONObject:
+    client: JSONObject = {
+        "client_id": {"type": "string", "description": "client_secret_post"},
+        "client_secret": {"type": "string", "description": "client_secret_post"},
+    }
+    return {
+        "required": True,
+        "content": {
+            FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {**properties, **client},
+                    "required": required,
+                }
+            }
+        },
+    }
+
+
+def _json(description: str, schema: JSONObject) -> JSONObject:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _paths() -> JSONObject:
+    token_errors = _client_errors()
+    keys_and_metadata_errors: JSONObject = {
+        "405": {"description": "Only GET and HEAD"},
+        "503": {"description": "PostgreSQL unavailable", "headers": RETRY_AFTER},
+    }
+    return {
+        "/oauth2/token": {
+            "post": {
+                "operationId": "oauth2_token",
+                "tags": ["oauth2"],
+                "summary": "Issue an access token (client_credentials, RFC 6749 4.4)",
+                "description": "RFC 9068 JWT access tokens. `resource` (RFC 8707, repeatable) "
+                "or `audience` sets `aud`; absent, the token is for this API.",
+                "security": CLIENT_AUTH,
+                "requestBody": _form(
+                    {
+                        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                        "scope": {"type": "string", "description": "Space-separated scopes"},
+                        "resource": {"type": "string", "format": "uri"},
+                        "audience": {"type": "string", "format": "uri"},
+                    },
+                    ["grant_type"],
+                ),
+                "responses": {
+                    "200": _json(
+                        "The token (never cached)",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "access_token": {"type": "string"},
+                                "token_type": {"type": "string", "enum": ["Bearer"]},
+                                "expires_in": {"type": "integer"},
+                                "scope": {"type": "string"},
+                            },
+                            "required": ["access_token", "token_type", "expires_in", "scope"],
+                        },
+                    ),
+                    **token_errors,
+                },
+            }
+        },
+        "/oauth2/revoke": {
+            "post": {
+                "operationId": "oauth2_revoke",
+                "tags": ["oauth2"],
+                "summary": "Revoke one of the caller's tokens (RFC 7009)",
+                "description": "200 whether or not the token was known or the caller's.",
+                "security": CLIENT_AUTH,
+                "requestBody": _form(
+                    {
+                        "token": {"type": "string", "minLength": 1},
+                        "token_type_hint": {"type": "string"},
+                    },
+                    ["token"],
+                ),
+                "responses": {
+                    "200": _json("Revoked (or nothing to do)", {"type": "object"}),
+                    **_client_errors(),
+                },
+            }
+        },
+        "/oauth2/introspect": {
+            "post": {
+                "operationId": "oauth2_introspect",
+                "tags": ["oauth2"],
+                "summary": "Introspect a token (RFC 7662)",
+                "description": "Active only for a token of the caller's organization that the "
+                'API would accept now; otherwise `{"active": false}`.',
+                "security": CLIENT_AUTH,
+                "requestBody": _form(
+                    {
+                        "token": {"type": "string", "minLength": 1},
+                        "token_type_hint": {"type": "string"},
+                    },
+                    ["token"],
+                ),
+                "responses": {
+                    "200": _json(
+                        "The token's state and, when active, its claims",
+                        {
+                            "type": "object",
+                            "properties": {"active": {"type": "boolean"}},
+                            "required": ["active"],
+                        },
+                    ),
+                    **_client_errors(),
+                },
+            }
+        },
+        "/.well-known/jwks.json": {
+            "get": {
+                "operationId": "jwks",
+                "tags": ["discovery"],
+                "summary": "Public keys that verify live tokens (next, current, retired)",
+                "security": [{}],
+                "responses": {
+                    "200": _json(
+                        "A JWK Set",
+                        {
+                            "type": "object",
+                            "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+                            "required": ["keys"],
+                        },
+                    ),
+                    **keys_and_metadata_errors,
+                },
+            }
+        },
+        **{
+            path: {
+                "get": {
+                    "operationId": operation_id,
+                    "tags": ["discovery"],
+                    "summary": summary,
+                    "security": [{}],
+                    "responses": {
+                        "200": _json(
+                            "Metadata",
+                            {
+                                "type": "object",
+                                "properties": {"issuer": {"type": "string"}},
+                                "required": ["issuer", "token_endpoint", "jwks_uri"],
+                            },
+                        ),
+                        **keys_and_metadata_errors,
+                    },
+                }
+            }
+            for path, operation_id, summary in (
+                (
+                    "/.well-known/oauth-authorization-server",
+                    "oauth_authorization_server",
+                    "RFC 8414 authorization server metadata",
+                ),
+                (
+                    "/.well-known/openid-configuration",
+                    "openid_configuration",
+                    "OpenID Connect discovery (the same document)",
+                ),
+            )
+        },
+    }
+
+
+def oauth_endpoints_hook(
+    result: JSONObject, generator: object, request: object, public: bool
+) -> JSONObject:
+    """``POSTPROCESSING_HOOKS`` entry, after the problem hook: add the OAuth endpoints."""
+    paths = result.setdefault("paths", {})
+    assert isinstance(paths, dict)  # noqa: S101 - drf-spectacular's document shape
+    paths.update(_paths())
+    components = result.setdefault("components", {})
+    assert isinstance(components, dict)  # noqa: S101
+    schemas = components.setdefault("schemas", {})
+    security = components.setdefault("securitySchemes", {})
+    assert isinstance(schemas, dict) and isinstance(security, dict)  # noqa: S101
+    schemas["OAuthError"] = OAUTH_ERROR
+    security["clientBasic"] = {
+        "type": "http",
+        "scheme": "basic",
+        "description": "client_secret_basic: the client_id and secret, form-encoded (RFC 6749)",
+    }
+    return result
