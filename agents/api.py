@@ -86,6 +86,15 @@ def _lifecycle_schema() -> dict[str, object]:
     create=extend_schema(
         request=AgentWriteSerializer,
         responses={201: AgentSerializer, **problem_responses(400, 401, 403, 409)},
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                str,
+                location=OpenApiParameter.HEADER,
+                response=[201],
+                description="The new agent's path",
+            )
+        ],
     ),
     retrieve=extend_schema(
         responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404)}
@@ -140,7 +149,11 @@ class AgentViewSet(TenantViewSet):
         agent = services.agent_register(
             actor=self.principal, organization_id=self.organization_id, **payload.validated_data
         )
-        return Response(AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
+        return Response(
+            AgentSerializer(agent).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/agents/{agent.id}"},
+        )
 
     def retrieve(self, request: Request, pk: str) -> Response:
         agent = services.agent_get(

@@ -120,7 +120,11 @@ class OrganizationViewSet(TenantViewSet):
                 actor=self.principal, **payload.validated_data
             )
             data = OrganizationSerializer(organization).data
-        return Response(data, status=status.HTTP_201_CREATED)
+        return Response(
+            data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/organizations/{organization.id}"},
+        )
 
     def partial_update(self, request: Request, pk: str) -> Response:
         payload = OrganizationUpdateSerializer(data=request.data, partial=True)

@@ -1,0 +1,73 @@
+"""The README's commands, run as written against a live ``make run``, so they cannot drift.
+
+Each shell block between ``<!-- name -->`` and ``<!-- /name -->`` markers runs in bash with
+``set -euo pipefail`` from the checkout, as a user pastes it into a second terminal. ``make
+run``, ``make test`` and ``make bench`` themselves are what the suite and CI run.
+"""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from agentidp.devenv import ROOT
+from tests.live import Stack
+
+pytestmark = pytest.mark.django_db(databases=[])
+
+README = ROOT / "README.md"
+
+
+def block(name: str) -> str:
+    text = README.read_text()
+    found = re.search(rf"<!-- {name} -->\s*```sh\n(.*?)```\s*<!-- /{name} -->", text, re.DOTALL)
+    assert found, f"README block {name!r} is missing"
+    return found.group(1)
+
+
+def run(stack: Stack, script: str) -> str:
+    environment = {
+        k: v for k, v in stack.environment.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
+    }
+    environment["BASE"] = stack.base
+    done = subprocess.run(  # noqa: S603 - the README's own commands
+        ["/bin/bash", "-euo", "pipefail", "-c", script],  # noqa: S607
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return done.stdout
+
+
+def test_the_curl_walkthrough_and_the_session_block(make_run: Stack) -> None:
+    out = run(make_run, block("walkthrough"))
+    assert re.search(r"HTTP/1\.1 201 Created", out)
+    assert re.search(r"(?im)^Location: /agents/[0-9a-f-]{36}\r?$", out)
+    assert '"active": true' in out and '"client_id"' in out
+    lines = [line.strip() for line in out.splitlines()]
+    assert "204" in lines, "the secret was revoked"
+    assert "{}" in lines, "/oauth2/revoke answers an empty JSON object"
+    assert lines[lines.index("{}") + 1] == "401", "the revoked token is refused"
+    verification = json.loads(out[out.rindex("{\n") :])
+    assert verification["valid"] is True and verification["events_checked"] > 5
+
+    out = run(make_run, block("session")).replace(" ", "")
+    assert '"status":"suspended"' in out
+    assert '"action":"agent.suspended"' in out
+
+
+def test_the_operator_commands(make_run: Stack) -> None:
+    out = run(make_run, block("operators"))
+    documents = json.loads("[" + re.sub(r"}\s*{", "},{", out.strip()) + "]")
+    assert [type(d) for d in documents] == [dict] * 6, out
+    organization, researcher, alice, bot, keys, audit = documents
+    assert organization["slug"] == "acme"
+    assert researcher["name"] == "researcher" and "client_secret" not in researcher
+    assert alice["password"] and bot["client_secret"].startswith("ais_")
+    assert keys["algorithm"] == "EdDSA"
+    assert audit["valid"] is True and audit["organizations_checked"] == 1
