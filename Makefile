@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install run test lint pytest bench manage clean
+.PHONY: install run test lint pytest bench manage clean browser
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -38,7 +38,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	SECRET_KEY=type-checking-only AGENTIDP_ALLOW_LOCAL_SECRETS=1 $(BIN)/mypy .
 
-pytest: $(STAMP)
+## Debian's Chromium for the admin's browser tests (Playwright drives it; nothing is downloaded).
+browser:
+	@test -x /usr/bin/chromium || { echo "[agentidp] installing chromium (Debian package)"; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; }
+
+pytest: $(STAMP) browser
 	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 ## Throughput and latency of the bare view, the token endpoint, the API and offline verification.

@@ -1,8 +1,10 @@
-"""Helpers shared by the app admins: the acting principal and service-backed actions."""
+"""The admin site's branding and contents, and helpers shared by the app admins: the acting
+principal and service-backed actions."""
 
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -56,3 +58,31 @@ def run_service_action(
     if done:
         modeladmin.message_user(request, f"{verb} {done} object(s).", messages.SUCCESS)
     return
+
+
+# --- the site --------------------------------------------------------------------------------
+
+# This server issues client_credentials tokens only: no authorization codes (grants), id tokens
+# or refresh tokens; beat schedules are intervals and crontabs; staff permissions come from
+# roles, not hand-made groups.
+MEANINGLESS_HERE = (
+    "oauth2_provider.Grant",
+    "oidc.IDToken",
+    "oidc.RefreshToken",
+    "auth.Group",
+    "django_celery_beat.SolarSchedule",
+    "django_celery_beat.ClockedSchedule",
+)
+
+
+def admin_site_configure() -> None:
+    """Brand the admin and keep only the models that mean something here. Called from
+    ``AgentIdPConfig.ready()``, after every app's admin module has registered its models."""
+    admin.site.site_header = "AgentIdP administration"
+    admin.site.site_title = "AgentIdP"
+    admin.site.index_title = "Organizations, agents, credentials and audit"
+    admin.site.site_url = "/api/docs/"  # "view site": this server's site is its API
+    for label in MEANINGLESS_HERE:
+        model = apps.get_model(label)
+        if admin.site.is_registered(model):
+            admin.site.unregister(model)

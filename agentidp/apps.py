@@ -23,5 +23,8 @@ class AgentIdPConfig(AppConfig):
                 "VAULT_ADDR (with VAULT_TOKEN or AppRole) or AGENTIDP_ALLOW_LOCAL_SECRETS=1"
             )
 
+        from agentidp.admin import admin_site_configure
+
+        admin_site_configure()
         post_migrate.connect(tenancy.grant_application_privileges, sender=self)
         connection_created.connect(tenancy.install_query_guard)

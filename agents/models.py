@@ -63,4 +63,4 @@ class OrganizationMember(OrgOwnedModel, TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.agent_id} as {self.role}"
+        return f"{self.agent.name} ({self.role})"

@@ -20,7 +20,7 @@ class Client(OrgOwnedModel, AbstractApplication):
     live_secrets: list[tuple[uuid.UUID, str, datetime | None]]
 
     def __str__(self) -> str:
-        return str(self.client_id)
+        return f"{self.name or 'client'} ({str(self.client_id)[:8]}…)"
 
 
 class ClientSecret(OrgOwnedModel):

@@ -70,7 +70,7 @@ class StaffMembership(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user_id} in {self.organization_id} as {self.role}"
+        return f"{self.user.get_username()} ({self.role})"
 
 
 class TokenUsage(models.Model):

@@ -123,7 +123,12 @@ def test_staff_registers_agent_in_admin(staff: User, org: Organization) -> None:
     client = _login(staff)
     response = client.post(
         "/admin/agents/agent/add/",
-        {"name": "admin-made", "description": "", "capabilities": "search,plan", "metadata": "{}"},
+        {
+            "name": "admin-made",
+            "description": "",
+            "capabilities": "search\r\n\r\n  plan \r\n",
+            "metadata": "{}",
+        },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     with tenant_context(org.id):
