@@ -93,6 +93,29 @@ def _json(description: str, schema: JSONObject) -> JSONObject:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
+def _token_operation(
+    operation_id: str, summary: str, description: str, success: JSONObject
+) -> JSONObject:
+    """A client-authenticated POST about one token (revocation, introspection)."""
+    return {
+        "post": {
+            "operationId": operation_id,
+            "tags": ["oauth2"],
+            "summary": summary,
+            "description": description,
+            "security": CLIENT_AUTH,
+            "requestBody": _form(
+                {
+                    "token": {"type": "string", "minLength": 1},
+                    "token_type_hint": {"type": "string"},
+                },
+                ["token"],
+            ),
+            "responses": {"200": success, **_client_errors()},
+        }
+    }
+
+
 def _paths() -> JSONObject:
     token_errors = _client_errors()
     keys_and_metadata_errors: JSONObject = {
@@ -135,54 +158,26 @@ def _paths() -> JSONObject:
                 },
             }
         },
-        "/oauth2/revoke": {
-            "post": {
-                "operationId": "oauth2_revoke",
-                "tags": ["oauth2"],
-                "summary": "Revoke one of the caller's tokens (RFC 7009)",
-                "description": "200 whether or not the token was known or the caller's.",
-                "security": CLIENT_AUTH,
-                "requestBody": _form(
-                    {
-                        "token": {"type": "string", "minLength": 1},
-                        "token_type_hint": {"type": "string"},
-                    },
-                    ["token"],
-                ),
-                "responses": {
-                    "200": _json("Revoked (or nothing to do)", {"type": "object"}),
-                    **_client_errors(),
+        "/oauth2/revoke": _token_operation(
+            "oauth2_revoke",
+            "Revoke one of the caller's tokens (RFC 7009)",
+            "200 whether or not the token was known or the caller's.",
+            _json("Revoked (or nothing to do)", {"type": "object"}),
+        ),
+        "/oauth2/introspect": _token_operation(
+            "oauth2_introspect",
+            "Introspect a token (RFC 7662)",
+            "Active only for a token of the caller's organization that the API would accept "
+            'now; otherwise `{"active": false}`.',
+            _json(
+                "The token's state and, when active, its claims",
+                {
+                    "type": "object",
+                    "properties": {"active": {"type": "boolean"}},
+                    "required": ["active"],
                 },
-            }
-        },
-        "/oauth2/introspect": {
-            "post": {
-                "operationId": "oauth2_introspect",
-                "tags": ["oauth2"],
-                "summary": "Introspect a token (RFC 7662)",
-                "description": "Active only for a token of the caller's organization that the "
-                'API would accept now; otherwise `{"active": false}`.',
-                "security": CLIENT_AUTH,
-                "requestBody": _form(
-                    {
-                        "token": {"type": "string", "minLength": 1},
-                        "token_type_hint": {"type": "string"},
-                    },
-                    ["token"],
-                ),
-                "responses": {
-                    "200": _json(
-                        "The token's state and, when active, its claims",
-                        {
-                            "type": "object",
-                            "properties": {"active": {"type": "boolean"}},
-                            "required": ["active"],
-                        },
-                    ),
-                    **_client_errors(),
-                },
-            }
-        },
+            ),
+        ),
         "/.well-known/jwks.json": {
             "get": {
                 "operationId": "jwks",

@@ -79,6 +79,36 @@ class Stack:
             check=False,
         )
 
+    def admin_session(self, username: str, password: str) -> requests.Session:
+        """A browser-like session logged in to the admin (cookies: sessionid, csrftoken)."""
+        session = requests.Session()
+        login = f"{self.base}/admin/login/"
+        session.get(login, timeout=10)
+        response = session.post(
+            login,
+            data={
+                "username": username,
+                "password": password,
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+                "next": "/admin/",
+            },
+            headers={"Referer": login},
+            timeout=10,
+        )
+        assert response.url.endswith("/admin/"), f"login as {username} failed: {response.url}"
+        assert username in response.text
+        return session
+
+    def as_demo_agent(self, path: str, **data: str) -> requests.Response:
+        """POST to an OAuth endpoint as the demo agent's client (client_secret_basic)."""
+        credentials = self.credentials()
+        return requests.post(
+            f"{self.base}{path}",
+            data=data,
+            auth=(credentials["agent_client_id"], credentials["agent_client_secret"]),
+            timeout=10,
+        )
+
     def redis_port(self) -> int:
         url = (self.data_dir / "redis.url").read_text().strip()
         return int(url.rsplit(":", 1)[1].split("/", 1)[0])

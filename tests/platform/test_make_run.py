@@ -19,13 +19,7 @@ pytestmark = pytest.mark.django_db(databases=[])
 
 
 def token(stack: Stack, scope: str = "agents:read") -> str:
-    creds = stack.credentials()
-    response = requests.post(
-        f"{stack.base}/oauth2/token",
-        data={"grant_type": "client_credentials", "scope": scope},
-        auth=(creds["agent_client_id"], creds["agent_client_secret"]),
-        timeout=10,
-    )
+    response = stack.as_demo_agent("/oauth2/token", grant_type="client_credentials", scope=scope)
     assert response.status_code == 200, response.text
     access_token: str = response.json()["access_token"]
     return access_token
@@ -38,13 +32,7 @@ def bearer(stack: Stack, access_token: str, path: str = "/agents") -> requests.R
 
 
 def introspect(stack: Stack, access_token: str) -> dict[str, Any]:
-    creds = stack.credentials()
-    response = requests.post(
-        f"{stack.base}/oauth2/introspect",
-        data={"token": access_token},
-        auth=(creds["agent_client_id"], creds["agent_client_secret"]),
-        timeout=10,
-    )
+    response = stack.as_demo_agent("/oauth2/introspect", token=access_token)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -63,22 +51,9 @@ def test_the_first_run_works_on_a_fresh_clone(make_run: Stack) -> None:
     """The data directory's parents did not exist, and the demo passwords start with '-'."""
     creds = make_run.credentials()
     assert creds["staff_password"].startswith("-")
-    session = requests.Session()
-    login = f"{make_run.base}/admin/login/"
-    session.get(login, timeout=10)
-    response = session.post(
-        login,
-        data={
-            "username": "demo-admin",
-            "password": creds["staff_password"],
-            "csrfmiddlewaretoken": session.cookies["csrftoken"],
-            "next": "/admin/",
-        },
-        headers={"Referer": login},
-        timeout=10,
-    )
-    assert response.status_code == 200 and response.url.endswith("/admin/"), response.url
-    assert "demo-admin" in response.text
+    assert creds["platform_password"].startswith("-")
+    make_run.admin_session("demo-admin", creds["staff_password"])
+    make_run.admin_session("platform-admin", creds["platform_password"])
 
 
 def test_the_embedded_redis_persists(make_run: Stack) -> None:
@@ -117,13 +92,7 @@ def test_a_debug_server_answers_errors_in_the_documented_format(make_run: Stack)
 
 def test_revocation_survives_redis_restarts_and_data_loss(make_run: Stack) -> None:
     access_token = token(make_run)
-    creds = make_run.credentials()
-    revoked = requests.post(
-        f"{make_run.base}/oauth2/revoke",
-        data={"token": access_token},
-        auth=(creds["agent_client_id"], creds["agent_client_secret"]),
-        timeout=10,
-    )
+    revoked = make_run.as_demo_agent("/oauth2/revoke", token=access_token)
     assert revoked.status_code == 200 and revoked.json() == {}
     assert bearer(make_run, access_token).status_code == 401
 
@@ -156,16 +125,10 @@ def test_revocation_survives_redis_restarts_and_data_loss(make_run: Stack) -> No
 
 def test_a_postgres_outage_is_503_with_retry_after_then_recovers(make_run: Stack) -> None:
     access_token = token(make_run)
-    creds = make_run.credentials()
     os.kill(make_run.postgres_pid(), signal.SIGKILL)
     time.sleep(0.2)
     api = bearer(make_run, access_token)
-    issued = requests.post(
-        f"{make_run.base}/oauth2/token",
-        data={"grant_type": "client_credentials"},
-        auth=(creds["agent_client_id"], creds["agent_client_secret"]),
-        timeout=10,
-    )
+    issued = make_run.as_demo_agent("/oauth2/token", grant_type="client_credentials")
     for response in (api, issued):
         if response.status_code == 200:
             pytest.fail("served while PostgreSQL was down (restarted too fast to observe?)")

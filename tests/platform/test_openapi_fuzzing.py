@@ -86,21 +86,7 @@ def test_as_an_agent_with_every_scope(fuzzed: Stack, tmp_path: Path) -> None:
 
 
 def test_as_platform_staff(fuzzed: Stack, tmp_path: Path) -> None:
-    session = requests.Session()
-    login = f"{fuzzed.base}/admin/login/"
-    session.get(login, timeout=10)
-    response = session.post(
-        login,
-        data={
-            "username": "platform-admin",
-            "password": fuzzed.credentials()["platform_password"],
-            "csrfmiddlewaretoken": session.cookies["csrftoken"],
-            "next": "/admin/",
-        },
-        headers={"Referer": login},
-        timeout=10,
-    )
-    assert response.url.endswith("/admin/"), response.url
+    session = fuzzed.admin_session("platform-admin", fuzzed.credentials()["platform_password"])
     cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
     assert_clean(
         *schemathesis(
