@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "agentidp.middleware.ErrorFormatMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The admin's and the API docs' assets, served by the app itself (no CDN, no web server).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "agentidp.middleware.InputBoundaryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,7 +138,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves the installed apps' static files straight from where they are installed,
+# so no collectstatic step is needed; set STATIC_ROOT and run collectstatic to serve a copy.
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG

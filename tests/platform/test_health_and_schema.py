@@ -142,3 +142,22 @@ def api_client_for_org(staff: object) -> Client:
     client = Client()
     client.force_login(staff)
     return client
+
+
+@pytest.mark.parametrize(
+    "asset",
+    [
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+        "/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js",
+        "/static/admin/css/base.css",
+    ],
+)
+def test_assets_are_served_by_the_app_with_debug_off(settings: object, asset: str) -> None:
+    """gunicorn in production serves the API docs' and the admin's assets too (WhiteNoise)."""
+    from django.conf import settings as django_settings
+
+    assert django_settings.DEBUG is False
+    response = Client().get(asset)
+    assert response.status_code == 200, asset
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    assert len(body) > 1000
