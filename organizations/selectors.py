@@ -1,5 +1,6 @@
 """Reads of organizations."""
 
+from agentidp.boundary import slug_refusal
 from agentidp.errors import NotFound
 from organizations.choices import OrganizationStatus
 from organizations.models import Organization
@@ -7,6 +8,8 @@ from organizations.models import Organization
 
 def organization_get_by_slug(*, slug: str) -> Organization:
     """Look an organization up by slug; callers without its context use the platform path."""
+    if slug_refusal(slug):
+        raise NotFound(f"No organization with slug {slug!r}.")
     organization = (
         Organization.objects.exclude(status=OrganizationStatus.DELETED).filter(slug=slug).first()
     )

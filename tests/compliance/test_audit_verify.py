@@ -165,3 +165,11 @@ def test_verify_needs_the_audit_scope(
     api = client_for(StaffFactory(organization=chain, role="member"))
     assert api.get("/audit/verify").status_code == 403
     assert APIClient().get("/audit/verify").status_code == 401
+
+
+@pytest.mark.parametrize("key", ["no-such-org", "bad\x00slug", str(uuid.uuid4())])
+def test_the_command_refuses_an_unknown_organization_cleanly(key: str) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No organization"):
+        call_command("verifyauditchain", "--org", key, stdout=io.StringIO())

@@ -8,6 +8,7 @@ import sys
 import uuid
 from argparse import ArgumentParser
 
+from agentidp.boundary import slug_refusal
 from agentidp.commands import JSONCommand
 from agentidp.errors import JSONValue, NotFound
 from agentidp.tenancy import platform_context, tenant_context
@@ -46,7 +47,8 @@ class Command(JSONCommand):
             try:
                 found = Organization.objects.filter(id=uuid.UUID(key)).first()
             except ValueError:
-                found = Organization.objects.filter(slug=key).first()
+                # a deleted organization's slug is deleted-<hex>, still a valid slug
+                found = None if slug_refusal(key) else Organization.objects.filter(slug=key).first()
         if found is None:
             raise NotFound(f"No organization {key!r}.")
         return found.id
