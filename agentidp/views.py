@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
 
 from agentidp.errors import standard_problem
@@ -53,17 +54,26 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
+# The admin is a browser's HTML application: its errors stay Django's pages.
+
+
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith(ADMIN_PREFIX):
+        return defaults.bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):
         return standard_problem(request, 413)
     return standard_problem(request, 400)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith(ADMIN_PREFIX):
+        return defaults.permission_denied(request, exception)
     return standard_problem(request, 403)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith(ADMIN_PREFIX):
+        return defaults.page_not_found(request, exception)
     return standard_problem(request, 404)
 
 
@@ -71,6 +81,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
     caught = sys.exc_info()[1]
     if caught is not None and is_unavailable(caught):
         return unavailable_response(request)
+    if request.path.startswith(ADMIN_PREFIX):
+        return defaults.server_error(request)
     return standard_problem(request, 500)
 
 

@@ -101,10 +101,16 @@ def test_a_database_error_in_a_view_is_a_503_with_retry_after(debug: bool) -> No
     assert int(response["Retry-After"]) >= 1
 
 
-def test_admin_pages_stay_html() -> None:
+def test_admin_pages_stay_html(staff: Any) -> None:
     response = HttpClient().get("/admin/no-such-page/")
     assert response.status_code in (302, 404)
     assert "json" not in response.get("Content-Type", "")
+    client = HttpClient()
+    client.force_login(staff)
+    for path, status in (("/admin/oidc/accesstoken/", 403), ("/admin/no/such/model/", 404)):
+        response = client.get(path)
+        assert response.status_code == status, path
+        assert response["Content-Type"].startswith("text/html"), path
 
 
 def test_the_middleware_is_outermost_of_ours() -> None:
