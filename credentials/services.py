@@ -394,14 +394,6 @@ def client_load(*, client_id: str) -> Client:
     return client
 
 
-def client_authenticate(*, client_id: str, secret: str) -> AuthenticatedClient:
-    """Load the client (entering its organization) and check its secret."""
-    if not client_id or not secret:
-        raise ClientAuthenticationFailed("missing_credentials")
-    client = client_load(client_id=client_id)
-    return client_secret_check(client=client, secret=secret)
-
-
 def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:
     """Compare ``secret`` in constant time with the client's live secrets."""
     now = timezone.now()

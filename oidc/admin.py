@@ -41,6 +41,7 @@ class AccessTokenAdmin(admin.ModelAdmin[AccessToken]):
             request,
             queryset.select_related("application"),
             lambda actor, token: access_token_revoke(
+                actor=actor,
                 client=token.application,
                 jti=str(token.jti),
                 expires_at=int(token.expires.timestamp()),

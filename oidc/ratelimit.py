@@ -64,6 +64,11 @@ if ARGV[8] == '' then
   redis.call('INCR', KEYS[3])
   return {'rejected', 0}
 end
+if ARGV[12] == '0' then
+  -- not a token request (revocation, introspection): throttled and noted, never metered
+  redis.call('HSET', KEYS[5], ARGV[8], ARGV[11])
+  return {'ok', 0}
+end
 local used = tonumber(redis.call('GET', KEYS[4]) or '0')
 if used >= tonumber(ARGV[7]) then
   return {'quota', 3600}
@@ -114,8 +119,13 @@ def token_request_admit(
     plan: str,
     max_tokens_per_month: int,
     credential_id: UUID | None,
+    reserve: bool = True,
 ) -> Admission:
-    """Admit a request whose secret checked out as ``credential_id`` (``None``: it did not)."""
+    """Admit a request whose secret checked out as ``credential_id`` (``None``: it did not).
+
+    ``reserve``: a token request, held to the rate limits and reserved against the monthly
+    quota. Other client-authenticated requests (revocation, introspection) meet only the
+    failed-authentication throttle and count no token."""
     client_rate, client_burst, org_rate, org_burst = PLAN_RATES.get(plan, PLAN_RATES["free"])
     usage = usage_key(organization_id)
     now = time.time()
@@ -129,11 +139,11 @@ def token_request_admit(
         ],
         args=[now, client_rate, client_burst, org_rate, org_burst, FAILED_AUTH_LIMIT,
               max_tokens_per_month, str(credential_id or ""), FAILED_AUTH_WINDOW, USAGE_TTL,
-              int(now)],
+              int(now), "1" if reserve else "0"],
     )  # fmt: skip
     verdict, wait = result[0].decode(), int(result[1])
     if verdict == "ok":
-        return Admission(allowed=True, reserved=usage)
+        return Admission(allowed=True, reserved=usage if reserve else "")
     if verdict == "rejected":
         return Admission(allowed=False)
     RATE_LIMITED.labels(limit=verdict).inc()

@@ -165,7 +165,7 @@ def signing_keys_published() -> list[dict[str, JSONValue]]:
     return [dict(key.public_jwk) for key in keys]
 
 
-def _client_actor(client: Client) -> Principal:
+def client_actor(client: Client) -> Principal:
     """The agent behind a client, as the actor of its token events."""
     return Principal(kind="agent", id=str(client.agent_id), organization_id=client.organization_id)
 
@@ -216,7 +216,7 @@ def access_token_record(
     )  # fmt: skip
     event_record(
         organization_id=client.organization_id,
-        actor=_client_actor(client),
+        actor=client_actor(client),
         action="token.issued",
         subject_type="token",
         subject_id=jti,
@@ -264,9 +264,10 @@ def revocations_purge(*, organization_id: uuid.UUID) -> int:
     return deleted
 
 
-def access_token_revoke(*, client: Client, jti: str, expires_at: int) -> bool:
+def access_token_revoke(*, actor: Principal, client: Client, jti: str, expires_at: int) -> bool:
     """Revoke one of the client's tokens: recorded in the database until it would have
-    expired, listed in Redis before the transaction commits, audited.
+    expired, listed in Redis before the transaction commits, audited as ``actor``'s act (the
+    client itself at /oauth2/revoke, a staff member in the admin).
 
     Returns whether the token was one this server has a record of issuing.
     """
@@ -283,7 +284,7 @@ def access_token_revoke(*, client: Client, jti: str, expires_at: int) -> bool:
     jti_revoke(jti, expires_at=expires_at)
     event_record(
         organization_id=client.organization_id,
-        actor=_client_actor(client),
+        actor=actor,
         action="token.revoked",
         subject_type="token",
         subject_id=jti,

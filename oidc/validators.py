@@ -24,7 +24,7 @@ from credentials.services import (
     client_secret_check,
 )
 from oidc.ratelimit import failed_authentication_count, token_request_admit
-from oidc.services import access_token_record, access_token_revoke
+from oidc.services import access_token_record, access_token_revoke, client_actor
 from oidc.tokens import InvalidToken, access_token_verify, issuance, requested_audiences
 
 logger = logging.getLogger("agentidp.auth")
@@ -101,6 +101,8 @@ class AgentRequestValidator(OAuth2Validator):
                 plan=organization.plan,
                 max_tokens_per_month=organization.max_tokens_per_month,
                 credential_id=authenticated.credential_id if authenticated else None,
+                # only a token request (it has a grant_type) is metered
+                reserve=bool(request.grant_type),
             )
         except RedisError as exc:
             # Limits and quotas cannot be checked: refuse rather than issue unmetered tokens.
@@ -113,7 +115,8 @@ class AgentRequestValidator(OAuth2Validator):
                 request=request,
             ) from exc
         if admission.allowed:
-            issuance().reserved = admission.reserved
+            if admission.reserved:
+                issuance().reserved = admission.reserved
             return
         if not admission.limit:
             return  # a wrong secret, counted by the admission itself
@@ -215,4 +218,9 @@ class AgentRequestValidator(OAuth2Validator):
             return
         if verified.claims.get("client_id") != client.client_id:
             return
-        access_token_revoke(client=client, jti=verified.jti, expires_at=verified.expires_at)
+        access_token_revoke(
+            actor=client_actor(client),
+            client=client,
+            jti=verified.jti,
+            expires_at=verified.expires_at,
+        )

@@ -8,16 +8,13 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot_views
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Histogram
 
 from agentidp.errors import NO_STORE, JSONValue
 from agentidp.middleware import safe_methods_only
-from agentidp.tenancy import adopt_organization
-from credentials.services import (
-    ClientAuthenticationFailed,
-    client_authenticate,
-    client_credentials_parse,
-)
+from credentials.models import Client
 from oidc.ratelimit import token_request_refund
 from oidc.services import (
     discovery_document,
@@ -26,7 +23,7 @@ from oidc.services import (
     token_introspect,
 )
 from oidc.tokens import issuance_scope
-from oidc.validators import retry_after
+from oidc.validators import AgentRequestValidator, retry_after
 
 TOKEN_LATENCY = Histogram(
     "agentidp_token_endpoint_seconds",
@@ -100,16 +97,30 @@ class IntrospectView(View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> JsonResponse:
-        client_id, secret = client_credentials_parse(
-            authorization=request.headers.get("Authorization", ""),
-            form_client_id=request.POST.get("client_id"),
-            form_secret=request.POST.get("client_secret"),
+        # The same client authentication as the token and revocation endpoints (DOT's
+        # validator): throttled, failures counted and audited, never metered as a token.
+        oauth_request = OAuthRequest(
+            request.build_absolute_uri(),
+            http_method="POST",
+            body=request.POST.dict(),
+            headers={"Authorization": request.headers.get("Authorization", "")},
         )
+        waited = retry_after.set(None)
         try:
-            client = client_authenticate(client_id=client_id, secret=secret).client
-        except ClientAuthenticationFailed:
+            authenticated = AgentRequestValidator().authenticate_client(oauth_request)
+        except CustomOAuth2Error as refusal:
+            response = _oauth_error(
+                str(refusal.error), str(refusal.description or ""), refusal.status_code
+            )
+            wait = retry_after.get()
+            if wait:
+                response["Retry-After"] = str(wait)
+            return response
+        finally:
+            retry_after.reset(waited)
+        if not authenticated:
             return _oauth_error("invalid_client", "Client authentication failed.", 401)
-        adopt_organization(client.organization_id)
+        client = cast(Client, oauth_request.client)
         token = request.POST.get("token", "")
         if not token:
             return _oauth_error("invalid_request", "The token parameter is required.", 400)
