@@ -296,17 +296,14 @@ def access_token_revoke(*, actor: Principal, client: Client, jti: str, expires_a
 def _live_tokens_revoke(
     *, organization_id: uuid.UUID, tokens: QuerySet[AccessToken], reason: RevocationReason
 ) -> int:
-    """Revoke every unexpired token of ``tokens``: recorded now, listed after commit.
-
-    For bulk revocations that something else already enforces (the agent's not-before, a
-    revoked secret), so a Redis outage at commit time cannot let one of them through.
-    """
+    """Revoke every unexpired token of ``tokens`` by the same rule as one revocation: the
+    durable record, then the Redis list before the transaction commits (a Redis outage fails
+    the change instead of leaving the list behind the database)."""
     live = list(tokens.filter(expires__gt=timezone.now()).values_list("jti", "expires"))
     if not live:
         return 0
     _revocations_record(organization_id=organization_id, tokens=live, reason=reason)
-    entries = [(str(jti), int(expires.timestamp())) for jti, expires in live]
-    transaction.on_commit(lambda: jtis_cache(entries), robust=True)
+    jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in live)
     return len(live)
 
 

@@ -274,3 +274,33 @@ def test_purge_forgets_only_expired_revocations(
         )
     assert revocations_purge_task(str(org.id)) == 1
     assert record_of(live) is not None
+
+
+def test_revoking_a_secret_needs_the_list_and_applies_nothing_without_it(
+    cred: Credentialed, org: Organization, token_for: Callable[..., str]
+) -> None:
+    """A secret's tokens are listed before the change commits: with Redis down the
+    revocation fails whole, rather than leaving the list behind the database."""
+    import redis
+    from django.db import transaction
+
+    from credentials.models import ClientSecret
+
+    token = token_for(cred)
+    try:
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            redis_client.cache_clear()
+            with pytest.raises(redis.ConnectionError), transaction.atomic():
+                with tenant_context(org.id):
+                    credential_revoke(
+                        actor=TEST_ACTOR,
+                        organization_id=org.id,
+                        agent_id=cred.agent.id,
+                        credential_id=cred.credential_id,
+                    )
+    finally:
+        redis_client.cache_clear()
+    with tenant_context(org.id):
+        secret = ClientSecret.objects.get(organization_id=org.id, id=cred.credential_id)
+    assert secret.revoked_at is None and record_of(token) is None
+    assert api(token) == 200
