@@ -1,4 +1,4 @@
-"""The one API base: principal, policy, strict input, pagination, problem responses.
+"""The one API base: principal, policy, strict input and pagination.
 
 App viewsets declare their queryset access, serializers, filters and ``required_scopes``; the
 base asks the policy before anything runs and renders errors as problem+json.
@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import ClassVar, cast
 
 from django.core.paginator import Paginator
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import pagination, serializers
 from rest_framework.request import Request
@@ -212,31 +211,3 @@ class CursorPagination(pagination.CursorPagination):
             except ValueError as exc:
                 raise invalid from exc
         return cursor
-
-
-def problem_responses(*statuses: int) -> dict[int, OpenApiResponse]:
-    """OpenAPI descriptions of the problem+json error responses an endpoint may return."""
-    problem = inline_serializer(
-        name="Problem",
-        fields={
-            "type": serializers.CharField(),
-            "title": serializers.CharField(),
-            "status": serializers.IntegerField(),
-            "detail": serializers.CharField(),
-            "instance": serializers.CharField(),
-            "errors": serializers.DictField(
-                child=serializers.ListField(child=serializers.CharField()), required=False
-            ),
-        },
-    )
-    descriptions = {
-        400: "Invalid input (problem+json naming the fields)",
-        401: "Authentication required",
-        403: "Forbidden by policy",
-        404: "Not found (or owned by another organization)",
-        409: "Conflicts with the current state or a quota",
-    }
-    return {
-        status: OpenApiResponse(response=problem, description=descriptions.get(status, "Error"))
-        for status in statuses
-    }

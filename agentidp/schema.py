@@ -14,6 +14,7 @@ from drf_spectacular.extensions import (
     OpenApiSerializerExtension,
 )
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
 
 from agentidp.api import StrictSerializer
 from agentidp.errors import PROBLEM_CONTENT_TYPE, JSONValue
@@ -81,6 +82,15 @@ class PrincipalAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ig
             {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RFC 9068 access token)"},
             {"type": "apiKey", "in": "cookie", "name": "sessionid"},
         ]
+
+
+def problem_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """For ``extend_schema(responses=...)``: the errors an operation answers beyond the
+    standard ones :func:`problem_responses_hook` adds; the hook gives them the Problem body."""
+    return {
+        status: OpenApiResponse(description=ERROR_DESCRIPTIONS.get(str(status), "Error"))
+        for status in statuses
+    }
 
 
 def _problem(status: str, description: str | None = None) -> JSONObject:

@@ -9,14 +9,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import (
-    PageNumberPagination,
-    QuerySerializer,
-    StrictSerializer,
-    TenantViewSet,
-    problem_responses,
-)
+from agentidp.api import PageNumberPagination, QuerySerializer, StrictSerializer, TenantViewSet
 from agentidp.errors import NotFound
+from agentidp.schema import problem_responses
 from agentidp.tenancy import platform_context
 from agents import services
 from agents.choices import AgentStatus

@@ -14,8 +14,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import CursorPagination, QuerySerializer, TenantViewSet, problem_responses
+from agentidp.api import CursorPagination, QuerySerializer, TenantViewSet
 from agentidp.errors import NotFound
+from agentidp.schema import problem_responses
 from compliance.models import AuditEvent
 from compliance.selectors import audit_event_list
 from compliance.services import (

@@ -9,8 +9,9 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import StrictSerializer, TenantViewSet, problem_responses
+from agentidp.api import StrictSerializer, TenantViewSet
 from agentidp.errors import NotFound
+from agentidp.schema import problem_responses
 from credentials import services
 from credentials.models import ClientSecret
 

@@ -8,8 +8,9 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet, problem_responses
+from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet
 from agentidp.boundary import SLUG, slug_refusal
+from agentidp.schema import problem_responses
 from agentidp.tenancy import platform_context
 from organizations import services
 from organizations.choices import OrganizationStatus, Plan
