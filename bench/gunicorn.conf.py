@@ -11,6 +11,7 @@ whichever of them answers the scrape.
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 
 from gunicorn.arbiter import Arbiter
@@ -38,6 +39,8 @@ for _name in os.listdir(METRICS_DIR):
 
 
 def child_exit(server: Arbiter, worker: Worker) -> None:
+    if "prometheus_client" not in sys.modules:
+        return  # an application without metrics (make bench's stock peer)
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped upstream

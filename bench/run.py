@@ -1,15 +1,23 @@
-"""``make bench``: four figures from one run on this machine, against real PostgreSQL and Redis.
+"""``make bench``: the hot paths measured in one run on this machine, against real PostgreSQL
+and Redis, in interleaved rounds.
 
-(a) a bare view (``/healthz``: the framework's floor), (b) the token endpoint with
-client_credentials over 100 agents in 10 organizations, every issuance audited,
-(c) ``GET /agents/{id}`` with a bearer token, (d) offline verification of tokens with the
-JWKS in one process. The web server is gunicorn with ``bench/gunicorn.conf.py`` (the
-configuration the README recommends), the same for every figure; the load generator is wrk
-at 16 connections.
+Scenarios (keys of ``.agentidp/bench/results.json``):
 
-After the four figures come the reference floors (``bench/floors.py``, served by the same
-server): a request transaction with one statement, a bare DRF view, and a DRF view behind the
-bearer principal. They are not targets; they show how much of (b) and (c) the stack itself takes.
+- ``bare``: a bare view (``/healthz``: the framework's floor);
+- ``token``: the token endpoint, ``client_credentials`` over 100 agents in 10 organizations,
+  every issuance audited;
+- ``stock_dot``: the peer, stock django-oauth-toolkit ``client_credentials`` (``bench/stock_dot.py``);
+- ``api_get``: ``GET /agents/{id}`` with a bearer token;
+- ``offline_verify``: a resource server verifying tokens offline with the JWKS, in one process;
+- ``floor_transaction``, ``floor_drf``, ``floor_bearer``: reference floors (``bench/floors.py``)
+  showing what the stack itself takes; not targets.
+
+Both servers are gunicorn with ``bench/gunicorn.conf.py`` (the configuration the README
+recommends); the load generator is wrk at 16 connections. This machine's speed drifts within a
+run, so every scenario runs once per round (bare, token, stock_dot, api_get, ..., then again),
+ratios are taken within a round, and medians are reported. CPU time per request is read from
+``/proc`` for the serving workers, PostgreSQL (the postmaster with its backends, live and
+exited) and Redis; it is steadier than throughput here.
 """
 
 import json
@@ -21,7 +29,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,13 +43,17 @@ import redis  # noqa: E402
 from agentidp import devenv  # noqa: E402 - after the path is set
 
 WORK = devenv.DATA_DIR / "bench"
-DURATION = int(os.environ.get("BENCH_SECONDS", "15"))
+DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = 16
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
+STOCK_PORT = PORT + 1
+STOCK_DB = "agentidp_bench_stock_dot"
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def environment() -> dict[str, str]:
-    """Every run starts from nothing: a new database, an empty Redis database, new keys."""
+    """Every run starts from nothing: new databases, an empty Redis database, new keys."""
     services = devenv.Services()
     os.environ["AGENTIDP_DB_NAME"] = "agentidp_bench"
     devenv.DB_NAME = "agentidp_bench"
@@ -57,24 +73,39 @@ def environment() -> dict[str, str]:
         AGENTIDP_ISSUER=f"http://127.0.0.1:{PORT}",
         LOG_LEVEL="WARNING",
     )
+    env["STOCK_DATABASE_URL"] = _stock_database(services.owner_url)
     env["BENCH_KEEP"] = repr(services)
     return env
 
 
+def _stock_database(owner_url: str) -> str:
+    """A fresh database for the peer, owned by the owner role, on the same server."""
+    import psycopg
+
+    with psycopg.connect(_libpq(owner_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{STOCK_DB}" WITH (FORCE)'.encode())
+        conn.execute(f'CREATE DATABASE "{STOCK_DB}"'.encode())
+    parts = urlsplit(owner_url)
+    return urlunsplit(parts._replace(path=f"/{STOCK_DB}"))
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
 def seed(env: dict[str, str]) -> None:
-    """10 organizations x 10 agents with credentials; bearer tokens for scenario (c)."""
+    """10 organizations x 10 agents with credentials; 100 stock DOT applications."""
     code = f"""
 import base64, json, django
 django.setup()
-from django.test import Client
 from agentidp.principals import Principal
 from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_register
 from credentials.services import client_scopes_set, credential_generate
 from organizations.services import organization_create
-from oidc.services import signing_key_ensure
+from oidc.keys import signing_key_ensure
 actor = Principal.system("bench")
-creds, tokens = [], []
+creds = []
 with platform_context(reason="bench"):
     signing_key_ensure()
 for o in range(10):
@@ -91,6 +122,14 @@ open({str(WORK / "credentials.txt")!r}, "w").write("\\n".join(
 json.dump(creds, open({str(WORK / "credentials.json")!r}, "w"))
 """
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)  # noqa: S603
+    stock = {**env, "DJANGO_SETTINGS_MODULE": "bench.stock_dot"}
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "django", "migrate", "-v", "0"], env=stock, cwd=ROOT, check=True
+    )
+    from bench.stock_dot import SEED
+
+    out = f"OUT = {str(WORK / 'stock_credentials.txt')!r}\n"
+    subprocess.run([sys.executable, "-c", out + SEED], env=stock, cwd=ROOT, check=True)  # noqa: S603
 
 
 def tokens(base: str) -> list[str]:
@@ -113,24 +152,100 @@ def tokens(base: str) -> list[str]:
     return issued
 
 
-Scenario = tuple[str, str, str | None, str | None, dict[str, str]]
+# --- CPU time by process, from /proc ---------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _ticks(pid: int, *, with_children: bool) -> int:
+    """utime + stime (and the CPU of its exited, reaped children)."""
+    try:
+        fields = _stat(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    own = int(fields[11]) + int(fields[12])
+    return own + (int(fields[13]) + int(fields[14]) if with_children else 0)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+    return found
+
+
+def tree_seconds(root: int) -> float:
+    """CPU seconds of a process tree: the root (with reaped children) and its live children."""
+    total = _ticks(root, with_children=True)
+    total += sum(_ticks(child, with_children=True) for child in _children(root))
+    return total / TICK
+
+
+@dataclass
+class Processes:
+    postgres: int
+    redis: int
+    servers: dict[str, int] = field(default_factory=dict)
+
+    def sample(self) -> dict[str, float]:
+        taken = {name: tree_seconds(pid) for name, pid in self.servers.items()}
+        taken["postgresql"] = tree_seconds(self.postgres)
+        taken["redis"] = tree_seconds(self.redis)
+        taken["self"] = time.process_time()
+        return taken
+
+
+def processes(env: dict[str, str], servers: dict[str, int]) -> Processes:
+    import psycopg
+
+    with psycopg.connect(_libpq(env["DATABASE_URL"])) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None  # noqa: S101
+    postmaster = int(_stat(int(row[0]))[1])
+    info = cast(dict[str, object], redis.Redis.from_url(env["REDIS_URL"]).info("server"))
+    redis_pid = int(str(info["process_id"]))
+    return Processes(postgres=postmaster, redis=redis_pid, servers=servers)
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    server: str  # whose workers serve it ("product", "stock_dot"; "self" for offline)
+    url: str = ""
+    script: str | None = None
+    data: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    floor: bool = False
+    run: Callable[[int], dict[str, float]] | None = None
 
 
 def wrk(scenario: Scenario, seconds: int) -> dict[str, float]:
-    _, url, script, data, script_env = scenario
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", url]
-    if script:
-        command[1:1] = ["-s", str(ROOT / "bench" / script)]
-        command += ["--", data or ""]
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", scenario.url]
+    if scenario.script:
+        command[1:1] = ["-s", str(ROOT / "bench" / scenario.script)]
+        command += ["--", scenario.data or ""]
     out = subprocess.run(  # noqa: S603
-        command, capture_output=True, text=True, check=True, env={**os.environ, **script_env}
+        command, capture_output=True, text=True, check=True, env={**os.environ, **scenario.env}
     ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
-        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
-        "errors": float(errors.group(1)) if errors else 0.0,
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
 
 
@@ -139,41 +254,122 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def offline_verification(base: str, issued: list[str], seconds: int) -> dict[str, float]:
+def offline_verification(base: str, issued: list[str]) -> Callable[[int], dict[str, float]]:
     """A resource server's view: fetch the JWKS over HTTP once, then verify tokens locally."""
     import jwt
     import requests
 
     jwks = jwt.PyJWKSet.from_dict(requests.get(f"{base}/.well-known/jwks.json", timeout=5).json())
     keys = {key.key_id: key for key in jwks.keys}
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    index = 0
-    while time.perf_counter() < deadline:
-        token = issued[index % len(issued)]
-        started = time.perf_counter()
-        kid = jwt.get_unverified_header(token)["kid"]
-        jwt.decode(
-            token, keys[kid], algorithms=["ES256", "RS256", "EdDSA"],
-            audience=f"{base}/api", issuer=base, options={"require": ["exp", "iat", "jti"]},
-        )  # fmt: skip
-        latencies.append((time.perf_counter() - started) * 1000)
-        index += 1
-    latencies.sort()
-    total = sum(latencies) / 1000
-    return {
-        "rps": len(latencies) / total,
-        "p50": statistics.median(latencies),
-        "p99": latencies[int(len(latencies) * 0.99)],
-        "errors": 0.0,
-    }
+
+    def run(seconds: int) -> dict[str, float]:
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        index = 0
+        while time.perf_counter() < deadline:
+            token = issued[index % len(issued)]
+            started = time.perf_counter()
+            kid = jwt.get_unverified_header(token)["kid"]
+            jwt.decode(
+                token, keys[kid], algorithms=["ES256", "RS256", "EdDSA"],
+                audience=f"{base}/api", issuer=base, options={"require": ["exp", "iat", "jti"]},
+            )  # fmt: skip
+            latencies.append((time.perf_counter() - started) * 1000)
+            index += 1
+        latencies.sort()
+        return {
+            "rps": len(latencies) / (sum(latencies) / 1000),
+            "requests": float(len(latencies)),
+            "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[int(len(latencies) * 0.99)],
+            "non_2xx": 0.0,
+        }
+
+    return run
 
 
-def _table(results: dict[str, dict[str, float]], bare: float) -> None:
-    for name, figures in results.items():
-        ratio = figures["rps"] / bare
-        print(f"{name:36} {figures['rps']:9.0f} {figures['p50']:8.2f} {figures['p99']:8.2f} "
-              f"{figures['errors']:8.0f} {ratio:7.2f}")  # fmt: skip
+def measure(scenario: Scenario, procs: Processes, seconds: int) -> dict[str, float]:
+    before = procs.sample()
+    figures = scenario.run(seconds) if scenario.run else wrk(scenario, seconds)
+    after = procs.sample()
+    count = max(figures["requests"], 1.0)
+    for part in (scenario.server, "postgresql", "redis"):
+        figures[f"cpu_{part}"] = (after[part] - before[part]) * 1000 / count
+    return figures
+
+
+def _start_server(env: dict[str, str], settings: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "bench" / "gunicorn.conf.py"),
+         "--bind", f"127.0.0.1:{port}",
+         "agentidp.wsgi" if settings != "bench.stock_dot" else "django.core.wsgi:get_wsgi_application()"],
+        env={**env, "DJANGO_SETTINGS_MODULE": settings}, cwd=ROOT,
+    )  # fmt: skip
+
+
+def _wait(url: str) -> None:
+    import requests
+
+    for _ in range(150):
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def summarize(
+    rounds: list[dict[str, dict[str, float]]], scenarios: list[Scenario]
+) -> dict[str, dict[str, object]]:
+    """Medians over rounds; ratios are taken within each round, then their median."""
+    summary: dict[str, dict[str, object]] = {}
+    for scenario in scenarios:
+        runs = [r[scenario.key] for r in rounds]
+        cpu_parts = {"workers" if scenario.server in ("product", "stock_dot") else "process": scenario.server,
+                     "postgresql": "postgresql", "redis": "redis"}  # fmt: skip
+        cpu = {name: round(statistics.median(run[f"cpu_{part}"] for run in runs), 3)
+               for name, part in cpu_parts.items()}  # fmt: skip
+        cpu["total"] = round(sum(cpu.values()), 3)
+        entry: dict[str, object] = {
+            "label": scenario.label,
+            "rps": round(statistics.median(run["rps"] for run in runs), 1),
+            "p50_ms": round(statistics.median(run["p50_ms"] for run in runs), 2),
+            "p99_ms": round(statistics.median(run["p99_ms"] for run in runs), 2),
+            "ratio_to_bare": round(
+                statistics.median(r[scenario.key]["rps"] / r["bare"]["rps"] for r in rounds), 3
+            ),  # fmt: skip
+            "cpu_ms_per_request": cpu,
+            "non_2xx": int(sum(run["non_2xx"] for run in runs)),
+            "floor": scenario.floor,
+        }
+        if scenario.key in ("token", "stock_dot"):
+            entry["ratio_to_stock_dot"] = round(statistics.median(
+                r[scenario.key]["rps"] / r["stock_dot"]["rps"] for r in rounds), 3)  # fmt: skip
+        summary[scenario.key] = entry
+    return summary
+
+
+def print_table(summary: dict[str, dict[str, object]]) -> None:
+    head = (f"{'scenario':34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
+            f"{'/bare':>6} {'/DOT':>6}   CPU ms/request: serving  PG  Redis  total")  # fmt: skip
+    print(head)
+    floors_said = False
+    for entry in summary.values():
+        if entry["floor"] and not floors_said:
+            print(
+                "\nreference floors (same server; the stack before any of our work, not targets):"
+            )
+            floors_said = True
+        cpu = entry["cpu_ms_per_request"]
+        assert isinstance(cpu, dict)  # noqa: S101
+        serving = cpu.get("workers", cpu.get("process", 0.0))
+        dot = entry.get("ratio_to_stock_dot")
+        print(f"{entry['label']:34} {entry['rps']:8.0f} {entry['p50_ms']:7.2f} {entry['p99_ms']:7.2f} "
+              f"{entry['non_2xx']:7d} {entry['ratio_to_bare']:6.2f} "
+              f"{'' if dot is None else f'{dot:.2f}':>6}   {serving:21.2f} {cpu['postgresql']:4.2f} "
+              f"{cpu['redis']:6.2f} {cpu['total']:6.2f}")  # fmt: skip
 
 
 def main() -> int:
@@ -183,60 +379,62 @@ def main() -> int:
         env=env, cwd=ROOT, check=True,
     )  # fmt: skip
     seed(env)
-    base = f"http://127.0.0.1:{PORT}"
-    server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "bench" / "gunicorn.conf.py"),
-         "--bind", f"127.0.0.1:{PORT}", "agentidp.wsgi"],
-        env={**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}, cwd=ROOT,
-    )  # fmt: skip
+    base, stock = f"http://127.0.0.1:{PORT}", f"http://127.0.0.1:{STOCK_PORT}"
+    server = _start_server(env, "bench.settings", PORT)
+    stock_server = _start_server(env, "bench.stock_dot", STOCK_PORT)
     try:
-        import requests
-
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
+        _wait(f"{base}/readyz")
+        _wait(f"{stock}/o/token/")
         issued = tokens(base)
-        results: dict[str, dict[str, float]] = {}
-        floors: dict[str, dict[str, float]] = {}
         bearer = str(WORK / "bearer.txt")
-        scenarios: list[Scenario] = [
-            ("(a) bare view /healthz", f"{base}/healthz", None, None, {}),
-            ("(b) POST /oauth2/token", f"{base}/oauth2/token", "token.lua", str(WORK / "credentials.txt"), {}),
-            ("(c) GET /agents/{id} bearer", base, "agent.lua", bearer, {}),
+        scenarios = [
+            Scenario("bare", "bare view /healthz", "product", f"{base}/healthz"),
+            Scenario("token", "POST /oauth2/token", "product", f"{base}/oauth2/token",
+                     "token.lua", str(WORK / "credentials.txt")),
+            Scenario("stock_dot", "stock DOT POST /o/token/", "stock_dot", f"{stock}/o/token/",
+                     "token.lua", str(WORK / "stock_credentials.txt"),
+                     {"BENCH_TOKEN_PATH": "/o/token/"}),
+            Scenario("api_get", "GET /agents/{id} bearer", "product", base, "agent.lua", bearer),
+            Scenario("offline_verify", "offline JWKS verification", "self",
+                     run=offline_verification(base, issued)),
+            Scenario("floor_transaction", "transaction + SELECT 1", "product",
+                     f"{base}/bench/floor/transaction", floor=True),
+            Scenario("floor_drf", "bare DRF view", "product", f"{base}/bench/floor/drf", floor=True),
+            Scenario("floor_bearer", "DRF + bearer principal, no read", "product", base,
+                     "agent.lua", bearer, {"BENCH_PATH_PREFIX": "/bench/floor/bearer/"},
+                     floor=True),
         ]  # fmt: skip
-        references: list[Scenario] = [
-            ("transaction + SELECT 1", f"{base}/bench/floor/transaction", None, None, {}),
-            ("bare DRF view", f"{base}/bench/floor/drf", None, None, {}),
-            ("DRF + bearer principal, no read", base, "agent.lua", bearer,
-             {"BENCH_PATH_PREFIX": "/bench/floor/bearer/"}),
-        ]  # fmt: skip
-        for table, runs in ((results, scenarios), (floors, references)):
-            for scenario in runs:
-                wrk(scenario, 3)  # warm up
-                table[scenario[0]] = wrk(scenario, DURATION)
-            if table is results:
-                results["(d) offline JWKS verification"] = offline_verification(
-                    base, issued, DURATION
-                )
+        procs = processes(env, {"product": server.pid, "stock_dot": stock_server.pid})
+        for scenario in scenarios:
+            measure(scenario, procs, 3)  # warm up
+        rounds: list[dict[str, dict[str, float]]] = []
+        for number in range(ROUNDS):
+            print(f"[bench] round {number + 1} of {ROUNDS}", flush=True)
+            rounds.append({s.key: measure(s, procs, DURATION) for s in scenarios})
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-    bare = results["(a) bare view /healthz"]["rps"]
-    print(f"\nmake bench: gunicorn {Path('bench/gunicorn.conf.py')} ({os.cpu_count()} cores), "
-          f"wrk {CONNECTIONS} connections, {DURATION}s per figure\n")  # fmt: skip
-    print(f"{'scenario':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'vs (a)':>7}")
-    _table(results, bare)
-    print("\nreference floors (same server; the stack before any of our work, not targets):")
-    _table(floors, bare)
-    token_ratio = results["(b) POST /oauth2/token"]["rps"] / bare
-    api_ratio = results["(c) GET /agents/{id} bearer"]["rps"] / bare
-    print(f"\ntargets: (b) >= 0.40 of (a): {token_ratio:.2f}; "
-          f"(b) p99 < 50 ms: {results['(b) POST /oauth2/token']['p99']:.1f}; "
-          f"(c) >= 0.50 of (a): {api_ratio:.2f}")  # fmt: skip
+        for process in (server, stock_server):
+            process.send_signal(signal.SIGTERM)
+        for process in (server, stock_server):
+            process.wait(timeout=30)
+    summary = summarize(rounds, scenarios)
+    document = {
+        "machine": {"cores": os.cpu_count(), "server": "gunicorn bench/gunicorn.conf.py",
+                    "connections": CONNECTIONS, "seconds": DURATION, "rounds": ROUNDS},
+        "scenarios": summary,
+        "rounds": rounds,
+    }  # fmt: skip
+    (WORK / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nmake bench: gunicorn bench/gunicorn.conf.py ({os.cpu_count()} cores), wrk "
+          f"{CONNECTIONS} connections, {ROUNDS} interleaved rounds of {DURATION}s, medians\n")  # fmt: skip
+    print_table(summary)
+    token, api = summary["token"], summary["api_get"]
+    cpu = token["cpu_ms_per_request"]
+    assert isinstance(cpu, dict)  # noqa: S101
+    print(f"\ntargets: token >= 2x stock DOT: {token['ratio_to_stock_dot']}; token >= 0.25 of bare: "
+          f"{token['ratio_to_bare']}; token p99 < 50 ms: {token['p99_ms']}; token CPU <= 2.5 ms: "
+          f"{cpu['total']}; GET /agents/{{id}} >= 0.25 of bare: {api['ratio_to_bare']}; "
+          f"its p99 < 40 ms: {api['p99_ms']}")  # fmt: skip
+    print(f"figures in {WORK / 'results.json'}")
     return 0
 
 

@@ -1,6 +1,8 @@
 -- POST /oauth2/token with client_credentials, spreading requests over the seeded agents.
 local credentials = {}
 local counter = 0
+-- The token path: the product's unless BENCH_TOKEN_PATH names the peer's.
+local path = os.getenv("BENCH_TOKEN_PATH") or "/oauth2/token"
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -11,7 +13,7 @@ end
 
 function request()
   counter = counter % #credentials + 1
-  return wrk.format("POST", "/oauth2/token", {
+  return wrk.format("POST", path, {
     ["Authorization"] = "Basic " .. credentials[counter],
     ["Content-Type"] = "application/x-www-form-urlencoded",
   }, "grant_type=client_credentials")
