@@ -5,13 +5,13 @@ when its change commits. The webhook outbox row is written beside it here too on
 app exists; delivery starts from ``transaction.on_commit``.
 """
 
-import logging
 import uuid
-from collections.abc import Callable, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
 
+from agentidp.deferred import defer_after_request
 from agentidp.errors import JSONValue
 from agentidp.principals import Principal
+from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
 from compliance.services import CompanionInsert, audit_event_append
 
@@ -45,31 +45,6 @@ def event_record(
     )
 
 
-logger = logging.getLogger("agentidp.events")
-
-# Events that must outlive the request's transaction (an authentication failure answers 401, and
-# a 4xx response rolls the request back). The tenancy middleware sets a list per request and
-# records them afterwards, each in its own transaction.
-DeferredEvent = Callable[[], None]
-_deferred: ContextVar[list[DeferredEvent] | None] = ContextVar("agentidp_deferred", default=None)
-
-
-def deferred_events_begin() -> list[DeferredEvent]:
-    events: list[DeferredEvent] = []
-    _deferred.set(events)
-    return events
-
-
-def deferred_events_run(events: list[DeferredEvent]) -> None:
-    """Record deferred events; a failure to record one is logged, never raised to the caller."""
-    _deferred.set(None)
-    for record in events:
-        try:
-            record()
-        except Exception:  # the response is already decided; losing the event must be visible
-            logger.exception("could not record a deferred audit event")
-
-
 def event_record_after_request(
     *,
     organization_id: uuid.UUID,
@@ -80,8 +55,8 @@ def event_record_after_request(
     data: Mapping[str, JSONValue] | None = None,
     outcome: str = "failure",
 ) -> None:
-    """Record an event after the request's transaction ends, whether it commits or not."""
-    from agentidp.tenancy import tenant_context
+    """Record an event after the request's transaction ends, whether it commits or not (the
+    tenancy middleware runs it; outside a request, at once)."""
 
     def record() -> None:
         with tenant_context(organization_id):
@@ -95,8 +70,5 @@ def event_record_after_request(
                 outcome=outcome,
             )
 
-    events = _deferred.get()
-    if events is None:
+    if not defer_after_request(record):
         record()
-    else:
-        events.append(record)

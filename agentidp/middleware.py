@@ -13,13 +13,14 @@
 import logging
 import sys
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, get_urlconf, resolve
 from django.views import View
 from django.views.decorators.http import require_safe
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -167,11 +168,17 @@ class InputBoundaryMiddleware:
 def allowed_methods(path: str) -> list[str] | None:
     """The methods the view at ``path`` answers, or None when that cannot be told (unknown
     paths, the admin): DRF viewsets' routed actions, a class-based view's handlers, or what a
-    function view declares with :func:`safe_methods_only`."""
+    function view declares with :func:`safe_methods_only`. Remembered per path and URLconf
+    (a bounded LRU): resolving a path walks every URL pattern."""
     if path.startswith(ADMIN_PREFIX):
         return None
+    return _allowed_methods(path, str(get_urlconf() or settings.ROOT_URLCONF))
+
+
+@lru_cache(maxsize=4096)
+def _allowed_methods(path: str, urlconf: str) -> list[str] | None:
     try:
-        match = resolve(path)
+        match = resolve(path, urlconf)
     except Resolver404:
         return None
     callback = match.func

@@ -9,8 +9,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import django_stubs_ext
 import environ
 
-from oidc.lifetime import access_token_lifetime
-
 # Lets admin and form classes be subscripted at runtime (ModelAdmin[Agent]) for type checking.
 django_stubs_ext.monkeypatch()
 
@@ -53,6 +51,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "agentidp.middleware.ErrorFormatMiddleware",
+    # POST /oauth2/token on its lean path, ahead of the rest (oidc/lean.py); the full path below.
+    "oidc.lean.LeanTokenMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's and the API docs' assets, served by the app itself (no CDN, no web server).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -226,6 +226,9 @@ AGENTIDP = {
     "SIGNING_ALGORITHM": env.str("AGENTIDP_SIGNING_ALGORITHM", default="ES256"),
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
     "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),
+    # The token endpoint's per-process client cache (oidc/lean.py): entries, and their age limit.
+    "CLIENT_CACHE_ENTRIES": env.int("AGENTIDP_CLIENT_CACHE_ENTRIES", default=10000),
+    "CLIENT_CACHE_SECONDS": env.int("AGENTIDP_CLIENT_CACHE_SECONDS", default=300),
     # Tried in order by the tenancy middleware; the first that returns a principal wins.
     "PRINCIPAL_RESOLVERS": [
         "oidc.principals.bearer_token_principal",
@@ -241,10 +244,10 @@ OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oidc.RefreshToken"  # noqa: S105 - a mode
 OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oidc.IDToken"  # noqa: S105 - a model label
 OAUTH2_PROVIDER = {
     "OAUTH2_VALIDATOR_CLASS": "oidc.validators.AgentRequestValidator",
-    # oauthlib's server for client_credentials only: any other grant is unsupported_grant_type
-    "OAUTH2_SERVER_CLASS": "oauthlib.oauth2.BackendApplicationServer",
+    # oauthlib's server for client_credentials only (any other grant is unsupported_grant_type),
+    # with each organization's token lifetime.
+    "OAUTH2_SERVER_CLASS": "oidc.server.AgentTokenServer",
     "ACCESS_TOKEN_GENERATOR": "oidc.tokens.access_token_generate",
-    "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_lifetime,
     # RFC 9700 4.14: store only each token's checksum, never the bearer token itself.
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "SCOPES": {

@@ -35,8 +35,8 @@ from django.utils.module_loading import import_string
 from prometheus_client import Counter
 
 from agentidp.conf import agentidp_settings
+from agentidp.deferred import deferred_begin, deferred_run
 from agentidp.errors import TenancyError, standard_problem
-from agentidp.events import deferred_events_begin, deferred_events_run
 from agentidp.middleware import UNAVAILABLE, exception_response
 from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
 
@@ -259,18 +259,23 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
     token = _state.set(
         TenantState(organization_id=organization_id, platform_reason=platform_reason)
     )
+    set_organization = organization_id is not None and organization_id != _applied.get()
     try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            if organization_id is not None and organization_id != _applied.get():
-                # Unset, the transaction-local setting already matches nothing.
-                _set_organization(cursor, organization_id)
-            if platform_reason:
-                PLATFORM_ENTRIES.labels(reason=platform_reason).inc()
-                logger.info(
-                    "platform context entered",
-                    extra={"reason": platform_reason, "actor": principal.id if principal else None},
-                )
-                _set_platform_role(cursor, True)
+        if set_organization or platform_reason:
+            with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+                if set_organization:
+                    # Unset, the transaction-local setting already matches nothing.
+                    _set_organization(cursor, organization_id)
+                if platform_reason:
+                    PLATFORM_ENTRIES.labels(reason=platform_reason).inc()
+                    logger.info(
+                        "platform context entered",
+                        extra={
+                            "reason": platform_reason,
+                            "actor": principal.id if principal else None,
+                        },
+                    )
+                    _set_platform_role(cursor, True)
         yield
     finally:
         _state.reset(token)
@@ -310,14 +315,14 @@ class TenancyMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(tuple(EXEMPT_PREFIXES)):
             return self.get_response(request)
-        deferred = deferred_events_begin()
+        deferred = deferred_begin()
         try:
             return self._in_transaction(request)
         except UNAVAILABLE as exc:
             # PostgreSQL went away (at BEGIN, in a resolver or at COMMIT): nothing was applied.
             return exception_response(request, exc)
         finally:
-            deferred_events_run(deferred)
+            deferred_run(deferred)
 
     def _in_transaction(self, request: HttpRequest) -> HttpResponse:
         with transaction.atomic():

@@ -9,7 +9,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentidp.api import PageNumberPagination, QuerySerializer, StrictSerializer, TenantViewSet
+from agentidp.api import (
+    PageNumberPagination,
+    QuerySerializer,
+    RenderSerializer,
+    StrictSerializer,
+    TenantViewSet,
+)
 from agentidp.errors import NotFound
 from agentidp.schema import problem_responses
 from agentidp.tenancy import platform_context
@@ -19,9 +25,9 @@ from agents.models import Agent, OrganizationMember
 from organizations.choices import MemberRole
 
 
-class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """An agent as the API shows it. Declared fields, not a ModelSerializer: this renders on
-    every bearer-authenticated read, and a ModelSerializer rebuilds its fields per instance."""
+class AgentSerializer(RenderSerializer):
+    """An agent as the API shows it: rendered on every bearer-authenticated read, so its
+    declared fields are bound once (:class:`RenderSerializer`)."""
 
     id = serializers.UUIDField(read_only=True)
     organization_id = serializers.UUIDField(read_only=True)

@@ -8,3 +8,9 @@ class AgentsConfig(AppConfig):
 
     name = "agents"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from agentidp.stamps import stamp_on_change
+        from agents.models import Agent
+
+        stamp_on_change(Agent)

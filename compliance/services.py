@@ -79,14 +79,30 @@ def audit_event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def _canonical_parts(event: AuditEvent) -> tuple[str, str, str]:
-    """The canonical text around the two values only the locked chain head knows.
+def _canonical_parts(
+    *,
+    event_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    occurred_at: datetime,
+    actor_type: str,
+    actor_id: str,
+    action: str,
+    outcome: str,
+    subject_type: str,
+    subject_id: str,
+    data: Mapping[str, JSONValue],
+) -> tuple[str, str, str]:
+    """The canonical text of an event around the two values only the locked chain head knows.
 
     Keys are sorted, so ``previous_hash`` and ``sequence`` are adjacent and follow ``data``;
     random sentinels mark where they go, so no event content can be mistaken for them.
     """
     previous_mark, sequence_mark = f"prev-{uuid.uuid4().hex}", f"seq-{uuid.uuid4().hex}"
-    text = _event_canonical(event, sequence=0, previous_hash=previous_mark).decode()
+    text = audit_event_canonical(
+        event_id=event_id, organization_id=organization_id, sequence=0, occurred_at=occurred_at,
+        actor_type=actor_type, actor_id=actor_id, action=action, outcome=outcome,
+        subject_type=subject_type, subject_id=subject_id, data=data, previous_hash=previous_mark,
+    ).decode()  # fmt: skip
     text = text.replace('"sequence":0,', f'"sequence":"{sequence_mark}",', 1)
     prefix, rest = text.split(previous_mark)
     middle, suffix = rest.split(f'"{sequence_mark}"')
@@ -111,6 +127,40 @@ class CompanionInsert:
     inserted_id: object = field(default=None, init=False)
 
 
+AUDIT_APPEND_CALL = (
+    "compliance_audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+)
+
+
+def audit_append_arguments(
+    *,
+    organization_id: uuid.UUID,
+    actor_type: str,
+    actor_id: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    data: Mapping[str, JSONValue],
+    outcome: str = "success",
+    event_id: uuid.UUID | None = None,
+    occurred_at: datetime | None = None,
+) -> list[SQLValue]:
+    """The thirteen arguments of ``compliance_audit_append`` (in :data:`AUDIT_APPEND_CALL`'s
+    order) that append a new event: its id is the second, its time the third. For SQL that
+    appends the event itself, such as the token endpoint's ``oidc_token_issue``."""
+    event_id = event_id or uuid.uuid4()
+    occurred_at = occurred_at or timezone.now()
+    prefix, middle, suffix = _canonical_parts(
+        event_id=event_id, organization_id=organization_id, occurred_at=occurred_at,
+        actor_type=actor_type, actor_id=actor_id, action=action, outcome=outcome,
+        subject_type=subject_type, subject_id=subject_id, data=data,
+    )  # fmt: skip
+    return [
+        organization_id, event_id, occurred_at, actor_type, actor_id, action, outcome,
+        subject_type, subject_id, json.dumps(data, separators=(",", ":")), prefix, middle, suffix,
+    ]  # fmt: skip
+
+
 def audit_event_append(
     *,
     organization_id: uuid.UUID,
@@ -130,10 +180,23 @@ def audit_event_append(
     many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
     With ``companion``, that INSERT runs in the same statement.
     """
-    event = AuditEvent(
-        id=uuid.uuid4(),
+    event_id, occurred_at = uuid.uuid4(), timezone.now()
+    params = audit_append_arguments(
         organization_id=organization_id,
-        occurred_at=timezone.now(),
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        data=data,
+        outcome=outcome,
+        event_id=event_id,
+        occurred_at=occurred_at,
+    )
+    event = AuditEvent(
+        id=event_id,
+        organization_id=organization_id,
+        occurred_at=occurred_at,
         actor_type=actor_type,
         actor_id=actor_id,
         action=action,
@@ -142,12 +205,7 @@ def audit_event_append(
         subject_id=subject_id,
         data=dict(data),
     )
-    prefix, middle, suffix = _canonical_parts(event)
-    append = "compliance_audit_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s) a"
-    params: list[SQLValue] = [
-        organization_id, event.id, event.occurred_at, actor_type, actor_id, action,
-        outcome, subject_type, subject_id, json.dumps(event.data, separators=(",", ":")), prefix, middle, suffix,
-    ]  # fmt: skip
+    append = f"{AUDIT_APPEND_CALL} a"
     if companion is None:
         sql = f"SELECT a.sequence, a.hash, a.previous_hash, NULL FROM {append}"  # noqa: S608 - constant
     else:

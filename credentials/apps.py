@@ -11,6 +11,9 @@ class CredentialsConfig(AppConfig):
 
     def ready(self) -> None:
         from agentidp.lifecycle import on_agent_status_change
+        from agentidp.stamps import stamp_on_change
+        from credentials.models import Client, ClientSecret
         from credentials.services import credentials_follow_agent_status
 
         on_agent_status_change(credentials_follow_agent_status)
+        stamp_on_change(Client, ClientSecret)

@@ -8,6 +8,7 @@ from django.db import models
 from oauth2_provider.models import AbstractApplication
 
 from agentidp.models import OrgOwnedModel
+from credentials.records import ClientRecord
 
 
 class Client(OrgOwnedModel, AbstractApplication):
@@ -16,8 +17,8 @@ class Client(OrgOwnedModel, AbstractApplication):
     agent = models.OneToOneField("agents.Agent", on_delete=models.CASCADE, related_name="client")
     allowed_scopes = ArrayField(models.CharField(max_length=64), default=list, blank=True)
 
-    # Filled by credentials.services.client_load: (id, digest, expires_at) of live secrets.
-    live_secrets: list[tuple[uuid.UUID, str, datetime | None]]
+    # Set by credentials.services.client_load: what authentication reads (live secrets).
+    record: ClientRecord
 
     def __str__(self) -> str:
         return f"{self.name or 'client'} ({str(self.client_id)[:8]}…)"

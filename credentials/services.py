@@ -32,6 +32,7 @@ from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
 from credentials.models import Client, ClientSecret
+from credentials.records import ClientRecord
 from organizations.models import Organization
 from organizations.services import organization_get
 
@@ -347,24 +348,49 @@ def client_credentials_parse(
     return client_id, secret
 
 
-def client_load(*, client_id: str) -> Client:
-    """Enter the client's organization and read the client with its agent, organization and
-    live secrets: one round trip (``credentials_client_load``) on the token endpoint's hot
-    path. Refuses clients that may not authenticate.
-
-    The organization is set on the current transaction; everything read goes through RLS.
-    """
+def client_record_load(*, client_id: str) -> ClientRecord | None:
+    """Read a client by ``client_id`` in one round trip (``credentials_client_load``): it sets
+    the client's organization on the current transaction (or, in autocommit, on that one
+    statement) and reads through RLS. ``None``: no such client."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM credentials_client_load(%s)", [client_id[:100]])
         row = cursor.fetchone()
     if row is None:
-        raise ClientAuthenticationFailed("unknown_client")
-    client = Client(
-        id=row[0],
+        return None
+    return ClientRecord(
+        pk=row[0],
         client_id=row[1],
         agent_id=row[2],
-        allowed_scopes=list(row[3]),
+        allowed_scopes=tuple(row[3]),
+        agent_status=row[4],
         organization_id=row[5],
+        organization_status=row[6],
+        plan=row[7],
+        max_tokens_per_month=row[8],
+        access_token_lifetime_seconds=row[9],
+        secrets=tuple(
+            (uuid.UUID(secret_id), digest, parse_datetime(expires) if expires else None)
+            for secret_id, digest, expires in row[10]
+        ),
+    )
+
+
+def client_load(*, client_id: str) -> Client:
+    """Enter the client's organization and read the client with its agent, organization and
+    live secrets (:func:`client_record_load`), as the model instances DOT works with. Refuses
+    clients that may not authenticate.
+
+    The organization is set on the current transaction; everything read goes through RLS.
+    """
+    record = client_record_load(client_id=client_id)
+    if record is None:
+        raise ClientAuthenticationFailed("unknown_client")
+    client = Client(
+        id=record.pk,
+        client_id=record.client_id,
+        agent_id=record.agent_id,
+        allowed_scopes=list(record.allowed_scopes),
+        organization_id=record.organization_id,
         client_type=Client.CLIENT_CONFIDENTIAL,
         authorization_grant_type=Client.GRANT_CLIENT_CREDENTIALS,
         # DOT's unused plaintext secret column: given, so its default (a 128-character random
@@ -372,37 +398,28 @@ def client_load(*, client_id: str) -> Client:
         client_secret="",
     )
     client._state.adding = False
-    client.agent = Agent(id=row[2], organization_id=row[5], status=row[4])
+    client.agent = Agent(id=record.agent_id, organization_id=record.organization_id,
+                         status=record.agent_status)  # fmt: skip
     client.organization = Organization(
-        id=row[5],
-        status=row[6],
-        plan=row[7],
-        max_tokens_per_month=row[8],
-        access_token_lifetime_seconds=row[9],
+        id=record.organization_id,
+        status=record.organization_status,
+        plan=record.plan,
+        max_tokens_per_month=record.max_tokens_per_month,
+        access_token_lifetime_seconds=record.access_token_lifetime_seconds,
     )
-    client.live_secrets = [
-        (uuid.UUID(secret_id), digest, parse_datetime(expires) if expires else None)
-        for secret_id, digest, expires in row[10]
-    ]
-    organization_id = client.organization_id
-    if client.organization.status != "active":
-        raise ClientAuthenticationFailed("organization_suspended", organization_id=organization_id)
-    if client.agent.status != AgentStatus.ACTIVE:
-        raise ClientAuthenticationFailed(
-            f"agent_{client.agent.status}", organization_id=organization_id
-        )
+    client.record = record
+    refusal = record.refusal()
+    if refusal:
+        raise ClientAuthenticationFailed(refusal, organization_id=record.organization_id)
     return client
 
 
 def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:
     """Compare ``secret`` in constant time with the client's live secrets."""
-    now = timezone.now()
-    digest = secret_digest(secret)
-    for credential_id, stored, expires_at in client.live_secrets:
-        if hmac.compare_digest(stored, digest):
-            if expires_at is not None and expires_at <= now:
-                raise ClientAuthenticationFailed(
-                    "secret_expired", organization_id=client.organization_id
-                )
-            return AuthenticatedClient(client=client, credential_id=credential_id)
-    raise ClientAuthenticationFailed("bad_secret", organization_id=client.organization_id)
+    match = client.record.secret_match(secret_digest(secret))
+    if match is None:
+        raise ClientAuthenticationFailed("bad_secret", organization_id=client.organization_id)
+    credential_id, expires_at = match
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ClientAuthenticationFailed("secret_expired", organization_id=client.organization_id)
+    return AuthenticatedClient(client=client, credential_id=credential_id)

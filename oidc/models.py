@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from oauth2_provider.models import AbstractAccessToken, AbstractIDToken, AbstractRefreshToken
 
@@ -42,31 +43,33 @@ class SigningKey(models.Model):
         return f"{self.kid} ({self.status})"
 
 
-class AccessTokenQuerySet(models.QuerySet["AccessToken"]):
-    def get(self, *args: object, **kwargs: object) -> "AccessToken":
-        """django-oauth-toolkit's token view re-reads the token it has just issued by checksum
-        (``objects.get(token_checksum=...)``) to send ``app_authorized``. The request that wrote
-        that row in its own open transaction answers from it instead of another round trip."""
-        if not args and kwargs.keys() == {"token_checksum"} and not self.query.where:
-            from oidc.tokens import issued_in_this_request
-
-            issued = issued_in_this_request(str(kwargs["token_checksum"]))
-            if issued is not None:
-                return issued
-        return super().get(*args, **kwargs)
-
-
 class AccessToken(OrgOwnedModel, AbstractAccessToken):
     """An issued access token (a signed JWT), kept for audit, revocation and introspection.
 
     Only its checksum is stored, never the bearer token itself (RFC 9700 token storage)."""
 
+    # No single-column indexes on these two: the organization's is covered by the composite
+    # (organization, expires) index, and client_credentials never sets a user.
+    organization = models.ForeignKey(
+        "organizations.Organization",
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        blank=True,
+        null=True,
+        related_name="%(app_label)s_%(class)s",
+        verbose_name="user",
+        db_index=False,
+    )
     jti = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     credential_id = models.UUIDField(
         null=True, blank=True, editable=False, help_text="The client secret it was issued with."
     )
-
-    objects = AccessTokenQuerySet.as_manager()
 
     class Meta(AbstractAccessToken.Meta):
         indexes = [models.Index(fields=["organization", "expires"], name="oidc_token_org_expires")]

@@ -6,7 +6,8 @@ first, so a throttled client gets the same 429 whether its secret was right or w
 wrong secret, counting the failure; otherwise the organization's ``max_tokens_per_month``,
 token buckets per client and per organization (rates from the organization's plan), and then
 the reservation: the month's usage counter goes up and the secret's last use is noted in the
-same call. A request that then fails gives its reservation back
+same call, which also returns the organization's client-records stamp (``agentidp.stamps``).
+A request that then fails gives its reservation back
 (:func:`token_request_refund`). A beat task persists the monthly counters, so the hot path
 writes nothing to the database for quotas, and concurrent requests cannot overshoot a quota.
 """
@@ -20,6 +21,7 @@ from prometheus_client import Counter
 from redis import RedisError
 from redis.commands.core import Script
 
+from agentidp.stamps import client_records_key
 from agentidp.usage import last_used_key, redis_client, usage_key
 
 logger = logging.getLogger("agentidp.auth")
@@ -80,7 +82,7 @@ if wait > 0 then return {'organization', math.ceil(wait)} end
 redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], ARGV[10])
 redis.call('HSET', KEYS[5], ARGV[8], ARGV[11])
-return {'ok', 0}
+return {'ok', 0, redis.call('GET', KEYS[6]) or ''}
 """
 
 _script: Script | None = None
@@ -110,6 +112,8 @@ class Admission:
     limit: str = ""
     retry_after: int = 0
     reserved: str = ""
+    # The organization's client-records stamp (agentidp.stamps), read in the same call.
+    stamp: str = ""
 
 
 def token_request_admit(
@@ -136,6 +140,7 @@ def token_request_admit(
             _failures_key(client_id),
             usage,
             last_used_key(organization_id),
+            client_records_key(organization_id),
         ],
         args=[now, client_rate, client_burst, org_rate, org_burst, FAILED_AUTH_LIMIT,
               max_tokens_per_month, str(credential_id or ""), FAILED_AUTH_WINDOW, USAGE_TTL,
@@ -143,7 +148,8 @@ def token_request_admit(
     )  # fmt: skip
     verdict, wait = result[0].decode(), int(result[1])
     if verdict == "ok":
-        return Admission(allowed=True, reserved=usage if reserve else "")
+        stamp = result[2].decode() if len(result) > 2 else ""
+        return Admission(allowed=True, reserved=usage if reserve else "", stamp=stamp)
     if verdict == "rejected":
         return Admission(allowed=False)
     RATE_LIMITED.labels(limit=verdict).inc()

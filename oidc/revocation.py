@@ -13,6 +13,7 @@ to commit only refuses a token its client asked to revoke anyway.
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 from django.db import connection
 from prometheus_client import Counter
@@ -59,11 +60,10 @@ def revocation_cache_rebuild() -> int:
 
 
 def jti_is_revoked(jti: str) -> bool:
-    """Whether ``jti`` is revoked; raises ``RedisError`` when Redis cannot be asked."""
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.exists(PREFIX + jti)
-    pipe.exists(LOADED)
-    listed, loaded = pipe.execute()
+    """Whether ``jti`` is revoked; raises ``RedisError`` when Redis cannot be asked.
+
+    One command (``MGET``) asks for the jti and the loaded marker together."""
+    listed, loaded = cast(list[bytes | None], redis_client().mget([PREFIX + jti, LOADED]))
     if listed:
         return True
     if loaded:

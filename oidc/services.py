@@ -3,15 +3,13 @@
 import datetime as dt
 import hashlib
 import json
-import threading
 import uuid
 from typing import cast
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from jwcrypto import jwk
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
@@ -23,84 +21,11 @@ from agentidp.tenancy import organization_applied
 from agents.choices import AgentStatus
 from compliance.services import CompanionInsert
 from credentials.models import Client
-from oidc.choices import KeyStatus, RevocationReason, SigningAlgorithm
-from oidc.keys import key_ring, private_key_path
+from oidc.choices import KeyStatus, RevocationReason
+from oidc.keys import create_key, key_lock, key_ring, private_key_path
 from oidc.models import AccessToken, RevokedToken, SigningKey
 from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
 from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
-
-KEY_LOCK = 7_342_001  # pg_advisory_xact_lock id serializing key creation and rotation
-
-
-def _generate(algorithm: str) -> jwk.JWK:
-    if algorithm == SigningAlgorithm.ES256:
-        return jwk.JWK.generate(kty="EC", crv="P-256")
-    if algorithm == SigningAlgorithm.RS256:
-        return jwk.JWK.generate(kty="RSA", size=2048)
-    if algorithm == SigningAlgorithm.EDDSA:
-        return jwk.JWK.generate(kty="OKP", crv="Ed25519")
-    raise ValueError(f"unsupported signing algorithm {algorithm!r}")
-
-
-def _create_key(status: str, algorithm: str) -> SigningKey:
-    """Generate a key; the private part goes to the secret store before the row exists."""
-    private = _generate(algorithm)
-    kid = private.thumbprint()
-    secret_store().write(private_key_path(kid), {"jwk": private.export_private()})
-    public: dict[str, JSONValue] = private.export_public(as_dict=True)
-    public.update(kid=kid, alg=algorithm, use="sig")
-    now = timezone.now()
-    return SigningKey.objects.create(
-        kid=kid,
-        algorithm=algorithm,
-        status=status,
-        public_jwk=public,
-        activated_at=now if status == KeyStatus.CURRENT else None,
-    )
-
-
-def _lock() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [KEY_LOCK])
-
-
-@transaction.atomic
-def signing_key_ensure() -> SigningKey:
-    """The current signing key, created (with a published next key) if there is none."""
-    _lock()
-    current = SigningKey.objects.filter(status=KeyStatus.CURRENT).first()
-    if current is None:
-        algorithm = str(settings.AGENTIDP["SIGNING_ALGORITHM"])
-        current = _create_key(KeyStatus.CURRENT, algorithm)
-        _create_key(KeyStatus.NEXT, algorithm)
-    transaction.on_commit(key_ring.clear)
-    return current
-
-
-@transaction.atomic
-def signing_key_ensure_committed() -> None:
-    """Create the first keys in a transaction of their own, committed before we go on.
-
-    Called when a token is requested and no key exists yet. A key created inside the request's
-    transaction could be cached by this process and then rolled back with the request, leaving
-    tokens signed by an unpublished kid; a separate connection commits independently.
-    """
-    failure: list[BaseException] = []
-
-    def create() -> None:
-        try:
-            signing_key_ensure()
-        except BaseException as exc:  # re-raised in the calling thread
-            failure.append(exc)
-        finally:
-            connections.close_all()
-
-    worker = threading.Thread(target=create, name="signing-key-ensure")
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    key_ring.clear()
 
 
 @transaction.atomic
@@ -111,7 +36,7 @@ def signing_key_rotate(*, actor: Principal, algorithm: str | None = None) -> Sig
     maximum lifetime plus leeway), so no live token ever fails to verify. The next key was
     published a rotation ahead, so verifiers caching the JWKS already know it.
     """
-    _lock()
+    key_lock()
     algorithm = algorithm or str(settings.AGENTIDP["SIGNING_ALGORITHM"])
     now = timezone.now()
     lifetime = int(settings.AGENTIDP["ACCESS_TOKEN_MAX_LIFETIME"])
@@ -126,13 +51,13 @@ def signing_key_rotate(*, actor: Principal, algorithm: str | None = None) -> Sig
     if upcoming is None or upcoming.algorithm != algorithm:
         if upcoming is not None:
             upcoming.delete()
-        current = _create_key(KeyStatus.CURRENT, algorithm)
+        current = create_key(KeyStatus.CURRENT, algorithm)
     else:
         upcoming.status = KeyStatus.CURRENT
         upcoming.activated_at = now
         upcoming.save(update_fields=["status", "activated_at"])
         current = upcoming
-    _create_key(KeyStatus.NEXT, algorithm)
+    create_key(KeyStatus.NEXT, algorithm)
     expired = SigningKey.objects.filter(status=KeyStatus.RETIRED, verify_until__lte=now)
     for key in expired:
         secret_store().delete(private_key_path(key.kid))

@@ -11,10 +11,10 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from threading import Lock
 from typing import TYPE_CHECKING, cast
 
 from cryptography.exceptions import InvalidSignature
@@ -25,7 +25,8 @@ from oauthlib.common import Request as OAuthRequest
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
-from oidc.keys import key_ring
+from credentials.models import Client
+from oidc.keys import SigningMaterial, key_ring, signing_key_current
 
 if TYPE_CHECKING:
     from oidc.models import AccessToken
@@ -53,44 +54,45 @@ class InvalidToken(Exception):
 
 @dataclass
 class Issuance:
-    """What one token request carries between DOT's hooks (validator, generator, save)."""
+    """What one token request carries between DOT's hooks (validator, generator, save) and the
+    view: it travels on the request itself (:data:`ISSUANCE_KEY` in ``request.META``, which DOT
+    copies into the headers of the oauthlib request the hooks receive)."""
 
     audiences: list[str] = field(default_factory=list)
     credential_id: uuid.UUID | None = None
     claims: dict[str, JSONValue] = field(default_factory=dict)
-    # The row this request wrote, for DOT's re-read of it (see AccessTokenQuerySet.get).
+    # The row this request wrote (sent with DOT's app_authorized signal).
     issued: "AccessToken | None" = None
     # The usage counter admission reserved a token on; given back unless one is issued.
     reserved: str = ""
+    # Seconds a 429 or 503 tells the client to wait.
+    retry_after: int | None = None
 
 
-_issuance: ContextVar[Issuance | None] = ContextVar("agentidp_issuance", default=None)
+# A WSGI-style environ key (dotted, so no HTTP header can produce it).
+ISSUANCE_KEY = "agentidp.issuance"
+_ATTRIBUTE = "agentidp_issuance"
 
 
-@contextmanager
-def issuance_scope() -> Iterator[Issuance]:
-    """Open the state of one token request (the token view wraps DOT's processing in it)."""
-    state = Issuance()
-    token = _issuance.set(state)
-    try:
-        yield state
-    finally:
-        _issuance.reset(token)
-
-
-def issued_in_this_request(token_checksum: str) -> "AccessToken | None":
-    """The access token the current token request saved, if its checksum is this one."""
-    state = _issuance.get()
-    issued = state.issued if state else None
-    return issued if issued is not None and issued.token_checksum == token_checksum else None
-
-
-def issuance() -> Issuance:
-    state = _issuance.get()
-    if state is None:
-        state = Issuance()
-        _issuance.set(state)
+def issuance(request: OAuthRequest) -> Issuance:
+    """The state of the token request ``request`` belongs to (a new one if the view set none)."""
+    state = getattr(request, _ATTRIBUTE, None)
+    if not isinstance(state, Issuance):
+        headers = cast(Mapping[str, object], request.headers or {})
+        carried = headers.get(ISSUANCE_KEY)
+        state = issuance_attach(request, carried if isinstance(carried, Issuance) else Issuance())
     return state
+
+
+def issuance_attach(request: OAuthRequest, state: Issuance) -> Issuance:
+    """Carry ``state`` on an oauthlib request built by our own view (introspection)."""
+    setattr(request, _ATTRIBUTE, state)
+    return state
+
+
+def lifetime_capped(seconds: int) -> int:
+    """An organization's token lifetime, capped by ``AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME``."""
+    return min(int(seconds), int(settings.AGENTIDP["ACCESS_TOKEN_MAX_LIFETIME"]))
 
 
 def requested_audiences(request: OAuthRequest) -> list[str]:
@@ -105,39 +107,53 @@ def requested_audiences(request: OAuthRequest) -> list[str]:
     return sorted(set(values))
 
 
-def access_token_generate(request: OAuthRequest) -> str:
-    """DOT's ``ACCESS_TOKEN_GENERATOR``: sign the RFC 9068 claims for ``request.client``."""
-    signing = key_ring.signing()
-    if signing is None:
-        from oidc.services import signing_key_ensure_committed
-
-        signing_key_ensure_committed()
-        signing = key_ring.signing()
-        assert signing is not None  # noqa: S101 - signing_key_ensure just created one
-    from credentials.models import Client
-
+def access_token_claims(
+    *,
+    agent_id: uuid.UUID,
+    client_id: str,
+    organization_id: uuid.UUID,
+    scope: str,
+    audiences: list[str],
+    lifetime: int,
+) -> dict[str, JSONValue]:
+    """The RFC 9068 claims of a new access token (a fresh ``jti``)."""
     now = int(time.time())
-    client = cast(Client, request.client)
-    jti = str(uuid.uuid4())
-    state = issuance()
-    audiences = state.audiences or [api_audience()]
-    claims: dict[str, JSONValue] = {
+    audiences = audiences or [api_audience()]
+    return {
         "iss": agentidp_settings().issuer,
-        "sub": str(client.agent_id),
+        "sub": str(agent_id),
         "aud": audiences[0] if len(audiences) == 1 else list(audiences),
-        "exp": now + int(request.expires_in or 0),
+        "exp": now + lifetime,
         "iat": now,
         "nbf": now,
-        "jti": jti,
-        "client_id": client.client_id,
-        "scope": " ".join(request.scopes or []),
-        "organization_id": str(client.organization_id),
+        "jti": str(uuid.uuid4()),
+        "client_id": client_id,
+        "scope": scope,
+        "organization_id": str(organization_id),
     }
+
+
+def access_token_sign(claims: Mapping[str, JSONValue], signing: SigningMaterial) -> str:
+    """The compact JWS of ``claims`` (``typ: at+jwt``) under the current signing key."""
     header = {"alg": signing.algorithm, "typ": "at+jwt", "kid": signing.kid}
     signing_input = f"{_b64_encode_json(header)}.{_b64_encode_json(claims)}"
     signature = _SIGNERS[signing.algorithm].sign(signing.key, signing_input.encode())
-    state.claims = claims
     return f"{signing_input}.{_b64_encode(signature)}"
+
+
+def access_token_generate(request: OAuthRequest) -> str:
+    """DOT's ``ACCESS_TOKEN_GENERATOR``: sign the RFC 9068 claims for ``request.client``."""
+    client = cast(Client, request.client)
+    state = issuance(request)
+    state.claims = access_token_claims(
+        agent_id=client.agent_id,
+        client_id=client.client_id,
+        organization_id=client.organization_id,
+        scope=" ".join(request.scopes or []),
+        audiences=state.audiences,
+        lifetime=int(request.expires_in or 0),
+    )
+    return access_token_sign(state.claims, signing_key_current())
 
 
 def _b64_encode(data: bytes) -> str:
@@ -208,7 +224,27 @@ def access_token_verify(
     check_times: bool = True,
     any_audience: bool = False,
 ) -> VerifiedToken:
-    """Verify an access token offline; raise :class:`InvalidToken` naming the reason."""
+    """Verify an access token offline; raise :class:`InvalidToken` naming the reason.
+
+    A token whose header and signature checked out is remembered (:data:`verified_tokens`), so
+    an agent presenting the same token again costs no signature check; its key must still be
+    published, and its claims (issuer, audience, times) are checked on every use."""
+    remembered = verified_tokens.get(token)
+    if remembered is not None and key_ring.verification_key(remembered[0]) is not None:
+        claims = remembered[1]
+    else:
+        kid, claims = _signature_verify(token)
+        verified_tokens.put(token, (kid, claims))
+    _check_claims(
+        claims,
+        audience=None if any_audience else (audience or api_audience()),
+        check_times=check_times,
+    )
+    return VerifiedToken(claims=claims)
+
+
+def _signature_verify(token: str) -> tuple[str, dict[str, JSONValue]]:
+    """The kid and claims of a token whose header and signature are right."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise InvalidToken("malformed")
@@ -233,13 +269,39 @@ def access_token_verify(
         _SIGNERS[key_algorithm].verify(key, f"{parts[0]}.{parts[1]}".encode(), signature)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise InvalidToken("signature") from exc
-    claims = _b64_json(parts[1])
-    _check_claims(
-        claims,
-        audience=None if any_audience else (audience or api_audience()),
-        check_times=check_times,
-    )
-    return VerifiedToken(claims=claims)
+    return str(kid), _b64_json(parts[1])
+
+
+class VerifiedTokens:
+    """A bounded LRU of tokens whose signature verified: token -> (kid, claims).
+
+    Only tokens that passed every header and signature check enter it, so forged or garbled
+    tokens cannot push real ones out; the claims are read-only once stored."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[str, dict[str, JSONValue]]] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, token: str) -> tuple[str, dict[str, JSONValue]] | None:
+        with self._lock:
+            found = self._entries.get(token)
+            if found is not None:
+                self._entries.move_to_end(token)
+            return found
+
+    def put(self, token: str, entry: tuple[str, dict[str, JSONValue]]) -> None:
+        with self._lock:
+            self._entries[token] = entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+verified_tokens = VerifiedTokens(max_entries=4096)
 
 
 def _check_claims(

@@ -2,7 +2,6 @@
 
 import logging
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import cast
 
 from django.db import transaction
@@ -33,8 +32,6 @@ AUTH_FAILURES = Counter(
     "agentidp_auth_failures_total", "Failed client authentications by reason.", ["reason"]
 )
 TOKENS_ISSUED = Counter("agentidp_tokens_issued_total", "Access tokens issued.")
-
-retry_after: ContextVar[int | None] = ContextVar("agentidp_retry_after", default=None)
 
 
 def client_credentials_from(request: OAuthRequest) -> tuple[str, str]:
@@ -87,7 +84,7 @@ class AgentRequestValidator(OAuth2Validator):
             return False
         request.client = authenticated.client
         request.client_id = client_id
-        issuance().credential_id = authenticated.credential_id
+        issuance(request).credential_id = authenticated.credential_id
         return True
 
     def _admit(
@@ -107,7 +104,7 @@ class AgentRequestValidator(OAuth2Validator):
         except RedisError as exc:
             # Limits and quotas cannot be checked: refuse rather than issue unmetered tokens.
             logger.warning("token admission unavailable: %s", type(exc).__name__)
-            retry_after.set(5)
+            issuance(request).retry_after = 5
             raise CustomOAuth2Error(
                 error="temporarily_unavailable",
                 description="The service cannot issue tokens right now; retry shortly.",
@@ -116,11 +113,11 @@ class AgentRequestValidator(OAuth2Validator):
             ) from exc
         if admission.allowed:
             if admission.reserved:
-                issuance().reserved = admission.reserved
+                issuance(request).reserved = admission.reserved
             return
         if not admission.limit:
             return  # a wrong secret, counted by the admission itself
-        retry_after.set(admission.retry_after)
+        issuance(request).retry_after = admission.retry_after
         description = {
             "quota": "The organization's monthly token quota is exhausted.",
             "failed_auth": "Too many failed authentications for this client; try later.",
@@ -165,7 +162,7 @@ class AgentRequestValidator(OAuth2Validator):
         *args: object, **kwargs: object,
     ) -> bool:  # fmt: skip
         try:
-            issuance().audiences = requested_audiences(request)
+            issuance(request).audiences = requested_audiences(request)
         except ValueError as exc:
             raise CustomOAuth2Error(
                 error="invalid_target",
@@ -191,7 +188,7 @@ class AgentRequestValidator(OAuth2Validator):
         self, token: dict[str, object], request: OAuthRequest, *args: object, **kwargs: object
     ) -> None:
         client = cast(Client, request.client)
-        state = issuance()
+        state = issuance(request)
         state.issued = access_token_record(
             client=client,
             token=str(token["access_token"]),

@@ -8,6 +8,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot_views
+from oauth2_provider.signals import app_authorized
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Histogram
@@ -15,15 +16,11 @@ from prometheus_client import Histogram
 from agentidp.errors import NO_STORE, JSONValue
 from agentidp.middleware import safe_methods_only
 from credentials.models import Client
+from oidc.keys import signing_key_ensure_committed
 from oidc.ratelimit import token_request_refund
-from oidc.services import (
-    discovery_document,
-    signing_key_ensure_committed,
-    signing_keys_published,
-    token_introspect,
-)
-from oidc.tokens import issuance_scope
-from oidc.validators import AgentRequestValidator, retry_after
+from oidc.services import discovery_document, signing_keys_published, token_introspect
+from oidc.tokens import ISSUANCE_KEY, Issuance, issuance_attach
+from oidc.validators import AgentRequestValidator
 
 TOKEN_LATENCY = Histogram(
     "agentidp_token_endpoint_seconds",
@@ -36,33 +33,51 @@ BASIC_CHALLENGE = 'Basic realm="agentidp", error="invalid_client"'
 
 
 class TokenView(dot_views.TokenView):
-    """DOT's token endpoint, adding ``Retry-After`` on 429 and the latency histogram."""
+    """DOT's token endpoint (the full path: every refusal, and what the lean path declines),
+    adding ``Retry-After`` on 429 and 503, ``WWW-Authenticate`` on 401 and the latency
+    histogram. The request's state (:class:`Issuance`) travels in ``request.META``."""
 
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         started = time.perf_counter()
         status = "500"
-        token = retry_after.set(None)
+        state = Issuance()
+        request.META[ISSUANCE_KEY] = state
         try:
-            with issuance_scope() as state:
-                issued = False
-                try:
-                    response: HttpResponse = super().post(request, *args, **kwargs)
-                    issued = response.status_code == 200
-                finally:
-                    if state.reserved and not issued:
-                        token_request_refund(state.reserved)
+            issued = False
+            try:
+                response: HttpResponse = super().post(request, *args, **kwargs)
+                issued = response.status_code == 200
+            finally:
+                if state.reserved and not issued:
+                    token_request_refund(state.reserved)
             status = str(response.status_code)
-            wait = retry_after.get()
-            if response.status_code in (429, 503) and wait:
-                response["Retry-After"] = str(wait)
-            if response.status_code == 401:
-                response["WWW-Authenticate"] = BASIC_CHALLENGE
-            for header, value in NO_STORE.items():
-                response[header] = value
+            if response.status_code in (429, 503) and state.retry_after:
+                response["Retry-After"] = str(state.retry_after)
+            token_response_headers(response)
             return response
         finally:
-            retry_after.reset(token)
             TOKEN_LATENCY.labels(status=status).observe(time.perf_counter() - started)
+
+    def authorization_flow_token_response(
+        self, request: HttpRequest, *args: object, **kwargs: object
+    ) -> HttpResponse:
+        """DOT's, less its re-read of the token just written: the validator kept the row."""
+        url, headers, body, status = self.create_token_response(request)
+        response = HttpResponse(content=body, status=status)
+        for header, value in headers.items():
+            response[header] = value
+        state = request.META[ISSUANCE_KEY]
+        if status == 200 and isinstance(state, Issuance) and state.issued is not None:
+            app_authorized.send(sender=self, request=request, token=state.issued)
+        return response
+
+
+def token_response_headers(response: HttpResponse) -> None:
+    """What every answer of the token endpoint carries: never cached, Basic challenge on 401."""
+    if response.status_code == 401:
+        response["WWW-Authenticate"] = BASIC_CHALLENGE
+    for header, value in NO_STORE.items():
+        response[header] = value
 
 
 class RevokeTokenView(dot_views.RevokeTokenView):
@@ -105,19 +120,16 @@ class IntrospectView(View):
             body=request.POST.dict(),
             headers={"Authorization": request.headers.get("Authorization", "")},
         )
-        waited = retry_after.set(None)
+        state = issuance_attach(oauth_request, Issuance())
         try:
             authenticated = AgentRequestValidator().authenticate_client(oauth_request)
         except CustomOAuth2Error as refusal:
             response = _oauth_error(
                 str(refusal.error), str(refusal.description or ""), refusal.status_code
             )
-            wait = retry_after.get()
-            if wait:
-                response["Retry-After"] = str(wait)
+            if state.retry_after:
+                response["Retry-After"] = str(state.retry_after)
             return response
-        finally:
-            retry_after.reset(waited)
         if not authenticated:
             return _oauth_error("invalid_client", "Client authentication failed.", 401)
         client = cast(Client, oauth_request.client)

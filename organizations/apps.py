@@ -8,3 +8,9 @@ class OrganizationsConfig(AppConfig):
 
     name = "organizations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from agentidp.stamps import stamp_on_change
+        from organizations.models import Organization
+
+        stamp_on_change(Organization)

@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.test import Client as HttpClient
@@ -15,6 +16,8 @@ from agents.models import Agent
 from credentials.services import client_scopes_set, credential_generate
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, AgentFactory
+
+FORM = "application/x-www-form-urlencoded"
 
 
 def statements(queries: CaptureQueriesContext) -> list[str]:
@@ -54,11 +57,12 @@ def basic(client_id: str, secret: str) -> str:
 
 
 def request_token(c: Credentialed | None = None, *, auth: str | None = None, **params: Any) -> Any:
+    """POST /oauth2/token as OAuth clients do (RFC 6749: a urlencoded form)."""
     data = {"grant_type": "client_credentials", **params}
     if auth is None and c is not None:
         auth = basic(c.client_id, c.secret)
     headers = {"Authorization": auth} if auth is not None else {}
-    return HttpClient().post("/oauth2/token", data, headers=headers)
+    return HttpClient().post("/oauth2/token", urlencode(data, doseq=True), FORM, headers=headers)
 
 
 def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -5,9 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client as HttpClient
-from django.test.utils import CaptureQueriesContext
 
 from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_decommission, agent_suspend
@@ -24,7 +22,6 @@ from tests.oidc.conftest import (
     credentialed,
     jwt_parts,
     request_token,
-    statements,
 )
 
 
@@ -205,21 +202,6 @@ def test_metrics_count_issuance_failures_and_limits(
     ]:
         assert series in body, series
     assert str(cred.agent.organization_id) not in body  # no unbounded organization labels
-
-
-def test_issuance_costs_two_statements(cred: Credentialed, org: Organization) -> None:
-    """The token endpoint's whole database work: one call loads the client with its agent,
-    organization and live secrets; one statement stores the token and appends token.issued.
-    django-oauth-toolkit's re-read of the saved token is answered without a query."""
-    assert request_token(cred).status_code == 200
-    with CaptureQueriesContext(connection) as queries:
-        response = request_token(cred)
-    assert response.status_code == 200, response.content
-    sql = statements(queries)
-    assert len(sql) == 2, sql
-    assert "credentials_client_load" in sql[0]
-    assert "INSERT INTO oidc_accesstoken" in sql[1]
-    assert "compliance_audit_append" in sql[1]
 
 
 def test_only_the_tokens_checksum_is_stored(cred: Credentialed, org: Organization) -> None:

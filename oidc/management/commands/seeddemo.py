@@ -17,7 +17,7 @@ from agents.models import Agent
 from agents.services import agent_register
 from credentials.models import ClientSecret
 from credentials.services import client_scopes_set, credential_generate
-from oidc.services import signing_key_ensure
+from oidc.keys import signing_key_ensure
 from organizations.choices import MemberRole, Plan
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from organizations.services import organization_create, staff_create

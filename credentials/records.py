@@ -1,0 +1,47 @@
+"""A client as plain values: what authenticating it needs, read in one round trip.
+
+The token endpoint's full path wraps it in the model instances django-oauth-toolkit works with;
+its lean path (``oidc.lean``) keeps it as it is in a per-process cache.
+"""
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from agents.choices import AgentStatus
+from organizations.choices import OrganizationStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """What authenticating a client needs to know, as plain values (no model instances): the
+    client, its agent's and organization's standing, the organization's limits and the
+    client's live (unrevoked) secrets as ``(credential id, digest, expiry)``."""
+
+    pk: int
+    client_id: str
+    agent_id: uuid.UUID
+    organization_id: uuid.UUID
+    allowed_scopes: tuple[str, ...]
+    agent_status: str
+    organization_status: str
+    plan: str
+    max_tokens_per_month: int
+    access_token_lifetime_seconds: int
+    secrets: tuple[tuple[uuid.UUID, str, datetime | None], ...]
+
+    def refusal(self) -> str:
+        """Why this client may not authenticate at all, or ``""``."""
+        if self.organization_status != OrganizationStatus.ACTIVE:
+            return "organization_suspended"
+        if self.agent_status != AgentStatus.ACTIVE:
+            return f"agent_{self.agent_status}"
+        return ""
+
+    def secret_match(self, digest: str) -> tuple[uuid.UUID, datetime | None] | None:
+        """The live secret whose digest is ``digest`` (compared in constant time)."""
+        for credential_id, stored, expires_at in self.secrets:
+            if hmac.compare_digest(stored, digest):
+                return credential_id, expires_at
+        return None

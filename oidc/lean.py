@@ -1,0 +1,401 @@
+"""The token endpoint's lean path: a plain, valid ``client_credentials`` request answered in
+one Redis call and one autocommit SQL statement, ahead of the middleware chain.
+
+:class:`LeanTokenMiddleware` sits third in ``MIDDLEWARE``, after django-prometheus's first
+middleware and the error formatter (which turns anything unexpected into an OAuth error). For ``POST /oauth2/token`` it tries :func:`token_issue_lean`; whatever that
+declines goes on down the chain to the full path (:class:`oidc.views.TokenView`: DOT, the
+request transaction, every refusal with its reason, ``auth.failed`` event, throttling and
+error body). So the lean path only ever answers 200, with the full path's body and headers
+(django-prometheus's per-view metrics, the security headers, ``no-store``), and the same
+``agentidp_token_endpoint_seconds`` and ``agentidp_tokens_issued_total`` metrics.
+
+It answers when, and only when:
+
+- the body is a small form with ``grant_type=client_credentials`` and at most ``scope``, and
+  the client authenticates one way (Basic, or ``client_id``/``client_secret`` in the form);
+- the client's record (:class:`ClientRecord`, from the per-process :data:`client_cache`)
+  shows an active agent and organization, a live unexpired secret with this digest and the
+  scopes asked for;
+- admission (:func:`token_request_admit`, the one Redis call) allows it, and returns the
+  organization's client-records stamp (``agentidp.stamps``): a cached record is used only
+  while its stamp matches, and is read again from the database otherwise;
+- ``oidc_token_issue`` (one statement in autocommit) re-checks in the database what the record
+  said, records the token, appends ``token.issued`` to the audit chain and commits. Revocation
+  and suspension therefore never depend on the cache: a stale record only sends the request
+  down the full path.
+
+A reservation admission made is given back whenever the lean path then declines.
+"""
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from threading import Lock
+from typing import cast
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import ResolverMatch, resolve
+from django.utils import timezone
+from django_prometheus.middleware import PrometheusAfterMiddleware
+from prometheus_client import Counter
+from redis import RedisError
+
+from agentidp.boundary import text_refusal
+from compliance.services import audit_append_arguments
+from credentials.records import ClientRecord
+from credentials.services import client_credentials_parse, client_record_load, secret_digest
+from oidc.keys import SigningMaterial, key_ring
+from oidc.ratelimit import token_request_admit, token_request_refund
+from oidc.tokens import access_token_claims, access_token_sign, lifetime_capped
+from oidc.validators import TOKENS_ISSUED
+from oidc.views import TOKEN_LATENCY, token_response_headers
+
+logger = logging.getLogger("agentidp.auth")
+
+TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a path
+MAX_BODY = 4096
+FORM = "application/x-www-form-urlencoded"
+LEAN_FIELDS = frozenset({"grant_type", "scope", "client_id", "client_secret"})
+
+LEAN_REQUESTS = Counter(
+    "agentidp_token_lean_total",
+    "Token requests by how the lean path took them: issued, or declined to the full path "
+    "with a reason.",
+    ["outcome"],
+)
+CLIENT_CACHE = Counter(
+    "agentidp_client_cache_total",
+    "Client-record cache lookups on the token endpoint's lean path (hit, miss, stale).",
+    ["result"],
+)
+# The children every issued token touches, bound once.
+_ISSUED = LEAN_REQUESTS.labels(outcome="issued")
+_HIT = CLIENT_CACHE.labels(result="hit")
+_LATENCY_200 = TOKEN_LATENCY.labels(status="200")
+
+
+# --- the per-process client cache ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CachedClient:
+    record: ClientRecord
+    # The organization's client-records stamp the record is valid under; None until the first
+    # admission after the record was read tells it.
+    stamp: str | None
+    loaded_at: float
+
+
+class ClientCache:
+    """A bounded LRU of client records by ``client_id``, for one process.
+
+    Only records of existing clients enter it (an unknown ``client_id`` is never cached), so a
+    flood of made-up ids cannot push the working set out. Entries also expire after
+    ``max_age`` seconds, whatever their stamp says.
+    """
+
+    def __init__(self, max_entries: int, max_age: float) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._entries: OrderedDict[str, CachedClient] = OrderedDict()
+        self._lock = Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, client_id: str) -> bool:
+        return client_id in self._entries
+
+    def get(self, client_id: str) -> CachedClient | None:
+        with self._lock:
+            entry = self._entries.get(client_id)
+            if entry is None:
+                return None
+            if time.monotonic() - entry.loaded_at > self.max_age:
+                del self._entries[client_id]
+                return None
+            self._entries.move_to_end(client_id)
+            return entry
+
+    def put(self, record: ClientRecord, stamp: str | None) -> CachedClient:
+        entry = CachedClient(record=record, stamp=stamp, loaded_at=time.monotonic())
+        with self._lock:
+            self._entries[record.client_id] = entry
+            self._entries.move_to_end(record.client_id)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return entry
+
+    def forget(self, client_id: str) -> None:
+        with self._lock:
+            self._entries.pop(client_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+client_cache = ClientCache(
+    max_entries=int(settings.AGENTIDP["CLIENT_CACHE_ENTRIES"]),
+    max_age=float(settings.AGENTIDP["CLIENT_CACHE_SECONDS"]),
+)
+
+
+# --- the lean path ---------------------------------------------------------------------------
+
+
+class Declined(Exception):
+    """The lean path does not answer this request; the full path will. ``reason`` is a metric
+    label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    client_id: str
+    secret: str
+    scopes: tuple[str, ...] | None  # None: the client's default (all its allowed scopes)
+
+
+def token_request_parse(request: HttpRequest) -> TokenRequest:
+    """The request, if it is a plain ``client_credentials`` one the lean path can answer."""
+    meta = request.META
+    if meta.get("QUERY_STRING") or meta.get("CONTENT_TYPE", "").split(";")[0].strip() != FORM:
+        raise Declined("shape")
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError as exc:
+        raise Declined("shape") from exc
+    if not 0 < length <= MAX_BODY:
+        raise Declined("shape")
+    try:
+        pairs = parse_qsl(request.body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Declined("shape") from exc
+    form = dict(pairs)
+    if len(form) != len(pairs) or not LEAN_FIELDS.issuperset(form):
+        raise Declined("shape")
+    if form.get("grant_type") != "client_credentials":
+        raise Declined("shape")
+    authorization = meta.get("HTTP_AUTHORIZATION", "")
+    if authorization and ("client_id" in form or "client_secret" in form):
+        raise Declined("shape")  # two client authentication methods: the full path refuses
+    client_id, secret = client_credentials_parse(
+        authorization=authorization,
+        form_client_id=form.get("client_id"),
+        form_secret=form.get("client_secret"),
+    )
+    if not client_id or not secret:
+        raise Declined("credentials")
+    scope = form.get("scope")
+    scopes: tuple[str, ...] | None = None
+    if scope is not None:
+        scopes = tuple(scope.split(" "))
+        if text_refusal(scope) or "" in scopes or len(set(scopes)) != len(scopes):
+            raise Declined("scope")
+    return TokenRequest(client_id=client_id, secret=secret, scopes=scopes)
+
+
+def _authorized(record: ClientRecord, digest: str, scopes: tuple[str, ...] | None) -> uuid.UUID:
+    """The credential the secret matches, if the record says a token may be issued."""
+    if record.refusal():
+        raise Declined("client")
+    match = record.secret_match(digest)
+    if match is None:
+        raise Declined("secret")
+    credential_id, expires_at = match
+    if expires_at is not None and expires_at <= timezone.now():
+        raise Declined("secret")
+    if scopes is not None and not set(scopes) <= set(record.allowed_scopes):
+        raise Declined("scope")
+    return credential_id
+
+
+def _record(client_id: str) -> CachedClient:
+    cached = client_cache.get(client_id)
+    if cached is not None:
+        return cached
+    CLIENT_CACHE.labels(result="miss").inc()
+    record = client_record_load(client_id=client_id)
+    if record is None:
+        raise Declined("unknown_client")  # never cached: see ClientCache
+    return client_cache.put(record, stamp=None)
+
+
+ISSUE_SQL = (
+    "SELECT oidc_token_issue(%s, %s, %s, %s::text[], %s, %s, %s, %s, %s, %s, %s, %s::jsonb, "
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+)
+
+
+@dataclass(frozen=True)
+class LeanToken:
+    body: bytes
+
+
+def token_issue_lean(request: HttpRequest) -> LeanToken:
+    """Issue a token for a plain ``client_credentials`` request, or raise :class:`Declined`."""
+    asked = token_request_parse(request)
+    digest = secret_digest(asked.secret)
+    cached = _record(asked.client_id)
+    credential_id = _authorized(cached.record, digest, asked.scopes)
+    record = cached.record
+    signing = key_ring.signing()
+    if signing is None:
+        raise Declined("no_key")  # the full path creates the first keys
+    admission = token_request_admit(
+        client_id=record.client_id,
+        organization_id=record.organization_id,
+        plan=record.plan,
+        max_tokens_per_month=record.max_tokens_per_month,
+        credential_id=credential_id,
+    )
+    if not admission.allowed:
+        raise Declined("admission")  # the full path runs it again and answers 429
+    try:
+        if cached.stamp is None:
+            client_cache.put(record, stamp=admission.stamp)
+            _HIT.inc()
+        elif cached.stamp != admission.stamp:
+            CLIENT_CACHE.labels(result="stale").inc()
+            client_cache.forget(record.client_id)
+            fresh = client_record_load(client_id=record.client_id)
+            if fresh is None:
+                raise Declined("unknown_client")
+            record = client_cache.put(fresh, stamp=admission.stamp).record
+            credential_id = _authorized(record, digest, asked.scopes)
+        else:
+            _HIT.inc()
+        body = _issue(record, credential_id, digest, asked.scopes, signing)
+    except BaseException:
+        token_request_refund(admission.reserved)
+        raise
+    return LeanToken(body=body)
+
+
+def _issue(
+    record: ClientRecord,
+    credential_id: uuid.UUID,
+    digest: str,
+    scopes: tuple[str, ...] | None,
+    signing: SigningMaterial,
+) -> bytes:
+    """Sign, then record and audit in one autocommit statement; the token once committed."""
+    granted = list(scopes if scopes is not None else record.allowed_scopes)
+    scope = " ".join(granted)
+    lifetime = lifetime_capped(record.access_token_lifetime_seconds)
+    claims = access_token_claims(
+        agent_id=record.agent_id,
+        client_id=record.client_id,
+        organization_id=record.organization_id,
+        scope=scope,
+        audiences=[],
+        lifetime=lifetime,
+    )
+    token = access_token_sign(claims, signing)
+    jti = str(claims["jti"])
+    audit = audit_append_arguments(
+        organization_id=record.organization_id,
+        actor_type="agent",
+        actor_id=str(record.agent_id),
+        action="token.issued",
+        subject_type="token",
+        subject_id=jti,
+        data={
+            "client_id": record.client_id,
+            "scope": scope,
+            "aud": [],  # as the full path records it: no resource was asked for
+            "credential_id": str(credential_id),
+        },
+    )
+    expires = datetime.fromtimestamp(int(str(claims["exp"])), tz=UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            ISSUE_SQL,
+            [
+                record.pk, credential_id, digest, granted, record.plan,
+                record.max_tokens_per_month, record.access_token_lifetime_seconds,
+                hashlib.sha256(token.encode()).hexdigest(), uuid.UUID(jti), scope, expires,
+                "[]", *audit,
+            ],
+        )  # fmt: skip
+        row = cursor.fetchone()
+    if not row or row[0] is not True:
+        # The database disagrees with the cached record: read it again next time, and let the
+        # full path answer this request with the reason.
+        client_cache.forget(record.client_id)
+        raise Declined("recheck")
+    TOKENS_ISSUED.inc()
+    document = {
+        "access_token": token,
+        "expires_in": lifetime,
+        "token_type": "Bearer",
+        "scope": scope,
+    }
+    return json.dumps(document).encode()
+
+
+# --- the middleware --------------------------------------------------------------------------
+
+
+class LeanTokenMiddleware:
+    """Answers plain token requests on the lean path; passes everything else down the chain."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        # The metrics and headers the middleware the lean path skips would have added.
+        self._metrics = PrometheusAfterMiddleware(get_response)
+        self._headers = (SecurityMiddleware(get_response), XFrameOptionsMiddleware(get_response))
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info != TOKEN_PATH or request.method != "POST":
+            return self.get_response(request)
+        started = time.perf_counter()
+        try:
+            issued = token_issue_lean(request)
+        except Declined as declined:
+            LEAN_REQUESTS.labels(outcome=declined.reason).inc()
+            return self.get_response(request)
+        except (RedisError, DatabaseError) as exc:
+            # The full path meets the same outage and answers 503 in the OAuth format.
+            LEAN_REQUESTS.labels(outcome="unavailable").inc()
+            logger.info("lean token path unavailable: %s", type(exc).__name__)
+            return self.get_response(request)
+        _ISSUED.inc()
+        return self._respond(request, issued, started)
+
+    def _respond(self, request: HttpRequest, issued: LeanToken, started: float) -> HttpResponse:
+        self._metrics.process_request(request)
+        request.resolver_match = _token_route()
+        self._metrics.process_view(request, _no_view)
+        response = HttpResponse(issued.body, content_type="application/json")
+        token_response_headers(response)
+        for middleware in self._headers:
+            response = middleware.process_response(request, response)
+        response = cast(HttpResponse, self._metrics.process_response(request, response))
+        _LATENCY_200.observe(time.perf_counter() - started)
+        return response
+
+
+def _no_view(request: HttpRequest) -> HttpResponse:  # pragma: no cover - never called
+    raise NotImplementedError
+
+
+@cache
+def _token_route() -> ResolverMatch:
+    return resolve(TOKEN_PATH)
