@@ -4,7 +4,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
 
+from django.db import models
+
 PrincipalKind = Literal["user", "agent", "system"]
+
+
+class PrincipalStatus(models.TextChoices):
+    """Whether a principal may act now (a staff user of a suspended organization may not)."""
+
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
 
 
 @dataclass(frozen=True)
@@ -16,7 +25,7 @@ class Principal:
     organization_id: UUID | None
     scopes: frozenset[str] = field(default_factory=frozenset)
     is_platform: bool = False
-    status: str = "active"
+    status: str = PrincipalStatus.ACTIVE
     display: str = ""
 
     # DRF's permission and throttling code asks these of ``request.user``.

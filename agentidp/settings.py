@@ -250,13 +250,8 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_GENERATOR": "oidc.tokens.access_token_generate",
     # RFC 9700 4.14: store only each token's checksum, never the bearer token itself.
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
-    "SCOPES": {
-        "agents:read": "Read the organization's agents",
-        "agents:write": "Register and change agents",
-        "credentials:write": "Manage agents' client secrets",
-        "audit:read": "Read the audit log",
-    },
-    "DEFAULT_SCOPES": ["agents:read"],
+    # The scopes agents may hold come from organizations.choices.Scope, the one list of names.
+    "SCOPES_BACKEND_CLASS": "credentials.scopes.AgentScopes",
     "ALLOWED_GRANT_TYPES": ["client_credentials"],
     "PKCE_REQUIRED": False,
     "OIDC_ENABLED": False,

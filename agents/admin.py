@@ -16,7 +16,7 @@ from agents import services
 from agents.models import Agent, OrganizationMember
 from compliance.models import AuditEvent
 from credentials.models import Client, ClientSecret
-from credentials.services import DEFAULT_AGENT_SCOPES
+from organizations.choices import DEFAULT_AGENT_SCOPES
 from organizations.models import Organization
 
 
@@ -159,7 +159,7 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     @admin.display(description="allowed scopes")
     def allowed_scopes(self, obj: Agent) -> str:
         client = Client.objects.filter(organization_id=obj.organization_id, agent_id=obj.id).first()
-        scopes = client.allowed_scopes if client else DEFAULT_AGENT_SCOPES
+        scopes = client.allowed_scopes if client else list(DEFAULT_AGENT_SCOPES)
         return " ".join(scopes)
 
     @admin.display(description="client secrets (metadata only)")

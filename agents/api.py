@@ -22,7 +22,7 @@ from agentidp.tenancy import platform_context
 from agents import services
 from agents.choices import AgentStatus
 from agents.models import Agent, OrganizationMember
-from organizations.choices import MemberRole
+from organizations.choices import MemberRole, Scope
 
 
 class AgentSerializer(RenderSerializer):
@@ -113,13 +113,13 @@ class AgentViewSet(TenantViewSet):
 
     resource_type = "agent"
     required_scopes = {
-        "list": "agents:read",
-        "retrieve": "agents:read",
-        "create": "agents:write",
-        "partial_update": "agents:write",
-        "suspend": "agents:write",
-        "reactivate": "agents:write",
-        "decommission": "agents:write",
+        "list": Scope.AGENTS_READ,
+        "retrieve": Scope.AGENTS_READ,
+        "create": Scope.AGENTS_WRITE,
+        "partial_update": Scope.AGENTS_WRITE,
+        "suspend": Scope.AGENTS_WRITE,
+        "reactivate": Scope.AGENTS_WRITE,
+        "decommission": Scope.AGENTS_WRITE,
     }
     serializer_class = AgentSerializer
     pagination_class = PageNumberPagination
@@ -222,7 +222,7 @@ class OrganizationMemberViewSet(TenantViewSet):
     """Agents' roles within an organization: its own admins, or platform staff for any."""
 
     resource_type = "member"
-    required_scopes = {"list": "agents:read", "create": "members:write"}
+    required_scopes = {"list": Scope.AGENTS_READ, "create": Scope.MEMBERS_WRITE}
     serializer_class = MemberSerializer
     pagination_class = PageNumberPagination
     queryset = OrganizationMember.objects.none()

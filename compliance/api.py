@@ -26,6 +26,7 @@ from compliance.services import (
     audit_chain_verify_recorded,
     audit_events_integrity,
 )
+from organizations.choices import Scope
 
 
 class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
@@ -117,7 +118,7 @@ class AuditEventViewSet(TenantViewSet):
     """The hash-chained audit events of the caller's organization."""
 
     resource_type = "audit_event"
-    required_scopes = {"list": "audit:read", "verify": "audit:read"}
+    required_scopes = {"list": Scope.AUDIT_READ, "verify": Scope.AUDIT_READ}
     serializer_class = AuditEventSerializer
     pagination_class = AuditCursorPagination
     queryset = AuditEvent.objects.none()

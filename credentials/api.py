@@ -14,6 +14,7 @@ from agentidp.errors import NotFound
 from agentidp.schema import problem_responses
 from credentials import services
 from credentials.models import ClientSecret
+from organizations.choices import AGENT_SCOPES, Scope
 
 
 class CredentialSerializer(serializers.ModelSerializer[ClientSecret]):
@@ -73,10 +74,10 @@ class AgentCredentialViewSet(TenantViewSet):
 
     resource_type = "credential"
     required_scopes = {
-        "list": "agents:read",
-        "create": "credentials:write",
-        "rotate": "credentials:write",
-        "destroy": "credentials:write",
+        "list": Scope.AGENTS_READ,
+        "create": Scope.CREDENTIALS_WRITE,
+        "rotate": Scope.CREDENTIALS_WRITE,
+        "destroy": Scope.CREDENTIALS_WRITE,
     }
     serializer_class = CredentialSerializer
     queryset = ClientSecret.objects.none()
@@ -141,7 +142,7 @@ class AgentCredentialViewSet(TenantViewSet):
 @extend_schema_serializer(many=False)  # GET answers one object, though the action is "list"
 class ScopesSerializer(StrictSerializer):
     scopes = serializers.ListField(
-        child=serializers.ChoiceField(choices=sorted(services.AGENT_SCOPES)), max_length=32
+        child=serializers.ChoiceField(choices=sorted(AGENT_SCOPES)), max_length=32
     )
 
 
@@ -156,7 +157,7 @@ class AgentScopesViewSet(TenantViewSet):
     """The scopes an agent may request at the token endpoint (set by an organization admin)."""
 
     resource_type = "agent_scopes"
-    required_scopes = {"list": "agents:read", "create": "credentials:write"}
+    required_scopes = {"list": Scope.AGENTS_READ, "create": Scope.CREDENTIALS_WRITE}
     serializer_class = ScopesSerializer
     queryset = ClientSecret.objects.none()
     pagination_class = None

@@ -8,6 +8,7 @@ from django.db import models
 from oauth2_provider.models import AbstractApplication
 
 from agentidp.models import OrgOwnedModel
+from credentials.choices import CredentialStatus
 from credentials.records import ClientRecord
 
 
@@ -46,12 +47,12 @@ class ClientSecret(OrgOwnedModel):
     def __str__(self) -> str:
         return f"{self.prefix}…"
 
-    def status_at(self, moment: datetime) -> str:
-        """``revoked``, ``expired``, ``rotating`` (in its grace period) or ``active``."""
+    def status_at(self, moment: datetime) -> CredentialStatus:
+        """Revoked, expired, rotating (in its grace period) or active, at ``moment``."""
         if self.revoked_at is not None:
-            return "revoked"
+            return CredentialStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= moment:
-            return "expired"
+            return CredentialStatus.EXPIRED
         if self.rotated_at is not None:
-            return "rotating"
-        return "active"
+            return CredentialStatus.ROTATING
+        return CredentialStatus.ACTIVE

@@ -31,16 +31,14 @@ from agentidp.usage import last_used_key, redis_client
 from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
+from credentials.choices import CredentialStatus
 from credentials.models import Client, ClientSecret
 from credentials.records import ClientRecord
+from organizations.choices import AGENT_SCOPES, DEFAULT_AGENT_SCOPES, Scope
 from organizations.models import Organization
 from organizations.services import organization_get
 
 SECRET_PREFIX = "ais_"  # noqa: S105 - the public prefix of issued secrets
-# What an agent may be allowed to request; admin:orgs is for platform staff only.
-AGENT_SCOPES = frozenset({"agents:read", "agents:write", "credentials:write", "audit:read"})
-KNOWN_SCOPES = AGENT_SCOPES | {"admin:orgs"}
-DEFAULT_AGENT_SCOPES = ["agents:read"]
 
 
 @cache
@@ -198,9 +196,9 @@ def credential_rotate(
         organization_id=organization_id, agent_id=agent.id, credential_id=credential_id
     )
     now = timezone.now()
-    if old.status_at(now) not in {"active"}:
+    if old.status_at(now) != CredentialStatus.ACTIVE:
         raise Conflict(
-            f"Only an active credential can be rotated; this one is {old.status_at(now)}."
+            f"Only an active credential can be rotated; this one is {old.status_at(now).value}."
         )
     if grace_seconds is None:
         grace_seconds = organization_get(organization_id=organization_id).credential_grace_seconds
@@ -265,14 +263,16 @@ def client_scopes_set(
     *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, scopes: list[str]
 ) -> Client:
     """Set the scopes the agent may request (an organization admin's decision)."""
-    unknown = sorted(set(scopes) - KNOWN_SCOPES)
+    unknown = sorted(set(scopes) - set(Scope.values))
     if unknown:
         raise ValidationFailed(
             "Unknown scopes.", errors={"scopes": [f"Unknown: {', '.join(unknown)}."]}
         )
-    if "admin:orgs" in scopes:
+    withheld = sorted(set(scopes) - AGENT_SCOPES)
+    if withheld:
         raise ValidationFailed(
-            "admin:orgs is a platform scope.", errors={"scopes": ["Agents cannot hold admin:orgs."]}
+            f"{', '.join(withheld)}: not for agents.",
+            errors={"scopes": [f"Agents cannot hold {', '.join(withheld)}."]},
         )
     agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
     client = client_get_or_create(organization_id=organization_id, agent=agent)

@@ -26,6 +26,7 @@ from oidc.keys import create_key, key_lock, key_ring, private_key_path
 from oidc.models import AccessToken, RevokedToken, SigningKey
 from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
 from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
+from organizations.choices import AGENT_SCOPES, OrganizationStatus
 
 
 @transaction.atomic
@@ -293,7 +294,7 @@ def token_standing(verified: VerifiedToken) -> str | None:
         cursor.execute(STANDING_SQL, [organization_id, agent_id, agent_id, organization_id])
         row = cursor.fetchone()
     organization_applied(verified.organization_id)
-    if row is None or row[1] != AgentStatus.ACTIVE or row[3] != "active":
+    if row is None or row[1] != AgentStatus.ACTIVE or row[3] != OrganizationStatus.ACTIVE:
         return "agent_inactive"
     not_before: dt.datetime | None = row[2]
     if not_before is not None and verified.issued_at < not_before.timestamp():
@@ -317,8 +318,7 @@ def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
 def discovery_document() -> dict[str, JSONValue]:
     """RFC 8414 authorization server metadata; ``issuer`` equals the tokens' ``iss``."""
     issuer = agentidp_settings().issuer
-    configured = cast(dict[str, str], settings.OAUTH2_PROVIDER["SCOPES"])
-    scopes: list[JSONValue] = [str(scope) for scope in sorted(configured)]
+    scopes: list[JSONValue] = [str(scope) for scope in sorted(AGENT_SCOPES)]
     return {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth2/token",

@@ -13,7 +13,7 @@ from agentidp.boundary import SLUG, slug_refusal
 from agentidp.schema import problem_responses
 from agentidp.tenancy import platform_context
 from organizations import services
-from organizations.choices import OrganizationStatus, Plan
+from organizations.choices import OrganizationStatus, Plan, Scope
 from organizations.models import Organization
 
 
@@ -87,7 +87,7 @@ class OrganizationViewSet(TenantViewSet):
 
     resource_type = "organization"
     required_scopes = {
-        action: "admin:orgs"
+        action: Scope.ADMIN_ORGS
         for action in ("list", "retrieve", "create", "partial_update", "destroy")
     }
     serializer_class = OrganizationSerializer

@@ -15,6 +15,29 @@ class OrganizationStatus(models.TextChoices):
     DELETED = "deleted", "Deleted"
 
 
+class Scope(models.TextChoices):
+    """Every scope a token or a staff session can hold: the one list of their names."""
+
+    AGENTS_READ = "agents:read", "Read the organization's agents"
+    AGENTS_WRITE = "agents:write", "Register and change agents"
+    CREDENTIALS_WRITE = "credentials:write", "Manage agents' client secrets"
+    AUDIT_READ = "audit:read", "Read the audit log"
+    MEMBERS_WRITE = "members:write", "Manage the organization's members"
+    ADMIN_ORGS = "admin:orgs", "Manage every organization (platform staff only)"
+
+
+AGENT_SCOPES = frozenset(
+    {Scope.AGENTS_READ, Scope.AGENTS_WRITE, Scope.CREDENTIALS_WRITE, Scope.AUDIT_READ}
+)
+"""What an agent may be allowed to request at the token endpoint."""
+
+DEFAULT_AGENT_SCOPES = (Scope.AGENTS_READ,)
+"""An agent's scopes until an organization admin sets them."""
+
+PLATFORM_SCOPES = frozenset({Scope.ADMIN_ORGS})
+"""Scopes only platform staff hold."""
+
+
 class MemberRole(models.TextChoices):
     OWNER = "owner", "Owner"
     ADMIN = "admin", "Admin"
@@ -29,16 +52,11 @@ PLAN_QUOTAS: dict[str, tuple[int, int]] = {
 }
 """Default ``(max_agents, max_tokens_per_month)`` for each plan."""
 
+_ADMINISTER = AGENT_SCOPES | {Scope.MEMBERS_WRITE}
 ROLE_SCOPES: dict[str, frozenset[str]] = {
-    MemberRole.OWNER: frozenset(
-        {"agents:read", "agents:write", "audit:read", "members:write", "credentials:write"}
-    ),
-    MemberRole.ADMIN: frozenset(
-        {"agents:read", "agents:write", "audit:read", "members:write", "credentials:write"}
-    ),
-    MemberRole.MEMBER: frozenset({"agents:read"}),
-    MemberRole.AUDITOR: frozenset({"agents:read", "audit:read"}),
+    MemberRole.OWNER: _ADMINISTER,
+    MemberRole.ADMIN: _ADMINISTER,
+    MemberRole.MEMBER: frozenset({Scope.AGENTS_READ}),
+    MemberRole.AUDITOR: frozenset({Scope.AGENTS_READ, Scope.AUDIT_READ}),
 }
 """Scopes a staff user holds through the role of their membership."""
-
-PLATFORM_SCOPES = frozenset({"admin:orgs"})

@@ -2,7 +2,7 @@
 
 from django.http import HttpRequest
 
-from agentidp.principals import Principal
+from agentidp.principals import Principal, PrincipalStatus
 from agentidp.tenancy import platform_context
 from organizations.choices import PLATFORM_SCOPES, ROLE_SCOPES, OrganizationStatus
 from organizations.models import StaffMembership
@@ -24,12 +24,12 @@ def staff_session_principal(request: HttpRequest) -> Principal | None:
     request.principal_via_session = True  # type: ignore[attr-defined]
     scopes: frozenset[str] = frozenset()
     organization_id = None
-    status = "active"
+    status = PrincipalStatus.ACTIVE
     if membership is not None:
         organization_id = membership.organization_id
         scopes = ROLE_SCOPES.get(membership.role, frozenset())
         if membership.organization.status != OrganizationStatus.ACTIVE:
-            status = "suspended"
+            status = PrincipalStatus.SUSPENDED
     if user.is_superuser:
         scopes = scopes | PLATFORM_SCOPES | frozenset().union(*ROLE_SCOPES.values())
     return Principal(

@@ -257,10 +257,10 @@ def owner_sql(sql: str) -> None:
     transaction, as an operator would)."""
     owner = settings.DATABASES["owner"]
     with psycopg.connect(
-        dbname=owner["NAME"],
-        user=owner["USER"],
-        host=owner["HOST"],
-        port=owner["PORT"] or None,
+        dbname=str(owner["NAME"]),
+        user=str(owner["USER"]),
+        host=str(owner["HOST"]),
+        port=str(owner["PORT"] or "") or None,
         autocommit=True,
     ) as conn:
         conn.execute(sql.encode())
@@ -285,8 +285,11 @@ def test_a_token_whose_audit_insert_fails_is_never_returned(
     assert isinstance(cred, Credentialed), cred
     url = f"{live_server.url}/oauth2/token"
     auth = (cred.client_id, cred.secret)
-    lean_form = {"data": "grant_type=client_credentials", "headers": {"Content-Type": FORM}}
-    full_form = {"files": {"grant_type": (None, "client_credentials")}}  # multipart
+    lean_form: dict[str, Any] = {
+        "data": "grant_type=client_credentials",
+        "headers": {"Content-Type": FORM},
+    }
+    full_form: dict[str, Any] = {"files": {"grant_type": (None, "client_credentials")}}  # multipart
     assert requests.post(url, auth=auth, timeout=10, **lean_form).status_code == 200
     owner_sql(REFUSE_TOKEN_AUDIT)
     try:

@@ -18,7 +18,7 @@ from agents.services import agent_register
 from credentials.models import ClientSecret
 from credentials.services import client_scopes_set, credential_generate
 from oidc.keys import signing_key_ensure
-from organizations.choices import MemberRole, Plan
+from organizations.choices import AGENT_SCOPES, MemberRole, Plan
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from organizations.services import organization_create, staff_create
 
@@ -82,7 +82,7 @@ class Command(JSONCommand):
                     actor=actor,
                     organization_id=organization.id,
                     agent_id=agent.id,
-                    scopes=["agents:read", "agents:write", "audit:read", "credentials:write"],
+                    scopes=sorted(AGENT_SCOPES),
                 )
                 document["client_secret"] = issued.secret
         self.emit(document)
