@@ -27,6 +27,7 @@ from typing import cast
 from uuid import UUID
 
 from django.apps import apps
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
@@ -237,8 +238,6 @@ CLIENT_AUTHENTICATED_PREFIXES: Sequence[str] = ("/oauth2/",)
 
 @cache
 def _resolvers() -> tuple[PrincipalResolver, ...]:
-    from django.conf import settings
-
     paths: list[str] = settings.AGENTIDP["PRINCIPAL_RESOLVERS"]
     return tuple(cast(PrincipalResolver, import_string(path)) for path in paths)
 

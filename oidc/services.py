@@ -27,6 +27,7 @@ from oidc.models import AccessToken, RevokedToken, SigningKey
 from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
 from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
 from organizations.choices import AGENT_SCOPES, OrganizationStatus
+from organizations.models import SYSTEM_ORGANIZATION_ID
 
 
 @transaction.atomic
@@ -69,8 +70,6 @@ def signing_key_rotate(*, actor: Principal, algorithm: str | None = None) -> Sig
         "algorithm": algorithm,
         "retired": old.kid if old else None,
     }
-    from organizations.models import SYSTEM_ORGANIZATION_ID
-
     event_record(
         organization_id=SYSTEM_ORGANIZATION_ID,
         actor=actor,

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from threading import Lock
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from cryptography.exceptions import InvalidSignature
 from django.conf import settings
@@ -27,9 +27,7 @@ from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
 from credentials.models import Client
 from oidc.keys import SigningMaterial, key_ring, signing_key_current
-
-if TYPE_CHECKING:
-    from oidc.models import AccessToken
+from oidc.models import AccessToken
 
 ALLOWED_ALGORITHMS = frozenset({"ES256", "RS256", "EdDSA"})
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -62,7 +60,7 @@ class Issuance:
     credential_id: uuid.UUID | None = None
     claims: dict[str, JSONValue] = field(default_factory=dict)
     # The row this request wrote (sent with DOT's app_authorized signal).
-    issued: "AccessToken | None" = None
+    issued: AccessToken | None = None
     # The usage counter admission reserved a token on; given back unless one is issued.
     reserved: str = ""
     # Seconds a 429 or 503 tells the client to wait.

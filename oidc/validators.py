@@ -1,6 +1,7 @@
 """django-oauth-toolkit's validator, extended for agents (``OAUTH2_VALIDATOR_CLASS``)."""
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import cast
 
@@ -139,8 +140,6 @@ class AgentRequestValidator(OAuth2Validator):
             except RedisError:  # the request is refused either way
                 logger.warning("could not count a failed authentication")
         if organization_id is not None:
-            import uuid
-
             assert isinstance(organization_id, uuid.UUID)  # noqa: S101 - set by the service
             event_record_after_request(
                 organization_id=organization_id,

@@ -2,6 +2,7 @@
 
 from agentidp.boundary import slug_refusal
 from agentidp.errors import NotFound
+from agentidp.tenancy import platform_context
 from organizations.choices import OrganizationStatus
 from organizations.models import Organization
 
@@ -24,8 +25,6 @@ def organization_ids_for_jobs(*, reason: str, include_deleted: bool = False) -> 
 
     Listing organizations crosses tenants, so it goes through the platform context.
     """
-    from agentidp.tenancy import platform_context
-
     with platform_context(reason=reason):
         organizations = Organization.objects.order_by("created_at", "id")
         if not include_deleted:
