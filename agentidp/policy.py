@@ -9,7 +9,6 @@ questions off the interpreter.
 import json
 import logging
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from django.conf import settings
 from prometheus_client import Counter
 from regopy import Interpreter
 
+from agentidp.lru import BoundedLRU
 from agentidp.principals import Principal
 
 logger = logging.getLogger("agentidp.policy")
@@ -89,30 +89,7 @@ def policy_engine() -> PolicyEngine:
     return RegoEngine(Path(config["PATH"]))
 
 
-class _DecisionCache:
-    def __init__(self, size: int = 4096) -> None:
-        self._size, self._lock = size, threading.Lock()
-        self._entries: OrderedDict[str, bool] = OrderedDict()
-
-    def get(self, key: str) -> bool | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: bool) -> None:
-        with self._lock:
-            self._entries[key] = value
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-decision_cache = _DecisionCache()
+decision_cache: BoundedLRU[str, bool] = BoundedLRU(max_entries=4096)
 
 
 def policy_input(principal: Principal, *, action: str, scope: str, resource: Resource) -> str:

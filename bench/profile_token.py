@@ -14,8 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import WORK, environment  # noqa: E402
-from bench.run import seed as bench_seed  # noqa: E402
+from bench.run import WORK, prepare  # noqa: E402
 
 PROFILED = """
 import base64, cProfile, io, os, pstats, sys, django
@@ -54,13 +53,7 @@ stats.sort_stats("cumulative").print_stats(40)
 
 
 def main() -> int:
-    env = environment()
-    subprocess.run(  # noqa: S603
-        [sys.executable, "manage.py", "migrate", "--database", "owner", "-v", "0"],
-        env=env, cwd=ROOT, check=True,
-    )  # fmt: skip
-    bench_seed(env)
-    env = {**env, "DJANGO_SETTINGS_MODULE": "agentidp.settings", "DEBUG": "0"}
+    env = {**prepare(), "DJANGO_SETTINGS_MODULE": "agentidp.settings", "DEBUG": "0"}
     return subprocess.run(  # noqa: S603
         [sys.executable, "-c", PROFILED, str(WORK / "credentials.txt")],
         env={**env, **{k: v for k, v in os.environ.items() if k.startswith("BENCH_")}},

@@ -372,13 +372,19 @@ def print_table(summary: dict[str, dict[str, object]]) -> None:
               f"{cpu['redis']:6.2f} {cpu['total']:6.2f}")  # fmt: skip
 
 
-def main() -> int:
+def prepare() -> dict[str, str]:
+    """A fresh database, migrated and seeded; the environment the servers run with."""
     env = environment()
     subprocess.run(  # noqa: S603
         [sys.executable, "manage.py", "migrate", "--database", "owner", "-v", "0"],
         env=env, cwd=ROOT, check=True,
     )  # fmt: skip
     seed(env)
+    return env
+
+
+def main() -> int:
+    env = prepare()
     base, stock = f"http://127.0.0.1:{PORT}", f"http://127.0.0.1:{STOCK_PORT}"
     server = _start_server(env, "bench.settings", PORT)
     stock_server = _start_server(env, "bench.stock_dot", STOCK_PORT)

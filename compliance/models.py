@@ -15,6 +15,14 @@ class AuditEvent(OrgOwnedModel):
     retained_after_organization_deletion = True
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No single-column index: the composite indexes below all start with the organization.
+    organization = models.ForeignKey(
+        "organizations.Organization",
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,
+    )
     sequence = models.PositiveBigIntegerField()
     occurred_at = models.DateTimeField()
     actor_type = models.CharField(max_length=20)

@@ -32,12 +32,10 @@ import json
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from threading import Lock
 from typing import cast
 from urllib.parse import parse_qsl
 
@@ -53,11 +51,13 @@ from prometheus_client import Counter
 from redis import RedisError
 
 from agentidp.boundary import text_refusal
+from agentidp.lru import BoundedLRU
 from compliance.services import audit_append_arguments
 from credentials.records import ClientRecord
 from credentials.services import client_credentials_parse, client_record_load, secret_digest
 from oidc.keys import SigningMaterial, key_ring
 from oidc.ratelimit import token_request_admit, token_request_refund
+from oidc.services import token_issued_data
 from oidc.tokens import access_token_claims, access_token_sign, lifetime_capped
 from oidc.validators import TOKENS_ISSUED
 from oidc.views import TOKEN_LATENCY, token_response_headers
@@ -95,62 +95,21 @@ class CachedClient:
     # The organization's client-records stamp the record is valid under; None until the first
     # admission after the record was read tells it.
     stamp: str | None
-    loaded_at: float
 
 
-class ClientCache:
-    """A bounded LRU of client records by ``client_id``, for one process.
-
-    Only records of existing clients enter it (an unknown ``client_id`` is never cached), so a
-    flood of made-up ids cannot push the working set out. Entries also expire after
-    ``max_age`` seconds, whatever their stamp says.
-    """
-
-    def __init__(self, max_entries: int, max_age: float) -> None:
-        self.max_entries = max_entries
-        self.max_age = max_age
-        self._entries: OrderedDict[str, CachedClient] = OrderedDict()
-        self._lock = Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, client_id: str) -> bool:
-        return client_id in self._entries
-
-    def get(self, client_id: str) -> CachedClient | None:
-        with self._lock:
-            entry = self._entries.get(client_id)
-            if entry is None:
-                return None
-            if time.monotonic() - entry.loaded_at > self.max_age:
-                del self._entries[client_id]
-                return None
-            self._entries.move_to_end(client_id)
-            return entry
-
-    def put(self, record: ClientRecord, stamp: str | None) -> CachedClient:
-        entry = CachedClient(record=record, stamp=stamp, loaded_at=time.monotonic())
-        with self._lock:
-            self._entries[record.client_id] = entry
-            self._entries.move_to_end(record.client_id)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return entry
-
-    def forget(self, client_id: str) -> None:
-        with self._lock:
-            self._entries.pop(client_id, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-client_cache = ClientCache(
+# The per-process client cache: a bounded LRU by client_id, entries also expiring after their
+# age limit whatever their stamp says. Only records of existing clients enter it (an unknown
+# client_id is never cached), so a flood of made-up ids cannot push the working set out.
+client_cache: BoundedLRU[str, CachedClient] = BoundedLRU(
     max_entries=int(settings.AGENTIDP["CLIENT_CACHE_ENTRIES"]),
     max_age=float(settings.AGENTIDP["CLIENT_CACHE_SECONDS"]),
 )
+
+
+def _cache(record: ClientRecord, stamp: str | None) -> CachedClient:
+    entry = CachedClient(record=record, stamp=stamp)
+    client_cache.put(record.client_id, entry)
+    return entry
 
 
 # --- the lean path ---------------------------------------------------------------------------
@@ -234,7 +193,7 @@ def _record(client_id: str) -> CachedClient:
     record = client_record_load(client_id=client_id)
     if record is None:
         raise Declined("unknown_client")  # never cached: see ClientCache
-    return client_cache.put(record, stamp=None)
+    return _cache(record, stamp=None)
 
 
 ISSUE_SQL = (
@@ -269,7 +228,7 @@ def token_issue_lean(request: HttpRequest) -> LeanToken:
         raise Declined("admission")  # the full path runs it again and answers 429
     try:
         if cached.stamp is None:
-            client_cache.put(record, stamp=admission.stamp)
+            _cache(record, stamp=admission.stamp)
             _HIT.inc()
         elif cached.stamp != admission.stamp:
             CLIENT_CACHE.labels(result="stale").inc()
@@ -277,7 +236,7 @@ def token_issue_lean(request: HttpRequest) -> LeanToken:
             fresh = client_record_load(client_id=record.client_id)
             if fresh is None:
                 raise Declined("unknown_client")
-            record = client_cache.put(fresh, stamp=admission.stamp).record
+            record = _cache(fresh, stamp=admission.stamp).record
             credential_id = _authorized(record, digest, asked.scopes)
         else:
             _HIT.inc()
@@ -316,12 +275,9 @@ def _issue(
         action="token.issued",
         subject_type="token",
         subject_id=jti,
-        data={
-            "client_id": record.client_id,
-            "scope": scope,
-            "aud": [],  # as the full path records it: no resource was asked for
-            "credential_id": str(credential_id),
-        },
+        data=token_issued_data(
+            client_id=record.client_id, scope=scope, audiences=[], credential_id=credential_id
+        ),
     )
     expires = datetime.fromtimestamp(int(str(claims["exp"])), tz=UTC)
     with connection.cursor() as cursor:

@@ -95,6 +95,18 @@ def client_actor(client: Client) -> Principal:
     return Principal(kind="agent", id=str(client.agent_id), organization_id=client.organization_id)
 
 
+def token_issued_data(
+    *, client_id: str, scope: str, audiences: list[str], credential_id: uuid.UUID | None
+) -> dict[str, JSONValue]:
+    """The data of a ``token.issued`` event, whichever path issued the token."""
+    return {
+        "client_id": client_id,
+        "scope": scope,
+        "aud": [str(audience) for audience in audiences],
+        "credential_id": str(credential_id) if credential_id else None,
+    }
+
+
 ACCESS_TOKEN_INSERT = """
 INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
                               scope, expires, resource, created, updated, credential_id)
@@ -145,12 +157,12 @@ def access_token_record(
         action="token.issued",
         subject_type="token",
         subject_id=jti,
-        data={
-            "client_id": client.client_id,
-            "scope": scope,
-            "aud": [str(a) for a in audiences],
-            "credential_id": str(credential_id) if credential_id else None,
-        },
+        data=token_issued_data(
+            client_id=client.client_id,
+            scope=scope,
+            audiences=audiences,
+            credential_id=credential_id,
+        ),
         companion=insert,
     )
     issued.id = cast(int, insert.inserted_id)

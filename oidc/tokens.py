@@ -11,10 +11,8 @@ import binascii
 import json
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from threading import Lock
 from typing import cast
 
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +23,7 @@ from oauthlib.common import Request as OAuthRequest
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
+from agentidp.lru import BoundedLRU
 from credentials.models import Client
 from oidc.keys import SigningMaterial, key_ring, signing_key_current
 from oidc.models import AccessToken
@@ -270,36 +269,9 @@ def _signature_verify(token: str) -> tuple[str, dict[str, JSONValue]]:
     return str(kid), _b64_json(parts[1])
 
 
-class VerifiedTokens:
-    """A bounded LRU of tokens whose signature verified: token -> (kid, claims).
-
-    Only tokens that passed every header and signature check enter it, so forged or garbled
-    tokens cannot push real ones out; the claims are read-only once stored."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[str, dict[str, JSONValue]]] = OrderedDict()
-        self._lock = Lock()
-
-    def get(self, token: str) -> tuple[str, dict[str, JSONValue]] | None:
-        with self._lock:
-            found = self._entries.get(token)
-            if found is not None:
-                self._entries.move_to_end(token)
-            return found
-
-    def put(self, token: str, entry: tuple[str, dict[str, JSONValue]]) -> None:
-        with self._lock:
-            self._entries[token] = entry
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-verified_tokens = VerifiedTokens(max_entries=4096)
+# Tokens whose header and signature verified: token -> (kid, claims). Only tokens that passed
+# every check enter it, so forged or garbled tokens cannot push real ones out.
+verified_tokens: BoundedLRU[str, tuple[str, dict[str, JSONValue]]] = BoundedLRU(max_entries=4096)
 
 
 def _check_claims(
