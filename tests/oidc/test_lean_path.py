@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
+from compliance.services import audit_chain_verify
 from credentials.models import ClientSecret
 from credentials.services import client_scopes_set, credential_revoke
 from oidc.lean import client_cache
@@ -71,6 +72,9 @@ def test_a_cached_client_costs_one_statement(cred: Credentialed, org: Organizati
         event = AuditEvent.objects.get(organization_id=org.id, subject_id=jti)
     assert row.credential_id == cred.credential_id and row.application_id is not None
     assert event.action == "token.issued" and event.actor_id == str(cred.agent.id)
+    with tenant_context(org.id):
+        verification = audit_chain_verify(organization_id=org.id)
+    assert verification.valid and verification.events_checked >= 2, verification
 
 
 def test_the_full_path_still_costs_two_statements(cred: Credentialed) -> None:
