@@ -42,6 +42,14 @@ class TokenView(dot_views.TokenView):
         status = "500"
         state = Issuance()
         request.META[ISSUANCE_KEY] = state
+        repeated = sorted(key for key, values in request.POST.lists() if len(values) > 1)
+        if repeated:
+            # RFC 6749 3.1: parameters must not be included more than once (Django's form
+            # would otherwise hand DOT only the last value).
+            TOKEN_LATENCY.labels(status="400").observe(time.perf_counter() - started)
+            return _oauth_error(
+                "invalid_request", f"Repeated parameter: {', '.join(repeated)}.", 400
+            )
         try:
             issued = False
             try:

@@ -314,3 +314,32 @@ def test_a_token_whose_audit_insert_fails_is_never_returned(
 
     assert run_in_threads(tokens) == [1]  # only the first, audited token
     assert requests.post(url, auth=auth, timeout=10, **lean_form).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "auth"),
+    [
+        ("grant_type=client_credentials&scope=agents%3Aread%00", None),
+        ("grant_type=client_credentials&scope=%ff%fe", None),
+        ("grant_type=client_credentials&grant_type=client_credentials", None),
+        ("grant_type=client_credentials&scope=agents:read&scope=agents:write", None),
+        ("grant_type=client_credentials&scope=agents:read%20%20agents:write", None),
+        ("grant_type=client_credentials&client_id=x%00&client_secret=y", ""),
+        ("grant_type=client_credentials", "Basic !!!not-base64!!!"),
+        ("grant_type=client_credentials", "Basic " + "QUFB" * 3000),
+        ("grant_type=client_credentials&" + "a=b&" * 2000, None),
+        ("grant_type=client_credentials&scope=" + "x" * 5000, None),
+        ("=&&==", None),
+    ],
+)
+def test_hostile_token_requests_get_oauth_errors(
+    cred: Credentialed, body: str, auth: str | None
+) -> None:
+    """Whatever the lean path declines, the full path answers in RFC 6749's format: never a
+    500, never a token."""
+    headers = {"Authorization": basic(cred.client_id, cred.secret) if auth is None else auth}
+    if not headers["Authorization"]:
+        headers = {}
+    response = HttpClient().post("/oauth2/token", body, FORM, headers=headers)
+    assert 400 <= response.status_code < 500, response.content
+    assert "error" in response.json() and "access_token" not in response.json()
