@@ -24,89 +24,87 @@ CHAIN_VERIFICATIONS = Counter(
 )
 
 
-def audit_event_canonical(
-    *,
-    event_id: uuid.UUID,
-    organization_id: uuid.UUID,
-    sequence: int,
-    occurred_at: datetime,
-    actor_type: str,
-    actor_id: str,
-    action: str,
-    outcome: str,
-    subject_type: str,
-    subject_id: str,
-    data: Mapping[str, JSONValue],
-    previous_hash: str,
-) -> bytes:
-    """The exact bytes hashed for one event: sorted-key compact JSON, UTC microsecond time."""
-    document = {
-        "id": str(event_id),
-        "organization_id": str(organization_id),
-        "sequence": sequence,
-        "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "actor_type": actor_type,
-        "actor_id": actor_id,
-        "action": action,
-        "outcome": outcome,
-        "subject_type": subject_type,
-        "subject_id": subject_id,
-        "data": data,
-        "previous_hash": previous_hash,
-    }
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+@dataclass(frozen=True, slots=True)
+class EventContent:
+    """What an audit event says, apart from its place in the chain (sequence, previous hash)."""
 
+    event_id: uuid.UUID
+    organization_id: uuid.UUID
+    occurred_at: datetime
+    actor_type: str
+    actor_id: str
+    action: str
+    outcome: str
+    subject_type: str
+    subject_id: str
+    data: Mapping[str, JSONValue]
 
-def _event_canonical(event: AuditEvent, *, sequence: int, previous_hash: str) -> bytes:
-    return audit_event_canonical(
-        event_id=event.id,
-        organization_id=event.organization_id,
-        sequence=sequence,
-        occurred_at=event.occurred_at,
-        actor_type=event.actor_type,
-        actor_id=event.actor_id,
-        action=event.action,
-        outcome=event.outcome,
-        subject_type=event.subject_type,
-        subject_id=event.subject_id,
-        data=event.data,
-        previous_hash=previous_hash,
-    )
+    @classmethod
+    def new(
+        cls, *, organization_id: uuid.UUID, actor_type: str, actor_id: str, action: str,
+        outcome: str, subject_type: str, subject_id: str, data: Mapping[str, JSONValue],
+    ) -> "EventContent":  # fmt: skip
+        """A new event, with a fresh id and the current time."""
+        return cls(
+            event_id=uuid.uuid4(), organization_id=organization_id, occurred_at=timezone.now(),
+            actor_type=actor_type, actor_id=actor_id, action=action, outcome=outcome,
+            subject_type=subject_type, subject_id=subject_id, data=data,
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> "EventContent":
+        return cls(
+            event_id=event.id,
+            organization_id=event.organization_id,
+            occurred_at=event.occurred_at,
+            actor_type=event.actor_type,
+            actor_id=event.actor_id,
+            action=event.action,
+            outcome=event.outcome,
+            subject_type=event.subject_type,
+            subject_id=event.subject_id,
+            data=event.data,
+        )
+
+    def canonical(self, *, sequence: int | str, previous_hash: str) -> bytes:
+        """The exact bytes hashed for the event: sorted-key compact JSON, UTC microsecond time."""
+        document = {
+            "id": str(self.event_id),
+            "organization_id": str(self.organization_id),
+            "sequence": sequence,
+            "occurred_at": self.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor_type": self.actor_type,
+            "actor_id": self.actor_id,
+            "action": self.action,
+            "outcome": self.outcome,
+            "subject_type": self.subject_type,
+            "subject_id": self.subject_id,
+            "data": self.data,
+            "previous_hash": previous_hash,
+        }
+        return json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+    def canonical_parts(self) -> tuple[str, str, str]:
+        """The canonical text around the two values only the locked chain head knows.
+
+        Keys are sorted, so ``previous_hash`` and ``sequence`` are adjacent and follow
+        ``data``; random sentinels mark where they go, so no event content can be mistaken for
+        them.
+        """
+        previous_mark, sequence_mark = f"prev-{uuid.uuid4().hex}", f"seq-{uuid.uuid4().hex}"
+        text = self.canonical(sequence=sequence_mark, previous_hash=previous_mark).decode()
+        prefix, rest = text.split(previous_mark)
+        middle, suffix = rest.split(f'"{sequence_mark}"')
+        return prefix, middle, suffix
 
 
 def audit_event_hash(event: AuditEvent) -> str:
-    canonical = _event_canonical(event, sequence=event.sequence, previous_hash=event.previous_hash)
+    canonical = EventContent.of(event).canonical(
+        sequence=event.sequence, previous_hash=event.previous_hash
+    )
     return hashlib.sha256(canonical).hexdigest()
-
-
-def _canonical_parts(
-    *,
-    event_id: uuid.UUID,
-    organization_id: uuid.UUID,
-    occurred_at: datetime,
-    actor_type: str,
-    actor_id: str,
-    action: str,
-    outcome: str,
-    subject_type: str,
-    subject_id: str,
-    data: Mapping[str, JSONValue],
-) -> tuple[str, str, str]:
-    """The canonical text of an event around the two values only the locked chain head knows.
-
-    Keys are sorted, so ``previous_hash`` and ``sequence`` are adjacent and follow ``data``;
-    random sentinels mark where they go, so no event content can be mistaken for them.
-    """
-    previous_mark, sequence_mark = f"prev-{uuid.uuid4().hex}", f"seq-{uuid.uuid4().hex}"
-    text = audit_event_canonical(
-        event_id=event_id, organization_id=organization_id, sequence=0, occurred_at=occurred_at,
-        actor_type=actor_type, actor_id=actor_id, action=action, outcome=outcome,
-        subject_type=subject_type, subject_id=subject_id, data=data, previous_hash=previous_mark,
-    ).decode()  # fmt: skip
-    text = text.replace('"sequence":0,', f'"sequence":"{sequence_mark}",', 1)
-    prefix, rest = text.split(previous_mark)
-    middle, suffix = rest.split(f'"{sequence_mark}"')
-    return prefix, middle, suffix
 
 
 # What a statement parameter may be here (psycopg adapts each).
@@ -132,32 +130,16 @@ AUDIT_APPEND_CALL = (
 )
 
 
-def audit_append_arguments(
-    *,
-    organization_id: uuid.UUID,
-    actor_type: str,
-    actor_id: str,
-    action: str,
-    subject_type: str,
-    subject_id: str,
-    data: Mapping[str, JSONValue],
-    outcome: str = "success",
-    event_id: uuid.UUID | None = None,
-    occurred_at: datetime | None = None,
-) -> list[SQLValue]:
+def audit_append_arguments(content: EventContent) -> list[SQLValue]:
     """The thirteen arguments of ``compliance_audit_append`` (in :data:`AUDIT_APPEND_CALL`'s
-    order) that append a new event: its id is the second, its time the third. For SQL that
-    appends the event itself, such as the token endpoint's ``oidc_token_issue``."""
-    event_id = event_id or uuid.uuid4()
-    occurred_at = occurred_at or timezone.now()
-    prefix, middle, suffix = _canonical_parts(
-        event_id=event_id, organization_id=organization_id, occurred_at=occurred_at,
-        actor_type=actor_type, actor_id=actor_id, action=action, outcome=outcome,
-        subject_type=subject_type, subject_id=subject_id, data=data,
-    )  # fmt: skip
+    order) that append the event ``content`` describes. For SQL that appends the event itself,
+    such as the token endpoint's ``oidc_token_issue``."""
+    prefix, middle, suffix = content.canonical_parts()
     return [
-        organization_id, event_id, occurred_at, actor_type, actor_id, action, outcome,
-        subject_type, subject_id, json.dumps(data, separators=(",", ":")), prefix, middle, suffix,
+        content.organization_id, content.event_id, content.occurred_at, content.actor_type,
+        content.actor_id, content.action, content.outcome, content.subject_type,
+        content.subject_id, json.dumps(content.data, separators=(",", ":")), prefix, middle,
+        suffix,
     ]  # fmt: skip
 
 
@@ -180,23 +162,21 @@ def audit_event_append(
     many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
     With ``companion``, that INSERT runs in the same statement.
     """
-    event_id, occurred_at = uuid.uuid4(), timezone.now()
-    params = audit_append_arguments(
+    content = EventContent.new(
         organization_id=organization_id,
         actor_type=actor_type,
         actor_id=actor_id,
         action=action,
+        outcome=outcome,
         subject_type=subject_type,
         subject_id=subject_id,
         data=data,
-        outcome=outcome,
-        event_id=event_id,
-        occurred_at=occurred_at,
     )
+    params = audit_append_arguments(content)
     event = AuditEvent(
-        id=event_id,
+        id=content.event_id,
         organization_id=organization_id,
-        occurred_at=occurred_at,
+        occurred_at=content.occurred_at,
         actor_type=actor_type,
         actor_id=actor_id,
         action=action,

@@ -6,6 +6,7 @@ its lean path (``oidc.lean``) keeps it as it is in a per-process cache.
 
 import hmac
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,9 +40,15 @@ class ClientRecord:
             return f"agent_{self.agent_status}"
         return ""
 
-    def secret_match(self, digest: str) -> tuple[uuid.UUID, datetime | None] | None:
-        """The live secret whose digest is ``digest`` (compared in constant time)."""
+    def secret_check(self, digest: str, now: datetime) -> tuple[uuid.UUID | None, str]:
+        """``(credential id, "")`` for the live, unexpired secret whose digest is ``digest``
+        (compared in constant time), else ``(None, reason)``."""
         for credential_id, stored, expires_at in self.secrets:
             if hmac.compare_digest(stored, digest):
-                return credential_id, expires_at
-        return None
+                if expires_at is not None and expires_at <= now:
+                    return None, "secret_expired"
+                return credential_id, ""
+        return None, "bad_secret"
+
+    def scopes_allowed(self, scopes: Iterable[str]) -> bool:
+        return set(scopes) <= set(self.allowed_scopes)

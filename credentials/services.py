@@ -416,10 +416,7 @@ def client_load(*, client_id: str) -> Client:
 
 def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:
     """Compare ``secret`` in constant time with the client's live secrets."""
-    match = client.record.secret_match(secret_digest(secret))
-    if match is None:
-        raise ClientAuthenticationFailed("bad_secret", organization_id=client.organization_id)
-    credential_id, expires_at = match
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ClientAuthenticationFailed("secret_expired", organization_id=client.organization_id)
+    credential_id, reason = client.record.secret_check(secret_digest(secret), timezone.now())
+    if credential_id is None:
+        raise ClientAuthenticationFailed(reason, organization_id=client.organization_id)
     return AuthenticatedClient(client=client, credential_id=credential_id)

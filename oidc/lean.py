@@ -52,7 +52,7 @@ from redis import RedisError
 
 from agentidp.boundary import text_refusal
 from agentidp.lru import BoundedLRU
-from compliance.services import SQLValue, audit_append_arguments
+from compliance.services import EventContent, SQLValue, audit_append_arguments
 from credentials.records import ClientRecord
 from credentials.services import client_credentials_parse, client_record_load, secret_digest
 from oidc.keys import SigningMaterial, key_ring
@@ -174,13 +174,10 @@ def _authorized(record: ClientRecord, digest: str, scopes: tuple[str, ...] | Non
     """The credential the secret matches, if the record says a token may be issued."""
     if record.refusal():
         raise Declined("client")
-    match = record.secret_match(digest)
-    if match is None:
+    credential_id, _ = record.secret_check(digest, timezone.now())
+    if credential_id is None:
         raise Declined("secret")
-    credential_id, expires_at = match
-    if expires_at is not None and expires_at <= timezone.now():
-        raise Declined("secret")
-    if scopes is not None and not set(scopes) <= set(record.allowed_scopes):
+    if scopes is not None and not record.scopes_allowed(scopes):
         raise Declined("scope")
     return credential_id
 
@@ -205,13 +202,9 @@ ISSUE_SQL = (
 )
 
 
-@dataclass(frozen=True)
-class LeanToken:
-    body: bytes
-
-
-def token_issue_lean(request: HttpRequest) -> LeanToken:
-    """Issue a token for a plain ``client_credentials`` request, or raise :class:`Declined`."""
+def token_issue_lean(request: HttpRequest) -> bytes:
+    """The token response body for a plain ``client_credentials`` request, or raise
+    :class:`Declined`."""
     asked = token_request_parse(request)
     digest = secret_digest(asked.secret)
     cached = _record(asked.client_id)
@@ -247,7 +240,7 @@ def token_issue_lean(request: HttpRequest) -> LeanToken:
     except BaseException:
         token_request_refund(admission.reserved)
         raise
-    return LeanToken(body=body)
+    return body
 
 
 def _issue(
@@ -272,15 +265,18 @@ def _issue(
     token = access_token_sign(claims, signing)
     jti = str(claims["jti"])
     audit = audit_append_arguments(
-        organization_id=record.organization_id,
-        actor_type="agent",
-        actor_id=str(record.agent_id),
-        action="token.issued",
-        subject_type="token",
-        subject_id=jti,
-        data=token_issued_data(
-            client_id=record.client_id, scope=scope, audiences=[], credential_id=credential_id
-        ),
+        EventContent.new(
+            organization_id=record.organization_id,
+            actor_type="agent",
+            actor_id=str(record.agent_id),
+            action="token.issued",
+            outcome="success",
+            subject_type="token",
+            subject_id=jti,
+            data=token_issued_data(
+                client_id=record.client_id, scope=scope, audiences=[], credential_id=credential_id
+            ),
+        )
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -347,11 +343,11 @@ class LeanTokenMiddleware:
         _ISSUED.inc()
         return self._respond(request, issued, started)
 
-    def _respond(self, request: HttpRequest, issued: LeanToken, started: float) -> HttpResponse:
+    def _respond(self, request: HttpRequest, body: bytes, started: float) -> HttpResponse:
         self._metrics.process_request(request)
         request.resolver_match = _token_route()
         self._metrics.process_view(request, _no_view)
-        response = HttpResponse(issued.body, content_type="application/json")
+        response = HttpResponse(body, content_type="application/json")
         token_response_headers(response)
         for middleware in self._headers:
             response = middleware.process_response(request, response)

@@ -169,7 +169,7 @@ class AgentRequestValidator(OAuth2Validator):
                 status_code=400,
                 request=request,
             ) from exc
-        return set(scopes) <= set(client.allowed_scopes)
+        return client.record.scopes_allowed(scopes)
 
     def get_default_scopes(
         self, client_id: str, request: OAuthRequest, *args: object, **kwargs: object

@@ -42,22 +42,16 @@ class TokenView(dot_views.TokenView):
         status = "500"
         state = Issuance()
         request.META[ISSUANCE_KEY] = state
-        repeated = sorted(key for key, values in request.POST.lists() if len(values) > 1)
-        if repeated:
-            # RFC 6749 3.1: parameters must not be included more than once (Django's form
-            # would otherwise hand DOT only the last value).
-            TOKEN_LATENCY.labels(status="400").observe(time.perf_counter() - started)
-            return _oauth_error(
-                "invalid_request", f"Repeated parameter: {', '.join(repeated)}.", 400
-            )
         try:
-            issued = False
-            try:
-                response: HttpResponse = super().post(request, *args, **kwargs)
-                issued = response.status_code == 200
-            finally:
-                if state.reserved and not issued:
-                    token_request_refund(state.reserved)
+            repeated = sorted(key for key, values in request.POST.lists() if len(values) > 1)
+            if repeated:
+                # RFC 6749 3.1: parameters must not be included more than once (Django's form
+                # would otherwise hand DOT only the last value).
+                response: HttpResponse = _oauth_error(
+                    "invalid_request", f"Repeated parameter: {', '.join(repeated)}.", 400
+                )
+            else:
+                response = self._dot_post(request, state, *args, **kwargs)
             status = str(response.status_code)
             if response.status_code in (429, 503) and state.retry_after:
                 response["Retry-After"] = str(state.retry_after)
@@ -65,6 +59,19 @@ class TokenView(dot_views.TokenView):
             return response
         finally:
             TOKEN_LATENCY.labels(status=status).observe(time.perf_counter() - started)
+
+    def _dot_post(
+        self, request: HttpRequest, state: Issuance, *args: object, **kwargs: object
+    ) -> HttpResponse:
+        """DOT's processing; a token it reserved and did not issue is given back."""
+        issued = False
+        try:
+            response: HttpResponse = super().post(request, *args, **kwargs)
+            issued = response.status_code == 200
+        finally:
+            if state.reserved and not issued:
+                token_request_refund(state.reserved)
+        return response
 
     def authorization_flow_token_response(
         self, request: HttpRequest, *args: object, **kwargs: object
@@ -81,7 +88,7 @@ class TokenView(dot_views.TokenView):
 
 
 def token_response_headers(response: HttpResponse) -> None:
-    """What every answer of the token endpoint carries: never cached, Basic challenge on 401."""
+    """What every answer of the OAuth endpoints carries: never cached, Basic challenge on 401."""
     if response.status_code == 401:
         response["WWW-Authenticate"] = BASIC_CHALLENGE
     for header, value in NO_STORE.items():
@@ -97,19 +104,13 @@ class RevokeTokenView(dot_views.RevokeTokenView):
         response: HttpResponse = super().post(request, *args, **kwargs)
         if response.status_code == 200 and not response.content:
             response = JsonResponse({})
-        if response.status_code == 401:
-            response["WWW-Authenticate"] = BASIC_CHALLENGE
-        for header, value in NO_STORE.items():
-            response[header] = value
+        token_response_headers(response)
         return response
 
 
 def _oauth_error(error: str, description: str, status: int) -> JsonResponse:
     response = JsonResponse({"error": error, "error_description": description}, status=status)
-    for header, value in NO_STORE.items():
-        response[header] = value
-    if status == 401:
-        response["WWW-Authenticate"] = BASIC_CHALLENGE
+    token_response_headers(response)
     return response
 
 
