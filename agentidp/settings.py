@@ -194,6 +194,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
+_KEY_PREPUBLISH_SECONDS = env.int("AGENTIDP_KEY_PREPUBLISH_SECONDS", default=3600)
+_JWKS_MAX_AGE = env.int("AGENTIDP_JWKS_MAX_AGE", default=300)
+if _KEY_PREPUBLISH_SECONDS <= 2 * _JWKS_MAX_AGE:
+    # A relying party may hold a JWKS cached by us (up to JWKS_MAX_AGE) and then by itself
+    # (up to the same): a next key must be published longer than both before it signs.
+    raise environ.ImproperlyConfigured(
+        "AGENTIDP_KEY_PREPUBLISH_SECONDS must exceed twice AGENTIDP_JWKS_MAX_AGE"
+    )
+
 AGENTIDP = {
     "ISSUER": env.str("AGENTIDP_ISSUER", default="http://localhost:8000"),
     "PLATFORM_DB_ROLE": env.str("AGENTIDP_PLATFORM_DB_ROLE", default="agentidp_platform"),
@@ -222,8 +231,13 @@ AGENTIDP = {
         "PATH": env.str("AGENTIDP_POLICY_PATH", default=str(BASE_DIR / "policies" / "authz.rego")),
         "OPA_URL": env.str("OPA_URL", default=""),
     },
-    # Tokens: ES256 by default (RS256 and EdDSA selectable), lifetimes capped globally.
+    # Access tokens: ES256 by default (RS256 and EdDSA selectable), lifetimes capped globally.
+    # id_tokens and signed /agent-info answers use each client's registered algorithm.
     "SIGNING_ALGORITHM": env.str("AGENTIDP_SIGNING_ALGORITHM", default="ES256"),
+    # Signing keys: a next key is published this long before it may start signing; relying
+    # parties may cache the JWKS for JWKS_MAX_AGE, which must stay below it.
+    "KEY_PREPUBLISH_SECONDS": _KEY_PREPUBLISH_SECONDS,
+    "JWKS_MAX_AGE": _JWKS_MAX_AGE,
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
     "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),
     # The token endpoint's per-process client cache (oidc/lean.py): entries, and their age limit.

@@ -6,9 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import SimpleRouter
 
 from agentidp import views
+from agentidp.metrics import metrics
 from agents.api import AgentViewSet, OrganizationMemberViewSet
 from compliance.api import AuditEventViewSet
-from credentials.api import AgentCredentialViewSet, AgentScopesViewSet
+from credentials.api import AgentClientViewSet, AgentCredentialViewSet, AgentScopesViewSet
 from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
 
@@ -33,6 +34,7 @@ urlpatterns = [
     path("oauth2/revoke", oidc_views.RevokeTokenView.as_view(), name="oauth2-revoke"),
     path("oauth2/introspect", oidc_views.IntrospectView.as_view(), name="oauth2-introspect"),
     path(".well-known/jwks.json", oidc_views.jwks, name="jwks"),
+    path("agent-info", oidc_views.AgentInfoView.as_view(), name="agent-info"),
     path(
         ".well-known/oauth-authorization-server",
         oidc_views.authorization_server_metadata,
@@ -44,10 +46,15 @@ urlpatterns = [
         name="openid-configuration",
     ),
     path("readyz", views.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics, name="prometheus-django-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "agents/<str:agent_pk>/client",
+        AgentClientViewSet.as_view({"get": "retrieve", "patch": "partial_update"}),
+        name="agent-client",
+    ),
     path("", include(router.urls)),
 ]
 

@@ -103,11 +103,11 @@ from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_register
 from credentials.services import client_scopes_set, credential_generate
 from organizations.services import organization_create
-from oidc.keys import signing_key_ensure
+from oidc.keys import signing_keys_ensure
 actor = Principal.system("bench")
 creds = []
 with platform_context(reason="bench"):
-    signing_key_ensure()
+    signing_keys_ensure()
 for o in range(10):
     with platform_context(reason="bench"):
         org = organization_create(actor=actor, slug=f"bench-{{o}}-{{__import__('uuid').uuid4().hex[:6]}}", name="bench", plan="pro")

@@ -91,9 +91,14 @@ class ClientAdmin(admin.ModelAdmin[Client]):
     """Agents' OAuth clients (DOT's ``APPLICATION_ADMIN_CLASS``): created with the agent's first
     secret, never by hand; allowed scopes change through the service."""
 
-    list_display = ["client_id", "agent", "allowed_scopes", "organization"]
+    list_display = [
+        "client_id", "agent", "allowed_scopes", "id_token_signed_response_alg", "organization"
+    ]  # fmt: skip
     search_fields = ["client_id", "agent__name"]
-    fields = ["client_id", "agent", "allowed_scopes"]
+    fields = [
+        "client_id", "agent", "allowed_scopes",
+        "id_token_signed_response_alg", "userinfo_signed_response_alg",
+    ]  # fmt: skip
     readonly_fields = ["client_id", "agent"]
     list_select_related = ["agent", "organization"]
 
@@ -115,6 +120,13 @@ class ClientAdmin(admin.ModelAdmin[Client]):
                 organization_id=obj.organization_id,
                 agent_id=obj.agent_id,
                 scopes=list(form.cleaned_data["allowed_scopes"]),
+            )
+            services.client_signing_set(
+                actor=admin_principal(request),
+                organization_id=obj.organization_id,
+                agent_id=obj.agent_id,
+                id_token_signed_response_alg=form.cleaned_data["id_token_signed_response_alg"],
+                userinfo_signed_response_alg=form.cleaned_data["userinfo_signed_response_alg"],
             )
         except DomainError as exc:
             raise forms.ValidationError(exc.detail) from exc

@@ -13,6 +13,7 @@ from agentidp.api import StrictSerializer, TenantViewSet
 from agentidp.errors import NotFound
 from agentidp.schema import problem_responses
 from credentials import services
+from credentials.choices import SigningAlgorithm
 from credentials.models import ClientSecret
 from organizations.choices import AGENT_SCOPES, Scope
 
@@ -184,3 +185,64 @@ class AgentScopesViewSet(TenantViewSet):
             scopes=list(payload.validated_data["scopes"]),
         )
         return Response({"scopes": list(client.allowed_scopes)})
+
+
+class ClientMetadataSerializer(StrictSerializer):
+    """The agent's OAuth client registration (OIDC Dynamic Client Registration's names)."""
+
+    client_id = serializers.CharField(read_only=True)
+    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    id_token_signed_response_alg = serializers.ChoiceField(
+        choices=SigningAlgorithm.values,
+        required=False,
+        help_text="The algorithm its id_tokens are signed with (default RS256).",
+    )
+    userinfo_signed_response_alg = serializers.ChoiceField(
+        choices=["", *SigningAlgorithm.values],
+        required=False,
+        allow_blank=True,
+        help_text="Empty: /agent-info answers JSON. An algorithm: a JWT signed with it.",
+    )
+
+
+@extend_schema_view(
+    retrieve=extend_schema(
+        responses={200: ClientMetadataSerializer, **problem_responses(400, 401, 403, 404)}
+    ),
+    partial_update=extend_schema(
+        request=ClientMetadataSerializer,
+        responses={200: ClientMetadataSerializer, **problem_responses(400, 401, 403, 404, 409)},
+    ),
+)
+class AgentClientViewSet(TenantViewSet):
+    """The agent's OAuth client: its scopes (set at ``/agents/{id}/scopes``) and how its
+    id_tokens and ``/agent-info`` answers are signed."""
+
+    resource_type = "agent_client"
+    required_scopes = {"retrieve": Scope.AGENTS_READ, "partial_update": Scope.CREDENTIALS_WRITE}
+    serializer_class = ClientMetadataSerializer
+    queryset = ClientSecret.objects.none()
+
+    def _organization(self) -> uuid.UUID:
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        return organization_id
+
+    def retrieve(self, request: Request, agent_pk: str) -> Response:
+        metadata = services.client_metadata_get(
+            organization_id=self._organization(), agent_id=self.lookup_uuid("agent_pk")
+        )
+        return Response(ClientMetadataSerializer(metadata).data)
+
+    def partial_update(self, request: Request, agent_pk: str) -> Response:
+        payload = ClientMetadataSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        metadata = services.client_signing_set(
+            actor=self.principal,
+            organization_id=self._organization(),
+            agent_id=self.lookup_uuid("agent_pk"),
+            id_token_signed_response_alg=payload.validated_data.get("id_token_signed_response_alg"),
+            userinfo_signed_response_alg=payload.validated_data.get("userinfo_signed_response_alg"),
+        )
+        return Response(ClientMetadataSerializer(metadata).data)

@@ -10,3 +10,11 @@ class CredentialStatus(models.TextChoices):
     ROTATING = "rotating", "Rotating (in its grace period)"
     EXPIRED = "expired", "Expired"
     REVOKED = "revoked", "Revoked"
+
+
+class SigningAlgorithm(models.TextChoices):
+    """The JWS algorithms the deployment signs with: each has its own signing keys."""
+
+    ES256 = "ES256", "ES256 (ECDSA P-256)"
+    RS256 = "RS256", "RS256 (RSA 2048)"
+    EDDSA = "EdDSA", "EdDSA (Ed25519)"

@@ -8,7 +8,7 @@ from django.db import models
 from oauth2_provider.models import AbstractApplication
 
 from agentidp.models import OrgOwnedModel
-from credentials.choices import CredentialStatus
+from credentials.choices import CredentialStatus, SigningAlgorithm
 from credentials.records import ClientRecord
 
 
@@ -17,6 +17,20 @@ class Client(OrgOwnedModel, AbstractApplication):
 
     agent = models.OneToOneField("agents.Agent", on_delete=models.CASCADE, related_name="client")
     allowed_scopes = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    # OpenID Connect client metadata (the names of OIDC Dynamic Client Registration 1.0).
+    id_token_signed_response_alg = models.CharField(
+        max_length=10,
+        choices=SigningAlgorithm.choices,
+        default=SigningAlgorithm.RS256,
+        help_text="The algorithm its id_tokens are signed with.",
+    )
+    userinfo_signed_response_alg = models.CharField(
+        max_length=10,
+        choices=SigningAlgorithm.choices,
+        blank=True,
+        default="",
+        help_text="Blank: /agent-info answers JSON. Set: a JWT signed with this algorithm.",
+    )
 
     # Set by credentials.services.client_load: what authentication reads (live secrets).
     record: ClientRecord

@@ -31,6 +31,10 @@ class ClientRecord:
     max_tokens_per_month: int
     access_token_lifetime_seconds: int
     secrets: tuple[tuple[uuid.UUID, str, datetime | None], ...]
+    # What an id_token says of the agent, and the algorithm the client's id_tokens use.
+    agent_name: str
+    capabilities: tuple[str, ...]
+    id_token_signed_response_alg: str
 
     def refusal(self) -> str:
         """Why this client may not authenticate at all, or ``""``."""

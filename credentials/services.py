@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from agentidp.boundary import text_refusal
-from agentidp.errors import Conflict, NotFound, ValidationFailed
+from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.lifecycle import AgentStatusChange, CredentialRevocation, credentials_revoked
 from agentidp.principals import Principal
@@ -31,7 +31,7 @@ from agentidp.usage import last_used_key, redis_client
 from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
-from credentials.choices import CredentialStatus
+from credentials.choices import CredentialStatus, SigningAlgorithm
 from credentials.models import Client, ClientSecret
 from credentials.records import ClientRecord
 from organizations.choices import AGENT_SCOPES, DEFAULT_AGENT_SCOPES, Scope
@@ -289,6 +289,77 @@ def client_scopes_set(
     return client
 
 
+@dataclass(frozen=True)
+class ClientMetadata:
+    """An agent's OAuth client registration as the API shows it."""
+
+    client_id: str
+    scopes: list[str]
+    id_token_signed_response_alg: str
+    userinfo_signed_response_alg: str
+
+
+def _metadata(client: Client) -> ClientMetadata:
+    return ClientMetadata(
+        client_id=client.client_id,
+        scopes=list(client.allowed_scopes),
+        id_token_signed_response_alg=client.id_token_signed_response_alg,
+        userinfo_signed_response_alg=client.userinfo_signed_response_alg,
+    )
+
+
+def client_metadata_get(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> ClientMetadata:
+    """The agent's client registration; the defaults before its client exists."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id)
+    client = Client.objects.filter(organization_id=organization_id, agent_id=agent.id).first()
+    if client is None:
+        client = Client(client_id=str(agent.id), allowed_scopes=list(DEFAULT_AGENT_SCOPES))
+    return _metadata(client)
+
+
+@transaction.atomic
+def client_signing_set(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    id_token_signed_response_alg: str | None = None,
+    userinfo_signed_response_alg: str | None = None,
+) -> ClientMetadata:
+    """Set how the agent's id_tokens are signed (RS256, ES256 or EdDSA) and whether
+    ``/agent-info`` answers it with a signed JWT (an algorithm) or JSON (``""``)."""
+    errors: dict[str, list[str]] = {}
+    allowed = SigningAlgorithm.values
+    if id_token_signed_response_alg is not None and id_token_signed_response_alg not in allowed:
+        errors["id_token_signed_response_alg"] = [f"One of {', '.join(allowed)}."]
+    if userinfo_signed_response_alg not in (None, "", *allowed):
+        errors["userinfo_signed_response_alg"] = [f"Empty, or one of {', '.join(allowed)}."]
+    if errors:
+        raise ValidationFailed("Unsupported signing algorithm.", errors=errors)
+    agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
+    client = client_get_or_create(organization_id=organization_id, agent=agent)
+    changed: dict[str, JSONValue] = {}
+    wanted = {
+        "id_token_signed_response_alg": id_token_signed_response_alg,
+        "userinfo_signed_response_alg": userinfo_signed_response_alg,
+    }
+    for name, value in wanted.items():
+        if value is not None and getattr(client, name) != value:
+            setattr(client, name, value)
+            changed[name] = value
+    if changed:
+        client.save(update_fields=list(changed))
+        event_record(
+            organization_id=organization_id,
+            actor=actor,
+            action="credential.client_changed",
+            subject_type="agent",
+            subject_id=str(agent.id),
+            data=changed,
+        )
+    return _metadata(client)
+
+
 def credentials_follow_agent_status(change: AgentStatusChange) -> None:
     """Lifecycle hook: decommissioning revokes every secret of the agent."""
     if change.current != AgentStatus.DECOMMISSIONED:
@@ -372,6 +443,9 @@ def client_record_load(*, client_id: str) -> ClientRecord | None:
             (uuid.UUID(secret_id), digest, parse_datetime(expires) if expires else None)
             for secret_id, digest, expires in row[10]
         ),
+        agent_name=row[11],
+        capabilities=tuple(row[12]),
+        id_token_signed_response_alg=row[13],
     )
 
 
@@ -391,6 +465,7 @@ def client_load(*, client_id: str) -> Client:
         agent_id=record.agent_id,
         allowed_scopes=list(record.allowed_scopes),
         organization_id=record.organization_id,
+        id_token_signed_response_alg=record.id_token_signed_response_alg,
         client_type=Client.CLIENT_CONFIDENTIAL,
         authorization_grant_type=Client.GRANT_CLIENT_CREDENTIALS,
         # DOT's unused plaintext secret column: given, so its default (a 128-character random
@@ -399,7 +474,8 @@ def client_load(*, client_id: str) -> Client:
     )
     client._state.adding = False
     client.agent = Agent(id=record.agent_id, organization_id=record.organization_id,
-                         status=record.agent_status)  # fmt: skip
+                         status=record.agent_status, name=record.agent_name,
+                         capabilities=list(record.capabilities))  # fmt: skip
     client.organization = Organization(
         id=record.organization_id,
         status=record.organization_status,

@@ -1,16 +1,74 @@
-"""Admin for issued access tokens (DOT's ``ACCESS_TOKEN_ADMIN_CLASS``): metadata only.
+"""Admin for signing keys (platform staff: their lifecycle and "rotate now") and for issued
+access tokens (DOT's ``ACCESS_TOKEN_ADMIN_CLASS``): metadata only.
 
 DOT's own admin revokes by deleting the row; our tokens are self-contained JWTs, so revoking
 must list the ``jti`` in the revocation list, which only the service does.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import run_service_action, scoped_to_principal
-from oidc.models import AccessToken
-from oidc.services import access_token_revoke
+from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.errors import DomainError
+from agentidp.principals import Principal
+from agentidp.secrets import SecretStoreError
+from oidc.models import AccessToken, SigningKey
+from oidc.services import access_token_revoke, signing_key_rotate
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
+    """Each key's status and dates; private parts live only in the secret store. "Rotate now"
+    goes through the rotation service, pre-publication rule included."""
+
+    list_display = [
+        "kid", "algorithm", "status", "created_at", "activated_at", "retired_at", "verify_until"
+    ]  # fmt: skip
+    list_filter = ["algorithm", "status"]
+    search_fields = ["kid"]
+    readonly_fields = [
+        "kid", "algorithm", "status", "created_at", "activated_at", "retired_at", "verify_until",
+        "public_jwk",
+    ]  # fmt: skip
+    actions = ["rotate_now"]
+
+    def _platform(self, request: HttpRequest) -> bool:
+        principal = getattr(request, "principal", None)  # none on the login page
+        return isinstance(principal, Principal) and principal.is_platform
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._platform(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
+        return self._platform(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
+        return False
+
+    @admin.action(description="Rotate now (the selected keys' algorithms)")
+    def rotate_now(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:
+        algorithms = sorted(set(queryset.values_list("algorithm", flat=True)))
+        try:
+            rotation = signing_key_rotate(actor=admin_principal(request), algorithms=algorithms)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return
+        except SecretStoreError as exc:
+            self.message_user(
+                request,
+                f"The secret store is unavailable ({type(exc).__name__}); nothing was rotated.",
+                messages.ERROR,
+            )
+            return
+        signing = ", ".join(f"{name}: {key.kid}" for name, key in rotation.activated.items())
+        self.message_user(request, f"Rotated. Now signing: {signing}.", messages.SUCCESS)
 
 
 class AccessTokenAdmin(admin.ModelAdmin[AccessToken]):

@@ -9,12 +9,6 @@ class KeyStatus(models.TextChoices):
     RETIRED = "retired", "Retired (verifying until its tokens expire)"
 
 
-class SigningAlgorithm(models.TextChoices):
-    ES256 = "ES256", "ES256 (ECDSA P-256)"
-    RS256 = "RS256", "RS256 (RSA 2048)"
-    EDDSA = "EdDSA", "EdDSA (Ed25519)"
-
-
 class RevocationReason(models.TextChoices):
     """Why a token was revoked before it expired."""
 

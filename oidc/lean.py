@@ -58,9 +58,16 @@ from credentials.services import client_credentials_parse, client_record_load, s
 from oidc.keys import SigningMaterial, key_ring
 from oidc.ratelimit import token_request_admit, token_request_refund
 from oidc.services import token_issued_data
-from oidc.tokens import access_token_claims, access_token_sign, lifetime_capped
+from oidc.tokens import (
+    access_token_claims,
+    access_token_sign,
+    id_token_claims,
+    id_token_sign,
+    lifetime_capped,
+)
 from oidc.validators import TOKENS_ISSUED
 from oidc.views import TOKEN_LATENCY, token_response_headers
+from organizations.choices import Scope
 
 logger = logging.getLogger("agentidp.auth")
 
@@ -253,6 +260,11 @@ def _issue(
     """Sign, then record and audit in one autocommit statement; the token once committed."""
     granted = list(scopes if scopes is not None else record.allowed_scopes)
     scope = " ".join(granted)
+    id_signing: SigningMaterial | None = None
+    if Scope.OPENID in granted:
+        id_signing = key_ring.signing(record.id_token_signed_response_alg)
+        if id_signing is None:
+            raise Declined("no_key")
     lifetime = lifetime_capped(record.access_token_lifetime_seconds)
     claims = access_token_claims(
         agent_id=record.agent_id,
@@ -264,6 +276,19 @@ def _issue(
     )
     token = access_token_sign(claims, signing)
     jti = str(claims["jti"])
+    id_token = None
+    if id_signing is not None:
+        id_token = id_token_sign(
+            id_token_claims(
+                access_claims=claims,
+                access_token=token,
+                algorithm=id_signing.algorithm,
+                agent_name=record.agent_name,
+                agent_status=record.agent_status,
+                capabilities=record.capabilities,
+            ),
+            id_signing,
+        )
     audit = audit_append_arguments(
         EventContent.new(
             organization_id=record.organization_id,
@@ -274,7 +299,11 @@ def _issue(
             subject_type="token",
             subject_id=jti,
             data=token_issued_data(
-                client_id=record.client_id, scope=scope, audiences=[], credential_id=credential_id
+                client_id=record.client_id,
+                scope=scope,
+                audiences=[],
+                credential_id=credential_id,
+                id_token=id_token is not None,
             ),
         )
     )
@@ -301,6 +330,8 @@ def _issue(
         "token_type": "Bearer",
         "scope": scope,
     }
+    if id_token is not None:
+        document["id_token"] = id_token
     return json.dumps(document).encode()
 
 

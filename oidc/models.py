@@ -7,17 +7,23 @@ from django.db import models
 from oauth2_provider.models import AbstractAccessToken, AbstractIDToken, AbstractRefreshToken
 
 from agentidp.models import OrgOwnedModel
-from oidc.choices import KeyStatus, RevocationReason, SigningAlgorithm
+from credentials.choices import SigningAlgorithm
+from oidc.choices import KeyStatus, RevocationReason
 
 
 class SigningKey(models.Model):
-    """A token signing key: public JWK here, private part only in the secret store."""
+    """A signing key: public JWK here, private part only in the secret store.
+
+    One lifecycle per algorithm: ``next`` (published, not signing), ``current`` (signing),
+    ``retired`` (published until every token it signed has expired, then removed)."""
 
     kid = models.CharField(max_length=64, primary_key=True)
     algorithm = models.CharField(max_length=10, choices=SigningAlgorithm.choices)
     status = models.CharField(max_length=10, choices=KeyStatus.choices)
     public_jwk = models.JSONField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(
+        auto_now_add=True, verbose_name="published at", help_text="In the JWKS since then."
+    )
     activated_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
     verify_until = models.DateTimeField(
@@ -28,19 +34,19 @@ class SigningKey(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["status"],
+                fields=["algorithm"],
                 condition=models.Q(status="current"),
                 name="%(app_label)s_%(class)s_one_current",
             ),
             models.UniqueConstraint(
-                fields=["status"],
+                fields=["algorithm"],
                 condition=models.Q(status="next"),
                 name="%(app_label)s_%(class)s_one_next",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kid} ({self.status})"
+        return f"{self.kid} ({self.algorithm}, {self.status})"
 
 
 class AccessToken(OrgOwnedModel, AbstractAccessToken):

@@ -21,13 +21,33 @@ def _reject(reason: str) -> AuthenticationRejected:
     return AuthenticationRejected(reason)
 
 
+AGENT_INFO_PATH = "/agent-info"
+FORM = "application/x-www-form-urlencoded"
+
+
+def presented_bearer(request: HttpRequest) -> str | None:
+    """The bearer token of ``Authorization: Bearer`` (RFC 6750 2.1), or, on ``POST
+    /agent-info`` only, of the form's ``access_token`` (RFC 6750 2.2, as OIDC UserInfo
+    allows). Never from the URI: tokens there end up in logs."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    if (
+        request.method == "POST"
+        and request.path_info == AGENT_INFO_PATH
+        and request.content_type == FORM
+    ):
+        return request.POST.get("access_token") or None
+    return None
+
+
 def bearer_token_principal(request: HttpRequest) -> Principal | None:
     """Verify the bearer token offline, then its revocation and its agent's standing."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() != "bearer ":
+    token = presented_bearer(request)
+    if token is None:
         return None
     try:
-        verified = access_token_verify(header[7:].strip())
+        verified = access_token_verify(token)
         refusal = token_standing(verified)
     except InvalidToken as exc:
         raise _reject(exc.reason) from exc

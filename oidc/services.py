@@ -3,91 +3,195 @@
 import datetime as dt
 import hashlib
 import json
+import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from redis import RedisError
 
 from agentidp.conf import agentidp_settings
-from agentidp.errors import JSONValue
+from agentidp.errors import Conflict, JSONValue, NotFound
 from agentidp.events import event_record
 from agentidp.lifecycle import AgentStatusChange, CredentialRevocation
 from agentidp.principals import Principal
-from agentidp.secrets import secret_store
+from agentidp.secrets import SecretStoreError, secret_store
 from agentidp.tenancy import organization_applied
+from agentidp.usage import redis_client
 from agents.choices import AgentStatus
+from agents.models import Agent
 from compliance.services import CompanionInsert
+from credentials.choices import SigningAlgorithm
 from credentials.models import Client
 from oidc.choices import KeyStatus, RevocationReason
-from oidc.keys import create_key, key_lock, key_ring, private_key_path
+from oidc.keys import (
+    JWKS_CACHE_KEY,
+    access_token_algorithm,
+    create_key,
+    jwks_cache_clear,
+    key_event,
+    key_lock,
+    key_ring,
+    private_key_path,
+    signing_keys_ensure,
+    signing_keys_ensure_committed,
+)
 from oidc.models import AccessToken, RevokedToken, SigningKey
 from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
 from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
-from organizations.choices import AGENT_SCOPES, OrganizationStatus
-from organizations.models import SYSTEM_ORGANIZATION_ID
+from organizations.choices import AGENT_SCOPES, OrganizationStatus, Scope
+
+logger = logging.getLogger("agentidp.keys")
+
+
+class RotationRefused(Conflict):
+    """A rotation that would start signing with a key relying parties may not know yet."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What one rotation did, per algorithm: the key now signing and the one it retired."""
+
+    activated: dict[str, SigningKey]
+    retired: dict[str, str]
+    removed: list[str]
+
+
+def _prepublished_since(key: SigningKey) -> dt.datetime:
+    """When ``key`` may start signing: a full pre-publication window after it was published."""
+    window = int(settings.AGENTIDP["KEY_PREPUBLISH_SECONDS"])
+    return key.created_at + dt.timedelta(seconds=window)
 
 
 @transaction.atomic
-def signing_key_rotate(*, actor: Principal, algorithm: str | None = None) -> SigningKey:
-    """Promote the next key to current, retire the old one, publish a fresh next key.
+def signing_key_rotate(*, actor: Principal, algorithms: Sequence[str] | None = None) -> Rotation:
+    """Rotate every algorithm's keys (or those of ``algorithms``): the next key starts signing, the
+    current one retires, a fresh next key is published, expired retired keys are removed.
 
-    The retired key stays in the JWKS until every token it signed has expired (the global
-    maximum lifetime plus leeway), so no live token ever fails to verify. The next key was
-    published a rotation ahead, so verifiers caching the JWKS already know it.
+    All or nothing: if any next key has been published for less than
+    ``AGENTIDP_KEY_PREPUBLISH_SECONDS`` (a relying party's cached JWKS may not hold it yet),
+    :class:`RotationRefused` names when it may sign and nothing changes. A secret store that
+    cannot be written fails the rotation the same way: the current keys keep signing.
+
+    A retired key stays in the JWKS until every token it signed has expired (the global
+    maximum lifetime plus leeway), so no live token ever fails to verify.
     """
     key_lock()
-    algorithm = algorithm or str(settings.AGENTIDP["SIGNING_ALGORITHM"])
+    signing_keys_ensure(actor=actor)
     now = timezone.now()
+    algorithms = list(algorithms or SigningAlgorithm.values)
     lifetime = int(settings.AGENTIDP["ACCESS_TOKEN_MAX_LIFETIME"])
     leeway = int(settings.AGENTIDP["TOKEN_LEEWAY_SECONDS"])
-    old = SigningKey.objects.select_for_update().filter(status=KeyStatus.CURRENT).first()
-    if old is not None:
-        old.status = KeyStatus.RETIRED
-        old.retired_at = now
+    keys = SigningKey.objects.select_for_update().filter(
+        algorithm__in=algorithms, status__in=[KeyStatus.CURRENT, KeyStatus.NEXT]
+    )
+    by_role = {(key.algorithm, key.status): key for key in keys}
+    early = {
+        name: _prepublished_since(by_role[(name, KeyStatus.NEXT)])
+        for name in algorithms
+        if _prepublished_since(by_role[(name, KeyStatus.NEXT)]) > now
+    }
+    if early:
+        when = ", ".join(f"{name} from {moment.isoformat()}" for name, moment in early.items())
+        raise RotationRefused(
+            "The next signing key has not been published long enough to start signing "
+            f"(AGENTIDP_KEY_PREPUBLISH_SECONDS): {when}."
+        )
+    activated: dict[str, SigningKey] = {}
+    retired: dict[str, str] = {}
+    for name in algorithms:
+        old, upcoming = by_role[(name, KeyStatus.CURRENT)], by_role[(name, KeyStatus.NEXT)]
+        old.status, old.retired_at = KeyStatus.RETIRED, now
         old.verify_until = now + dt.timedelta(seconds=lifetime + leeway)
         old.save(update_fields=["status", "retired_at", "verify_until"])
-    upcoming = SigningKey.objects.select_for_update().filter(status=KeyStatus.NEXT).first()
-    if upcoming is None or upcoming.algorithm != algorithm:
-        if upcoming is not None:
-            upcoming.delete()
-        current = create_key(KeyStatus.CURRENT, algorithm)
-    else:
-        upcoming.status = KeyStatus.CURRENT
-        upcoming.activated_at = now
+        key_event(old, "key.retired", actor, verify_until=old.verify_until.isoformat())
+        upcoming.status, upcoming.activated_at = KeyStatus.CURRENT, now
         upcoming.save(update_fields=["status", "activated_at"])
-        current = upcoming
-    create_key(KeyStatus.NEXT, algorithm)
-    expired = SigningKey.objects.filter(status=KeyStatus.RETIRED, verify_until__lte=now)
-    for key in expired:
-        secret_store().delete(private_key_path(key.kid))
-    expired.delete()
+        key_event(upcoming, "key.activated", actor, replaces=old.kid)
+        create_key(KeyStatus.NEXT, name, actor=actor)
+        activated[name], retired[name] = upcoming, old.kid
+    removed = signing_keys_remove_expired(actor=actor)
     transaction.on_commit(key_ring.clear)
-    data: dict[str, JSONValue] = {
-        "kid": current.kid,
-        "algorithm": algorithm,
-        "retired": old.kid if old else None,
-    }
-    event_record(
-        organization_id=SYSTEM_ORGANIZATION_ID,
-        actor=actor,
-        action="signing_key.rotated",
-        subject_type="signing_key",
-        subject_id=current.kid,
-        data=data,
+    transaction.on_commit(jwks_cache_clear)
+    return Rotation(activated=activated, retired=retired, removed=removed)
+
+
+def signing_keys_remove_expired(*, actor: Principal) -> list[str]:
+    """Remove retired keys whose last token has expired: out of the JWKS (already, by their
+    ``verify_until``), then, once that is committed, their private parts out of the secret
+    store (a rolled-back removal must never leave a published key without its private part)."""
+    expired = list(
+        SigningKey.objects.filter(status=KeyStatus.RETIRED, verify_until__lte=timezone.now())
     )
-    return current
+    kids = [key.kid for key in expired]
+    for key in expired:
+        key_event(key, "key.removed", actor)
+    SigningKey.objects.filter(kid__in=kids).delete()
+    for kid in kids:
+        transaction.on_commit(partial(_private_key_forget, kid))
+    return kids
+
+
+def _private_key_forget(kid: str) -> None:
+    try:
+        secret_store().delete(private_key_path(kid))
+    except SecretStoreError as exc:
+        # An orphaned private part of a key no token needs: logged, harmless, removable later.
+        logger.warning("private part of removed key %s not deleted: %s", kid, type(exc).__name__)
 
 
 def signing_keys_published() -> list[dict[str, JSONValue]]:
     """Public JWKs for the JWKS document: next, current and still-verifying retired keys."""
+    return [dict(key.public_jwk) for key in _published()]
+
+
+def _published() -> list[SigningKey]:
     now = timezone.now()
-    keys = SigningKey.objects.exclude(status=KeyStatus.RETIRED).union(
-        SigningKey.objects.filter(status=KeyStatus.RETIRED, verify_until__gt=now)
+    return list(
+        SigningKey.objects.exclude(status=KeyStatus.RETIRED).union(
+            SigningKey.objects.filter(status=KeyStatus.RETIRED, verify_until__gt=now)
+        )
     )
-    return [dict(key.public_jwk) for key in keys]
+
+
+def jwks_document() -> bytes:
+    """The JWKS as served: from Redis while cached, else built from the database (creating
+    the first keys if there are none) and cached until the next retired key expires, at most
+    ``AGENTIDP_JWKS_MAX_AGE``. Rotation clears it. Redis being down only costs the cache.
+
+    The cached value carries its own deadline (``<epoch ms>|<document>``) besides Redis's TTL,
+    so the application's clock, not only Redis's, decides when a retired key leaves it."""
+    now = timezone.now()
+    try:
+        cached = redis_client().get(JWKS_CACHE_KEY)
+    except RedisError:
+        cached = None
+    if isinstance(cached, bytes):
+        deadline, _, body = cached.partition(b"|")
+        if deadline.isdigit() and int(deadline) > now.timestamp() * 1000:
+            return body
+    keys = _published()
+    if not keys:
+        signing_keys_ensure_committed()
+        keys = _published()
+    body = json.dumps({"keys": [key.public_jwk for key in keys]}).encode()
+    ttl = float(settings.AGENTIDP["JWKS_MAX_AGE"])
+    for key in keys:
+        if key.verify_until is not None:
+            ttl = min(ttl, (key.verify_until - now).total_seconds())
+    ttl_ms = max(1, int(ttl * 1000))
+    deadline_ms = int(now.timestamp() * 1000) + ttl_ms
+    try:
+        redis_client().set(JWKS_CACHE_KEY, b"%d|%s" % (deadline_ms, body), px=ttl_ms)
+    except RedisError:
+        logger.info("JWKS not cached: Redis unavailable")
+    return body
 
 
 def client_actor(client: Client) -> Principal:
@@ -96,7 +200,12 @@ def client_actor(client: Client) -> Principal:
 
 
 def token_issued_data(
-    *, client_id: str, scope: str, audiences: list[str], credential_id: uuid.UUID | None
+    *,
+    client_id: str,
+    scope: str,
+    audiences: list[str],
+    credential_id: uuid.UUID | None,
+    id_token: bool,
 ) -> dict[str, JSONValue]:
     """The data of a ``token.issued`` event, whichever path issued the token."""
     return {
@@ -104,6 +213,7 @@ def token_issued_data(
         "scope": scope,
         "aud": [str(audience) for audience in audiences],
         "credential_id": str(credential_id) if credential_id else None,
+        "id_token": id_token,
     }
 
 
@@ -124,6 +234,7 @@ def access_token_record(
     expires_in: int,
     audiences: list[str],
     credential_id: uuid.UUID | None,
+    id_token: bool,
 ) -> AccessToken:
     """Persist an issued token and record ``token.issued``: one statement, one round trip.
 
@@ -162,6 +273,7 @@ def access_token_record(
             scope=scope,
             audiences=audiences,
             credential_id=credential_id,
+            id_token=id_token,
         ),
         companion=insert,
     )
@@ -326,28 +438,83 @@ def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
     return {"active": True, "token_type": "Bearer", **verified.claims}
 
 
+@dataclass(frozen=True)
+class AgentInfo:
+    """The answer of ``/agent-info``: claims, and how the client registered to receive them."""
+
+    claims: dict[str, JSONValue]
+    # The client's ``userinfo_signed_response_alg``: "" for plain JSON.
+    signed_alg: str
+    client_id: str
+
+
+def agent_info(
+    *, organization_id: uuid.UUID, agent_id: uuid.UUID, client_id: str, scopes: frozenset[str]
+) -> AgentInfo:
+    """The agent-identity equivalent of OpenID Connect UserInfo (OIDC Core 5.3) for a verified
+    access token: ``sub`` and the organization with ``openid``, the agent's name, status,
+    capabilities and last change with ``profile``. Reads in the token's organization (the
+    caller has entered it); a token whose agent or client is gone finds nothing."""
+    agent = Agent.objects.filter(organization_id=organization_id, id=agent_id).first()
+    client = Client.objects.filter(
+        organization_id=organization_id, agent_id=agent_id, client_id=client_id
+    ).first()
+    if agent is None or client is None:
+        raise NotFound("The token's agent no longer exists.")
+    claims: dict[str, JSONValue] = {"sub": str(agent.id), "organization_id": str(organization_id)}
+    if Scope.PROFILE in scopes:
+        claims.update(
+            agent_name=agent.name,
+            agent_status=agent.status,
+            capabilities=list(agent.capabilities),
+            updated_at=int(agent.updated_at.timestamp()),
+        )
+    return AgentInfo(
+        claims=claims, signed_alg=client.userinfo_signed_response_alg, client_id=client_id
+    )
+
+
+ID_TOKEN_CLAIMS = (
+    "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "at_hash", "jti",
+    "organization_id", "agent_name", "agent_status", "capabilities", "updated_at",
+)  # fmt: skip
+"""Every claim an id_token or /agent-info may carry (``claims_supported``)."""
+
+
 def discovery_document() -> dict[str, JSONValue]:
-    """RFC 8414 authorization server metadata; ``issuer`` equals the tokens' ``iss``."""
+    """The one metadata document, served as RFC 8414 authorization server metadata and as
+    OpenID Connect Discovery 1.0 provider metadata. ``issuer`` equals the tokens' ``iss``;
+    every endpoint is absolute and under it.
+
+    Agents get tokens at the token endpoint with ``client_credentials``: there is no
+    authorization endpoint, so no grant or response type that needs one is offered."""
     issuer = agentidp_settings().issuer
     scopes: list[JSONValue] = [str(scope) for scope in sorted(AGENT_SCOPES)]
+    client_auth: list[JSONValue] = ["client_secret_basic", "client_secret_post"]
+    algorithms: list[JSONValue] = [str(algorithm) for algorithm in SigningAlgorithm.values]
     return {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth2/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "userinfo_endpoint": f"{issuer}/agent-info",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
-        "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": ["token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-        ],
         "scopes_supported": scopes,
+        "response_types_supported": ["token"],
+        "grant_types_supported": ["client_credentials"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [str(settings.AGENTIDP["SIGNING_ALGORITHM"])],
-        "access_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "id_token_signing_alg_values_supported": algorithms,
+        "userinfo_signing_alg_values_supported": algorithms,
+        "access_token_signing_alg_values_supported": [access_token_algorithm()],
+        "token_endpoint_auth_methods_supported": client_auth,
+        "revocation_endpoint_auth_methods_supported": client_auth,
+        "introspection_endpoint_auth_methods_supported": client_auth,
+        "claims_supported": list(ID_TOKEN_CLAIMS),
+        "claim_types_supported": ["normal"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "code_challenge_methods_supported": ["S256"],
         "resource_indicators_supported": True,
         "service_documentation": f"{issuer}/api/docs/",
     }

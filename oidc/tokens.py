@@ -8,6 +8,7 @@ names (whose algorithm must equal the header's), and ``iss``, ``aud``, ``exp``, 
 
 import base64
 import binascii
+import hashlib
 import json
 import time
 import uuid
@@ -30,6 +31,7 @@ from oidc.models import AccessToken
 
 ALLOWED_ALGORITHMS = frozenset({"ES256", "RS256", "EdDSA"})
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+ID_TOKEN_TYPE = "JWT"  # noqa: S105 - a JOSE type, not a secret
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 # jwcrypto's JWA signature engines (RFC 7518), without its generic JWS object around them: the
 # compact form is framed here, and every header is checked above before any key is touched.
@@ -130,12 +132,61 @@ def access_token_claims(
     }
 
 
-def access_token_sign(claims: Mapping[str, JSONValue], signing: SigningMaterial) -> str:
-    """The compact JWS of ``claims`` (``typ: at+jwt``) under the current signing key."""
-    header = {"alg": signing.algorithm, "typ": "at+jwt", "kid": signing.kid}
+def jws_sign(claims: Mapping[str, JSONValue], signing: SigningMaterial, *, typ: str) -> str:
+    """The compact JWS of ``claims`` under ``signing``, its header naming ``typ`` and the kid."""
+    header = {"alg": signing.algorithm, "typ": typ, "kid": signing.kid}
     signing_input = f"{_b64_encode_json(header)}.{_b64_encode_json(claims)}"
     signature = _SIGNERS[signing.algorithm].sign(signing.key, signing_input.encode())
     return f"{signing_input}.{_b64_encode(signature)}"
+
+
+def access_token_sign(claims: Mapping[str, JSONValue], signing: SigningMaterial) -> str:
+    """The compact JWS of an access token's claims (``typ: at+jwt``, RFC 9068)."""
+    return jws_sign(claims, signing, typ="at+jwt")
+
+
+# at_hash (OIDC Core 3.1.3.6): the left half of the access token's hash under the hash of the
+# id_token's algorithm. Ed25519's is ambiguous across libraries (OIDC says SHA-512, several
+# relying-party libraries know none), and at_hash is optional here, so EdDSA id_tokens omit it.
+_AT_HASH = {"ES256": hashlib.sha256, "RS256": hashlib.sha256}
+
+
+def id_token_claims(
+    *,
+    access_claims: Mapping[str, JSONValue],
+    access_token: str,
+    algorithm: str,
+    agent_name: str,
+    agent_status: str,
+    capabilities: Sequence[str],
+) -> dict[str, JSONValue]:
+    """An id_token issued beside an access token: the same ``sub``, ``iat`` and ``exp``; its
+    audience and authorized party the client; the agent's claims (OIDC Core 2)."""
+    client_id = access_claims["client_id"]
+    claims: dict[str, JSONValue] = {
+        "iss": access_claims["iss"],
+        "sub": access_claims["sub"],
+        "aud": client_id,
+        "azp": client_id,
+        "exp": access_claims["exp"],
+        "iat": access_claims["iat"],
+        "auth_time": access_claims["iat"],
+        "jti": str(uuid.uuid4()),
+        "organization_id": access_claims["organization_id"],
+        "agent_name": agent_name,
+        "agent_status": agent_status,
+        "capabilities": list(capabilities),
+    }
+    hasher = _AT_HASH.get(algorithm)
+    if hasher is not None:
+        digest = hasher(access_token.encode("ascii")).digest()
+        claims["at_hash"] = _b64_encode(digest[: len(digest) // 2])
+    return claims
+
+
+def id_token_sign(claims: Mapping[str, JSONValue], signing: SigningMaterial) -> str:
+    """The compact JWS of an id_token (``typ: JWT``): never accepted as an access token."""
+    return jws_sign(claims, signing, typ=ID_TOKEN_TYPE)
 
 
 def access_token_generate(request: OAuthRequest) -> str:
@@ -230,7 +281,7 @@ def access_token_verify(
     if remembered is not None and key_ring.verification_key(remembered[0]) is not None:
         claims = remembered[1]
     else:
-        kid, claims = _signature_verify(token)
+        kid, claims = _signature_verify(token, ACCESS_TOKEN_TYPES)
         verified_tokens.put(token, (kid, claims))
     _check_claims(
         claims,
@@ -240,8 +291,9 @@ def access_token_verify(
     return VerifiedToken(claims=claims)
 
 
-def _signature_verify(token: str) -> tuple[str, dict[str, JSONValue]]:
-    """The kid and claims of a token whose header and signature are right."""
+def _signature_verify(token: str, types: frozenset[str]) -> tuple[str, dict[str, JSONValue]]:
+    """The kid and claims of a token whose header (of one of ``types``) and signature are
+    right."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise InvalidToken("malformed")
@@ -252,7 +304,7 @@ def _signature_verify(token: str) -> tuple[str, dict[str, JSONValue]]:
     if FORBIDDEN_HEADERS.intersection(header):
         raise InvalidToken("header")
     typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+    if not isinstance(typ, str) or typ.lower() not in types:
         raise InvalidToken("type")
     kid = header.get("kid")
     found = key_ring.verification_key(kid) if isinstance(kid, str) else None
@@ -267,6 +319,25 @@ def _signature_verify(token: str) -> tuple[str, dict[str, JSONValue]]:
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise InvalidToken("signature") from exc
     return str(kid), _b64_json(parts[1])
+
+
+def id_token_verify(token: str, *, client_id: str) -> dict[str, JSONValue]:
+    """Verify an id_token issued to ``client_id`` (where one is expected, e.g. as a hint);
+    raise :class:`InvalidToken`. An access token (``typ: at+jwt``) is refused by its type
+    before anything else; the claims are OIDC Core 3.1.3.7's: issuer, audience, authorized
+    party, times. Never cached: :data:`verified_tokens` holds access tokens only."""
+    _, claims = _signature_verify(token, frozenset({ID_TOKEN_TYPE.lower()}))
+    required = ("iss", "sub", "aud", "exp", "iat", "auth_time")
+    if any(name not in claims for name in required):
+        raise InvalidToken("claims")
+    if claims["iss"] != agentidp_settings().issuer:
+        raise InvalidToken("issuer")
+    audiences = claims["aud"]
+    listed: Sequence[JSONValue] = audiences if isinstance(audiences, list) else [audiences]
+    if client_id not in listed or claims.get("azp", client_id) != client_id:
+        raise InvalidToken("audience")
+    _check_times(claims)
+    return claims
 
 
 # Tokens whose header and signature verified: token -> (kid, claims). Only tokens that passed
@@ -286,8 +357,11 @@ def _check_claims(
     listed: Sequence[JSONValue] = audiences if isinstance(audiences, list) else [audiences]
     if audience is not None and audience not in listed:
         raise InvalidToken("audience")
-    if not check_times:
-        return
+    if check_times:
+        _check_times(claims)
+
+
+def _check_times(claims: Mapping[str, JSONValue]) -> None:
     leeway = min(int(settings.AGENTIDP["TOKEN_LEEWAY_SECONDS"]), 60)
     now = time.time()
     exp, nbf = claims["exp"], claims.get("nbf", claims["iat"])

@@ -23,9 +23,18 @@ from credentials.services import (
     client_load,
     client_secret_check,
 )
+from oidc.keys import signing_key_current
 from oidc.ratelimit import failed_authentication_count, token_request_admit
 from oidc.services import access_token_record, access_token_revoke, client_actor
-from oidc.tokens import InvalidToken, access_token_verify, issuance, requested_audiences
+from oidc.tokens import (
+    InvalidToken,
+    access_token_verify,
+    id_token_claims,
+    id_token_sign,
+    issuance,
+    requested_audiences,
+)
+from organizations.choices import Scope
 
 logger = logging.getLogger("agentidp.auth")
 
@@ -186,8 +195,24 @@ class AgentRequestValidator(OAuth2Validator):
     def _save_bearer_token(
         self, token: dict[str, object], request: OAuthRequest, *args: object, **kwargs: object
     ) -> None:
+        """Record the token; with ``openid`` granted, add the id_token to the response (oauthlib
+        serializes ``token`` after this hook: its client_credentials grant has no OpenID
+        Connect counterpart of its own)."""
         client = cast(Client, request.client)
         state = issuance(request)
+        if Scope.OPENID in (request.scopes or []):
+            algorithm = client.id_token_signed_response_alg
+            token["id_token"] = id_token_sign(
+                id_token_claims(
+                    access_claims=state.claims,
+                    access_token=str(token["access_token"]),
+                    algorithm=algorithm,
+                    agent_name=client.agent.name,
+                    agent_status=client.agent.status,
+                    capabilities=client.agent.capabilities,
+                ),
+                signing_key_current(algorithm),
+            )
         state.issued = access_token_record(
             client=client,
             token=str(token["access_token"]),
@@ -196,6 +221,7 @@ class AgentRequestValidator(OAuth2Validator):
             expires_in=int(str(token["expires_in"])),
             audiences=list(state.audiences),
             credential_id=state.credential_id,
+            id_token="id_token" in token,
         )
         # Counted against the quota at admission; the metric follows the commit.
         transaction.on_commit(TOKENS_ISSUED.inc)

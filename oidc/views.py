@@ -1,8 +1,10 @@
-"""OAuth 2.0 endpoints (RFC 6749 error bodies), JWKS and discovery."""
+"""OAuth 2.0 endpoints (RFC 6749 error bodies), JWKS, discovery and ``/agent-info``."""
 
 import time
+import uuid
 from typing import cast
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -13,14 +15,17 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Histogram
 
-from agentidp.errors import NO_STORE, JSONValue
+from agentidp.conf import agentidp_settings
+from agentidp.errors import NO_STORE, JSONValue, standard_problem
 from agentidp.middleware import safe_methods_only
+from agentidp.principals import Principal
 from credentials.models import Client
-from oidc.keys import signing_key_ensure_committed
+from oidc.keys import signing_key_current
 from oidc.ratelimit import token_request_refund
-from oidc.services import discovery_document, signing_keys_published, token_introspect
-from oidc.tokens import ISSUANCE_KEY, Issuance, issuance_attach
+from oidc.services import agent_info, discovery_document, jwks_document, token_introspect
+from oidc.tokens import ID_TOKEN_TYPE, ISSUANCE_KEY, Issuance, issuance_attach, jws_sign
 from oidc.validators import AgentRequestValidator
+from organizations.choices import Scope
 
 TOKEN_LATENCY = Histogram(
     "agentidp_token_endpoint_seconds",
@@ -149,20 +154,88 @@ class IntrospectView(View):
 
 
 @safe_methods_only
-def jwks(request: HttpRequest) -> JsonResponse:
-    """The public keys that verify live tokens: next, current and unexpired retired keys."""
-    keys = signing_keys_published()
-    if not keys:
-        signing_key_ensure_committed()
-        keys = signing_keys_published()
-    response = JsonResponse({"keys": cast(list[JSONValue], keys)})
-    response["Cache-Control"] = "public, max-age=60"
+def jwks(request: HttpRequest) -> HttpResponse:
+    """The public keys that verify live tokens: every algorithm's next and current key and the
+    retired keys whose tokens may still be alive. Relying parties may cache it for
+    ``AGENTIDP_JWKS_MAX_AGE``, less than the pre-publication window: a cached copy always
+    holds the key that signs next."""
+    response = HttpResponse(jwks_document(), content_type="application/json")
+    response["Cache-Control"] = f"public, max-age={int(settings.AGENTIDP['JWKS_MAX_AGE'])}"
     return response
 
 
 @safe_methods_only
 def authorization_server_metadata(request: HttpRequest) -> JsonResponse:
-    """RFC 8414 metadata (also served as ``/.well-known/openid-configuration``)."""
+    """RFC 8414 metadata, also served as ``/.well-known/openid-configuration``."""
     response = JsonResponse(discovery_document())
     response["Cache-Control"] = "public, max-age=300"
     return response
+
+
+BEARER_REALM = 'Bearer realm="agentidp"'
+
+
+def _bearer_problem(
+    request: HttpRequest, status: int, detail: str, error: str | None = None, scope: str = ""
+) -> HttpResponse:
+    """An RFC 6750 3.1 refusal: the challenge names the error (none when no token was sent),
+    the body is the API's problem document."""
+    challenge = BEARER_REALM
+    if error:
+        challenge += f', error="{error}"'
+    if scope:
+        challenge += f', scope="{scope}"'
+    return standard_problem(request, status, detail=detail, headers={"WWW-Authenticate": challenge})
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class AgentInfoView(View):
+    """``GET`` and ``POST /agent-info``: the agent-identity equivalent of OpenID Connect
+    UserInfo. The access token comes in ``Authorization: Bearer`` or, on POST, as the form's
+    ``access_token``; the tenancy middleware has already verified it (an id_token, an expired,
+    revoked or forged token is ``invalid_token`` there)."""
+
+    http_method_names = ["get", "post"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._answer(request)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        return self._answer(request)
+
+    def _answer(self, request: HttpRequest) -> HttpResponse:
+        if "access_token" in request.GET:
+            return _bearer_problem(
+                request, 400, "Send the access token in the Authorization header, not the URI.",
+                "invalid_request",
+            )  # fmt: skip
+        in_header = request.headers.get("Authorization", "")[:7].lower() == "bearer "
+        if in_header and request.method == "POST" and "access_token" in request.POST:
+            return _bearer_problem(
+                request, 400, "Send the access token one way only.", "invalid_request"
+            )
+        principal = getattr(request, "principal", None)
+        if not isinstance(principal, Principal) or principal.kind != "agent":
+            return _bearer_problem(request, 401, "An agent's bearer access token is required.")
+        if Scope.OPENID not in principal.scopes:
+            return _bearer_problem(
+                request, 403, "The token was not granted the openid scope.",
+                "insufficient_scope", Scope.OPENID,
+            )  # fmt: skip
+        assert principal.organization_id is not None  # noqa: S101 - every agent token names one
+        info = agent_info(
+            organization_id=principal.organization_id,
+            agent_id=uuid.UUID(principal.id),
+            client_id=principal.display,
+            scopes=principal.scopes,
+        )
+        if not info.signed_alg:
+            return JsonResponse(info.claims, headers=NO_STORE)
+        claims: dict[str, JSONValue] = {
+            "iss": agentidp_settings().issuer,
+            "aud": info.client_id,
+            "iat": int(time.time()),
+            **info.claims,
+        }
+        body = jws_sign(claims, signing_key_current(info.signed_alg), typ=ID_TOKEN_TYPE)
+        return HttpResponse(body, content_type="application/jwt", headers=NO_STORE)

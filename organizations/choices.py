@@ -24,12 +24,24 @@ class Scope(models.TextChoices):
     AUDIT_READ = "audit:read", "Read the audit log"
     MEMBERS_WRITE = "members:write", "Manage the organization's members"
     ADMIN_ORGS = "admin:orgs", "Manage every organization (platform staff only)"
+    OPENID = "openid", "OpenID Connect: an id_token, and the agent's identity at /agent-info"
+    PROFILE = "profile", "The agent's name, status and capabilities at /agent-info"
 
 
 AGENT_SCOPES = frozenset(
-    {Scope.AGENTS_READ, Scope.AGENTS_WRITE, Scope.CREDENTIALS_WRITE, Scope.AUDIT_READ}
+    {
+        Scope.AGENTS_READ,
+        Scope.AGENTS_WRITE,
+        Scope.CREDENTIALS_WRITE,
+        Scope.AUDIT_READ,
+        Scope.OPENID,
+        Scope.PROFILE,
+    }
 )
 """What an agent may be allowed to request at the token endpoint."""
+
+IDENTITY_SCOPES = frozenset({Scope.OPENID, Scope.PROFILE})
+"""OpenID Connect scopes: they open no API action, only the agent's own identity."""
 
 DEFAULT_AGENT_SCOPES = (Scope.AGENTS_READ,)
 """An agent's scopes until an organization admin sets them."""
@@ -52,7 +64,7 @@ PLAN_QUOTAS: dict[str, tuple[int, int]] = {
 }
 """Default ``(max_agents, max_tokens_per_month)`` for each plan."""
 
-_ADMINISTER = AGENT_SCOPES | {Scope.MEMBERS_WRITE}
+_ADMINISTER = (AGENT_SCOPES - IDENTITY_SCOPES) | {Scope.MEMBERS_WRITE}
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     MemberRole.OWNER: _ADMINISTER,
     MemberRole.ADMIN: _ADMINISTER,

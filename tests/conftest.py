@@ -88,16 +88,18 @@ def _secret_store_is_openbao(bao: BaoServer) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fresh_key_ring() -> Iterator[None]:
     """Each test's rolled-back transaction may have rotated keys or changed clients: forget
-    parsed keys, verified tokens and cached client records."""
-    from oidc.keys import key_ring
+    parsed keys, the cached JWKS, verified tokens and cached client records."""
+    from oidc.keys import jwks_cache_clear, key_ring
     from oidc.lean import client_cache
     from oidc.tokens import verified_tokens
 
     for cache in (key_ring, client_cache, verified_tokens):
         cache.clear()
+    jwks_cache_clear()
     yield
     for cache in (key_ring, client_cache, verified_tokens):
         cache.clear()
+    jwks_cache_clear()
 
 
 @pytest.fixture(autouse=True)

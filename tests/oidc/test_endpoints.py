@@ -1,17 +1,12 @@
 """Revocation (RFC 7009), introspection (RFC 7662), JWKS, discovery (RFC 8414), key rotation."""
 
-import json
 from collections.abc import Callable
-from io import StringIO
 from typing import Any
 
-from django.core.management import call_command
 from django.test import Client as HttpClient
 
 from agentidp.tenancy import platform_context, tenant_context
 from compliance.models import AuditEvent
-from oidc.models import SigningKey
-from oidc.tasks import signing_key_rotate_task
 from organizations.models import Organization
 from tests.factories import OrganizationFactory
 from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts
@@ -101,47 +96,6 @@ def test_discovery_issuer_matches_tokens(cred: Credentialed, token_for: Callable
         assert document["jwks_uri"] == f"{iss}/.well-known/jwks.json"
         assert document["grant_types_supported"] == ["client_credentials"]
         assert "client_secret_basic" in document["token_endpoint_auth_methods_supported"]
-
-
-def test_rotation_keeps_live_tokens_verifying(
-    cred: Credentialed, token_for: Callable[..., str], django_capture_on_commit_callbacks: Any
-) -> None:
-    before = token_for(cred)
-    old_kid = jwt_parts(before)[0]["kid"]
-    out = StringIO()
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("rotatesigningkeys", stdout=out)
-    rotated = json.loads(out.getvalue())
-    assert rotated["current"] != old_kid and old_kid in rotated["published"]
-    after = token_for(cred)
-    assert jwt_parts(after)[0]["kid"] == rotated["current"]
-    assert call(before).status_code == 200  # signed by the retired key, still published
-    assert call(after).status_code == 200
-    jwks = {k["kid"] for k in HttpClient().get("/.well-known/jwks.json").json()["keys"]}
-    assert {old_kid, rotated["current"]} <= jwks
-    with platform_context(reason="tests"):
-        retired = SigningKey.objects.get(kid=old_kid)
-    assert retired.status == "retired" and retired.verify_until is not None
-
-
-def test_rotation_to_another_algorithm_and_task(
-    cred: Credentialed, token_for: Callable[..., str], django_capture_on_commit_callbacks: Any
-) -> None:
-    def rotate(*args: str) -> None:
-        with django_capture_on_commit_callbacks(execute=True):
-            call_command("rotatesigningkeys", *args, stdout=StringIO())
-
-    rotate("--algorithm", "EdDSA")
-    token = token_for(cred)
-    assert jwt_parts(token)[0]["alg"] == "EdDSA"
-    assert call(token).status_code == 200
-    with django_capture_on_commit_callbacks(execute=True):
-        kid = signing_key_rotate_task()
-    assert jwt_parts(token_for(cred))[0]["kid"] == kid
-    rotate("--algorithm", "RS256")
-    rsa = token_for(cred)
-    assert jwt_parts(rsa)[0]["alg"] == "RS256" and call(rsa).status_code == 200
-    assert call(token).status_code == 200  # the EdDSA token still verifies
 
 
 def test_revoking_in_the_admin_stops_the_token(

@@ -1,27 +1,48 @@
-"""``rotatesigningkeys [--algorithm ES256|RS256|EdDSA]``: rotate with overlap; prints JSON."""
+"""``rotatesigningkeys [--algorithm ES256|RS256|EdDSA]``: rotate with pre-publication; prints
+JSON. Refused (exit 1, nothing changed) while a next key is younger than the pre-publication
+window or the secret store is unreachable."""
 
 from argparse import ArgumentParser
 
+from django.core.management.base import CommandError
+
 from agentidp.commands import JSONCommand
 from agentidp.principals import Principal
+from agentidp.secrets import SecretStoreError
 from agentidp.tenancy import platform_context
-from oidc.choices import SigningAlgorithm
+from credentials.choices import SigningAlgorithm
 from oidc.services import signing_key_rotate, signing_keys_published
 
 REASON = "command:rotatesigningkeys"
 
 
 class Command(JSONCommand):
-    help = "Promote the next signing key, retire the current one (it keeps verifying), publish a new next key."
+    help = (
+        "Every algorithm's (or one's) pre-published next signing key starts signing, the "
+        "current one retires (it keeps verifying its tokens), a new next key is published."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--algorithm", choices=SigningAlgorithm.values, default=None)
 
     def handle(self, *args: str, **options: str | None) -> None:
         actor = Principal.system(REASON)
-        with platform_context(reason=REASON, actor=actor):
-            current = signing_key_rotate(actor=actor, algorithm=options["algorithm"])
-            published = [str(key["kid"]) for key in signing_keys_published()]
+        try:
+            with platform_context(reason=REASON, actor=actor):
+                algorithm = options["algorithm"]
+                rotation = signing_key_rotate(
+                    actor=actor, algorithms=[algorithm] if algorithm else None
+                )
+                published = [str(key["kid"]) for key in signing_keys_published()]
+        except SecretStoreError as exc:
+            raise CommandError(
+                f"The secret store is unavailable ({type(exc).__name__}); nothing was rotated."
+            ) from exc
         self.emit(
-            {"current": current.kid, "algorithm": current.algorithm, "published": list(published)}
+            {
+                "current": {name: key.kid for name, key in rotation.activated.items()},
+                "retired": dict(rotation.retired),
+                "removed": list(rotation.removed),
+                "published": list(published),
+            }
         )

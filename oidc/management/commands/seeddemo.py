@@ -17,7 +17,7 @@ from agents.models import Agent
 from agents.services import agent_register
 from credentials.models import ClientSecret
 from credentials.services import client_scopes_set, credential_generate
-from oidc.keys import signing_key_ensure
+from oidc.keys import signing_keys_ensure
 from organizations.choices import AGENT_SCOPES, MemberRole, Plan
 from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from organizations.services import organization_create, staff_create
@@ -67,7 +67,7 @@ class Command(JSONCommand):
                     description="An agent created by make run",
                     capabilities=["search", "summarize"],
                 )
-            signing_key_ensure()
+            signing_keys_ensure(actor=actor)
             document: dict[str, JSONValue] = {
                 "organization": {"id": str(organization.id), "slug": organization.slug},
                 "agent": {"id": str(agent.id), "name": agent.name, "client_id": str(agent.id)},
