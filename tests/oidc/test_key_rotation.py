@@ -144,11 +144,11 @@ def test_every_token_verifies_with_every_jwks_a_relying_party_may_hold(
     assert not removed & {kid for kid in _current().values()}
     checked = 0
     for fetched_at, snapshot in snapshots:
-        for token in issued:
+        for one in issued:
             # The relying party holds this snapshot until fetched_at + MAX_AGE; any token alive
             # at fetched_at or issued before the snapshot goes stale must verify with it.
-            if token.at <= fetched_at + MAX_AGE and token.exp > fetched_at:
-                assert _verifies(token.token, snapshot), (fetched_at, token.kid)
+            if one.at <= fetched_at + MAX_AGE and one.exp > fetched_at:
+                assert _verifies(one.token, snapshot), (fetched_at, one.kid)
                 checked += 1
     assert checked > len(issued)
 
