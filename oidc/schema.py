@@ -10,6 +10,8 @@ from agentidp.schema import JSONObject
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
+PROBLEM = "application/problem+json"
+PROBLEM_REF: JSONObject = {"$ref": "#/components/schemas/Problem"}
 OAUTH_ERROR_REF: JSONObject = {"$ref": "#/components/schemas/OAuthError"}
 OAUTH_ERROR: JSONObject = {
     "type": "object",
@@ -178,6 +180,82 @@ def _paths() -> JSONObject:
                 },
             ),
         ),
+        "/agent-info": {
+            method: {
+                "operationId": f"agent_info_{method}",
+                "tags": ["oidc"],
+                "summary": "The calling agent's identity claims (OpenID Connect UserInfo)",
+                "description": "Needs a bearer access token granted `openid`; `profile` adds "
+                "the agent's name, status, capabilities and last change. JSON, or a JWT signed "
+                "with the client's `userinfo_signed_response_alg`. POST may carry the token as "
+                "the form's `access_token` (RFC 6750 2.2).",
+                "security": [{"bearerAuth": []}],
+                **(
+                    {
+                        "requestBody": {
+                            "required": False,
+                            "content": {
+                                FORM: {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"access_token": {"type": "string"}},
+                                    }
+                                }
+                            },
+                        }
+                    }
+                    if method == "post"
+                    else {}
+                ),
+                "responses": {
+                    "200": {
+                        "description": "The claims (never cached)",
+                        "content": {
+                            JSON: {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "sub": {"type": "string", "format": "uuid"},
+                                        "organization_id": {"type": "string", "format": "uuid"},
+                                        "agent_name": {"type": "string"},
+                                        "agent_status": {"type": "string"},
+                                        "capabilities": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "updated_at": {"type": "integer"},
+                                    },
+                                    "required": ["sub", "organization_id"],
+                                }
+                            },
+                            "application/jwt": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **{
+                        status: {
+                            "description": description,
+                            "content": {PROBLEM: {"schema": PROBLEM_REF}},
+                            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                        }
+                        for status, description in (
+                            ("400", "The token in the URI, or sent two ways (invalid_request)"),
+                            ("401", "No token, or an invalid one (invalid_token)"),
+                            ("403", "The token lacks openid (insufficient_scope)"),
+                        )
+                    },
+                    "405": {
+                        "description": "Only GET and POST",
+                        "content": {PROBLEM: {"schema": PROBLEM_REF}},
+                    },
+                    "503": {
+                        "description": "PostgreSQL or Redis unavailable",
+                        "content": {PROBLEM: {"schema": PROBLEM_REF}},
+                        "headers": RETRY_AFTER,
+                    },
+                },
+            }
+            for method in ("get", "post")
+        },
         "/.well-known/jwks.json": {
             "get": {
                 "operationId": "jwks",

@@ -1,5 +1,6 @@
 """Standard clients against a live server: Authlib obtains a token, PyJWT verifies it."""
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -7,6 +8,12 @@ import jwt
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oidc.core import IDToken
+from authlib.oidc.discovery import OpenIDProviderMetadata
+from django.conf import settings
+from django.test import override_settings
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import KeySet
 
 from organizations.models import Organization
 from tests.factories import OrganizationFactory
@@ -106,3 +113,49 @@ def test_consecutive_requests_in_one_thread_each_set_their_organization(
 
     (statuses,) = run_in_threads(serve)
     assert statuses == [200, 200, 200, 200]
+
+
+def test_an_openid_connect_relying_party_needs_only_the_issuer_url(
+    live_server: Any, run_in_threads: Callable[..., list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authlib as an off-the-shelf relying party: discovery validated by its OIDC Discovery
+    model, client_credentials through its OAuth 2.0 client, the id_token verified with joserfc
+    (an independent JOSE library) against the JWKS fetched over HTTP and checked by Authlib's
+    ID Token rules, then /agent-info."""
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # the live server speaks plain HTTP
+    (agent,) = run_in_threads(
+        lambda: credentialed(
+            OrganizationFactory(), scopes=["openid", "profile", "agents:read"],
+            capabilities=["search"],
+        )
+    )  # fmt: skip
+    assert isinstance(agent, Credentialed)
+    issuer = live_server.url
+    with override_settings(AGENTIDP={**settings.AGENTIDP, "ISSUER": issuer}):
+        discovered = requests.get(f"{issuer}/.well-known/openid-configuration", timeout=5)
+        metadata = OpenIDProviderMetadata(discovered.json())
+        metadata.validate()
+        assert metadata["issuer"] == issuer
+
+        session = OAuth2Session(
+            client_id=agent.client_id, client_secret=agent.secret, scope="openid profile"
+        )
+        token = session.fetch_token(metadata["token_endpoint"], grant_type="client_credentials")
+        keys = KeySet.import_key_set(requests.get(metadata["jwks_uri"], timeout=5).json())
+        decoded = joserfc_jwt.decode(
+            token["id_token"], keys, algorithms=metadata["id_token_signing_alg_values_supported"]
+        )
+        assert decoded.header["typ"] == "JWT" and decoded.header["alg"] == "RS256"
+        claims = IDToken(
+            decoded.claims,
+            decoded.header,
+            {"iss": {"essential": True, "value": issuer}},
+            {"client_id": agent.client_id, "access_token": token["access_token"]},
+        )
+        claims.validate(now=int(time.time()))  # iss, aud, azp, exp, iat, auth_time, at_hash
+        assert claims["sub"] == str(agent.agent.id) and claims["capabilities"] == ["search"]
+
+        info = session.get(metadata["userinfo_endpoint"], timeout=5)
+        assert info.status_code == 200, info.text
+        assert info.json()["sub"] == claims["sub"]
+        assert info.json()["agent_name"] == agent.agent.name
