@@ -131,7 +131,8 @@ def _paths() -> JSONObject:
                 "tags": ["oauth2"],
                 "summary": "Issue an access token (client_credentials, RFC 6749 4.4)",
                 "description": "RFC 9068 JWT access tokens. `resource` (RFC 8707, repeatable) "
-                "or `audience` sets `aud`; absent, the token is for this API.",
+                "or `audience` sets `aud`; absent, the token is for this API. With `openid` "
+                "granted, an id_token too.",
                 "security": CLIENT_AUTH,
                 "requestBody": _form(
                     {
@@ -152,6 +153,12 @@ def _paths() -> JSONObject:
                                 "token_type": {"type": "string", "enum": ["Bearer"]},
                                 "expires_in": {"type": "integer"},
                                 "scope": {"type": "string"},
+                                "id_token": {
+                                    "type": "string",
+                                    "description": "With the openid scope: an OpenID Connect "
+                                    "id_token (typ JWT) signed with the client's "
+                                    "id_token_signed_response_alg",
+                                },
                             },
                             "required": ["access_token", "token_type", "expires_in", "scope"],
                         },

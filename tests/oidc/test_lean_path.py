@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from agentidp.tenancy import tenant_context
+from agents.services import agent_update
 from compliance.models import AuditEvent
 from compliance.services import audit_chain_verify
 from credentials.models import ClientSecret
@@ -343,3 +344,45 @@ def test_hostile_token_requests_get_oauth_errors(
     response = HttpClient().post("/oauth2/token", body, FORM, headers=headers)
     assert 400 <= response.status_code < 500, response.content
     assert "error" in response.json() and "access_token" not in response.json()
+
+
+def test_an_openid_request_is_still_one_statement_on_the_lean_path(org: Organization) -> None:
+    """The id_token is signed in memory from the cached record: no extra round trip."""
+    c = credentialed(org, scopes=["openid", "profile"], capabilities=["plan"])
+    assert request_token(c, scope="openid").status_code == 200  # reads the client once
+    issued = lean("issued")
+    with CaptureQueriesContext(connection) as queries:
+        lean_answer = request_token(c, scope="openid profile")
+    assert lean_answer.status_code == 200, lean_answer.content
+    sql = statements(queries)
+    assert len(sql) == 1 and "oidc_token_issue" in sql[0], sql
+    assert lean("issued") == issued + 1
+    full_answer = HttpClient().post(
+        "/oauth2/token",
+        {"grant_type": "client_credentials", "scope": "openid profile"},
+        headers={"Authorization": basic(c.client_id, c.secret)},
+    )
+    assert full_answer.status_code == 200 and lean("issued") == issued + 1
+    lean_id = jwt_parts(lean_answer.json()["id_token"])
+    full_id = jwt_parts(full_answer.json()["id_token"])
+    assert lean_id[0] == full_id[0]
+    assert set(lean_id[1]) == set(full_id[1])
+    for claim in ("iss", "sub", "aud", "azp", "organization_id", "agent_name", "capabilities"):
+        assert lean_id[1][claim] == full_id[1][claim], claim
+
+
+def test_a_renamed_agent_is_in_the_next_id_token(
+    org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The cached record follows the agent (its stamp changes when the agent is saved)."""
+    c = credentialed(org, scopes=["openid"])
+    assert request_token(c, scope="openid").status_code == 200
+    with tenant_context(org.id), django_capture_on_commit_callbacks(execute=True):
+        agent_update(
+            actor=TEST_ACTOR,
+            organization_id=org.id,
+            agent_id=c.agent.id,
+            changes={"name": "renamed-agent"},
+        )
+    body = request_token(c, scope="openid").json()
+    assert jwt_parts(body["id_token"])[1]["agent_name"] == "renamed-agent"
