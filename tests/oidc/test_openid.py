@@ -13,13 +13,17 @@ import jwt
 import pytest
 import time_machine
 from django.test import Client as HttpClient
+from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
-from agentidp.tenancy import tenant_context
+from agentidp.devenv import free_port
+from agentidp.tenancy import platform_context, tenant_context
+from agentidp.usage import redis_client
 from agents.services import agent_suspend
 from compliance.models import AuditEvent
 from credentials.services import client_signing_set
 from oidc.keys import key_ring
+from oidc.services import signing_key_rotate
 from oidc.tokens import InvalidToken, id_token_verify
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, OrganizationFactory
@@ -387,3 +391,31 @@ def test_agent_info_as_a_signed_jwt_when_the_client_registered_it(
     assert _info(signed).status_code == 401
     with pytest.raises(InvalidToken):
         id_token_verify(signed, client_id=oidc_cred.client_id)
+
+
+def test_with_redis_down_the_jwks_is_served_from_the_database_and_agent_info_is_503(
+    oidc_cred: Credentialed, settings: Any
+) -> None:
+    """The JWKS cache is only a cache, and rotating does not need it; /agent-info needs the
+    revocation list, so it refuses with 503 and Retry-After (never 200 for a possibly revoked
+    token, never 500)."""
+    token = _tokens(oidc_cred, scope="openid")["access_token"]
+    served = _jwks()
+    later = time.time() + int(settings.AGENTIDP["KEY_PREPUBLISH_SECONDS"]) + 1
+    try:
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            redis_client.cache_clear()
+            jwks = HttpClient().get("/.well-known/jwks.json")
+            discovery = HttpClient().get("/.well-known/openid-configuration")
+            info = _info(token)
+            with time_machine.travel(later, tick=False), platform_context(reason="tests"):
+                rotation = signing_key_rotate(actor=TEST_ACTOR)
+                after = {key["kid"] for key in _jwks()["keys"]}
+    finally:
+        redis_client.cache_clear()
+    assert jwks.status_code == 200 and jwks.json() == served
+    assert discovery.status_code == 200
+    assert info.status_code == 503 and int(info["Retry-After"]) >= 1
+    assert info["Content-Type"] == "application/problem+json"
+    assert {key.kid for key in rotation.activated.values()} <= after
+    assert set(rotation.retired.values()) <= after
