@@ -72,3 +72,6 @@ def test_metrics_sum_every_worker(gunicorn: str) -> None:
     for scrape in range(1, 4):
         # every request so far, on whichever worker, plus this scrape itself
         assert _requests_seen(gunicorn) == answered + scrape
+    # Collectors computed at scrape time are served in multiprocess mode too.
+    text = requests.get(f"{gunicorn}/metrics", timeout=5).text
+    assert "# TYPE agentidp_signing_key_age_seconds gauge" in text
