@@ -122,6 +122,23 @@ def signing_key_rotate(*, actor: Principal, algorithms: Sequence[str] | None = N
     return Rotation(activated=activated, retired=retired, removed=removed)
 
 
+def signing_keys_status() -> dict[str, dict[str, JSONValue]]:
+    """Per algorithm: the current key and since when it signs, the next key, since when it is
+    published and from when a rotation may promote it."""
+    status: dict[str, dict[str, JSONValue]] = {}
+    keys = SigningKey.objects.filter(status__in=[KeyStatus.CURRENT, KeyStatus.NEXT])
+    for key in keys.order_by("algorithm"):
+        entry = status.setdefault(key.algorithm, {})
+        if key.status == KeyStatus.CURRENT:
+            entry["current"] = key.kid
+            entry["signing_since"] = key.activated_at.isoformat() if key.activated_at else None
+        else:
+            entry["next"] = key.kid
+            entry["published_at"] = key.created_at.isoformat()
+            entry["may_sign_from"] = _prepublished_since(key).isoformat()
+    return status
+
+
 def signing_keys_remove_expired(*, actor: Principal) -> list[str]:
     """Remove retired keys whose last token has expired: out of the JWKS (already, by their
     ``verify_until``), then, once that is committed, their private parts out of the secret

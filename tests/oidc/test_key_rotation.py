@@ -180,6 +180,11 @@ def test_a_second_rotation_inside_the_window_is_refused_and_changes_nothing(
     with pytest.raises(CommandError, match="not been published long enough"):
         call_command("rotatesigningkeys", stdout=StringIO())
     assert _current() == current
+    out = StringIO()
+    call_command("rotatesigningkeys", "--status", stdout=out)
+    status = json.loads(out.getvalue())["keys"]
+    assert {name: entry["current"] for name, entry in status.items()} == current
+    assert dt.datetime.fromisoformat(status["ES256"]["may_sign_from"]) > timezone.now()
     assert signing_key_rotate_task() == {}  # the beat job logs and waits for the next run
     clock.shift(PREPUBLISH)
     out = StringIO()

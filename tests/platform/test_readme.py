@@ -69,5 +69,6 @@ def test_the_operator_commands(make_run: Stack) -> None:
     assert organization["slug"] == "acme"
     assert researcher["name"] == "researcher" and "client_secret" not in researcher
     assert alice["password"] and bot["client_secret"].startswith("ais_")
-    assert keys["algorithm"] == "EdDSA"
+    assert set(keys["keys"]) == {"ES256", "RS256", "EdDSA"}
+    assert keys["keys"]["EdDSA"]["current"] != keys["keys"]["EdDSA"]["next"]
     assert audit["valid"] is True and audit["organizations_checked"] == 1

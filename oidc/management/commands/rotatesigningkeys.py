@@ -1,6 +1,7 @@
-"""``rotatesigningkeys [--algorithm ES256|RS256|EdDSA]``: rotate with pre-publication; prints
-JSON. Refused (exit 1, nothing changed) while a next key is younger than the pre-publication
-window or the secret store is unreachable."""
+"""``rotatesigningkeys [--algorithm ES256|RS256|EdDSA] [--status]``: rotate with
+pre-publication; prints JSON. Refused (exit 1, nothing changed) while a next key is younger
+than the pre-publication window or the secret store is unreachable. ``--status`` only shows
+each algorithm's current and next key and when the next one may sign."""
 
 from argparse import ArgumentParser
 
@@ -11,7 +12,8 @@ from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError
 from agentidp.tenancy import platform_context
 from credentials.choices import SigningAlgorithm
-from oidc.services import signing_key_rotate, signing_keys_published
+from oidc.keys import signing_keys_ensure
+from oidc.services import signing_key_rotate, signing_keys_published, signing_keys_status
 
 REASON = "command:rotatesigningkeys"
 
@@ -24,9 +26,17 @@ class Command(JSONCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--algorithm", choices=SigningAlgorithm.values, default=None)
+        parser.add_argument(
+            "--status", action="store_true", help="Show the keys and when each may rotate."
+        )
 
     def handle(self, *args: str, **options: str | None) -> None:
         actor = Principal.system(REASON)
+        if options["status"]:
+            with platform_context(reason=REASON, actor=actor):
+                signing_keys_ensure(actor=actor)
+                self.emit({"keys": dict(signing_keys_status())})
+            return
         try:
             with platform_context(reason=REASON, actor=actor):
                 algorithm = options["algorithm"]
