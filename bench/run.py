@@ -94,7 +94,8 @@ def _libpq(url: str) -> str:
 
 
 def seed(env: dict[str, str]) -> None:
-    """10 organizations x 10 agents with credentials; 100 stock DOT applications."""
+    """10 organizations x 10 agents with credentials (agents:read), and 10 x 10 more allowed
+    openid and profile (the id_token scenario); 100 stock DOT applications."""
     code = f"""
 import base64, json, django
 django.setup()
@@ -105,7 +106,7 @@ from credentials.services import client_scopes_set, credential_generate
 from organizations.services import organization_create
 from oidc.keys import signing_keys_ensure
 actor = Principal.system("bench")
-creds = []
+creds, oidc = [], []
 with platform_context(reason="bench"):
     signing_keys_ensure()
 for o in range(10):
@@ -117,9 +118,18 @@ for o in range(10):
             issued = credential_generate(actor=actor, organization_id=org.id, agent_id=agent.id)
             client_scopes_set(actor=actor, organization_id=org.id, agent_id=agent.id, scopes=["agents:read"])
         creds.append((issued.client_id, issued.secret, str(agent.id)))
+        with tenant_context(org.id):
+            agent = agent_register(actor=actor, organization_id=org.id, name=f"oidc-agent-{{a}}",
+                                   capabilities=["search", "summarize"])
+            issued = credential_generate(actor=actor, organization_id=org.id, agent_id=agent.id)
+            client_scopes_set(actor=actor, organization_id=org.id, agent_id=agent.id,
+                              scopes=["agents:read", "openid", "profile"])
+        oidc.append((issued.client_id, issued.secret))
 open({str(WORK / "credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s, _ in creds) + "\\n")
 json.dump(creds, open({str(WORK / "credentials.json")!r}, "w"))
+open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\n".join(
+    base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s in oidc) + "\n")
 """
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)  # noqa: S603
     stock = {**env, "DJANGO_SETTINGS_MODULE": "bench.stock_dot"}
@@ -344,6 +354,9 @@ def summarize(
             "non_2xx": int(sum(run["non_2xx"] for run in runs)),
             "floor": scenario.floor,
         }
+        if scenario.key == "token_openid":
+            entry["ratio_to_token"] = round(statistics.median(
+                r["token_openid"]["rps"] / r["token"]["rps"] for r in rounds), 3)  # fmt: skip
         if scenario.key in ("token", "stock_dot"):
             entry["ratio_to_stock_dot"] = round(statistics.median(
                 r[scenario.key]["rps"] / r["stock_dot"]["rps"] for r in rounds), 3)  # fmt: skip
@@ -397,6 +410,9 @@ def main() -> int:
             Scenario("bare", "bare view /healthz", "product", f"{base}/healthz"),
             Scenario("token", "POST /oauth2/token", "product", f"{base}/oauth2/token",
                      "token.lua", str(WORK / "credentials.txt")),
+            Scenario("token_openid", "POST /oauth2/token scope=openid", "product",
+                     f"{base}/oauth2/token", "token.lua", str(WORK / "oidc_credentials.txt"),
+                     {"BENCH_TOKEN_SCOPE": "openid profile agents:read"}),
             Scenario("stock_dot", "stock DOT POST /o/token/", "stock_dot", f"{stock}/o/token/",
                      "token.lua", str(WORK / "stock_credentials.txt"),
                      {"BENCH_TOKEN_PATH": "/o/token/"}),
@@ -440,6 +456,8 @@ def main() -> int:
           f"{token['ratio_to_bare']}; token p99 < 50 ms: {token['p99_ms']}; token CPU <= 2.5 ms: "
           f"{cpu['total']}; GET /agents/{{id}} >= 0.25 of bare: {api['ratio_to_bare']}; "
           f"its p99 < 40 ms: {api['p99_ms']}")  # fmt: skip
+    print(f"an id_token too (scope openid): {summary['token_openid']['ratio_to_token']} of the "
+          "plain token's throughput")  # fmt: skip
     print(f"figures in {WORK / 'results.json'}")
     return 0
 

@@ -3,6 +3,12 @@ local credentials = {}
 local counter = 0
 -- The token path: the product's unless BENCH_TOKEN_PATH names the peer's.
 local path = os.getenv("BENCH_TOKEN_PATH") or "/oauth2/token"
+-- With BENCH_TOKEN_SCOPE, each request asks for that scope (openid: an id_token too).
+local scope = os.getenv("BENCH_TOKEN_SCOPE")
+local body = "grant_type=client_credentials"
+if scope then
+  body = body .. "&scope=" .. (scope:gsub(" ", "+"))
+end
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -16,7 +22,7 @@ function request()
   return wrk.format("POST", path, {
     ["Authorization"] = "Basic " .. credentials[counter],
     ["Content-Type"] = "application/x-www-form-urlencoded",
-  }, "grant_type=client_credentials")
+  }, body)
 end
 
 function response(status, headers, body)
