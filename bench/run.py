@@ -128,8 +128,8 @@ for o in range(10):
 open({str(WORK / "credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s, _ in creds) + "\\n")
 json.dump(creds, open({str(WORK / "credentials.json")!r}, "w"))
-open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\n".join(
-    base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s in oidc) + "\n")
+open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\\n".join(
+    base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s in oidc) + "\\n")
 """
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)  # noqa: S603
     stock = {**env, "DJANGO_SETTINGS_MODULE": "bench.stock_dot"}

@@ -12,9 +12,10 @@ from django.test import Client
 
 from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
+from credentials.models import Client as Client_
 from credentials.models import ClientSecret
 from organizations.models import Organization
-from tests.oidc.conftest import Credentialed, basic, credentialed, request_token
+from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts, request_token
 from tests.platform.test_admin import _login
 
 CHANGELIST = "/admin/credentials/clientsecret/"
@@ -85,3 +86,33 @@ def test_staff_cannot_act_on_another_organizations_secret(
     assert request_token(foreign).status_code == 200
     assert _events(other_org.id, "credential.revoked") == []
     assert _events(other_org.id, "credential.rotated") == []
+
+
+def test_the_admin_sets_the_clients_id_token_and_agent_info_algorithms(
+    superuser: User, org: Organization
+) -> None:
+    oidc = credentialed(org, scopes=["openid", "agents:read"])
+    with tenant_context(org.id):
+        pk = Client_.objects.get(client_id=oidc.client_id).pk
+    admin = _login(superuser)
+    page = admin.get(f"/admin/credentials/client/{pk}/change/").content.decode()
+    assert "id_token_signed_response_alg" in page and "userinfo_signed_response_alg" in page
+    response = admin.post(
+        f"/admin/credentials/client/{pk}/change/",
+        {
+            "allowed_scopes": "agents:read,openid",
+            "id_token_signed_response_alg": "EdDSA",
+            "userinfo_signed_response_alg": "ES256",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    body = request_token(oidc, scope="openid").json()
+    assert jwt_parts(body["id_token"])[0]["alg"] == "EdDSA"
+    changed = _events(org.id, "credential.client_changed")
+    assert changed and changed[-1].data == {
+        "id_token_signed_response_alg": "EdDSA",
+        "userinfo_signed_response_alg": "ES256",
+    }
+    info = Client().get("/agent-info", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert info["Content-Type"] == "application/jwt"
+    assert jwt_parts(info.content.decode())[0]["alg"] == "ES256"
