@@ -24,6 +24,9 @@ It answers when, and only when:
   and suspension therefore never depend on the cache: a stale record only sends the request
   down the full path.
 
+With ``openid`` granted, the id_token is signed in memory from the cached record (the agent's
+name and capabilities, the client's id_token algorithm): still one statement.
+
 A reservation admission made is given back whenever the lean path then declines.
 """
 

@@ -29,9 +29,9 @@ from oidc.keys import jwks_cache_clear, key_ring, signing_keys_ensure
 from oidc.models import SigningKey
 from oidc.services import RotationRefused, signing_key_rotate
 from oidc.tasks import signing_key_rotate_task, signing_keys_remove_expired_task
-from organizations.models import SYSTEM_ORGANIZATION_ID
+from organizations.models import SYSTEM_ORGANIZATION_ID, Organization
 from tests.factories import TEST_ACTOR
-from tests.oidc.conftest import Credentialed, jwt_parts
+from tests.oidc.conftest import Credentialed, credentialed, jwt_parts, request_token
 from tests.platform.test_admin import PASSWORD
 
 PREPUBLISH = 900
@@ -112,11 +112,13 @@ def _verifies(token: str, snapshot: dict[str, Any]) -> bool:
 
 
 def test_every_token_verifies_with_every_jwks_a_relying_party_may_hold(
-    clock: Any, rotation_settings: None, cred: Credentialed,
-    token_for: Callable[..., str], django_capture_on_commit_callbacks: Any,
+    clock: Any, rotation_settings: None, org: Organization,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:  # fmt: skip
     """Every MAX_AGE seconds for five rotations: fetch the JWKS (a relying party caches it for
-    MAX_AGE), issue a token, try to rotate (refused until the next key is pre-published)."""
+    MAX_AGE), get an access token (ES256) and an id_token (RS256), try to rotate (refused until
+    the next key is pre-published)."""
+    cred = credentialed(org, scopes=["openid", "agents:read"])
     snapshots: list[tuple[float, dict[str, Any]]] = []
     issued: list[Issued] = []
     rotations = refusals = 0
@@ -124,9 +126,11 @@ def test_every_token_verifies_with_every_jwks_a_relying_party_may_hold(
     for _ in range(20):
         now = timezone.now().timestamp()
         snapshots.append((now, _jwks()))
-        token = token_for(cred)
-        header, claims = jwt_parts(token)
-        issued.append(Issued(token, now, claims["exp"], header["kid"]))
+        response = request_token(cred, scope="openid agents:read")
+        assert response.status_code == 200, response.content
+        for token in (response.json()["access_token"], response.json()["id_token"]):
+            header, claims = jwt_parts(token)
+            issued.append(Issued(token, now, claims["exp"], header["kid"]))
         try:
             rotation = _rotate(django_capture_on_commit_callbacks)
             rotations += 1
@@ -140,6 +144,7 @@ def test_every_token_verifies_with_every_jwks_a_relying_party_may_hold(
         clock.shift(MAX_AGE)
         key_ring.clear()  # its refresh runs on the monotonic clock, which does not travel
     assert rotations >= 5 and refusals >= 10
+    assert len({one.kid for one in issued}) >= 10  # both algorithms went through rotations
     assert removed, "no retired key was ever removed"
     assert not removed & {kid for kid in _current().values()}
     checked = 0
