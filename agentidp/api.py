@@ -16,7 +16,7 @@ from rest_framework.utils.serializer_helpers import BindingDict
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
-from agentidp.errors import JSONValue, ValidationFailed
+from agentidp.errors import JSONValue, NotFound, ValidationFailed
 from agentidp.principals import Principal
 
 TypeErrors = list[str] | dict[int, list[str]]
@@ -138,6 +138,14 @@ class TenantViewSet(GenericViewSet):  # type: ignore[type-arg]
         principal = self.request.user
         assert isinstance(principal, Principal)  # noqa: S101 - PolicyPermission guarantees it
         return principal
+
+    @property
+    def organization_id(self) -> uuid.UUID:
+        """The caller's organization, which every tenant action acts in."""
+        organization_id = self.principal.organization_id
+        if organization_id is None:
+            raise NotFound("The caller belongs to no organization.")
+        return organization_id
 
     def lookup_uuid(self, name: str = "pk") -> uuid.UUID:
         raw = str(self.kwargs[name])

@@ -125,13 +125,6 @@ class AgentViewSet(TenantViewSet):
     pagination_class = PageNumberPagination
     queryset = Agent.objects.none()
 
-    @property
-    def organization_id(self) -> UUID:
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
-        return organization_id
-
     def list(self, request: Request) -> Response:
         query = AgentListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -15,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentidp.api import CursorPagination, QuerySerializer, TenantViewSet
-from agentidp.errors import NotFound
 from agentidp.schema import problem_responses
 from compliance.models import AuditEvent
 from compliance.selectors import audit_event_list
@@ -126,9 +125,7 @@ class AuditEventViewSet(TenantViewSet):
     def list(self, request: Request) -> Response:
         query = AuditQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
+        organization_id = self.organization_id
         events = audit_event_list(organization_id=organization_id, **query.validated_data)
         page = self.paginate_queryset(events) or []
         integrity = audit_events_integrity(organization_id=organization_id, events=page)
@@ -137,8 +134,6 @@ class AuditEventViewSet(TenantViewSet):
 
     @action(detail=False, methods=["get"])
     def verify(self, request: Request) -> Response:
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
+        organization_id = self.organization_id
         result = audit_chain_verify_recorded(organization_id=organization_id)
         return Response(result.as_document(organization_id))

@@ -10,7 +10,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentidp.api import StrictSerializer, TenantViewSet
-from agentidp.errors import NotFound
 from agentidp.schema import problem_responses
 from credentials import services
 from credentials.choices import SigningAlgorithm
@@ -85,10 +84,7 @@ class AgentCredentialViewSet(TenantViewSet):
     pagination_class = None
 
     def _scope(self) -> tuple[uuid.UUID, uuid.UUID]:
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
-        return organization_id, self.lookup_uuid("agent_pk")
+        return self.organization_id, self.lookup_uuid("agent_pk")
 
     def list(self, request: Request, agent_pk: str) -> Response:
         organization_id, agent_id = self._scope()
@@ -164,23 +160,17 @@ class AgentScopesViewSet(TenantViewSet):
     pagination_class = None
 
     def list(self, request: Request, agent_pk: str) -> Response:
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
         scopes = services.client_scopes_get(
-            organization_id=organization_id, agent_id=self.lookup_uuid("agent_pk")
+            organization_id=self.organization_id, agent_id=self.lookup_uuid("agent_pk")
         )
         return Response({"scopes": scopes})
 
     def create(self, request: Request, agent_pk: str) -> Response:
         payload = ScopesSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
         client = services.client_scopes_set(
             actor=self.principal,
-            organization_id=organization_id,
+            organization_id=self.organization_id,
             agent_id=self.lookup_uuid("agent_pk"),
             scopes=list(payload.validated_data["scopes"]),
         )
@@ -223,15 +213,9 @@ class AgentClientViewSet(TenantViewSet):
     serializer_class = ClientMetadataSerializer
     queryset = ClientSecret.objects.none()
 
-    def _organization(self) -> uuid.UUID:
-        organization_id = self.principal.organization_id
-        if organization_id is None:
-            raise NotFound("The caller belongs to no organization.")
-        return organization_id
-
     def retrieve(self, request: Request, agent_pk: str) -> Response:
         metadata = services.client_metadata_get(
-            organization_id=self._organization(), agent_id=self.lookup_uuid("agent_pk")
+            organization_id=self.organization_id, agent_id=self.lookup_uuid("agent_pk")
         )
         return Response(ClientMetadataSerializer(metadata).data)
 
@@ -240,7 +224,7 @@ class AgentClientViewSet(TenantViewSet):
         payload.is_valid(raise_exception=True)
         metadata = services.client_signing_set(
             actor=self.principal,
-            organization_id=self._organization(),
+            organization_id=self.organization_id,
             agent_id=self.lookup_uuid("agent_pk"),
             id_token_signed_response_alg=payload.validated_data.get("id_token_signed_response_alg"),
             userinfo_signed_response_alg=payload.validated_data.get("userinfo_signed_response_alg"),

@@ -327,14 +327,8 @@ def id_token_verify(token: str, *, client_id: str) -> dict[str, JSONValue]:
     before anything else; the claims are OIDC Core 3.1.3.7's: issuer, audience, authorized
     party, times. Never cached: :data:`verified_tokens` holds access tokens only."""
     _, claims = _signature_verify(token, frozenset({ID_TOKEN_TYPE.lower()}))
-    required = ("iss", "sub", "aud", "exp", "iat", "auth_time")
-    if any(name not in claims for name in required):
-        raise InvalidToken("claims")
-    if claims["iss"] != agentidp_settings().issuer:
-        raise InvalidToken("issuer")
-    audiences = claims["aud"]
-    listed: Sequence[JSONValue] = audiences if isinstance(audiences, list) else [audiences]
-    if client_id not in listed or claims.get("azp", client_id) != client_id:
+    _check_issued(claims, ID_TOKEN_CLAIMS_REQUIRED, audience=client_id)
+    if claims.get("azp", client_id) != client_id:
         raise InvalidToken("audience")
     _check_times(claims)
     return claims
@@ -345,10 +339,16 @@ def id_token_verify(token: str, *, client_id: str) -> dict[str, JSONValue]:
 verified_tokens: BoundedLRU[str, tuple[str, dict[str, JSONValue]]] = BoundedLRU(max_entries=4096)
 
 
-def _check_claims(
-    claims: Mapping[str, JSONValue], *, audience: str | None, check_times: bool
+ACCESS_TOKEN_CLAIMS_REQUIRED = (
+    "iss", "sub", "aud", "exp", "iat", "jti", "client_id", "organization_id"
+)  # fmt: skip
+ID_TOKEN_CLAIMS_REQUIRED = ("iss", "sub", "aud", "exp", "iat", "auth_time")
+
+
+def _check_issued(
+    claims: Mapping[str, JSONValue], required: Sequence[str], *, audience: str | None
 ) -> None:
-    required = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id", "organization_id")
+    """The claims are all there, issued by this deployment, for ``audience`` (if given)."""
     if any(name not in claims for name in required):
         raise InvalidToken("claims")
     if claims["iss"] != agentidp_settings().issuer:
@@ -357,6 +357,12 @@ def _check_claims(
     listed: Sequence[JSONValue] = audiences if isinstance(audiences, list) else [audiences]
     if audience is not None and audience not in listed:
         raise InvalidToken("audience")
+
+
+def _check_claims(
+    claims: Mapping[str, JSONValue], *, audience: str | None, check_times: bool
+) -> None:
+    _check_issued(claims, ACCESS_TOKEN_CLAIMS_REQUIRED, audience=audience)
     if check_times:
         _check_times(claims)
 
