@@ -19,13 +19,16 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from agentidp.secrets import secret_store
 from agentidp.tenancy import platform_context
+from agentidp.usage import redis_client
 from compliance.models import AuditEvent
-from oidc.keys import jwks_cache_clear, key_ring, signing_keys_ensure
+from oidc.keys import JWKS_CACHE_KEY, jwks_cache_clear, key_ring, signing_keys_ensure
 from oidc.models import SigningKey
 from oidc.services import RotationRefused, signing_key_rotate
 from oidc.tasks import signing_key_rotate_task, signing_keys_remove_expired_task
@@ -330,3 +333,20 @@ def test_expired_retired_keys_are_not_in_the_jwks_even_when_cached(
     assert old in {key["kid"] for key in _jwks()["keys"]}  # cached now
     clock.shift(dt.timedelta(seconds=LIFETIME + LEEWAY + 1))
     assert old not in {key["kid"] for key in _jwks()["keys"]}
+
+
+def test_the_jwks_is_served_from_redis_and_rotation_clears_it(
+    clock: Any, rotation_settings: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    first = _jwks()
+    assert redis_client().get(JWKS_CACHE_KEY) is not None
+    with CaptureQueriesContext(connection) as queries:
+        assert _jwks() == first
+    assert not [q for q in queries.captured_queries if "oidc_signingkey" in q["sql"]]
+    clock.shift(PREPUBLISH + 1)
+    _jwks()  # cached again, past its own deadline's rebuild
+    _rotate(django_capture_on_commit_callbacks)
+    with platform_context(reason="tests"):
+        fresh = set(SigningKey.objects.filter(status="next").values_list("kid", flat=True))
+    assert len(fresh) == 3 and not fresh & {key["kid"] for key in first["keys"]}
+    assert fresh <= {key["kid"] for key in _jwks()["keys"]}
