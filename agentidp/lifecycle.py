@@ -14,6 +14,33 @@ from agentidp.principals import Principal
 
 
 @dataclass(frozen=True)
+class AgentRegistration:
+    """An agent was just registered (its row exists, in the service's transaction)."""
+
+    organization_id: uuid.UUID
+    agent_id: uuid.UUID
+    actor: Principal
+
+
+AgentRegistrationHandler = Callable[[AgentRegistration], None]
+_agent_registration_handlers: list[AgentRegistrationHandler] = []
+
+
+def on_agent_registered(handler: AgentRegistrationHandler) -> AgentRegistrationHandler:
+    """Register ``handler`` (idempotent); called from an AppConfig's ``ready()``."""
+    if handler not in _agent_registration_handlers:
+        _agent_registration_handlers.append(handler)
+    return handler
+
+
+def agent_registered(registration: AgentRegistration) -> None:
+    """Called by the registration service inside its transaction: a handler that fails fails
+    the registration, so nothing is half-written."""
+    for handler in _agent_registration_handlers:
+        handler(registration)
+
+
+@dataclass(frozen=True)
 class AgentStatusChange:
     """An agent moved from one lifecycle status to another."""
 

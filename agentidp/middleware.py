@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from typing import Concatenate, ParamSpec
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
@@ -28,15 +29,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentidp.boundary import InputRejected, texts_check
 from agentidp.errors import standard_problem
+from agentidp.secrets import SecretStoreUnavailable
 
 logger = logging.getLogger("agentidp.errors")
 
 RETRY_AFTER_SECONDS = 5
 # An unreachable database or Redis: the request may succeed if retried shortly.
-UNAVAILABLE = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+# A store the request needs is down: 503 with Retry-After, nothing applied.
+UNAVAILABLE = (
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    SecretStoreUnavailable,
+)
 ADMIN_PREFIX = "/admin/"
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
 _EXCEPTION_ATTR = "_agentidp_exception"
+
+
+P = ParamSpec("P")
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -81,9 +93,18 @@ def _note_exception(sender: object, request: HttpRequest | None = None, **kwargs
 got_request_exception.connect(_note_exception, dispatch_uid="agentidp-note-exception")
 
 
+# Error bodies a view documents itself: JSON, problem+json, and DID Resolution results (whose
+# errors are part of the result: W3C DID Resolution's HTTP binding).
+DOCUMENTED_ERROR_TYPES = (
+    "application/json",
+    "application/problem+json",
+    "application/did-resolution",
+)
+
+
 def _is_documented(response: HttpResponse) -> bool:
     content_type = response.get("Content-Type", "")
-    return content_type.startswith(("application/json", "application/problem+json"))
+    return content_type.startswith(DOCUMENTED_ERROR_TYPES)
 
 
 class ErrorFormatMiddleware:
@@ -194,8 +215,8 @@ def _allowed_methods(path: str, urlconf: str) -> list[str] | None:
 
 
 def safe_methods_only(
-    view: Callable[[HttpRequest], HttpResponse],
-) -> Callable[[HttpRequest], HttpResponse]:
+    view: Callable[Concatenate[HttpRequest, P], HttpResponse],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
     """``require_safe`` that also tells :func:`allowed_methods` what the view answers."""
     wrapped = require_safe(view)
     wrapped.allowed_methods = ["GET", "HEAD"]  # type: ignore[attr-defined]

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "compliance",
     "credentials",
     "oidc",
+    "did",
 ]
 
 MIDDLEWARE = [
@@ -177,6 +178,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "agentidp.schema.problem_responses_hook",
         "oidc.schema.oauth_endpoints_hook",
+        "did.schema.did_endpoints_hook",
         "agentidp.schema.text_rules_hook",
     ],
     "ENUM_NAME_OVERRIDES": {
@@ -238,6 +240,10 @@ AGENTIDP = {
     # parties may cache the JWKS for JWKS_MAX_AGE, which must stay below it.
     "KEY_PREPUBLISH_SECONDS": _KEY_PREPUBLISH_SECONDS,
     "JWKS_MAX_AGE": _JWKS_MAX_AGE,
+    # Public DID documents: cached in Redis this long (and forgotten on any change).
+    "DID_DOCUMENT_CACHE_TTL_SECONDS": env.int("DID_DOCUMENT_CACHE_TTL_SECONDS", default=300),
+    # A rotated-out DID key stays in the agent's DID document this long (seconds).
+    "DID_KEY_RETIRED_SECONDS": env.int("AGENTIDP_DID_KEY_RETIRED_SECONDS", default=30 * 86400),
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
     "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),
     # The token endpoint's per-process client cache (oidc/lean.py): entries, and their age limit.

@@ -10,6 +10,7 @@ from agentidp.metrics import metrics
 from agents.api import AgentViewSet, OrganizationMemberViewSet
 from compliance.api import AuditEventViewSet
 from credentials.api import AgentClientViewSet, AgentCredentialViewSet, AgentScopesViewSet
+from did import views as did_views
 from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
 
@@ -54,6 +55,13 @@ urlpatterns = [
         "agents/<str:agent_pk>/client",
         AgentClientViewSet.as_view({"get": "retrieve", "patch": "partial_update"}),
         name="agent-client",
+    ),
+    path(".well-known/did.json", did_views.instance_did_document, name="did-instance"),
+    path("did.json", did_views.instance_did_document, name="did-instance-path"),
+    path("agents/<str:agent_pk>/did", did_views.agent_did_document, name="agent-did"),
+    path("agents/<str:agent_pk>/did.json", did_views.agent_did_document, name="agent-did-json"),
+    path(
+        "agents/<str:agent_pk>/did/resolve", did_views.agent_did_resolve, name="agent-did-resolve"
     ),
     path("", include(router.urls)),
 ]

@@ -21,6 +21,10 @@ class Agent(OrgOwnedModel, TimestampedModel):
     status = models.CharField(
         max_length=20, choices=AgentStatus.choices, default=AgentStatus.ACTIVE
     )
+    did = models.CharField(
+        max_length=300, blank=True, default="", editable=False, help_text="Its did:web DID."
+    )
+    did_created_at = models.DateTimeField(null=True, blank=True, editable=False)
     tokens_not_before = models.DateTimeField(
         null=True,
         blank=True,

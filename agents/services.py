@@ -13,7 +13,12 @@ from agentidp.boundary import name_checked
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, QuotaExceeded, ValidationFailed
 from agentidp.events import event_record
-from agentidp.lifecycle import AgentStatusChange, agent_status_changed
+from agentidp.lifecycle import (
+    AgentRegistration,
+    AgentStatusChange,
+    agent_registered,
+    agent_status_changed,
+)
 from agentidp.principals import Principal
 from agents.choices import AgentStatus
 from agents.models import Agent, OrganizationMember
@@ -134,6 +139,10 @@ def agent_register(
         subject_id=str(agent.id),
         data={"name": name, "capabilities": recorded_capabilities},
     )
+    agent_registered(
+        AgentRegistration(organization_id=organization_id, agent_id=agent.id, actor=actor)
+    )
+    agent.refresh_from_db()
     return agent
 
 

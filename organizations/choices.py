@@ -50,6 +50,13 @@ PLATFORM_SCOPES = frozenset({Scope.ADMIN_ORGS})
 """Scopes only platform staff hold."""
 
 
+class DidKeyAlgorithm(models.TextChoices):
+    """The key type of the DID keys the organization's agents get."""
+
+    ED25519 = "Ed25519", "Ed25519 (EdDSA)"
+    P256 = "P-256", "P-256 (ES256)"
+
+
 class MemberRole(models.TextChoices):
     OWNER = "owner", "Owner"
     ADMIN = "admin", "Admin"

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from agentidp.models import TimestampedModel
-from organizations.choices import MemberRole, OrganizationStatus, Plan
+from organizations.choices import DidKeyAlgorithm, MemberRole, OrganizationStatus, Plan
 
 SYSTEM_ORGANIZATION_ID = uuid.UUID("00000000-0000-0000-0000-000000000001")
 
@@ -28,6 +28,13 @@ class Organization(TimestampedModel):
     )
     credential_grace_seconds = models.PositiveIntegerField(
         default=86400, help_text="How long a rotated client secret keeps working by default."
+    )
+
+    did_key_algorithm = models.CharField(
+        max_length=10,
+        choices=DidKeyAlgorithm.choices,
+        default=DidKeyAlgorithm.ED25519,
+        help_text="The key type its agents' DIDs get.",
     )
 
     class Meta:

@@ -31,6 +31,7 @@ def test_filters(api: APIClient, org: Organization, agent: Agent) -> None:
     assert actions("action=agent.*") == ["agent.suspended", "agent.created"]
     assert actions(f"subject_id={agent.id}&subject_type=agent") == [
         "agent.suspended",
+        "did.created",
         "agent.created",
     ]
     assert actions("actor_type=user") == [

@@ -25,16 +25,17 @@ def test_services_record_chained_events(org: Organization) -> None:
     assert [e.action for e in events] == [
         "organization.created",
         "agent.created",
+        "did.created",
         "agent.suspended",
     ]
-    assert [e.sequence for e in events] == [1, 2, 3]
+    assert [e.sequence for e in events] == [1, 2, 3, 4]
     assert events[0].previous_hash == GENESIS_HASH
     for previous, event in zip(events, events[1:], strict=False):
         assert event.previous_hash == previous.hash
     assert all(audit_event_hash(e) == e.hash for e in events)
-    assert events[2].actor_type == "system" and events[2].actor_id == "tests"
-    assert events[2].data == {"from": "active", "to": "suspended", "reason": "test"}
-    assert verification.valid and verification.events_checked == 3
+    assert events[3].actor_type == "system" and events[3].actor_id == "tests"
+    assert events[3].data == {"from": "active", "to": "suspended", "reason": "test"}
+    assert verification.valid and verification.events_checked == 4
 
 
 def test_chains_are_per_organization(org: Organization, other_org: Organization) -> None:
@@ -72,7 +73,7 @@ def test_database_refuses_update_and_delete(committed_org: Organization, alias: 
             "SELECT count(*) FROM compliance_auditevent WHERE organization_id = %s",
             [committed_org.id],
         ).fetchone()
-    assert count == (2,)
+    assert count == (3,)  # organization.created, agent.created, did.created
 
 
 def test_owner_hits_the_trigger_itself(committed_org: Organization) -> None:
@@ -133,7 +134,7 @@ def test_concurrent_writers_never_fork_the_chain(
         )
         verification = audit_chain_verify(organization_id=committed_org.id)
         agents = Agent.objects.filter(organization_id=committed_org.id).count()
-    expected = 2 + writers * per_writer
+    expected = 3 + writers * per_writer * 2  # each registration: agent.created, did.created
     assert sequences == list(range(1, expected + 1))
     assert verification.valid, verification.reason
     assert verification.events_checked == expected

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from agentidp.tenancy import platform_context, tenant_context
+from agents.services import agent_suspend
 from compliance.models import AuditEvent
 from compliance.services import audit_event_hash
 from organizations.models import Organization
@@ -26,10 +27,10 @@ def chain(run_in_threads: Callable[..., list[Any]]) -> Organization:
     """A committed organization with a chain of four events."""
 
     def build() -> Organization:
-        organization = OrganizationFactory()
-        AgentFactory(organization=organization, name="one")
-        AgentFactory(organization=organization, name="two")
-        AgentFactory(organization=organization, name="three")
+        organization = OrganizationFactory()  # organization.created
+        agent = AgentFactory(organization=organization, name="one")  # agent.created, did.created
+        with tenant_context(organization.id):
+            agent_suspend(actor=TEST_ACTOR, organization_id=organization.id, agent_id=agent.id)
         return organization
 
     (organization,) = run_in_threads(build)
@@ -141,7 +142,7 @@ def test_the_audit_list_flags_tampered_rows(
     assert flags == {1: "ok", 2: "altered", 3: "ok", 4: "ok", 5: "unlinked"}
     assert rehashed in {uuid.UUID(e["id"]) for e in response.json()["results"]}
     # with a page of one, the predecessor is fetched to check the link
-    response = api.get("/audit", {"page_size": "1", "action": "agent.created"})
+    response = api.get("/audit", {"page_size": "1", "action": "agent.suspended"})
     assert response.json()["results"][0]["integrity"] == "ok"
     verify = api.get("/audit/verify").json()
     assert verify["valid"] is False

@@ -13,8 +13,8 @@ def test_verify_task_enters_the_organizations_context(org: Organization) -> None
     assert result == {
         "organization_id": str(org.id),
         "valid": True,
-        "events_checked": 2,
-        "head_sequence": 2,
+        "events_checked": 3,  # organization.created, agent.created, did.created
+        "head_sequence": 3,
     }
 
 

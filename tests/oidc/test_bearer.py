@@ -78,7 +78,9 @@ def test_writes_are_audited_with_the_agent_as_actor(
     )
     assert response.status_code == 201, response.content
     with tenant_context(org.id):
-        event = AuditEvent.objects.get(organization_id=org.id, subject_id=response.json()["id"])
+        event = AuditEvent.objects.get(
+            organization_id=org.id, subject_id=response.json()["id"], action="agent.created"
+        )
     assert (event.actor_type, event.actor_id) == ("agent", str(cred.agent.id))
 
 

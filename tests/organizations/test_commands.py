@@ -38,7 +38,7 @@ def test_createorganization_createagent_createstaff() -> None:
                 "action", flat=True
             )
         )
-    assert actions == {"organization.created", "agent.created", "member.added"}
+    assert actions == {"organization.created", "agent.created", "did.created", "member.added"}
 
 
 def test_createstaff_with_password_does_not_echo_it() -> None:

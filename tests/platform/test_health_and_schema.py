@@ -67,6 +67,9 @@ def test_every_error_is_documented_as_problem_json_and_oauth_as_oauth_errors() -
                     continue
                 content = set(response.get("content", {}))
                 expected = "application/json" if path.startswith("/oauth2/") else PROBLEM
+                if path.endswith("/did/resolve") and status not in ("405", "503"):
+                    # W3C DID Resolution's HTTP binding: errors are resolution results
+                    expected = "application/did-resolution"
                 if path.startswith("/.well-known") or path.startswith("/oauth2/"):
                     assert content <= {expected}, (method, path, status)
                 else:

@@ -15,6 +15,7 @@ from tests.dbroles import raw_connection
 from tests.factories import AgentFactory, OrganizationFactory
 
 TENANT_TABLES = [
+    "agent_did_keys",
     "agents_agent",
     "agents_organizationmember",
     "compliance_auditevent",

@@ -1,0 +1,123 @@
+"""Writes of the DID app: an agent's did:web DID and its keys, and their deactivation.
+
+Every agent gets its DID when it is registered (a lifecycle hook inside the registration's
+transaction): a key pair of its organization's type, the private part written to the secret
+store first, so a store that is down fails the registration and leaves nothing behind.
+"""
+
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+from jwcrypto import jwk
+
+from agentidp.errors import JSONValue
+from agentidp.events import event_record
+from agentidp.lifecycle import AgentRegistration, AgentStatusChange
+from agentidp.principals import Principal
+from agentidp.secrets import secret_store
+from agents.choices import AgentStatus
+from agents.models import Agent
+from did.cache import did_documents_forget
+from did.choices import DidKeyStatus
+from did.models import AgentDidKey
+from did.web import agent_did
+from organizations.choices import DidKeyAlgorithm
+from organizations.models import Organization
+
+# key type -> (jwcrypto arguments, JWS algorithm)
+KEY_TYPES: dict[str, tuple[dict[str, str], str]] = {
+    DidKeyAlgorithm.ED25519: ({"kty": "OKP", "crv": "Ed25519"}, "EdDSA"),
+    DidKeyAlgorithm.P256: ({"kty": "EC", "crv": "P-256"}, "ES256"),
+}
+
+
+def did_key_path(organization_id: uuid.UUID, kid: str) -> str:
+    """Where a custodial DID key's private part lives in the secret store."""
+    return f"orgs/{organization_id}/did-keys/{kid}"
+
+
+def _custodial_key(
+    *, organization_id: uuid.UUID, key_type: str
+) -> tuple[str, str, dict[str, JSONValue]]:
+    """A new key pair: the private part stored, ``(kid, algorithm, public JWK)`` returned."""
+    arguments, algorithm = KEY_TYPES[key_type]
+    private = jwk.JWK.generate(**arguments)
+    kid = private.thumbprint()
+    secret_store().write(did_key_path(organization_id, kid), {"jwk": private.export_private()})
+    public: dict[str, JSONValue] = private.export_public(as_dict=True)
+    public.update(kid=kid, alg=algorithm)
+    return kid, algorithm, public
+
+
+def did_issue(*, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID) -> str:
+    """Give the agent its DID and a first (custodial) key of its organization's type."""
+    organization = Organization.objects.get(id=organization_id)
+    kid, algorithm, public = _custodial_key(
+        organization_id=organization_id, key_type=organization.did_key_algorithm
+    )
+    AgentDidKey.objects.create(
+        organization_id=organization_id,
+        agent_id=agent_id,
+        kid=kid,
+        algorithm=algorithm,
+        public_jwk=public,
+        custodial=True,
+    )
+    did = agent_did(agent_id)
+    Agent.objects.filter(organization_id=organization_id, id=agent_id).update(
+        did=did, did_created_at=timezone.now()
+    )
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="did.created",
+        subject_type="agent",
+        subject_id=str(agent_id),
+        data={"did": did, "kid": kid, "algorithm": algorithm, "custodial": True},
+    )
+    transaction.on_commit(lambda: did_documents_forget(agent_id))
+    return did
+
+
+def did_issue_on_registration(registration: AgentRegistration) -> None:
+    """Lifecycle hook: every newly registered agent gets its DID in the same transaction."""
+    did_issue(
+        actor=registration.actor,
+        organization_id=registration.organization_id,
+        agent_id=registration.agent_id,
+    )
+
+
+def did_follows_agent_status(change: AgentStatusChange) -> None:
+    """Lifecycle hook: decommissioning deactivates the DID (its documents answer 410 Gone);
+    any status change is visible at once (the cached documents are forgotten)."""
+    transaction.on_commit(lambda: did_documents_forget(change.agent_id))
+    if change.current != AgentStatus.DECOMMISSIONED:
+        return
+    did = agent_did(change.agent_id)
+    AgentDidKey.objects.filter(
+        organization_id=change.organization_id,
+        agent_id=change.agent_id,
+        status=DidKeyStatus.ACTIVE,
+    ).update(status=DidKeyStatus.RETIRED, retired_at=timezone.now())
+    event_record(
+        organization_id=change.organization_id,
+        actor=change.actor,
+        action="did.deactivated",
+        subject_type="agent",
+        subject_id=str(change.agent_id),
+        data={"did": did},
+    )
+
+
+def dids_ensure(*, actor: Principal, organization_id: uuid.UUID) -> list[str]:
+    """Give every agent of the organization that has no DID yet its DID (safe to re-run:
+    an agent with a DID is left alone). Returns the DIDs created."""
+    missing = Agent.objects.filter(organization_id=organization_id, did="").values_list(
+        "id", flat=True
+    )
+    return [
+        did_issue(actor=actor, organization_id=organization_id, agent_id=agent_id)
+        for agent_id in list(missing)
+    ]

@@ -1,0 +1,298 @@
+"""did:web DIDs: the identifier mapping, keys on registration, the public documents, DID
+resolution, deactivation, caching and conditional requests."""
+
+import json
+import uuid
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client as HttpClient
+from django.test.utils import CaptureQueriesContext
+from django.utils.http import http_date
+from pydid import DIDDocument
+from rest_framework.test import APIClient
+
+from agentidp.secrets import secret_store
+from agentidp.tenancy import platform_context, tenant_context
+from agents.models import Agent
+from agents.services import agent_decommission, agent_suspend
+from compliance.models import AuditEvent
+from did.models import AgentDidKey
+from did.services import did_key_path
+from did.web import InvalidDid, agent_did, agent_id_of, did_for_url, instance_did, url_for_did
+from organizations.models import Organization
+from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
+from tests.oidc.conftest import credentialed, request_token
+
+PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "k"}
+
+
+@pytest.mark.parametrize(
+    ("base", "segments", "did", "url"),
+    [
+        ("https://example.com", (), "did:web:example.com", "https://example.com/.well-known/did.json"),
+        ("https://localhost:8443", (), "did:web:localhost%3A8443", "https://localhost:8443/.well-known/did.json"),
+        ("https://Example.COM/idp/", (), "did:web:example.com:idp", "https://example.com/idp/did.json"),
+        ("https://example.com:8443/a/b", ("agents", "42"), "did:web:example.com%3A8443:a:b:agents:42",
+         "https://example.com:8443/a/b/agents/42/did.json"),
+        ("http://localhost:8000", ("agents", "x y"), "did:web:localhost%3A8000:agents:x%20y",
+         "https://localhost:8000/agents/x%20y/did.json"),
+    ],
+)  # fmt: skip
+def test_did_web_mapping_both_ways(
+    base: str, segments: tuple[str, ...], did: str, url: str
+) -> None:
+    assert did_for_url(base, *segments) == did
+    assert url_for_did(did) == url
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["did:key:z6Mk", "did:web:", "did:web:example.com::x", "did:web:exa mple.com",
+     "did:web:example.com#key-1", "did:web:example.com?x=1", "did:web:example.com:a%2Fb",
+     "did:web:evil.com%2Fpath", "did:web:example.com\x00"],
+)  # fmt: skip
+def test_malformed_dids_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidDid):
+        url_for_did(bad)
+
+
+def test_an_agent_did_of_another_host_is_not_ours(settings: Any) -> None:
+    agent_id = uuid.uuid4()
+    assert agent_id_of(agent_did(agent_id)) == agent_id
+    for foreign in (
+        f"did:web:evil.example:agents:{agent_id}",
+        f"{instance_did()}:agents:not-a-uuid",
+        f"{instance_did()}:other:{agent_id}",
+    ):
+        with pytest.raises(InvalidDid):
+            agent_id_of(foreign)
+
+
+def _document(agent_id: Any, path: str = "did.json", **headers: str) -> Any:
+    return HttpClient().get(f"/agents/{agent_id}/{path}", headers=headers)
+
+
+def test_registration_gives_the_agent_a_did_and_a_custodial_key(org: Organization) -> None:
+    agent = AgentFactory(organization=org)
+    assert agent.did == agent_did(agent.id) and agent.did_created_at is not None
+    with tenant_context(org.id):
+        (key,) = AgentDidKey.objects.filter(agent=agent)
+        event = AuditEvent.objects.get(action="did.created", subject_id=str(agent.id))
+    assert key.status == "active" and key.custodial and key.algorithm == "EdDSA"
+    assert key.public_jwk["crv"] == "Ed25519" and not PRIVATE & set(key.public_jwk)
+    stored = json.loads(secret_store().read(did_key_path(org.id, key.kid))["jwk"])
+    assert stored["x"] == key.public_jwk["x"] and "d" in stored  # the private part: store only
+    assert event.data == {"did": agent.did, "kid": key.kid, "algorithm": "EdDSA", "custodial": True}
+
+
+def test_an_organization_may_choose_p256(org: Organization) -> None:
+    with platform_context(reason="tests"):
+        Organization.objects.filter(id=org.id).update(did_key_algorithm="P-256")
+    agent = AgentFactory(organization=org)
+    document = _body(_document(agent.id))
+    (method,) = document["verificationMethod"]
+    assert method["publicKeyJwk"]["crv"] == "P-256" and method["publicKeyJwk"]["kty"] == "EC"
+
+
+def test_the_agent_document_is_public_valid_and_the_same_on_both_paths(
+    org: Organization, settings: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    response = _document(agent.id)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/did+ld+json"
+    assert response["ETag"] and response["Last-Modified"] and "max-age" in response["Cache-Control"]
+    document = _body(response)
+    assert _body(_document(agent.id, "did")) == document
+    parsed = DIDDocument.deserialize(document)
+    assert str(parsed.id) == agent.did
+    assert document["@context"][0] == "https://www.w3.org/ns/did/v1"
+    assert document["controller"] == instance_did()
+    (method,) = document["verificationMethod"]
+    assert method["type"] == "JsonWebKey2020" and method["controller"] == agent.did
+    assert method["id"].startswith(agent.did + "#")
+    assert document["authentication"] == document["assertionMethod"] == [method["id"]]
+    assert not PRIVATE & set(method["publicKeyJwk"])
+    issuer = settings.AGENTIDP["ISSUER"]
+    endpoints = {service["type"]: service["serviceEndpoint"] for service in document["service"]}
+    assert endpoints == {
+        "AgentCard": f"{issuer}/agents/{agent.id}/did/card",
+        "OAuth2TokenEndpoint": f"{issuer}/oauth2/token",
+    }
+    for service in document["service"]:
+        assert service["id"].startswith(agent.did + "#")
+
+
+def test_the_instance_document_lists_the_signing_keys(org: Organization) -> None:
+    cred = credentialed(org)
+    assert request_token(cred).status_code == 200  # the signing keys exist
+    jwks = {key["kid"] for key in HttpClient().get("/.well-known/jwks.json").json()["keys"]}
+    for path in ("/.well-known/did.json", "/did.json"):
+        response = HttpClient().get(path)
+        assert response.status_code == 200
+        document = _body(response)
+        DIDDocument.deserialize(document)
+        assert document["id"] == instance_did()
+        listed = {method["id"].split("#", 1)[1] for method in document["verificationMethod"]}
+        assert listed == jwks
+        for method in document["verificationMethod"]:
+            assert not PRIVATE & set(method["publicKeyJwk"])
+
+
+def test_conditional_requests_get_304(org: Organization) -> None:
+    agent = AgentFactory(organization=org)
+    first = _document(agent.id)
+    again = _document(agent.id, **{"If-None-Match": first["ETag"]})
+    assert again.status_code == 304 and again["ETag"] == first["ETag"] and not again.content
+    assert _document(agent.id, **{"If-None-Match": '"other"'}).status_code == 200
+    later = http_date(2_000_000_000)
+    assert _document(agent.id, **{"If-Modified-Since": later}).status_code == 304
+    assert _document(agent.id, **{"If-Modified-Since": http_date(0)}).status_code == 200
+
+
+def test_documents_are_served_from_the_cache(org: Organization) -> None:
+    agent = AgentFactory(organization=org)
+    first = _body(_document(agent.id))
+    with CaptureQueriesContext(connection) as queries:
+        assert _body(_document(agent.id)) == first
+    assert not [q for q in queries.captured_queries if "agent" in q["sql"]]
+
+
+def test_decommissioning_deactivates_the_did(
+    org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    assert _document(agent.id).status_code == 200  # cached now
+    assert _body(_resolve(agent.id))["didDocumentMetadata"]["deactivated"] is False
+    with tenant_context(org.id), django_capture_on_commit_callbacks(execute=True):
+        agent_decommission(actor=TEST_ACTOR, organization_id=org.id, agent_id=agent.id)
+    for path in ("did.json", "did"):
+        gone = _document(agent.id, path)
+        assert gone.status_code == 410 and gone["Content-Type"] == "application/problem+json"
+    resolved = _resolve(agent.id)
+    assert resolved.status_code == 410
+    assert _body(resolved)["didDocumentMetadata"]["deactivated"] is True
+    with tenant_context(org.id):
+        assert AuditEvent.objects.filter(action="did.deactivated", subject_id=str(agent.id))
+
+
+def test_a_suspended_agents_did_still_resolves(
+    org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    with tenant_context(org.id), django_capture_on_commit_callbacks(execute=True):
+        agent_suspend(actor=TEST_ACTOR, organization_id=org.id, agent_id=agent.id)
+    assert _document(agent.id).status_code == 200
+    resolved = _body(_resolve(agent.id))
+    assert resolved["didDocumentMetadata"]["deactivated"] is False
+
+
+def _resolve(agent_id: Any, accept: str | None = None) -> Any:
+    headers = {"Accept": accept} if accept else {}
+    return HttpClient().get(f"/agents/{agent_id}/did/resolve", headers=headers)
+
+
+def _body(response: Any) -> Any:
+    """The JSON body whatever its media type (application/did-resolution, did+json, ...)."""
+    return json.loads(response.content)
+
+
+def test_resolution_result_and_content_negotiation(org: Organization) -> None:
+    agent = AgentFactory(organization=org)
+    document = _body(_document(agent.id))
+    result = _resolve(agent.id)
+    assert result.status_code == 200 and result["Content-Type"] == "application/did-resolution"
+    body = _body(result)
+    assert body["didDocument"] == document
+    assert body["didResolutionMetadata"] == {"contentType": "application/did+ld+json"}
+    metadata = body["didDocumentMetadata"]
+    assert set(metadata) == {"created", "updated", "deactivated", "versionId"}
+    assert metadata["created"].endswith("Z") and metadata["deactivated"] is False
+    assert _body(_resolve(agent.id, "application/did-resolution")) == body
+    ld = _resolve(agent.id, "application/did+ld+json")
+    assert ld["Content-Type"] == "application/did+ld+json" and _body(ld) == document
+    plain = _resolve(agent.id, "application/did+json")
+    assert plain["Content-Type"] == "application/did+json"
+    assert _body(plain) == {k: v for k, v in document.items() if k != "@context"}
+    refused = _resolve(agent.id, "text/html")
+    assert refused.status_code == 406
+    assert _body(refused)["didResolutionMetadata"]["error"] == "representationNotSupported"
+
+
+def test_resolution_errors(org: Organization) -> None:
+    missing = _resolve(uuid.uuid4())
+    assert missing.status_code == 404
+    assert _body(missing)["didResolutionMetadata"]["error"] == "notFound"
+    for bad in ("not-a-uuid", "1" * 500, "did:web:evil.example"):
+        malformed = _resolve(bad)
+        assert malformed.status_code == 400, bad
+        assert _body(malformed)["didResolutionMetadata"]["error"] == "invalidDid"
+    assert _document(uuid.uuid4()).status_code == 404
+    assert _document("not-a-uuid").status_code == 400
+    assert HttpClient().post(f"/agents/{uuid.uuid4()}/did.json").status_code == 405
+
+
+def test_another_organizations_token_reads_only_the_public_document(
+    org: Organization, other_org: Organization, client_for: Any, staff: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    outsider = credentialed(other_org)
+    token = HttpClient().post(
+        "/oauth2/token", {"grant_type": "client_credentials", "client_id": outsider.client_id,
+                          "client_secret": outsider.secret},
+    ).json()["access_token"]  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"}
+    public = HttpClient().get(f"/agents/{agent.id}/did.json", headers=headers)
+    assert public.status_code == 200 and _body(public)["id"] == agent.did
+    assert HttpClient().get(f"/agents/{agent.id}", headers=headers).status_code == 404
+    assert HttpClient().get(f"/agents/{agent.id}/client", headers=headers).status_code == 404
+
+
+def test_registration_with_the_secret_store_down_writes_nothing(
+    org: Organization, settings: Any, client_for: Any, staff: Any
+) -> None:
+    api: APIClient = client_for(staff)
+    vault = settings.AGENTIDP["VAULT"]
+    reachable = vault["ADDR"]
+    vault["ADDR"] = "http://127.0.0.1:9"
+    secret_store.cache_clear()
+    try:
+        response = api.post("/agents", {"name": "needs-a-did"}, format="json")
+    finally:
+        vault["ADDR"] = reachable
+        secret_store.cache_clear()
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/problem+json" and response["Retry-After"]
+    with tenant_context(org.id):
+        assert not Agent.objects.filter(name="needs-a-did").exists()
+        assert not AuditEvent.objects.filter(action="agent.created", data__name="needs-a-did")
+
+
+def test_ensuredids_gives_dids_to_agents_without_one_and_is_safe_to_rerun(
+    org: Organization,
+) -> None:
+    agent = AgentFactory(organization=org)
+    with tenant_context(org.id):
+        Agent.objects.filter(id=agent.id).update(did="")
+        AgentDidKey.objects.filter(agent_id=agent.id).delete()
+    out = StringIO()
+    call_command("ensuredids", "--org", org.slug, stdout=out)
+    assert json.loads(out.getvalue()) == {"created": [agent_did(agent.id)]}
+    out = StringIO()
+    call_command("ensuredids", "--org", org.slug, stdout=out)
+    assert json.loads(out.getvalue()) == {"created": []}
+    with tenant_context(org.id):
+        assert AgentDidKey.objects.filter(agent_id=agent.id).count() == 1
+    assert _body(_document(agent.id))["id"] == agent_did(agent.id)
+
+
+def test_rls_keeps_did_keys_within_their_organization(org: Organization) -> None:
+    other = OrganizationFactory()
+    mine, theirs = AgentFactory(organization=org), AgentFactory(organization=other)
+    with tenant_context(org.id):
+        visible = set(AgentDidKey.objects.values_list("agent_id", flat=True))
+    assert mine.id in visible and theirs.id not in visible
