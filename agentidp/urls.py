@@ -11,6 +11,7 @@ from agents.api import AgentViewSet, OrganizationMemberViewSet
 from compliance.api import AuditEventViewSet
 from credentials.api import AgentClientViewSet, AgentCredentialViewSet, AgentScopesViewSet
 from did import views as did_views
+from did.api import AgentDidKeysViewSet
 from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
 
@@ -26,6 +27,9 @@ router.register(
     r"agents/(?P<agent_pk>[^/]+)/credentials", AgentCredentialViewSet, basename="agent-credential"
 )
 router.register(r"agents/(?P<agent_pk>[^/]+)/scopes", AgentScopesViewSet, basename="agent-scopes")
+router.register(
+    r"agents/(?P<agent_pk>[^/]+)/did/keys", AgentDidKeysViewSet, basename="agent-did-keys"
+)
 router.register("audit", AuditEventViewSet, basename="audit")
 
 urlpatterns = [

@@ -6,18 +6,20 @@ store first, so a store that is down fails the registration and leaves nothing b
 """
 
 import uuid
+from collections.abc import Mapping
 
 from django.db import transaction
 from django.utils import timezone
 from jwcrypto import jwk
 
-from agentidp.errors import JSONValue
+from agentidp.errors import Conflict, JSONValue, ValidationFailed
 from agentidp.events import event_record
 from agentidp.lifecycle import AgentRegistration, AgentStatusChange
 from agentidp.principals import Principal
 from agentidp.secrets import secret_store
 from agents.choices import AgentStatus
 from agents.models import Agent
+from agents.services import agent_get
 from did.cache import did_documents_forget
 from did.choices import DidKeyStatus
 from did.models import AgentDidKey
@@ -121,3 +123,88 @@ def dids_ensure(*, actor: Principal, organization_id: uuid.UUID) -> list[str]:
         did_issue(actor=actor, organization_id=organization_id, agent_id=agent_id)
         for agent_id in list(missing)
     ]
+
+
+PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
+ACCEPTED_PUBLIC_KEYS = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256"}
+
+
+def _agent_public_key(public_jwk: Mapping[str, JSONValue]) -> tuple[str, str, dict[str, JSONValue]]:
+    """An agent's own public key (non-custodial), checked: an Ed25519 or P-256 public JWK and
+    nothing private. Returns ``(kid, algorithm, public JWK)``."""
+    if PRIVATE_JWK_MEMBERS & set(public_jwk):
+        raise ValidationFailed(
+            "Send the public key only.", errors={"public_key_jwk": ["Private members present."]}
+        )
+    algorithm = ACCEPTED_PUBLIC_KEYS.get((str(public_jwk.get("kty")), str(public_jwk.get("crv"))))
+    if algorithm is None:
+        raise ValidationFailed(
+            "Unsupported key type.",
+            errors={"public_key_jwk": ["An Ed25519 (OKP) or P-256 (EC) public JWK."]},
+        )
+    members = {k: v for k, v in public_jwk.items() if k in ("kty", "crv", "x", "y")}
+    try:
+        parsed = jwk.JWK(**members)
+        parsed.get_op_key("verify")  # builds the key: a point off the curve is refused here
+    except (jwk.InvalidJWKValue, jwk.InvalidJWKOperation, ValueError, TypeError) as exc:
+        raise ValidationFailed(
+            "Not a valid public key.", errors={"public_key_jwk": ["Not a valid JWK."]}
+        ) from exc
+    kid = parsed.thumbprint()
+    public: dict[str, JSONValue] = parsed.export_public(as_dict=True)
+    public.update(kid=kid, alg=algorithm)
+    return kid, algorithm, public
+
+
+@transaction.atomic
+def did_key_rotate(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    public_jwk: Mapping[str, JSONValue] | None = None,
+) -> AgentDidKey:
+    """A new active key for the agent's DID: generated and held by us (custodial), or the
+    agent's own public key (non-custodial: we never see its private part). The previous key is
+    retired and stays listed for ``DID_KEY_RETIRED_SECONDS``."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
+    if agent.status == AgentStatus.DECOMMISSIONED:
+        raise Conflict("A decommissioned agent's DID is deactivated.")
+    if public_jwk is None:
+        organization = Organization.objects.get(id=organization_id)
+        kid, algorithm, public = _custodial_key(
+            organization_id=organization_id, key_type=organization.did_key_algorithm
+        )
+    else:
+        kid, algorithm, public = _agent_public_key(public_jwk)
+    keys = AgentDidKey.objects.filter(organization_id=organization_id, agent_id=agent_id)
+    if keys.filter(kid=kid).exists():
+        raise Conflict("This key is already one of the DID's keys.")
+    previous = list(keys.filter(status=DidKeyStatus.ACTIVE).values_list("kid", flat=True))
+    keys.filter(status=DidKeyStatus.ACTIVE).update(
+        status=DidKeyStatus.RETIRED, retired_at=timezone.now()
+    )
+    key = AgentDidKey.objects.create(
+        organization_id=organization_id,
+        agent_id=agent_id,
+        kid=kid,
+        algorithm=algorithm,
+        public_jwk=public,
+        custodial=public_jwk is None,
+    )
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="did.key_rotated",
+        subject_type="agent",
+        subject_id=str(agent_id),
+        data={
+            "did": agent.did,
+            "kid": kid,
+            "algorithm": algorithm,
+            "custodial": public_jwk is None,
+            "retired": list(previous),
+        },
+    )
+    transaction.on_commit(lambda: did_documents_forget(agent_id))
+    return key

@@ -12,14 +12,16 @@ from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.utils.http import http_date
+from jwcrypto import jwk, jws
 from pydid import DIDDocument
 from rest_framework.test import APIClient
 
-from agentidp.secrets import secret_store
+from agentidp.secrets import SecretNotFound, secret_store
 from agentidp.tenancy import platform_context, tenant_context
 from agents.models import Agent
 from agents.services import agent_decommission, agent_suspend
 from compliance.models import AuditEvent
+from did.cache import did_documents_forget
 from did.models import AgentDidKey
 from did.services import did_key_path
 from did.web import InvalidDid, agent_did, agent_id_of, did_for_url, instance_did, url_for_did
@@ -296,3 +298,98 @@ def test_rls_keeps_did_keys_within_their_organization(org: Organization) -> None
     with tenant_context(org.id):
         visible = set(AgentDidKey.objects.values_list("agent_id", flat=True))
     assert mine.id in visible and theirs.id not in visible
+
+
+def _keys_api(client_for: Any, staff: Any) -> APIClient:
+    api: APIClient = client_for(staff)
+    return api
+
+
+def test_custodial_rotation_keeps_the_retired_key_listed(
+    org: Organization, client_for: Any, staff: Any, django_capture_on_commit_callbacks: Any,
+    settings: Any,
+) -> None:  # fmt: skip
+    agent = AgentFactory(organization=org)
+    api = _keys_api(client_for, staff)
+    before = _body(_document(agent.id))  # cached
+    (old,) = api.get(f"/agents/{agent.id}/did/keys").json()
+    with django_capture_on_commit_callbacks(execute=True):
+        rotated = api.post(f"/agents/{agent.id}/did/keys", {}, format="json")
+    assert rotated.status_code == 201, rotated.content
+    new = rotated.json()
+    assert new["custodial"] is True and new["status"] == "active" and new["kid"] != old["kid"]
+    assert "d" not in new["public_jwk"]
+    after = _body(_document(agent.id))  # the cache was forgotten
+    assert after != before
+    listed = [method["id"].split("#")[1] for method in after["verificationMethod"]]
+    assert listed == [old["kid"], new["kid"]]
+    assert after["authentication"] == after["assertionMethod"] == [f"{agent.did}#{new['kid']}"]
+    with tenant_context(org.id):
+        event = AuditEvent.objects.get(action="did.key_rotated", subject_id=str(agent.id))
+    assert event.data["retired"] == [old["kid"]] and event.data["kid"] == new["kid"]
+    settings.AGENTIDP = {**settings.AGENTIDP, "DID_KEY_RETIRED_SECONDS": 0}
+    did_documents_forget(agent.id)
+    expired = _body(_document(agent.id))
+    assert [m["id"].split("#")[1] for m in expired["verificationMethod"]] == [new["kid"]]
+
+
+def test_an_agent_registers_its_own_public_key(
+    org: Organization, client_for: Any, staff: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Non-custodial: the agent keeps its private key; a signature it makes verifies with the
+    key its DID document lists."""
+    agent = AgentFactory(organization=org)
+    own = jwk.JWK.generate(kty="OKP", crv="Ed25519")
+    api = _keys_api(client_for, staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            f"/agents/{agent.id}/did/keys",
+            {"public_key_jwk": own.export_public(as_dict=True)},
+            format="json",
+        )
+    assert response.status_code == 201, response.content
+    assert response.json()["custodial"] is False and response.json()["kid"] == own.thumbprint()
+    with pytest.raises(SecretNotFound):
+        secret_store().read(did_key_path(org.id, own.thumbprint()))
+    document = _body(_document(agent.id))
+    (active,) = document["assertionMethod"]
+    method = next(m for m in document["verificationMethod"] if m["id"] == active)
+    signed = jws.JWS(b"hello from the agent")
+    signed.add_signature(own, alg="EdDSA", protected=json.dumps({"alg": "EdDSA"}))
+    verifier = jws.JWS()
+    verifier.deserialize(signed.serialize())
+    verifier.verify(jwk.JWK(**method["publicKeyJwk"]))
+    assert verifier.payload == b"hello from the agent"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "d": "AAAA"},
+        {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
+        {"kty": "oct", "k": "c2VjcmV0"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "not base64!\x00"},
+        {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"},
+        {"kty": "OKP", "crv": "X25519", "x": "AAAA"},
+    ],
+)
+def test_bad_agent_keys_are_refused(
+    org: Organization, client_for: Any, staff: Any, bad: dict[str, str]
+) -> None:
+    agent = AgentFactory(organization=org)
+    api = _keys_api(client_for, staff)
+    response = api.post(f"/agents/{agent.id}/did/keys", {"public_key_jwk": bad}, format="json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert len(api.get(f"/agents/{agent.id}/did/keys").json()) == 1
+
+
+def test_keys_of_another_organizations_agent_are_not_found(
+    org: Organization, other_org: Organization, client_for: Any, staff: Any
+) -> None:
+    foreign = AgentFactory(organization=other_org)
+    api = _keys_api(client_for, staff)
+    assert api.get(f"/agents/{foreign.id}/did/keys").status_code == 404
+    assert api.post(f"/agents/{foreign.id}/did/keys", {}, format="json").status_code == 404
+    with tenant_context(other_org.id):
+        assert AgentDidKey.objects.filter(agent_id=foreign.id).count() == 1
