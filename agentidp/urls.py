@@ -64,6 +64,7 @@ urlpatterns = [
     path("did.json", did_views.instance_did_document, name="did-instance-path"),
     path("agents/<str:agent_pk>/did", did_views.agent_did_document, name="agent-did"),
     path("agents/<str:agent_pk>/did.json", did_views.agent_did_document, name="agent-did-json"),
+    path("agents/<str:agent_pk>/did/card", did_views.agent_card, name="agent-did-card"),
     path(
         "agents/<str:agent_pk>/did/resolve", did_views.agent_did_resolve, name="agent-did-resolve"
     ),

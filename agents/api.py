@@ -35,6 +35,10 @@ class AgentSerializer(RenderSerializer):
     description = serializers.CharField(read_only=True)
     capabilities = serializers.ListField(child=serializers.CharField(), read_only=True)
     metadata = serializers.JSONField(read_only=True)
+    version = serializers.CharField(read_only=True)
+    skills = serializers.JSONField(read_only=True)
+    authors = serializers.ListField(child=serializers.CharField(), read_only=True)
+    did = serializers.CharField(read_only=True)
     status = serializers.ChoiceField(choices=AgentStatus.choices, read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -47,6 +51,14 @@ class AgentWriteSerializer(StrictSerializer):
         child=serializers.CharField(max_length=100), required=False, max_length=64
     )
     metadata = serializers.DictField(required=False)
+    version = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    skills = serializers.ListField(
+        child=serializers.DictField(), required=False, max_length=50,
+        help_text="Agent-card skills: {id, name, description, tags}.",
+    )  # fmt: skip
+    authors = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, max_length=20
+    )
 
 
 class LifecycleSerializer(StrictSerializer):

@@ -18,6 +18,12 @@ class Agent(OrgOwnedModel, TimestampedModel):
     description = models.TextField(blank=True, default="")
     capabilities = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # What its agent cards (A2A, AGNTCY) describe.
+    version = models.CharField(max_length=50, default="1.0.0", blank=True)
+    skills = models.JSONField(
+        default=list, blank=True, help_text="[{id, name, description, tags}] for its agent cards."
+    )
+    authors = ArrayField(models.CharField(max_length=200), default=list, blank=True)
     status = models.CharField(
         max_length=20, choices=AgentStatus.choices, default=AgentStatus.ACTIVE
     )

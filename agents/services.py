@@ -9,7 +9,7 @@ from typing import Protocol
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from agentidp.boundary import name_checked
+from agentidp.boundary import name_checked, text_refusal
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, QuotaExceeded, ValidationFailed
 from agentidp.events import event_record
@@ -80,6 +80,50 @@ def _validate_capabilities(capabilities: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(capabilities))
 
 
+MAX_SKILLS = 50
+SKILL_FIELDS = {"id": 100, "name": 200, "description": 2000}
+
+
+def _validate_skills(skills: object) -> list[JSONValue]:
+    """Agent-card skills: a list of ``{id, name, description?, tags?}`` objects, ids unique."""
+    if not isinstance(skills, list) or len(skills) > MAX_SKILLS:
+        raise ValidationFailed(
+            "Skills must be a list.", errors={"skills": [f"A list of at most {MAX_SKILLS}."]}
+        )
+    checked: list[JSONValue] = []
+    for index, skill in enumerate(skills):
+        problem = _skill_problem(skill)
+        if problem:
+            raise ValidationFailed("Invalid skill.", errors={f"skills.{index}": [problem]})
+        assert isinstance(skill, dict)  # noqa: S101 - _skill_problem checked it
+        checked.append(
+            {key: skill[key] for key in ("id", "name", "description", "tags") if key in skill}
+        )
+    ids = [str(skill["id"]) for skill in skills]
+    if len(set(ids)) != len(ids):
+        raise ValidationFailed("Skill ids repeat.", errors={"skills": ["Each id once."]})
+    return checked
+
+
+def _skill_problem(skill: object) -> str:
+    if not isinstance(skill, dict):
+        return "An object."
+    if set(skill) - {"id", "name", "description", "tags"}:
+        return "Only id, name, description and tags."
+    for key, limit in SKILL_FIELDS.items():
+        value = skill.get(key, "")
+        if key != "description" and not value:
+            return f"{key} is required."
+        if not isinstance(value, str) or len(value) > limit or text_refusal(value):
+            return f"{key}: text of at most {limit} characters."
+    tags = skill.get("tags", [])
+    if not isinstance(tags, list) or len(tags) > 20:
+        return "tags: a list of at most 20."
+    if any(not isinstance(t, str) or not t or len(t) > 50 or text_refusal(t) for t in tags):
+        return "tags: texts of at most 50 characters."
+    return ""
+
+
 def _name_taken() -> Conflict:
     return Conflict(
         "An agent with this name exists in the organization.", errors={"name": ["Already taken."]}
@@ -95,6 +139,9 @@ def agent_register(
     description: str = "",
     capabilities: Sequence[str] = (),
     metadata: Mapping[str, JSONValue] | None = None,
+    version: str = "1.0.0",
+    skills: Sequence[JSONValue] = (),
+    authors: Sequence[str] = (),
 ) -> Agent:
     """Register an agent within the organization's ``max_agents`` quota.
 
@@ -105,6 +152,7 @@ def agent_register(
     metadata = dict(metadata or {})
     _validate_metadata(metadata)
     capabilities = _validate_capabilities(capabilities)
+    checked_skills = _validate_skills(list(skills))
     organization = organization_get(organization_id=organization_id, for_update=True)
     if organization.status != OrganizationStatus.ACTIVE:
         raise Conflict("The organization is suspended.")
@@ -124,6 +172,9 @@ def agent_register(
         description=description,
         capabilities=capabilities,
         metadata=metadata,
+        version=version,
+        skills=checked_skills,
+        authors=list(authors),
     )
     try:
         with transaction.atomic():
@@ -146,7 +197,15 @@ def agent_register(
     return agent
 
 
-AGENT_UPDATABLE = ("name", "description", "capabilities", "metadata")
+AGENT_UPDATABLE = (
+    "name",
+    "description",
+    "capabilities",
+    "metadata",
+    "version",
+    "skills",
+    "authors",
+)
 
 
 @transaction.atomic
@@ -175,6 +234,8 @@ def agent_update(
         values["name"] = name_checked(str(values["name"]), field="name")
     if isinstance(capabilities, list):
         values["capabilities"] = list(_validate_capabilities([str(c) for c in capabilities]))
+    if "skills" in values:
+        values["skills"] = _validate_skills(values["skills"])
     changed = [field for field, value in values.items() if getattr(agent, field) != value]
     for field in changed:
         setattr(agent, field, values[field])

@@ -11,8 +11,20 @@ class DidConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
         from agentidp.lifecycle import on_agent_registered, on_agent_status_change
-        from did.services import did_follows_agent_status, did_issue_on_registration
+        from agents.models import Agent
+        from did.models import AgentDidKey
+        from did.services import (
+            did_documents_follow_change,
+            did_follows_agent_status,
+            did_issue_on_registration,
+        )
+        from organizations.models import Organization
 
         on_agent_registered(did_issue_on_registration)
         on_agent_status_change(did_follows_agent_status)
+        for model in (Agent, AgentDidKey, Organization):
+            post_save.connect(did_documents_follow_change, sender=model, weak=False)
+            post_delete.connect(did_documents_follow_change, sender=model, weak=False)

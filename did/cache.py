@@ -14,7 +14,7 @@ from agentidp.usage import redis_client
 
 logger = logging.getLogger("agentidp.did")
 
-VARIANTS = ("document", "resolution")
+VARIANTS = ("document", "resolution", "card-a2a", "card-agntcy")
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,36 @@ def _paths() -> JSONObject:
         "/agents/{agent_pk}/did": _document_operation(
             "agent_did", "An agent's DID document", agent=True
         ),
+        "/agents/{agent_pk}/did/card": {
+            "get": {
+                "operationId": "agent_did_card",
+                "tags": ["did"],
+                "summary": "The agent's card: A2A AgentCard (signed, JCS + detached JWS) or AGNTCY",
+                "security": [{}],
+                "parameters": [
+                    *AGENT_ID,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["a2a", "agntcy"], "default": "a2a"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The card (public; cached)",
+                        "headers": dict(VALIDATORS),
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "304": {"description": "Not modified"},
+                    "400": _problem("Unknown format, or the id is not a UUID"),
+                    "404": _problem("No such agent"),
+                    "405": _problem("Only GET and HEAD"),
+                    "410": _problem("The agent was decommissioned"),
+                    "503": _problem("PostgreSQL unavailable"),
+                },
+            }
+        },
         "/agents/{agent_pk}/did/resolve": {
             "get": {
                 "operationId": "agent_did_resolve",

@@ -8,7 +8,7 @@ store first, so a store that is down fails the registration and leaves nothing b
 import uuid
 from collections.abc import Mapping
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 from jwcrypto import jwk
 
@@ -80,6 +80,29 @@ def did_issue(*, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UU
     )
     transaction.on_commit(lambda: did_documents_forget(agent_id))
     return did
+
+
+def did_documents_follow_change(
+    sender: type[models.Model], instance: models.Model, **kwargs: object
+) -> None:
+    """``post_save``/``post_delete`` receiver: forget the cached public documents of the agents
+    a saved agent, DID key or organization touches, once the change commits."""
+    if isinstance(instance, Agent):
+        agent_ids = [instance.id]
+    elif isinstance(instance, AgentDidKey):
+        agent_ids = [instance.agent_id]
+    elif isinstance(instance, Organization):
+        agent_ids = list(
+            Agent.objects.filter(organization_id=instance.id).values_list("id", flat=True)
+        )
+    else:
+        return
+
+    def forget() -> None:
+        for agent_id in agent_ids:
+            did_documents_forget(agent_id)
+
+    transaction.on_commit(forget)
 
 
 def did_issue_on_registration(registration: AgentRegistration) -> None:

@@ -20,6 +20,7 @@ from agentidp.errors import JSONValue, problem_response, standard_problem
 from agentidp.middleware import safe_methods_only
 from agents.choices import AgentStatus
 from did.cache import Rendered, cache_put, cached
+from did.cards import a2a_card, agntcy_record
 from did.documents import agent_document, document_metadata, instance_document, last_changed
 from did.selectors import PublicAgent, agent_public
 from oidc.services import signing_keys_published
@@ -93,13 +94,7 @@ def agent_did_document(request: HttpRequest, agent_pk: str) -> HttpResponse:
     if rendered is None:
         return standard_problem(request, 404, detail="No such agent.")
     if rendered.status == 410:
-        return problem_response(
-            request,
-            status=410,
-            title="Gone",
-            detail="This agent was decommissioned; its DID is deactivated.",
-            code="did_deactivated",
-        )
+        return _gone(request)
     return _respond(request, rendered, DID_LD_JSON)
 
 
@@ -171,3 +166,42 @@ def instance_did_document(request: HttpRequest) -> HttpResponse:
     document = instance_document(signing_keys_published())
     rendered = _render(document, 200, timezone.now().replace(microsecond=0).timestamp())
     return _respond(request, rendered, DID_LD_JSON)
+
+
+CARDS = {"a2a": a2a_card, "agntcy": agntcy_record}
+
+
+@safe_methods_only
+def agent_card(request: HttpRequest, agent_pk: str) -> HttpResponse:
+    """The agent's card: ``?format=a2a`` (default; an A2A AgentCard signed by this
+    deployment) or ``?format=agntcy`` (an AGNTCY / OASF record)."""
+    card_format = request.GET.get("format", "a2a")
+    builder = CARDS.get(card_format)
+    if builder is None:
+        return standard_problem(request, 400, detail="format must be a2a or agntcy.")
+    agent_id = _agent_id(agent_pk)
+    if agent_id is None:
+        return standard_problem(request, 400, detail="The id in the path is not a valid UUID.")
+
+    def build(public: PublicAgent) -> Rendered:
+        changed = last_changed(public).timestamp()
+        if public.agent.status == AgentStatus.DECOMMISSIONED:
+            return _render({}, 410, changed)
+        return _render(builder(public), 200, changed)
+
+    rendered = _rendered(agent_id, f"card-{card_format}", build)
+    if rendered is None:
+        return standard_problem(request, 404, detail="No such agent.")
+    if rendered.status == 410:
+        return _gone(request)
+    return _respond(request, rendered, "application/json")
+
+
+def _gone(request: HttpRequest) -> HttpResponse:
+    return problem_response(
+        request,
+        status=410,
+        title="Gone",
+        detail="This agent was decommissioned; its DID is deactivated.",
+        code="did_deactivated",
+    )

@@ -132,11 +132,17 @@ def access_token_claims(
     }
 
 
+def jws_signature(signing: SigningMaterial, signing_input: bytes) -> bytes:
+    """The raw JWS signature of ``signing_input`` under ``signing`` (its algorithm's JWA)."""
+    signature: bytes = _SIGNERS[signing.algorithm].sign(signing.key, signing_input)
+    return signature
+
+
 def jws_sign(claims: Mapping[str, JSONValue], signing: SigningMaterial, *, typ: str) -> str:
     """The compact JWS of ``claims`` under ``signing``, its header naming ``typ`` and the kid."""
     header = {"alg": signing.algorithm, "typ": typ, "kid": signing.kid}
     signing_input = f"{_b64_encode_json(header)}.{_b64_encode_json(claims)}"
-    signature = _SIGNERS[signing.algorithm].sign(signing.key, signing_input.encode())
+    signature = jws_signature(signing, signing_input.encode())
     return f"{signing_input}.{_b64_encode(signature)}"
 
 

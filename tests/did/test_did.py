@@ -1,17 +1,22 @@
 """did:web DIDs: the identifier mapping, keys on registration, the public documents, DID
 resolution, deactivation, caching and conditional requests."""
 
+import base64
 import json
 import uuid
 from io import StringIO
 from typing import Any
 
 import pytest
+import rfc8785
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.utils.http import http_date
+from joserfc import jws as joserfc_jws
+from joserfc.errors import BadSignatureError
+from joserfc.jwk import import_key as jose_key
 from jwcrypto import jwk, jws
 from pydid import DIDDocument
 from rest_framework.test import APIClient
@@ -26,8 +31,10 @@ from did.models import AgentDidKey
 from did.services import did_key_path
 from did.web import InvalidDid, agent_did, agent_id_of, did_for_url, instance_did, url_for_did
 from organizations.models import Organization
+from organizations.services import organization_suspend
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
 from tests.oidc.conftest import credentialed, request_token
+from tests.oidc.test_bearer import b64
 
 PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
@@ -393,3 +400,131 @@ def test_keys_of_another_organizations_agent_are_not_found(
     assert api.post(f"/agents/{foreign.id}/did/keys", {}, format="json").status_code == 404
     with tenant_context(other_org.id):
         assert AgentDidKey.objects.filter(agent_id=foreign.id).count() == 1
+
+
+SKILLS = [
+    {"id": "search", "name": "Web search", "description": "Finds pages", "tags": ["web"]},
+    {"id": "summarize", "name": "Summaries"},
+]
+
+
+def _card(agent_id: Any, card_format: str | None = None) -> Any:
+    query = f"?format={card_format}" if card_format else ""
+    return HttpClient().get(f"/agents/{agent_id}/did/card{query}")
+
+
+def test_the_a2a_card_is_signed_over_its_jcs_form_by_a_key_of_the_instance_did(
+    org: Organization, client_for: Any, staff: Any, settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    agent = AgentFactory(organization=org, description="Reads the web")
+    api: APIClient = client_for(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        edited = api.patch(
+            f"/agents/{agent.id}",
+            {"skills": SKILLS, "version": "2.1.0", "authors": ["Ops <ops@example.com>"]},
+            format="json",
+        )
+    assert edited.status_code == 200, edited.content
+    response = _card(agent.id)
+    assert response.status_code == 200 and response["ETag"]
+    card = response.json()
+    issuer = settings.AGENTIDP["ISSUER"]
+    assert card["name"] == agent.name and card["description"] == "Reads the web"
+    assert card["version"] == "2.1.0" and card["url"] == f"{issuer}/agents/{agent.id}"
+    assert [skill["id"] for skill in card["skills"]] == ["search", "summarize"]
+    assert card["defaultInputModes"] and card["defaultOutputModes"]
+    flow = card["securitySchemes"]["agentidp"]["flows"]["clientCredentials"]
+    assert flow["tokenUrl"] == f"{issuer}/oauth2/token"
+    (extension,) = card["capabilities"]["extensions"]
+    assert extension["params"] == {"did": agent.did, "status": "active"}
+    # Verify as a stranger would: the kid names a verification method of the instance DID.
+    (entry,) = card["signatures"]
+    header = json.loads(base64.urlsafe_b64decode(entry["protected"] + "=="))
+    assert header["typ"] == "JOSE" and header["kid"].startswith(instance_did() + "#")
+    instance = HttpClient().get("/.well-known/did.json").json()
+    method = next(m for m in instance["verificationMethod"] if m["id"] == header["kid"])
+    unsigned = {key: value for key, value in card.items() if key != "signatures"}
+    compact = f"{entry['protected']}.{b64(rfc8785.dumps(unsigned))}.{entry['signature']}"
+    verified = joserfc_jws.deserialize_compact(
+        compact, jose_key(method["publicKeyJwk"]), algorithms=[header["alg"]]
+    )
+    assert json.loads(verified.payload) == unsigned
+    tampered = {**unsigned, "name": "someone else"}
+    with pytest.raises(BadSignatureError):
+        joserfc_jws.deserialize_compact(
+            f"{entry['protected']}.{b64(rfc8785.dumps(tampered))}.{entry['signature']}",
+            jose_key(method["publicKeyJwk"]),
+            algorithms=[header["alg"]],
+        )
+
+
+def test_the_agntcy_record(org: Organization, settings: Any) -> None:
+    agent = AgentFactory(organization=org, skills=SKILLS, authors=["Ops"], version="3.0.0")
+    record = _card(agent.id, "agntcy").json()
+    issuer = settings.AGENTIDP["ISSUER"]
+    assert record["name"] == agent.name and record["version"] == "3.0.0"
+    assert record["schema_version"] and record["authors"] == ["Ops"]
+    assert record["did"] == agent.did and record["created_at"].endswith("Z")
+    assert record["skills"] == [{"id": "search", "name": "Web search"},
+                                {"id": "summarize", "name": "Summaries"}]  # fmt: skip
+    assert {"type": "a2a-agent-card", "url": f"{issuer}/agents/{agent.id}/did/card?format=a2a"} in (
+        record["locators"]
+    )
+    assert _card(agent.id, "other").status_code == 400
+    assert _card("not-a-uuid").status_code == 400 and _card(uuid.uuid4()).status_code == 404
+
+
+def test_cards_follow_the_agent_its_status_and_its_organization(
+    org: Organization, client_for: Any, staff: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    assert _card(agent.id).json()["name"] == agent.name  # cached now
+    api: APIClient = client_for(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        api.patch(f"/agents/{agent.id}", {"name": "renamed"}, format="json")
+    assert _card(agent.id).json()["name"] == "renamed"
+    with tenant_context(org.id), django_capture_on_commit_callbacks(execute=True):
+        agent_suspend(actor=TEST_ACTOR, organization_id=org.id, agent_id=agent.id)
+    assert _card(agent.id).json()["capabilities"]["extensions"][0]["params"]["status"] == (
+        "suspended"
+    )
+    assert _card(agent.id, "agntcy").json()["status"] == "suspended"
+    with tenant_context(org.id), django_capture_on_commit_callbacks(execute=True):
+        agent_decommission(actor=TEST_ACTOR, organization_id=org.id, agent_id=agent.id)
+    assert _card(agent.id).status_code == 410
+
+
+def test_a_suspended_organizations_agents_cards_say_so(
+    org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    assert _card(agent.id, "agntcy").json()["status"] == "active"
+    with platform_context(reason="tests"), django_capture_on_commit_callbacks(execute=True):
+        organization_suspend(actor=TEST_ACTOR, organization_id=org.id)
+    assert _card(agent.id, "agntcy").json()["status"] == "suspended"
+    assert _document(agent.id).status_code == 200  # the DID still resolves
+
+
+@pytest.mark.parametrize(
+    "skills",
+    [
+        [{"id": "x"}],
+        [{"id": "", "name": "n"}],
+        [{"id": "a", "name": "n"}, {"id": "a", "name": "m"}],
+        [{"id": "a", "name": "n", "extra": 1}],
+        [{"id": "a", "name": "n\x00"}],
+        [{"id": "a", "name": "n", "tags": ["t" * 51]}],
+        [{"id": "a", "name": {"nested": {"deeper": 1}}}],
+        "not a list",
+        [{"id": "a", "name": "n"}] * 51,
+    ],
+)
+def test_bad_skills_are_refused(
+    org: Organization, client_for: Any, staff: Any, skills: Any
+) -> None:
+    agent = AgentFactory(organization=org)
+    api: APIClient = client_for(staff)
+    response = api.patch(f"/agents/{agent.id}", {"skills": skills}, format="json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
