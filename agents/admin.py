@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
-from agentidp.errors import DomainError
+from agentidp.errors import DomainError, JSONValue
 from agents import services
 from agents.models import Agent, OrganizationMember
 from compliance.models import AuditEvent
@@ -65,7 +65,15 @@ class AgentAdminForm(forms.ModelForm[Agent]):
 
     class Meta:
         model = Agent
-        fields = ["name", "description", "capabilities", "metadata"]
+        fields = ["name", "description", "capabilities", "metadata", "version", "skills", "authors"]
+
+    def clean_skills(self) -> list[JSONValue]:
+        """The service's own rules, checked here so a bad list is a form error, not a crash."""
+        try:
+            return services.skills_checked(self.cleaned_data.get("skills") or [])
+        except DomainError as exc:
+            messages = [m for field in exc.errors.values() for m in field] or [exc.detail]
+            raise forms.ValidationError(messages) from exc
 
 
 def lifecycle_action(
@@ -142,7 +150,9 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         return ("status", "created_at")
 
     def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
-        fields: tuple[str, ...] = ("name", "description", "capabilities", "metadata")
+        fields: tuple[str, ...] = (
+            "name", "description", "capabilities", "metadata", "version", "skills", "authors"
+        )  # fmt: skip
         if obj is None and admin_principal(request).is_platform:
             fields = ("organization", *fields)
         return (*fields, *self.readonly_fields) if obj else fields

@@ -84,7 +84,7 @@ MAX_SKILLS = 50
 SKILL_FIELDS = {"id": 100, "name": 200, "description": 2000}
 
 
-def _validate_skills(skills: object) -> list[JSONValue]:
+def skills_checked(skills: object) -> list[JSONValue]:
     """Agent-card skills: a list of ``{id, name, description?, tags?}`` objects, ids unique."""
     if not isinstance(skills, list) or len(skills) > MAX_SKILLS:
         raise ValidationFailed(
@@ -152,7 +152,7 @@ def agent_register(
     metadata = dict(metadata or {})
     _validate_metadata(metadata)
     capabilities = _validate_capabilities(capabilities)
-    checked_skills = _validate_skills(list(skills))
+    checked_skills = skills_checked(list(skills))
     organization = organization_get(organization_id=organization_id, for_update=True)
     if organization.status != OrganizationStatus.ACTIVE:
         raise Conflict("The organization is suspended.")
@@ -235,7 +235,7 @@ def agent_update(
     if isinstance(capabilities, list):
         values["capabilities"] = list(_validate_capabilities([str(c) for c in capabilities]))
     if "skills" in values:
-        values["skills"] = _validate_skills(values["skills"])
+        values["skills"] = skills_checked(values["skills"])
     changed = [field for field, value in values.items() if getattr(agent, field) != value]
     for field in changed:
         setattr(agent, field, values[field])
