@@ -85,6 +85,25 @@ def _secret_store_is_openbao(bao: BaoServer) -> Iterator[None]:
     secret_store.cache_clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _responses_scanned_for_private_keys() -> Iterator[None]:
+    """Every response any test produces goes through :class:`tests.private_keys.PrivateKeyScan`
+    (just inside the error formatter, so ahead of the token endpoint's lean path), whatever
+    served it: test clients and live servers build their handlers after this."""
+    stack = list(settings.MIDDLEWARE)
+    settings.MIDDLEWARE = [*stack[:2], "tests.private_keys.PrivateKeyScan", *stack[2:]]
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_private_key_served() -> Iterator[None]:
+    from tests import private_keys
+
+    private_keys.violations.clear()
+    yield
+    assert not private_keys.violations, private_keys.violations
+
+
 @pytest.fixture(autouse=True)
 def _fresh_key_ring() -> Iterator[None]:
     """Each test's rolled-back transaction may have rotated keys or changed clients: forget

@@ -11,6 +11,7 @@ import pytest
 import rfc8785
 from django.core.management import call_command
 from django.db import connection
+from django.http import JsonResponse
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.utils.http import http_date
@@ -32,6 +33,7 @@ from did.services import did_key_path
 from did.web import InvalidDid, agent_did, agent_id_of, did_for_url, instance_did, url_for_did
 from organizations.models import Organization
 from organizations.services import organization_suspend
+from tests import private_keys
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
 from tests.oidc.conftest import credentialed, request_token
 from tests.oidc.test_bearer import b64
@@ -528,3 +530,15 @@ def test_bad_skills_are_refused(
     response = api.patch(f"/agents/{agent.id}", {"skills": skills}, format="json")
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
+
+
+def test_the_private_key_scan_catches_a_private_jwk(rf: Any) -> None:
+    """The suite-wide scan (tests/private_keys.py) that every response passes through: a JWK
+    with a private member is noted, a public one is not."""
+    leaked = JsonResponse({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AA", "d": "AA"}]})
+    public = JsonResponse({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AA"}]})
+    private_keys.PrivateKeyScan(lambda request: public)(rf.get("/x"))
+    assert private_keys.violations == []
+    private_keys.PrivateKeyScan(lambda request: leaked)(rf.get("/x"))
+    assert private_keys.violations == ["GET /x.keys[0]: a JWK with ['d']"]
+    private_keys.violations.clear()
