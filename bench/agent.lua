@@ -4,6 +4,9 @@ local counter = 0
 -- The path before the agent id: the product's /agents/ unless BENCH_PATH_PREFIX says otherwise
 -- (the bearer floor).
 local prefix = os.getenv("BENCH_PATH_PREFIX") or "/agents/"
+-- After the id: nothing, or BENCH_PATH_SUFFIX (/did.json: the public DID document, no token).
+local suffix = os.getenv("BENCH_PATH_SUFFIX") or ""
+local anonymous = os.getenv("BENCH_ANONYMOUS") == "1"
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -15,11 +18,15 @@ end
 function request()
   counter = counter % #lines + 1
   local id, token = lines[counter]:match("([^ ]+) ([^ ]+)")
-  return wrk.format("GET", prefix .. id, { ["Authorization"] = "Bearer " .. token })
+  local headers = {}
+  if not anonymous then
+    headers["Authorization"] = "Bearer " .. token
+  end
+  return wrk.format("GET", prefix .. id .. suffix, headers)
 end
 
 function response(status, headers, body)
   if status ~= 200 then
-    io.stderr:write("GET " .. prefix .. "{id} answered " .. status .. ": " .. body .. "\n")
+    io.stderr:write("GET " .. prefix .. "{id}" .. suffix .. " answered " .. status .. ": " .. body .. "\n")
   end
 end

@@ -417,6 +417,9 @@ def main() -> int:
                      "token.lua", str(WORK / "stock_credentials.txt"),
                      {"BENCH_TOKEN_PATH": "/o/token/"}),
             Scenario("api_get", "GET /agents/{id} bearer", "product", base, "agent.lua", bearer),
+            Scenario("did_document", "GET /agents/{id}/did.json (cached)", "product", base,
+                     "agent.lua", bearer,
+                     {"BENCH_PATH_SUFFIX": "/did.json", "BENCH_ANONYMOUS": "1"}),
             Scenario("offline_verify", "offline JWKS verification", "self",
                      run=offline_verification(base, issued)),
             Scenario("floor_transaction", "transaction + SELECT 1", "product",
@@ -456,6 +459,9 @@ def main() -> int:
           f"{token['ratio_to_bare']}; token p99 < 50 ms: {token['p99_ms']}; token CPU <= 2.5 ms: "
           f"{cpu['total']}; GET /agents/{{id}} >= 0.25 of bare: {api['ratio_to_bare']}; "
           f"its p99 < 40 ms: {api['p99_ms']}")  # fmt: skip
+    did = summary["did_document"]
+    print(f"GET /agents/{{id}}/did.json from cache: {did['rps']} req/s, {did['ratio_to_bare']} of "
+          f"bare, p99 {did['p99_ms']} ms")  # fmt: skip
     print(f"an id_token too (scope openid): {summary['token_openid']['ratio_to_token']} of the "
           "plain token's throughput")  # fmt: skip
     print(f"figures in {WORK / 'results.json'}")
