@@ -32,11 +32,12 @@ FIELDS = (
     "max_tokens_per_month",
     "access_token_lifetime_seconds",
     "credential_grace_seconds",
+    "did_key_algorithm",
     "status",
     "created_at",
     "updated_at",
 )
-CHANGE_ONLY = ("access_token_lifetime_seconds", "credential_grace_seconds")
+CHANGE_ONLY = ("access_token_lifetime_seconds", "credential_grace_seconds", "did_key_algorithm")
 
 
 @admin.register(Organization)

@@ -13,7 +13,7 @@ from agentidp.boundary import SLUG, slug_refusal
 from agentidp.schema import problem_responses
 from agentidp.tenancy import platform_context
 from organizations import services
-from organizations.choices import OrganizationStatus, Plan, Scope
+from organizations.choices import DidKeyAlgorithm, OrganizationStatus, Plan, Scope
 from organizations.models import Organization
 
 
@@ -30,6 +30,7 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
             "status",
             "access_token_lifetime_seconds",
             "credential_grace_seconds",
+            "did_key_algorithm",
             "created_at",
             "updated_at",
         ]
@@ -62,6 +63,11 @@ class OrganizationUpdateSerializer(StrictSerializer):
     )
     credential_grace_seconds = serializers.IntegerField(
         min_value=0, max_value=30 * 86400, required=False
+    )
+    did_key_algorithm = serializers.ChoiceField(
+        choices=DidKeyAlgorithm.choices,
+        required=False,
+        help_text="The key type its agents' new DID keys get (Ed25519 or P-256).",
     )
 
 

@@ -15,7 +15,7 @@ from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.principals import Principal
 from agentidp.usage import redis_client, usage_key
-from organizations.choices import PLAN_QUOTAS, MemberRole, OrganizationStatus, Plan
+from organizations.choices import PLAN_QUOTAS, DidKeyAlgorithm, MemberRole, OrganizationStatus, Plan
 from organizations.models import Organization, StaffMembership, TokenUsage
 
 STAFF_GROUP = "Organization staff"
@@ -95,6 +95,7 @@ UPDATABLE_FIELDS = (
     "max_tokens_per_month",
     "access_token_lifetime_seconds",
     "credential_grace_seconds",
+    "did_key_algorithm",
 )
 
 
@@ -112,6 +113,12 @@ def organization_update(
     plan = changes.get("plan")
     if plan is not None and plan not in Plan.values:
         raise ValidationFailed("Unknown plan.", errors={"plan": [f"Must be one of {Plan.values}."]})
+    algorithm = changes.get("did_key_algorithm")
+    if algorithm is not None and algorithm not in DidKeyAlgorithm.values:
+        raise ValidationFailed(
+            "Unknown DID key type.",
+            errors={"did_key_algorithm": [f"One of {', '.join(DidKeyAlgorithm.values)}."]},
+        )
     name = changes.get("name")
     if isinstance(name, str):
         changes["name"] = name_checked(name, field="name")

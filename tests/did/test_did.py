@@ -542,3 +542,16 @@ def test_the_private_key_scan_catches_a_private_jwk(rf: Any) -> None:
     private_keys.PrivateKeyScan(lambda request: leaked)(rf.get("/x"))
     assert private_keys.violations == ["GET /x.keys[0]: a JWK with ['d']"]
     private_keys.violations.clear()
+
+
+def test_platform_staff_choose_the_organizations_did_key_type(
+    org: Organization, superuser: Any, client_for: Any
+) -> None:
+    api: APIClient = client_for(superuser)
+    response = api.patch(f"/organizations/{org.id}", {"did_key_algorithm": "P-256"}, format="json")
+    assert response.status_code == 200 and response.json()["did_key_algorithm"] == "P-256"
+    agent = AgentFactory(organization=org)
+    (method,) = _body(_document(agent.id))["verificationMethod"]
+    assert method["publicKeyJwk"]["crv"] == "P-256"
+    bad = api.patch(f"/organizations/{org.id}", {"did_key_algorithm": "RSA"}, format="json")
+    assert bad.status_code == 400 and bad["Content-Type"] == "application/problem+json"
