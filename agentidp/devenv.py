@@ -399,9 +399,6 @@ def cmd_run() -> int:
             AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
         )
         manage(environment, "migrate", "--database", "owner", "--no-input", "-v", "0")
-        # Agents registered before DIDs existed get theirs (idempotent: the app role writes
-        # the keys, after migrate has granted it the new table).
-        manage(environment, "ensuredids")
         creds = demo_credentials()
         seeded = json.loads(
             manage(

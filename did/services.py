@@ -39,7 +39,7 @@ def did_key_path(organization_id: uuid.UUID, kid: str) -> str:
     return f"orgs/{organization_id}/did-keys/{kid}"
 
 
-def _custodial_key(
+def custodial_key(
     *, organization_id: uuid.UUID, key_type: str
 ) -> tuple[str, str, dict[str, JSONValue]]:
     """A new key pair: the private part stored, ``(kid, algorithm, public JWK)`` returned."""
@@ -55,7 +55,7 @@ def _custodial_key(
 def did_issue(*, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID) -> str:
     """Give the agent its DID and a first (custodial) key of its organization's type."""
     organization = Organization.objects.get(id=organization_id)
-    kid, algorithm, public = _custodial_key(
+    kid, algorithm, public = custodial_key(
         organization_id=organization_id, key_type=organization.did_key_algorithm
     )
     AgentDidKey.objects.create(
@@ -195,7 +195,7 @@ def did_key_rotate(
         raise Conflict("A decommissioned agent's DID is deactivated.")
     if public_jwk is None:
         organization = Organization.objects.get(id=organization_id)
-        kid, algorithm, public = _custodial_key(
+        kid, algorithm, public = custodial_key(
             organization_id=organization_id, key_type=organization.did_key_algorithm
         )
     else:

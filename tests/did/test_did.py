@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import rfc8785
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.http import JsonResponse
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
@@ -27,6 +27,8 @@ from agentidp.tenancy import platform_context, tenant_context
 from agents.models import Agent
 from agents.services import agent_decommission, agent_suspend
 from compliance.models import AuditEvent
+from compliance.services import audit_chain_verify
+from did.backfill import dids_backfill
 from did.cache import did_documents_forget
 from did.models import AgentDidKey
 from did.services import did_key_path
@@ -555,3 +557,38 @@ def test_platform_staff_choose_the_organizations_did_key_type(
     assert method["publicKeyJwk"]["crv"] == "P-256"
     bad = api.patch(f"/organizations/{org.id}", {"did_key_algorithm": "RSA"}, format="json")
     assert bad.status_code == 400 and bad["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.django_db(databases=["default", "owner"])
+def test_the_data_migration_backfills_committed_agents_once(
+    run_in_threads: Any,
+) -> None:
+    """``did.backfill`` as the migration runs it: on the owner's connection, over committed
+    agents of every organization; a second run changes nothing; the audit chain still verifies."""
+
+    def build() -> Agent:
+        agent = AgentFactory(organization=OrganizationFactory())
+        with tenant_context(agent.organization_id):
+            Agent.objects.filter(id=agent.id).update(did="", did_created_at=None)
+            AgentDidKey.objects.filter(agent_id=agent.id).delete()
+        return agent
+
+    (agent,) = run_in_threads(build)
+
+    def backfill() -> list[str]:
+        owner = connections["owner"]
+        with transaction.atomic(using="owner"):
+            return dids_backfill(owner)
+
+    (first,) = run_in_threads(backfill)
+    assert agent_did(agent.id) in first
+    (second,) = run_in_threads(backfill)
+    assert agent_did(agent.id) not in second
+    with tenant_context(agent.organization_id):
+        keys = list(AgentDidKey.objects.filter(agent_id=agent.id))
+        refreshed = Agent.objects.get(id=agent.id)
+        events = AuditEvent.objects.filter(action="did.created", subject_id=str(agent.id))
+        assert [e.actor_id for e in events] == ["tests", "migration:did"]
+        assert audit_chain_verify(organization_id=agent.organization_id).valid
+    assert len(keys) == 1 and keys[0].custodial and refreshed.did == agent_did(agent.id)
+    assert _body(_document(agent.id))["verificationMethod"][0]["id"].endswith(keys[0].kid)
