@@ -35,6 +35,7 @@ class ClientRecord:
     agent_name: str
     capabilities: tuple[str, ...]
     id_token_signed_response_alg: str
+    agent_did: str
 
     def refusal(self) -> str:
         """Why this client may not authenticate at all, or ``""``."""

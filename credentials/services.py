@@ -446,6 +446,7 @@ def client_record_load(*, client_id: str) -> ClientRecord | None:
         agent_name=row[11],
         capabilities=tuple(row[12]),
         id_token_signed_response_alg=row[13],
+        agent_did=row[14],
     )
 
 
@@ -474,7 +475,7 @@ def client_load(*, client_id: str) -> Client:
     )
     client._state.adding = False
     client.agent = Agent(id=record.agent_id, organization_id=record.organization_id,
-                         status=record.agent_status, name=record.agent_name,
+                         status=record.agent_status, name=record.agent_name, did=record.agent_did,
                          capabilities=list(record.capabilities))  # fmt: skip
     client.organization = Organization(
         id=record.organization_id,

@@ -289,6 +289,7 @@ def _issue(
                 agent_name=record.agent_name,
                 agent_status=record.agent_status,
                 capabilities=record.capabilities,
+                did=record.agent_did,
             ),
             id_signing,
         )

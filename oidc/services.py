@@ -479,6 +479,8 @@ def agent_info(
     if agent is None or client is None:
         raise NotFound("The token's agent no longer exists.")
     claims: dict[str, JSONValue] = {"sub": str(agent.id), "organization_id": str(organization_id)}
+    if agent.did:
+        claims["did"] = agent.did
     if Scope.PROFILE in scopes:
         claims.update(
             agent_name=agent.name,
@@ -493,7 +495,7 @@ def agent_info(
 
 ID_TOKEN_CLAIMS = (
     "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "at_hash", "jti",
-    "organization_id", "agent_name", "agent_status", "capabilities", "updated_at",
+    "organization_id", "agent_name", "agent_status", "capabilities", "updated_at", "did",
 )  # fmt: skip
 """Every claim an id_token or /agent-info may carry (``claims_supported``)."""
 

@@ -165,6 +165,7 @@ def id_token_claims(
     agent_name: str,
     agent_status: str,
     capabilities: Sequence[str],
+    did: str,
 ) -> dict[str, JSONValue]:
     """An id_token issued beside an access token: the same ``sub``, ``iat`` and ``exp``; its
     audience and authorized party the client; the agent's claims (OIDC Core 2)."""
@@ -183,6 +184,8 @@ def id_token_claims(
         "agent_status": agent_status,
         "capabilities": list(capabilities),
     }
+    if did:
+        claims["did"] = did
     hasher = _AT_HASH.get(algorithm)
     if hasher is not None:
         digest = hasher(access_token.encode("ascii")).digest()

@@ -210,6 +210,7 @@ class AgentRequestValidator(OAuth2Validator):
                     agent_name=client.agent.name,
                     agent_status=client.agent.status,
                     capabilities=client.agent.capabilities,
+                    did=client.agent.did,
                 ),
                 signing_key_current(algorithm),
             )

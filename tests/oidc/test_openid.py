@@ -156,6 +156,7 @@ def test_openid_scope_adds_an_id_token_with_the_agents_claims(
     assert claims["agent_name"] == oidc_cred.agent.name
     assert claims["agent_status"] == "active"
     assert claims["capabilities"] == ["search", "summarize"]
+    assert claims["did"] == oidc_cred.agent.did and claims["did"].startswith("did:web:")
     digest = hashlib.sha256(body["access_token"].encode()).digest()
     assert claims["at_hash"] == b64(digest[:16])
     with tenant_context(oidc_cred.agent.organization_id):
@@ -290,6 +291,7 @@ def test_agent_info_answers_the_agents_claims_by_scope(oidc_cred: Credentialed) 
     info = response.json()
     assert info["sub"] == jwt_parts(full)[1]["sub"] == str(oidc_cred.agent.id)
     assert info["organization_id"] == str(oidc_cred.agent.organization_id)
+    assert info["did"] == oidc_cred.agent.did
     assert info["agent_name"] == oidc_cred.agent.name and info["agent_status"] == "active"
     assert info["capabilities"] == ["search", "summarize"] and isinstance(info["updated_at"], int)
     assert _info(full, "post").json() == info
@@ -298,7 +300,7 @@ def test_agent_info_answers_the_agents_claims_by_scope(oidc_cred: Credentialed) 
     multipart = HttpClient().post("/agent-info", {"access_token": full})  # RFC 6750 2.2: no
     assert multipart.status_code == 401
     narrow = _tokens(oidc_cred, scope="openid")["access_token"]
-    assert set(_info(narrow).json()) == {"sub", "organization_id"}
+    assert set(_info(narrow).json()) == {"sub", "organization_id", "did"}
 
 
 def test_agent_info_refusals_follow_rfc_6750(
