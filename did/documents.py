@@ -125,5 +125,21 @@ def document_metadata(
     }
 
 
+RESOLUTION_CONTEXT = "https://w3id.org/did-resolution/v1"
+
+
+def resolution_result(
+    public: PublicAgent, now: dt.datetime, *, content_type: str
+) -> dict[str, JSONValue]:
+    """A DID Resolution result (W3C DID Resolution): the document and both metadata."""
+    document = agent_document(public, now)
+    return {
+        "@context": RESOLUTION_CONTEXT,
+        "didResolutionMetadata": {"contentType": content_type},
+        "didDocument": document,
+        "didDocumentMetadata": document_metadata(public, document),
+    }
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

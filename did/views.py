@@ -21,14 +21,19 @@ from agentidp.middleware import safe_methods_only
 from agents.choices import AgentStatus
 from did.cache import Rendered, cache_put, cached
 from did.cards import a2a_card, agntcy_record
-from did.documents import agent_document, document_metadata, instance_document, last_changed
+from did.documents import (
+    RESOLUTION_CONTEXT,
+    agent_document,
+    instance_document,
+    last_changed,
+    resolution_result,
+)
 from did.selectors import PublicAgent, agent_public
 from oidc.services import signing_keys_published
 
 DID_JSON = "application/did+json"
 DID_LD_JSON = "application/did+ld+json"
 RESOLUTION = "application/did-resolution"
-RESOLUTION_CONTEXT = "https://w3id.org/did-resolution/v1"
 
 
 def _render(body: dict[str, JSONValue], status: int, last_modified: float) -> Rendered:
@@ -99,16 +104,10 @@ def agent_did_document(request: HttpRequest, agent_pk: str) -> HttpResponse:
 
 
 def _resolution(public: PublicAgent) -> Rendered:
-    document = agent_document(public, timezone.now())
-    metadata = document_metadata(public, document)
-    deactivated = bool(metadata["deactivated"])
-    body: dict[str, JSONValue] = {
-        "@context": RESOLUTION_CONTEXT,
-        "didResolutionMetadata": {"contentType": DID_LD_JSON},
-        "didDocument": document,
-        "didDocumentMetadata": metadata,
-    }
-    return _render(body, 410 if deactivated else 200, last_changed(public).timestamp())
+    result = resolution_result(public, timezone.now(), content_type=DID_LD_JSON)
+    metadata = result["didDocumentMetadata"]
+    deactivated = isinstance(metadata, dict) and metadata.get("deactivated") is True
+    return _render(result, 410 if deactivated else 200, last_changed(public).timestamp())
 
 
 def _negotiate(accept: str) -> str | None:

@@ -39,12 +39,13 @@ from oidc.keys import (
     key_lock,
     key_ring,
     private_key_path,
+    signing_key_current,
     signing_keys_ensure,
     signing_keys_ensure_committed,
 )
 from oidc.models import AccessToken, RevokedToken, SigningKey
 from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
-from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
+from oidc.tokens import ID_TOKEN_TYPE, InvalidToken, VerifiedToken, access_token_verify, jws_sign
 from organizations.choices import AGENT_SCOPES, OrganizationStatus, Scope
 
 logger = logging.getLogger("agentidp.keys")
@@ -491,6 +492,19 @@ def agent_info(
     return AgentInfo(
         claims=claims, signed_alg=client.userinfo_signed_response_alg, client_id=client_id
     )
+
+
+def agent_info_jwt(info: AgentInfo) -> str:
+    """``/agent-info`` as the JWT a client registered ``userinfo_signed_response_alg`` for (OIDC
+    Core 5.3.2): the claims with ``iss`` and ``aud``, signed by that algorithm's current key.
+    No ``exp`` or ``auth_time``: it is neither an access token nor an id_token."""
+    claims: dict[str, JSONValue] = {
+        "iss": agentidp_settings().issuer,
+        "aud": info.client_id,
+        "iat": int(timezone.now().timestamp()),
+        **info.claims,
+    }
+    return jws_sign(claims, signing_key_current(info.signed_alg), typ=ID_TOKEN_TYPE)
 
 
 ID_TOKEN_CLAIMS = (

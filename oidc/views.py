@@ -15,15 +15,19 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Histogram
 
-from agentidp.conf import agentidp_settings
-from agentidp.errors import NO_STORE, JSONValue, standard_problem
+from agentidp.errors import NO_STORE, standard_problem
 from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
 from credentials.models import Client
-from oidc.keys import signing_key_current
 from oidc.ratelimit import token_request_refund
-from oidc.services import agent_info, discovery_document, jwks_document, token_introspect
-from oidc.tokens import ID_TOKEN_TYPE, ISSUANCE_KEY, Issuance, issuance_attach, jws_sign
+from oidc.services import (
+    agent_info,
+    agent_info_jwt,
+    discovery_document,
+    jwks_document,
+    token_introspect,
+)
+from oidc.tokens import ISSUANCE_KEY, Issuance, issuance_attach
 from oidc.validators import AgentRequestValidator
 from organizations.choices import Scope
 
@@ -231,11 +235,4 @@ class AgentInfoView(View):
         )
         if not info.signed_alg:
             return JsonResponse(info.claims, headers=NO_STORE)
-        claims: dict[str, JSONValue] = {
-            "iss": agentidp_settings().issuer,
-            "aud": info.client_id,
-            "iat": int(time.time()),
-            **info.claims,
-        }
-        body = jws_sign(claims, signing_key_current(info.signed_alg), typ=ID_TOKEN_TYPE)
-        return HttpResponse(body, content_type="application/jwt", headers=NO_STORE)
+        return HttpResponse(agent_info_jwt(info), content_type="application/jwt", headers=NO_STORE)
