@@ -1,12 +1,24 @@
 """The one function every service calls to record a domain event.
 
 It writes the hash-chained audit row in the caller's transaction, so an event exists exactly
-when its change commits. The webhook outbox row is written beside it here too once the webhooks
-app exists; delivery starts from ``transaction.on_commit``.
+when its change commits. The audit table is also the outbox: each organization's chain is
+gapless and its sequence numbers commit in order (the chain head's row lock is held until
+commit), so a consumer that remembers the last sequence it handed on (``webhooks``' cursors)
+misses nothing and needs no second row per event. After commit, :func:`events_committed`
+wakes the consumers registered with :func:`on_events_committed`: from a background thread that
+coalesces bursts, so a hot path pays for a set insertion, not a broker round trip. A wake that
+is lost (the process dies first) only delays delivery until the next beat run.
 """
 
+import logging
+import os
+import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
+
+from django.db import transaction
 
 from agentidp.deferred import defer_after_request
 from agentidp.errors import JSONValue
@@ -32,7 +44,7 @@ def event_record(
     ``companion``: the INSERT that made the change, sent in the same statement (one round trip
     on a hot path); its new row's id is left on it as ``inserted_id``.
     """
-    return audit_event_append(
+    event = audit_event_append(
         organization_id=organization_id,
         actor_type=actor.kind,
         actor_id=actor.id,
@@ -43,6 +55,8 @@ def event_record(
         outcome=outcome,
         companion=companion,
     )
+    transaction.on_commit(partial(events_committed, organization_id), robust=True)
+    return event
 
 
 def event_record_after_request(
@@ -72,3 +86,62 @@ def event_record_after_request(
 
     if not defer_after_request(record):
         record()
+
+
+# --- waking the consumers after commit -------------------------------------------------------
+
+logger = logging.getLogger("agentidp.events")
+
+CommittedHandler = Callable[[uuid.UUID], None]
+_committed_handlers: list[CommittedHandler] = []
+
+
+def on_events_committed(handler: CommittedHandler) -> None:
+    """Call ``handler(organization_id)`` soon after an organization's events commit (from an
+    AppConfig's ``ready()``; idempotent). It runs on a background thread, once per burst."""
+    if handler not in _committed_handlers:
+        _committed_handlers.append(handler)
+
+
+class _Waker:
+    """One daemon thread per process that hands committed organizations to the handlers,
+    at most once per organization every :attr:`window` seconds."""
+
+    window = 0.005
+
+    def __init__(self) -> None:
+        self._pending: set[uuid.UUID] = set()
+        self._lock = threading.Lock()
+        self._signal = threading.Event()
+        self._pid = 0
+
+    def add(self, organization_id: uuid.UUID) -> None:
+        with self._lock:
+            self._pending.add(organization_id)
+            if self._pid != os.getpid():  # first use in this process (or after a fork)
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="agentidp-events", daemon=True).start()
+        self._signal.set()
+
+    def _run(self) -> None:
+        while True:
+            self._signal.wait()
+            time.sleep(self.window)  # let a burst gather
+            self._signal.clear()
+            with self._lock:
+                pending, self._pending = self._pending, set()
+            for organization_id in pending:
+                for handler in _committed_handlers:
+                    try:
+                        handler(organization_id)
+                    except Exception:  # a wake is an optimisation: beat catches up
+                        logger.exception("waking event consumers failed")
+
+
+_waker = _Waker()
+
+
+def events_committed(organization_id: uuid.UUID) -> None:
+    """Events of ``organization_id`` have just committed: wake their consumers soon."""
+    if _committed_handlers:
+        _waker.add(organization_id)

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "credentials",
     "oidc",
     "did",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -193,6 +194,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Nothing waits in the broker for long: retries of deliveries are scheduled in the database
+# (due ones are picked by a beat task), so the longest countdown is a task's own short retry.
+# A task not acknowledged within the visibility timeout is handed to another worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
@@ -249,6 +256,39 @@ AGENTIDP = {
     # The token endpoint's per-process client cache (oidc/lean.py): entries, and their age limit.
     "CLIENT_CACHE_ENTRIES": env.int("AGENTIDP_CLIENT_CACHE_ENTRIES", default=10000),
     "CLIENT_CACHE_SECONDS": env.int("AGENTIDP_CLIENT_CACHE_SECONDS", default=300),
+    # Outbound HTTP (agentidp/outbound.py): addresses or CIDRs exempt from the address, port
+    # and scheme rules; the ports allowed otherwise; plain http only when explicitly allowed.
+    "SSRF_ALLOWLIST": env.list("AGENTIDP_SSRF_ALLOWLIST", default=[]),
+    "SSRF_ALLOWED_PORTS": env.list("AGENTIDP_SSRF_ALLOWED_PORTS", cast=int, default=[443, 80]),
+    "SSRF_RESOLVER": env.str("AGENTIDP_SSRF_RESOLVER", default="agentidp.outbound.system_resolve"),
+    "WEBHOOK_ALLOW_HTTP": env.bool("AGENTIDP_WEBHOOK_ALLOW_HTTP", default=False),
+    # Webhook delivery: seconds between attempts (the last failure after the last entry is a
+    # dead letter), +/- jitter as a fraction, and when a failing subscription is disabled.
+    "WEBHOOK_RETRY_SCHEDULE": env.list(
+        "AGENTIDP_WEBHOOK_RETRY_SCHEDULE",
+        cast=float,
+        default=[5, 300, 1800, 7200, 18000, 36000, 36000],
+    ),
+    "WEBHOOK_RETRY_JITTER": env.float("AGENTIDP_WEBHOOK_RETRY_JITTER", default=0.1),
+    "WEBHOOK_DISABLE_AFTER_SECONDS": env.int(
+        "AGENTIDP_WEBHOOK_DISABLE_AFTER_SECONDS", default=5 * 86400
+    ),
+    "WEBHOOK_CONNECT_TIMEOUT": env.float("AGENTIDP_WEBHOOK_CONNECT_TIMEOUT", default=3.0),
+    "WEBHOOK_TIMEOUT": env.float("AGENTIDP_WEBHOOK_TIMEOUT", default=10.0),
+    "WEBHOOK_MAX_RESPONSE_BYTES": env.int("AGENTIDP_WEBHOOK_MAX_RESPONSE_BYTES", default=65536),
+    "WEBHOOK_SECRET_OVERLAP_SECONDS": env.int(
+        "AGENTIDP_WEBHOOK_SECRET_OVERLAP_SECONDS", default=86400
+    ),
+    "WEBHOOK_BATCH": env.int("AGENTIDP_WEBHOOK_BATCH", default=200),
+    "WEBHOOK_CONCURRENCY": env.int("AGENTIDP_WEBHOOK_CONCURRENCY", default=16),
+    # Event streams, each on when its address is set.
+    "KAFKA_BROKERS": env.str("KAFKA_BROKERS", default=""),
+    "KAFKA_TOPIC": env.str("KAFKA_TOPIC", default="agentidp.events"),
+    "KAFKA_CONFIG": env.dict("KAFKA_CONFIG", default={}),
+    "KAFKA_TIMEOUT_SECONDS": env.float("KAFKA_TIMEOUT_SECONDS", default=10.0),
+    "NATS_URL": env.str("NATS_URL", default=""),
+    "NATS_STREAM": env.str("NATS_STREAM", default="AGENTIDP"),
+    "NATS_TIMEOUT_SECONDS": env.float("NATS_TIMEOUT_SECONDS", default=5.0),
     # Tried in order by the tenancy middleware; the first that returns a principal wins.
     "PRINCIPAL_RESOLVERS": [
         "oidc.principals.bearer_token_principal",

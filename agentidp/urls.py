@@ -14,6 +14,7 @@ from did import views as did_views
 from did.api import AgentDidKeysViewSet
 from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
+from webhooks.api import WebhookDeliveryViewSet, WebhookViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("organizations", OrganizationViewSet, basename="organization")
@@ -31,6 +32,12 @@ router.register(
     r"agents/(?P<agent_pk>[^/]+)/did/keys", AgentDidKeysViewSet, basename="agent-did-keys"
 )
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register(
+    r"webhooks/(?P<webhook_pk>[^/]+)/deliveries",
+    WebhookDeliveryViewSet,
+    basename="webhook-delivery",
+)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

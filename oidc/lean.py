@@ -54,6 +54,7 @@ from prometheus_client import Counter
 from redis import RedisError
 
 from agentidp.boundary import text_refusal
+from agentidp.events import events_committed
 from agentidp.lru import BoundedLRU
 from compliance.services import EventContent, SQLValue, audit_append_arguments
 from credentials.records import ClientRecord
@@ -328,6 +329,7 @@ def _issue(
         client_cache.forget(record.client_id)
         raise Declined("recheck")
     TOKENS_ISSUED.inc()
+    events_committed(record.organization_id)  # token.issued committed with the statement
     document = {
         "access_token": token,
         "expires_in": lifetime,

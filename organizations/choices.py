@@ -23,6 +23,7 @@ class Scope(models.TextChoices):
     CREDENTIALS_WRITE = "credentials:write", "Manage agents' client secrets"
     AUDIT_READ = "audit:read", "Read the audit log"
     MEMBERS_WRITE = "members:write", "Manage the organization's members"
+    WEBHOOKS_MANAGE = "webhooks:manage", "Manage webhook subscriptions and see their deliveries"
     ADMIN_ORGS = "admin:orgs", "Manage every organization (platform staff only)"
     OPENID = "openid", "OpenID Connect: an id_token, and the agent's identity at /agent-info"
     PROFILE = "profile", "The agent's name, status and capabilities at /agent-info"
@@ -34,6 +35,7 @@ AGENT_SCOPES = frozenset(
         Scope.AGENTS_WRITE,
         Scope.CREDENTIALS_WRITE,
         Scope.AUDIT_READ,
+        Scope.WEBHOOKS_MANAGE,
         Scope.OPENID,
         Scope.PROFILE,
     }

@@ -10,7 +10,7 @@ from agentidp.devenv import ROOT
 
 pytestmark = pytest.mark.django_db(databases=[])
 
-PACKAGES = ("agentidp", "organizations", "agents", "credentials", "oidc", "compliance")
+PACKAGES = ("agentidp", "organizations", "agents", "credentials", "oidc", "compliance", "webhooks")
 
 
 def _modules() -> dict[str, Path]:

@@ -28,6 +28,10 @@ TENANT_TABLES = [
     "oidc_revokedtoken",
     "organizations_staffmembership",
     "organizations_tokenusage",
+    "webhooks_eventcursor",
+    "webhooks_webhookattempt",
+    "webhooks_webhookdelivery",
+    "webhooks_webhooksubscription",
 ]
 
 

@@ -1,0 +1,75 @@
+"""Choices for webhooks: the events published, delivery and attempt states, streams."""
+
+from django.db import models
+
+
+class EventType(models.TextChoices):
+    """Every event published to subscriptions and streams (an audit action of the same name)."""
+
+    AGENT_CREATED = "agent.created", "An agent was registered"
+    AGENT_UPDATED = "agent.updated", "An agent's details changed"
+    AGENT_SUSPENDED = "agent.suspended", "An agent was suspended"
+    AGENT_REACTIVATED = "agent.reactivated", "A suspended agent was reactivated"
+    AGENT_DECOMMISSIONED = "agent.decommissioned", "An agent was decommissioned"
+    CREDENTIAL_GENERATED = "credential.generated", "A client secret was generated"
+    CREDENTIAL_ROTATED = "credential.rotated", "A client secret was rotated"
+    CREDENTIAL_REVOKED = "credential.revoked", "A client secret was revoked"
+    CREDENTIAL_SCOPES_CHANGED = "credential.scopes_changed", "An agent's allowed scopes changed"
+    CREDENTIAL_CLIENT_CHANGED = "credential.client_changed", "An agent's client metadata changed"
+    TOKEN_ISSUED = "token.issued", "An access token was issued"  # noqa: S105 - an event name
+    TOKEN_REVOKED = "token.revoked", "An access token was revoked"  # noqa: S105 - an event name
+    KEY_PUBLISHED = "key.published", "A signing key was published in the JWKS"
+    KEY_ACTIVATED = "key.activated", "A signing key started signing"
+    KEY_RETIRED = "key.retired", "A signing key stopped signing (still verifies)"
+    KEY_REMOVED = "key.removed", "A retired signing key left the JWKS"
+    DID_CREATED = "did.created", "An agent's DID was created"
+    DID_KEY_ROTATED = "did.key_rotated", "An agent's DID key was rotated"
+    DID_DEACTIVATED = "did.deactivated", "An agent's DID was deactivated"
+    WEBHOOK_CREATED = "webhook.created", "A webhook subscription was created"
+    WEBHOOK_UPDATED = "webhook.updated", "A webhook subscription changed"
+    WEBHOOK_DELETED = "webhook.deleted", "A webhook subscription was deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated", "A subscription's signing secret rotated"  # noqa: S105
+    WEBHOOK_DISABLED = "webhook.disabled", "A subscription was disabled (410, or failing too long)"
+    WEBHOOK_PING = "webhook.ping", "A test event sent to one subscription on request"
+
+
+PUBLISHED = frozenset(EventType.values) - {EventType.WEBHOOK_PING}
+"""Actions relayed from the audit log; a ping goes only to the subscription it tests."""
+
+PLATFORM_EVENTS = frozenset(
+    {EventType.KEY_PUBLISHED, EventType.KEY_ACTIVATED, EventType.KEY_RETIRED, EventType.KEY_REMOVED}
+)
+"""Deployment-wide events (recorded on the platform's chain), delivered to every organization's
+subscriptions that ask for them."""
+
+FAMILIES = frozenset(value.split(".", 1)[0] for value in EventType.values)
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending (first attempt or a retry is due at next_attempt_at)"
+    SUCCEEDED = "succeeded", "Succeeded (2xx)"
+    DEAD_LETTER = "dead_letter", "Dead letter (every attempt failed)"
+    CANCELLED = "cancelled", "Cancelled (the receiver answered 410 Gone)"
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCESS = "success", "2xx"
+    HTTP_ERROR = "http_error", "A status other than 2xx"
+    GONE = "gone", "410 Gone: the subscription is disabled"
+    REDIRECT = "redirect", "A redirect (never followed)"
+    TIMEOUT = "timeout", "No complete answer in time"
+    CONNECTION = "connection", "Could not connect, or the connection broke"
+    TOO_LARGE = "too_large", "The answer exceeded the size limit"
+    REFUSED = "refused", "The URL is not allowed (SSRF guard)"
+
+
+class SubscriptionDisabledReason(models.TextChoices):
+    GONE = "gone", "The receiver answered 410 Gone"
+    FAILING = "failing", "Every delivery failed for longer than the allowed window"
+    MANUAL = "manual", "Disabled by a person"
+
+
+class StreamName(models.TextChoices):
+    WEBHOOKS = "webhooks", "Webhook subscriptions"
+    KAFKA = "kafka", "Kafka"
+    NATS = "nats", "NATS JetStream"
