@@ -16,6 +16,7 @@ from werkzeug import Request, Response
 from agentidp.tenancy import tenant_context
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR
+from tests.oidc.conftest import token_for  # noqa: F401 - a fixture these tests use
 from webhooks.services import IssuedSecret, subscription_create
 
 RECEIVER_HOST = "127.0.0.2"
