@@ -118,8 +118,9 @@ class NatsStream(EventStream):
         self.url, self.stream, self.timeout = url, stream, timeout
 
     def publish(self, messages: Sequence[StreamMessage]) -> None:
+        bound = self.timeout * (2 + len(messages) // 100)  # connect, then each chunk's acks
         try:
-            asyncio.run(self._publish(messages))
+            asyncio.run(asyncio.wait_for(self._publish(messages), timeout=bound))
         except (NatsError, OSError, TimeoutError) as exc:
             raise StreamUnavailable(f"NATS did not acknowledge the batch: {exc!r}") from exc
 
@@ -128,7 +129,10 @@ class NatsStream(EventStream):
             self.url,
             connect_timeout=self.timeout,
             allow_reconnect=False,
-            max_reconnect_attempts=0,
+            # nats-py keeps retrying a first connection unless it may give up after one retry
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            error_cb=_quiet,
         )
         try:
             jetstream = client.jetstream(timeout=self.timeout)
@@ -151,6 +155,11 @@ class NatsStream(EventStream):
                 )
         finally:
             await client.close()
+
+
+async def _quiet(error: Exception) -> None:
+    """nats-py's error callback: the failure reaches :meth:`NatsStream.publish` as an
+    exception, so nothing is logged here (nats-py would log a traceback per retry)."""
 
 
 def configured_streams() -> tuple[EventStream, ...]:
