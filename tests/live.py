@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import redis
 import requests
+from django.conf import settings
 
 from agentidp.devenv import ROOT, free_port
 
@@ -183,3 +185,33 @@ def stack_start(*, demo_passwords: tuple[str, str] | None = None) -> Stack:
     )
     stack.wait_ready()
     return stack
+
+
+def _database_url(alias: str) -> str:
+    db = settings.DATABASES[alias]
+    host = str(db["HOST"])
+    where = quote(host, safe="") if host.startswith("/") else f"{host}:{db['PORT']}"
+    return f"postgres://{db['USER']}@{where}/{db['NAME']}"
+
+
+def process_environment() -> dict[str, str]:
+    """The test run's database, Redis and secret store, for a process of our own (a gunicorn,
+    a Celery worker) that must see what the test committed."""
+    vault = settings.AGENTIDP["VAULT"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="agentidp.settings",
+        DATABASE_URL=_database_url("default"),
+        DATABASE_OWNER_URL=_database_url("owner"),
+        REDIS_URL=settings.REDIS_URL,
+        SECRET_KEY=settings.SECRET_KEY,
+        DEBUG="0",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        AGENTIDP_ISSUER=settings.AGENTIDP["ISSUER"],
+        VAULT_ADDR=vault["ADDR"],
+        VAULT_TOKEN=vault["TOKEN"],
+        VAULT_MOUNT=vault["MOUNT"],
+        VAULT_PREFIX=vault["PREFIX"],
+        LOG_LEVEL="WARNING",
+    )
+    return env

@@ -19,7 +19,7 @@ logger = logging.getLogger("agentidp.webhooks")
 
 RELAY_TASK = "webhooks.tasks.relay_task"
 SEND_TASK = "webhooks.tasks.deliveries_send_task"
-FLAG_SECONDS = 30
+FLAG_SECONDS = 10
 
 
 def _flag(kind: str, organization_id: uuid.UUID | str) -> str:

@@ -1,7 +1,6 @@
 """Two server processes, each with its own client cache: a change made through one is refused
 at once by the other (a new stamp, and the database's own re-check behind it)."""
 
-import os
 import subprocess
 import sys
 import time
@@ -13,42 +12,13 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from django.conf import settings
 
 from agentidp.devenv import ROOT, free_port
 from agentidp.tenancy import tenant_context
 from organizations.services import organization_suspend
 from tests.factories import TEST_ACTOR, OrganizationFactory
+from tests.live import process_environment
 from tests.oidc.conftest import FORM, Credentialed, credentialed
-
-
-def _database_url(alias: str) -> str:
-    db = settings.DATABASES[alias]
-    host = str(db["HOST"])
-    where = quote(host, safe="") if host.startswith("/") else f"{host}:{db['PORT']}"
-    return f"postgres://{db['USER']}@{where}/{db['NAME']}"
-
-
-def _environment() -> dict[str, str]:
-    """The test run's database, Redis and secret store, for a gunicorn of our own."""
-    vault = settings.AGENTIDP["VAULT"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    env.update(
-        DJANGO_SETTINGS_MODULE="agentidp.settings",
-        DATABASE_URL=_database_url("default"),
-        DATABASE_OWNER_URL=_database_url("owner"),
-        REDIS_URL=settings.REDIS_URL,
-        SECRET_KEY=settings.SECRET_KEY,
-        DEBUG="0",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        AGENTIDP_ISSUER=settings.AGENTIDP["ISSUER"],
-        VAULT_ADDR=vault["ADDR"],
-        VAULT_TOKEN=vault["TOKEN"],
-        VAULT_MOUNT=vault["MOUNT"],
-        VAULT_PREFIX=vault["PREFIX"],
-        LOG_LEVEL="WARNING",
-    )
-    return env
 
 
 @dataclass
@@ -77,7 +47,7 @@ def _start(log: Path) -> Server:
         process = subprocess.Popen(  # noqa: S603 - our own server
             [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
              "agentidp.wsgi"],
-            env=_environment(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=process_environment(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     server = Server(base=f"http://127.0.0.1:{port}", process=process)
     deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import nats
 import pytest
@@ -80,8 +81,10 @@ def _consume_kafka(bootstrap: str, topic: str, expected: int) -> list[tuple[str,
         message = consumer.poll(0.5)
         if message is None or message.error():
             continue
-        headers = dict(message.headers() or [])
-        seen.append((headers["id"].decode(), message.key() or b"", headers["type"].decode()))
+        pairs = cast(list[tuple[str, bytes]], message.headers() or [])
+        headers = {name: value.decode() for name, value in pairs}
+        key = message.key()
+        seen.append((headers["id"], key if isinstance(key, bytes) else b"", headers["type"]))
     consumer.close()
     return seen
 
