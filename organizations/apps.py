@@ -10,7 +10,11 @@ class OrganizationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from agentidp.stamps import stamp_on_change
         from organizations.models import Organization
+        from organizations.services import staff_group_refresh
 
         stamp_on_change(Organization)
+        post_migrate.connect(staff_group_refresh, weak=False)

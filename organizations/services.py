@@ -7,7 +7,7 @@ from typing import cast
 from django.apps import apps
 from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.models import User as DjangoUser
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.db.models import Model
 
 from agentidp.boundary import name_checked, slug_checked
@@ -30,6 +30,11 @@ STAFF_PERMISSIONS = (
     ("organizations", "view_organization"),
     ("organizations", "view_staffmembership"),
     ("credentials", "view_clientsecret"),
+    ("webhooks", "view_webhooksubscription"),
+    ("webhooks", "add_webhooksubscription"),
+    ("webhooks", "change_webhooksubscription"),
+    ("webhooks", "delete_webhooksubscription"),
+    ("webhooks", "view_webhookdelivery"),
 )
 
 
@@ -256,14 +261,24 @@ def organization_delete(*, actor: Principal, organization_id: uuid.UUID) -> None
     )
 
 
-def staff_group() -> Group:
-    """The group holding the admin permissions an organization's staff need."""
-    group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
-    wanted = Permission.objects.none()
+def staff_group(using: str = DEFAULT_DB_ALIAS) -> Group:
+    """The group holding the admin permissions an organization's staff need (what each may do
+    with them is still limited by the scopes of their role)."""
+    group, _ = Group.objects.using(using).get_or_create(name=STAFF_GROUP)
+    wanted = Permission.objects.using(using).none()
     for app_label, codename in STAFF_PERMISSIONS:
-        wanted |= Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+        wanted |= Permission.objects.using(using).filter(
+            content_type__app_label=app_label, codename=codename
+        )
     group.permissions.set(wanted)
     return group
+
+
+def staff_group_refresh(sender: object, using: str = "owner", **kwargs: object) -> None:
+    """``post_migrate`` receiver: an existing staff group gains the permissions of apps added
+    since it was made (the permissions themselves exist only once their app has migrated)."""
+    if using == "owner" and Group.objects.using(using).filter(name=STAFF_GROUP).exists():
+        staff_group(using)
 
 
 @transaction.atomic

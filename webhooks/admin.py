@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
 from agentidp.errors import DomainError
 from agentidp.principals import Principal
+from organizations.choices import Scope
 from organizations.models import Organization
 from webhooks import services
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
@@ -26,7 +27,9 @@ class SubscriptionForm(forms.ModelForm[WebhookSubscription]):
         forms.CharField(max_length=100),
         help_text="Comma-separated: agent.created, agent.* or * for every event.",
     )
-    organization = forms.ModelChoiceField(queryset=Organization.objects.none(), required=False)
+    for_organization = forms.ModelChoiceField(
+        queryset=Organization.objects.none(), required=False, label="Organization"
+    )
 
     class Meta:
         model = WebhookSubscription
@@ -70,8 +73,25 @@ READONLY = ("created_by", "created_at", "updated_at", "secret_rotated_at",
             "previous_secret_expires_at", "failing_since", "disabled_at", "disabled_reason")  # fmt: skip
 
 
+class ManagedByScope:
+    """Only a principal holding ``webhooks:manage`` (owners and admins of the organization,
+    platform staff) sees webhooks in the admin, as in the API."""
+
+    def _manages(self, request: HttpRequest) -> bool:
+        principal = getattr(request, "principal", None)  # none before login
+        return isinstance(principal, Principal) and (
+            principal.is_platform or Scope.WEBHOOKS_MANAGE in principal.scopes
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._manages(request) and super().has_module_permission(request)  # type: ignore[misc]
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return self._manages(request) and super().has_view_permission(request, obj)  # type: ignore[misc]
+
+
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(admin.ModelAdmin[WebhookSubscription]):
+class WebhookSubscriptionAdmin(ManagedByScope, admin.ModelAdmin[WebhookSubscription]):
     form = SubscriptionForm
     list_display = ["url", "organization", "active", "event_types", "rate_limit",
                     "disabled_reason", "failing_since", "created_at"]  # fmt: skip
@@ -84,12 +104,25 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin[WebhookSubscription]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookSubscription]:
         return scoped_to_principal(request, super().get_queryset(request))
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._manages(request) and super().has_add_permission(request)
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: WebhookSubscription | None = None
+    ) -> bool:
+        return self._manages(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: WebhookSubscription | None = None
+    ) -> bool:
+        return self._manages(request) and super().has_delete_permission(request, obj)
+
     def get_fields(
         self, request: HttpRequest, obj: WebhookSubscription | None = None
     ) -> tuple[str, ...]:
         editable = ("url", "event_types", "active", "description", "rate_limit")
         if obj is None:
-            return (("organization",) if admin_principal(request).is_platform else ()) + editable
+            return (("for_organization",) if admin_principal(request).is_platform else ()) + editable
         return (*editable, *READONLY)
 
     def get_form(
@@ -97,8 +130,8 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin[WebhookSubscription]):
         **kwargs: object,
     ) -> type[forms.ModelForm[WebhookSubscription]]:  # fmt: skip
         form = super().get_form(request, obj, change, **kwargs)
-        if "organization" in form.base_fields:
-            field = form.base_fields["organization"]
+        if admin_principal(request).is_platform and "for_organization" in form.base_fields:
+            field = form.base_fields["for_organization"]
             assert isinstance(field, forms.ModelChoiceField)  # noqa: S101 - declared above
             field.queryset = Organization.objects.order_by("slug")
             field.required = True
@@ -108,7 +141,7 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin[WebhookSubscription]):
         self, request: HttpRequest, form: forms.ModelForm[WebhookSubscription]
     ) -> uuid.UUID:
         principal = admin_principal(request)
-        chosen = form.cleaned_data.get("organization")
+        chosen = form.cleaned_data.get("for_organization")
         if principal.is_platform and isinstance(chosen, Organization):
             return chosen.id
         if principal.organization_id is None:
@@ -215,7 +248,7 @@ class AttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
+class WebhookDeliveryAdmin(ManagedByScope, admin.ModelAdmin[WebhookDelivery]):
     list_display = ["event_type", "subscription", "status", "attempts", "last_http_status",
                     "next_attempt_at", "created_at", "completed_at"]  # fmt: skip
     list_filter = ["status", "event_type", "created_at", "subscription"]
