@@ -397,6 +397,11 @@ def cmd_run() -> int:
             services,
             DEBUG=os.environ.get("DEBUG", "1"),
             AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
+            # A webhook receiver on this machine is what a developer points a subscription at;
+            # a deployment leaves loopback refused (the allowlist is empty by default).
+            AGENTIDP_SSRF_ALLOWLIST=os.environ.get("AGENTIDP_SSRF_ALLOWLIST", "127.0.0.1,::1"),
+            # web, worker and beat write their metrics here; /metrics sums them all
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_directory()),
         )
         manage(environment, "migrate", "--database", "owner", "--no-input", "-v", "0")
         creds = demo_credentials()
@@ -429,6 +434,10 @@ def cmd_run() -> int:
                 f" -d grant_type=client_credentials {base}/oauth2/token"
             )
         say(f"API schema:       {base}/api/docs/   health: {base}/readyz")
+        say(
+            "webhooks:         receivers on 127.0.0.1 are allowed here (AGENTIDP_SSRF_ALLOWLIST);"
+            " deliveries show in the admin"
+        )
         say("starting web, worker and beat; Ctrl-C stops them all")
         celery = [PYTHON, "-m", "celery", "-A", "agentidp"]
         children = [
@@ -458,6 +467,16 @@ def cmd_run() -> int:
     finally:
         stored_redis_url.unlink(missing_ok=True)
         services.stop()
+
+
+def metrics_directory() -> Path:
+    """prometheus_client's multiprocess directory for this run, emptied (counters start at
+    zero, as they would in one process)."""
+    directory = DATA_DIR / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
 
 
 def supervise(programs: list[Program]) -> int:

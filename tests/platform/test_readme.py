@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from agentidp.devenv import ROOT
+from agentidp.devenv import ROOT, free_port
 from tests.live import Stack
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -26,11 +26,12 @@ def block(name: str) -> str:
     return found.group(1)
 
 
-def run(stack: Stack, script: str) -> str:
+def run(stack: Stack, script: str, **extra: str) -> str:
     environment = {
         k: v for k, v in stack.environment.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
     }
     environment["BASE"] = stack.base
+    environment.update(extra)
     done = subprocess.run(  # noqa: S603 - the README's own commands
         ["/bin/bash", "-euo", "pipefail", "-c", script],  # noqa: S607
         cwd=ROOT,
@@ -59,6 +60,15 @@ def test_the_curl_walkthrough_and_the_session_block(make_run: Stack) -> None:
     out = run(make_run, block("session")).replace(" ", "")
     assert '"status":"suspended"' in out
     assert '"action":"agent.suspended"' in out
+
+
+def test_the_webhooks_block(make_run: Stack) -> None:
+    out = run(make_run, block("webhooks"), RECEIVER_PORT=str(free_port()))
+    verified = re.findall(r"^verified (\S+) ([0-9a-f-]{36})$", out, re.MULTILINE)
+    assert [kind for kind, _ in verified][:2] == ["webhook.ping", "agent.created"], out
+    deliveries = json.loads(out[out.index('{\n    "next"') :])["results"]
+    assert {d["event_id"] for d in deliveries} >= {event_id for _, event_id in verified}
+    assert all(d["status"] == "succeeded" for d in deliveries)
 
 
 def test_the_operator_commands(make_run: Stack) -> None:
