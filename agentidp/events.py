@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from functools import partial
 
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 from agentidp.deferred import defer_after_request
 from agentidp.errors import JSONValue
@@ -136,6 +136,7 @@ class _Waker:
                         handler(organization_id)
                     except Exception:  # a wake is an optimisation: beat catches up
                         logger.exception("waking event consumers failed")
+            close_old_connections()  # as after a request: a broken connection is not kept
 
 
 _waker = _Waker()

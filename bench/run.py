@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from agentidp import devenv  # noqa: E402 - after the path is set
+from bench.webhooks import webhook_figures  # noqa: E402
 
 WORK = devenv.DATA_DIR / "bench"
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -48,6 +49,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = 16
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 STOCK_PORT = PORT + 1
+RECEIVER_PORT = PORT + 2
 STOCK_DB = "agentidp_bench_stock_dot"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -72,6 +74,7 @@ def environment() -> dict[str, str]:
         AGENTIDP_LOCAL_SECRETS_KEY_FILE=str(WORK / "secrets.key"),
         AGENTIDP_ISSUER=f"http://127.0.0.1:{PORT}",
         LOG_LEVEL="WARNING",
+        AGENTIDP_SSRF_ALLOWLIST="127.0.0.1",  # the local webhook receiver
     )
     env["STOCK_DATABASE_URL"] = _stock_database(services.owner_url)
     env["BENCH_KEEP"] = repr(services)
@@ -95,7 +98,8 @@ def _libpq(url: str) -> str:
 
 def seed(env: dict[str, str]) -> None:
     """10 organizations x 10 agents with credentials (agents:read), and 10 x 10 more allowed
-    openid and profile (the id_token scenario); 100 stock DOT applications."""
+    openid and profile (the id_token scenario); 10 more organizations x 10 agents whose
+    organization subscribes a webhook to token.issued; 100 stock DOT applications."""
     code = f"""
 import base64, json, django
 django.setup()
@@ -105,8 +109,9 @@ from agents.services import agent_register
 from credentials.services import client_scopes_set, credential_generate
 from organizations.services import organization_create
 from oidc.keys import signing_keys_ensure
+from webhooks.services import subscription_create
 actor = Principal.system("bench")
-creds, oidc = [], []
+creds, oidc, subscribed = [], [], []
 with platform_context(reason="bench"):
     signing_keys_ensure()
 for o in range(10):
@@ -125,6 +130,20 @@ for o in range(10):
             client_scopes_set(actor=actor, organization_id=org.id, agent_id=agent.id,
                               scopes=["agents:read", "openid", "profile"])
         oidc.append((issued.client_id, issued.secret))
+for o in range(10):
+    with platform_context(reason="bench"):
+        org = organization_create(actor=actor, slug=f"bench-hook-{{o}}-{{__import__('uuid').uuid4().hex[:6]}}", name="bench", plan="pro")
+    with tenant_context(org.id):
+        subscription_create(actor=actor, organization_id=org.id,
+                            url="http://127.0.0.1:{RECEIVER_PORT}/hook", event_types=["token.issued"])
+    for a in range(10):
+        with tenant_context(org.id):
+            agent = agent_register(actor=actor, organization_id=org.id, name=f"agent-{{a}}")
+            issued = credential_generate(actor=actor, organization_id=org.id, agent_id=agent.id)
+            client_scopes_set(actor=actor, organization_id=org.id, agent_id=agent.id, scopes=["agents:read"])
+        subscribed.append((issued.client_id, issued.secret))
+open({str(WORK / "subscribed_credentials.txt")!r}, "w").write("\\n".join(
+    base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s in subscribed) + "\\n")
 open({str(WORK / "credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s, _ in creds) + "\\n")
 json.dump(creds, open({str(WORK / "credentials.json")!r}, "w"))
@@ -354,9 +373,9 @@ def summarize(
             "non_2xx": int(sum(run["non_2xx"] for run in runs)),
             "floor": scenario.floor,
         }
-        if scenario.key == "token_openid":
+        if scenario.key in ("token_openid", "token_subscribed"):
             entry["ratio_to_token"] = round(statistics.median(
-                r["token_openid"]["rps"] / r["token"]["rps"] for r in rounds), 3)  # fmt: skip
+                r[scenario.key]["rps"] / r["token"]["rps"] for r in rounds), 3)  # fmt: skip
         if scenario.key in ("token", "stock_dot"):
             entry["ratio_to_stock_dot"] = round(statistics.median(
                 r[scenario.key]["rps"] / r["stock_dot"]["rps"] for r in rounds), 3)  # fmt: skip
@@ -410,6 +429,8 @@ def main() -> int:
             Scenario("bare", "bare view /healthz", "product", f"{base}/healthz"),
             Scenario("token", "POST /oauth2/token", "product", f"{base}/oauth2/token",
                      "token.lua", str(WORK / "credentials.txt")),
+            Scenario("token_subscribed", "POST /oauth2/token, token.issued hook", "product",
+                     f"{base}/oauth2/token", "token.lua", str(WORK / "subscribed_credentials.txt")),
             Scenario("token_openid", "POST /oauth2/token scope=openid", "product",
                      f"{base}/oauth2/token", "token.lua", str(WORK / "oidc_credentials.txt"),
                      {"BENCH_TOKEN_SCOPE": "openid profile agents:read"}),
@@ -436,6 +457,8 @@ def main() -> int:
         for number in range(ROUNDS):
             print(f"[bench] round {number + 1} of {ROUNDS}", flush=True)
             rounds.append({s.key: measure(s, procs, DURATION) for s in scenarios})
+        print("[bench] webhook delivery", flush=True)
+        hooks = webhook_figures(env, RECEIVER_PORT, tree_seconds)
     finally:
         for process in (server, stock_server):
             process.send_signal(signal.SIGTERM)
@@ -446,6 +469,7 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "server": "gunicorn bench/gunicorn.conf.py",
                     "connections": CONNECTIONS, "seconds": DURATION, "rounds": ROUNDS},
         "scenarios": summary,
+        "webhooks": hooks,
         "rounds": rounds,
     }  # fmt: skip
     (WORK / "results.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -464,6 +488,13 @@ def main() -> int:
           f"bare, p99 {did['p99_ms']} ms")  # fmt: skip
     print(f"an id_token too (scope openid): {summary['token_openid']['ratio_to_token']} of the "
           "plain token's throughput")  # fmt: skip
+    subscribed = summary["token_subscribed"]
+    print(f"with a token.issued webhook subscription: {subscribed['rps']} req/s, "
+          f"{subscribed['ratio_to_token']} of the plain token's (no worker running: the request "
+          f"path's own cost)")  # fmt: skip
+    print(f"webhooks: {hooks['deliveries_per_second_per_worker']} deliveries/s per worker process "
+          f"(target >= 300; {hooks['worker_cpu_ms_per_delivery']} ms CPU each), event to delivery "
+          f"p50 {hooks['latency_p50_ms']} ms, p95 {hooks['latency_p95_ms']} ms (target < 1000)")  # fmt: skip
     print(f"figures in {WORK / 'results.json'}")
     return 0
 

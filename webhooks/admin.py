@@ -122,7 +122,9 @@ class WebhookSubscriptionAdmin(ManagedByScope, admin.ModelAdmin[WebhookSubscript
     ) -> tuple[str, ...]:
         editable = ("url", "event_types", "active", "description", "rate_limit")
         if obj is None:
-            return (("for_organization",) if admin_principal(request).is_platform else ()) + editable
+            return (
+                ("for_organization",) if admin_principal(request).is_platform else ()
+            ) + editable
         return (*editable, *READONLY)
 
     def get_form(

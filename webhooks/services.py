@@ -307,6 +307,7 @@ def subscription_create(
     subscription.secret_ref = _secret_path(organization_id, subscription.id)
     _secret_store_write(subscription.secret_ref, secret)
     subscription.save(force_insert=True)
+    transaction.on_commit(partial(_outlets.forget, organization_id))
     event_record(
         organization_id=organization_id,
         actor=actor,
@@ -353,6 +354,7 @@ def subscription_update(
             subscription.failing_since = None
         subscription.active = changes["active"]
     subscription.save()
+    transaction.on_commit(partial(_outlets.forget, organization_id))
     changed: list[JSONValue] = [str(name) for name in sorted(changes)]
     event_record(
         organization_id=organization_id,
