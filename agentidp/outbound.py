@@ -318,12 +318,12 @@ def _pool(url: ParsedUrl, address: IPAddress, limits: Limits) -> Pool:
         timeout = Timeout(connect=limits.connect_seconds, read=limits.total_seconds)
         if url.scheme == "https":
             pool = HTTPSConnectionPool(
-                str(address), url.port, timeout=timeout, maxsize=8, block=False, retries=False,
+                str(address), url.port, timeout=timeout, maxsize=32, block=False, retries=False,
                 server_hostname=url.host, assert_hostname=url.host, cert_reqs="CERT_REQUIRED",
             )  # fmt: skip
         else:
             pool = HTTPConnectionPool(
-                str(address), url.port, timeout=timeout, maxsize=8, block=False, retries=False
+                str(address), url.port, timeout=timeout, maxsize=32, block=False, retries=False
             )
         _pools.put(key, pool)
     return pool

@@ -13,7 +13,7 @@ class WebhooksConfig(AppConfig):
         from agentidp.events import on_events_committed
         from agentidp.metrics import scrape_time_collector
         from webhooks.metrics import QueueLagCollector
-        from webhooks.services import relay_wake
+        from webhooks.relay import relay_wake
 
         on_events_committed(relay_wake)
         scrape_time_collector(QueueLagCollector())

@@ -14,7 +14,7 @@ from redis import RedisError
 
 from agentidp.errors import JSONValue
 from agentidp.tenancy import tenant_context
-from webhooks import selectors, services
+from webhooks import delivery, relay, selectors, services
 from webhooks.choices import StreamName
 from webhooks.streams import configured_streams
 from webhooks.wakes import deliveries_wake, relay_wake_now, wake_flag_clear
@@ -28,7 +28,7 @@ PUMP_REASON = "beat:webhooks-pump"
 def relay_task(organization_id: str) -> dict[str, JSONValue]:
     """Hand the organization's new events to its subscriptions and streams."""
     wake_flag_clear("relay", organization_id)
-    report = services.relay_run(organization_id=uuid.UUID(organization_id))
+    report = relay.relay_run(organization_id=uuid.UUID(organization_id))
     streamed: dict[str, JSONValue] = dict(report.streamed)
     return {"events": report.events, "deliveries": report.deliveries, "streamed": streamed}
 
@@ -39,7 +39,7 @@ def relay_task(organization_id: str) -> dict[str, JSONValue]:
 def deliveries_send_task(organization_id: str) -> dict[str, JSONValue]:
     """Send the organization's due deliveries."""
     wake_flag_clear("send", organization_id)
-    report = services.deliveries_send(organization_id=uuid.UUID(organization_id))
+    report = delivery.deliveries_send(organization_id=uuid.UUID(organization_id))
     return {
         "attempted": report.attempted,
         "succeeded": report.succeeded,

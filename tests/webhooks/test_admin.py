@@ -11,8 +11,9 @@ from organizations.models import Organization
 from tests.factories import AgentFactory
 from tests.platform.test_admin import _login
 from tests.webhooks.conftest import Receiver, subscribe
+from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookDelivery, WebhookSubscription
-from webhooks.services import deliveries_send, relay_run
+from webhooks.relay import relay_run
 
 SUBSCRIPTIONS = "/admin/webhooks/webhooksubscription/"
 DELIVERIES = "/admin/webhooks/webhookdelivery/"

@@ -18,8 +18,9 @@ from organizations.models import Organization
 from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
 from tests.oidc.conftest import credentialed
 from tests.webhooks.conftest import Receiver
+from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookSubscription
-from webhooks.services import deliveries_send, relay_run
+from webhooks.relay import relay_run
 
 
 def _create(api: APIClient, receiver: Receiver, **body: Any) -> dict[str, Any]:

@@ -13,17 +13,17 @@ from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_suspend
 from compliance.models import AuditEvent
 from oidc.choices import KeyStatus
-from oidc.keys import create_key
+from oidc.keys import key_event, signing_keys_ensure
+from oidc.models import SigningKey
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
 from tests.webhooks.conftest import Receiver, agentidp_override, subscribe
 from webhooks.choices import DeliveryStatus
+from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from webhooks.services import (
-    deliveries_send,
-    relay_run,
-    subscription_secret_rotate,
-)
+from webhooks.relay import relay_run
+from webhooks.services import subscription_secret_rotate
+from webhooks.tasks import deliveries_send_task, relay_task, webhooks_pump_task
 
 
 def _deliver(organization: Organization) -> None:
@@ -245,14 +245,45 @@ def test_platform_key_events_reach_subscribed_organizations(
     outsider = OrganizationFactory()
     subscribe(outsider, receiver, ["agent.*"])
     with platform_context(reason="tests"):
-        create_key(KeyStatus.NEXT, "ES256", actor=TEST_ACTOR)
+        signing_keys_ensure()
+        key = SigningKey.objects.filter(status=KeyStatus.NEXT).first()
+        assert key is not None
+        key_event(key, "key.published", TEST_ACTOR, status=key.status)  # as a rotation records it
     relay_run(organization_id=system_org.id)
     deliveries_send(organization_id=org.id)
     deliveries_send(organization_id=outsider.id)
-    assert [r.payload["type"] for r in receiver.received] == ["key.published"]
-    assert receiver.received[0].verified_by == receiver.secrets[:1]
+    received = [r.payload for r in receiver.received]
+    assert received and {p["type"].split(".")[0] for p in received} == {"key"}
+    assert received[-1]["type"] == "key.published"
+    assert received[-1]["data"]["subject"] == {"type": "signing_key", "id": key.kid}
+    assert all(r.verified_by == receiver.secrets[:1] for r in receiver.received)  # org's secret
+    with tenant_context(outsider.id):
+        assert not WebhookDelivery.objects.filter(organization_id=outsider.id).exists()
 
 
 def test_unknown_subscription_id_or_org_does_not_crash() -> None:
     assert relay_run(organization_id=uuid.uuid4()).events == 0
     assert deliveries_send(organization_id=uuid.uuid4()).attempted == 0
+
+
+def test_the_tasks_relay_send_and_the_pump_expires_old_secrets(
+    org: Organization, receiver: Receiver
+) -> None:
+    issued = subscribe(org, receiver, ["agent.created"])
+    AgentFactory(organization=org)
+    assert relay_task(str(org.id))["deliveries"] == 1
+    assert deliveries_send_task(str(org.id))["succeeded"] == 1
+    assert len(receiver.received) == 1
+    with tenant_context(org.id):
+        subscription_secret_rotate(
+            actor=TEST_ACTOR, organization_id=org.id, subscription_id=issued.subscription.id,
+            overlap_seconds=60,
+        )  # fmt: skip
+    assert webhooks_pump_task()["secrets_expired"] == 0
+    with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=True):
+        assert webhooks_pump_task()["secrets_expired"] != 0
+    with tenant_context(org.id):
+        subscription = WebhookSubscription.objects.get(id=issued.subscription.id)
+    assert (
+        subscription.previous_secret_ref == "" and subscription.previous_secret_expires_at is None
+    )

@@ -14,8 +14,9 @@ from organizations.models import Organization
 from tests.factories import AgentFactory
 from tests.webhooks import resolver
 from tests.webhooks.conftest import Receiver, agentidp_override, subscribe
+from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from webhooks.services import deliveries_send, relay_run
+from webhooks.relay import relay_run
 
 PUBLIC = "93.184.215.14"
 

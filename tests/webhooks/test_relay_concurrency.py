@@ -16,7 +16,7 @@ from organizations.models import Organization
 from tests.factories import TEST_ACTOR, OrganizationFactory
 from tests.webhooks.conftest import Receiver, subscribe
 from webhooks.models import WebhookDelivery
-from webhooks.services import relay_run
+from webhooks.relay import relay_run
 
 WRITERS = 4
 EVENTS_EACH = 25

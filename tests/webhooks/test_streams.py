@@ -25,7 +25,7 @@ from tests.factories import AgentFactory
 from tests.webhooks.conftest import agentidp_override
 from webhooks.choices import PUBLISHED
 from webhooks.models import EventCursor
-from webhooks.services import relay_run
+from webhooks.relay import relay_run
 
 MOCK_CLUSTER = """
 import sys, time
