@@ -107,21 +107,30 @@ class _Waker:
     """One daemon thread per process that hands committed organizations to the handlers,
     at most once per organization every :attr:`window` seconds."""
 
-    window = 0.005
+    window = 0.02
 
     def __init__(self) -> None:
+        self._fresh()
+        # a forked worker (gunicorn, Celery's pool) starts with no thread and fresh locks
+        os.register_at_fork(after_in_child=self._fresh)
+
+    def _fresh(self) -> None:
         self._pending: set[uuid.UUID] = set()
         self._lock = threading.Lock()
         self._signal = threading.Event()
-        self._pid = 0
+        self._started = False
 
     def add(self, organization_id: uuid.UUID) -> None:
+        """Note the organization; only the first note since the thread last looked wakes it
+        (a hot path under load pays for a lock and a set insertion)."""
         with self._lock:
+            first = not self._pending
             self._pending.add(organization_id)
-            if self._pid != os.getpid():  # first use in this process (or after a fork)
-                self._pid = os.getpid()
+            if not self._started:
+                self._started = True
                 threading.Thread(target=self._run, name="agentidp-events", daemon=True).start()
-        self._signal.set()
+        if first:
+            self._signal.set()
 
     def _run(self) -> None:
         while True:
