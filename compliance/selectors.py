@@ -5,6 +5,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from agentidp.queries import time_windowed, type_filtered
 from compliance.models import AuditEvent
 
 
@@ -23,12 +24,9 @@ def audit_event_list(
 
     ``action`` ending in ``.*`` matches a family (``agent.*``).
     """
-    events = AuditEvent.objects.filter(organization_id=organization_id)
-    if action:
-        if action.endswith(".*"):
-            events = events.filter(action__startswith=action[:-1])
-        else:
-            events = events.filter(action=action)
+    events = type_filtered(
+        AuditEvent.objects.filter(organization_id=organization_id), "action", action
+    )
     if actor_type:
         events = events.filter(actor_type=actor_type)
     if actor_id:
@@ -37,8 +35,4 @@ def audit_event_list(
         events = events.filter(subject_type=subject_type)
     if subject_id:
         events = events.filter(subject_id=subject_id)
-    if since:
-        events = events.filter(occurred_at__gte=since)
-    if until:
-        events = events.filter(occurred_at__lt=until)
-    return events.order_by("-sequence")
+    return time_windowed(events, "occurred_at", since, until).order_by("-sequence")

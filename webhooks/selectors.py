@@ -8,6 +8,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from agentidp.queries import time_windowed, type_filtered
 from agentidp.tenancy import platform_context
 from webhooks.models import WebhookDelivery, WebhookSubscription
 
@@ -33,15 +34,8 @@ def delivery_list(
     )
     if status:
         deliveries = deliveries.filter(status=status)
-    if event_type:
-        if event_type.endswith(".*"):
-            deliveries = deliveries.filter(event_type__startswith=event_type[:-1])
-        else:
-            deliveries = deliveries.filter(event_type=event_type)
-    if since:
-        deliveries = deliveries.filter(created_at__gte=since)
-    if until:
-        deliveries = deliveries.filter(created_at__lt=until)
+    deliveries = type_filtered(deliveries, "event_type", event_type)
+    deliveries = time_windowed(deliveries, "created_at", since, until)
     return deliveries.order_by("-created_at")
 
 

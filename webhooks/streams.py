@@ -77,7 +77,8 @@ class KafkaStream(EventStream):
 
     def _client(self) -> Producer:
         if self._producer is None or self._pid != os.getpid():
-            self._producer = Producer(self.config)
+            # librdkafka's own log lines go to Python logging, not straight to stderr
+            self._producer = Producer(self.config, logger=logging.getLogger("agentidp.kafka"))
             self._pid = os.getpid()
         return self._producer
 

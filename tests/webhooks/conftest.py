@@ -98,16 +98,23 @@ class Receiver:
         return [r.headers["webhook-id"] for r in self.received]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(scope="session")
+def receiver_server() -> Iterator[HTTPServer]:
+    """One live server for the session (stopping one takes half a second); each test gets a
+    fresh :class:`Receiver` behind it."""
     server = HTTPServer(host=RECEIVER_HOST, port=0, threaded=True)
     server.start()
-    receiver = Receiver(server=server)
-    server.expect_request("/hook", method="POST").respond_with_handler(receiver.handle)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver(receiver_server: HTTPServer) -> Iterator[Receiver]:
+    receiver_server.clear()
+    receiver = Receiver(server=receiver_server)
+    receiver_server.expect_request("/hook", method="POST").respond_with_handler(receiver.handle)
     yield receiver
-    server.clear()
-    if server.is_running():
-        server.stop()
+    receiver_server.clear()
 
 
 def subscribe(
