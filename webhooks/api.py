@@ -149,7 +149,7 @@ NO_STORE = {"Cache-Control": "no-store"}
     list=extend_schema(responses={200: SubscriptionSerializer(many=True), **problem_responses(400, 401, 403)}),
     create=extend_schema(
         request=SubscriptionInputSerializer,
-        responses={201: SubscriptionWithSecretSerializer, **problem_responses(400, 401, 403)},
+        responses={201: SubscriptionWithSecretSerializer, **problem_responses(400, 401, 403, 409)},
     ),
     retrieve=extend_schema(responses={200: SubscriptionSerializer, **problem_responses(400, 401, 403, 404)}),
     partial_update=extend_schema(

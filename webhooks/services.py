@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentidp.boundary import text_refusal
-from agentidp.errors import JSONValue, NotFound, ValidationFailed
+from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.lru import BoundedLRU
 from agentidp.outbound import Limits, UrlRefused, url_check
@@ -44,6 +44,7 @@ from webhooks.wakes import deliveries_wake
 logger = logging.getLogger("agentidp.webhooks")
 
 MAX_EVENT_TYPES = 50
+MAX_SUBSCRIPTIONS = 100  # per organization: each one multiplies every event's deliveries
 MAX_DESCRIPTION = 500
 MAX_RATE_LIMIT = 10_000
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
@@ -248,6 +249,12 @@ def subscription_create(
 ) -> IssuedSecret:
     """Subscribe ``url`` to ``event_types``; the secret is stored in the secret store first (a
     store that is down fails the request with nothing written)."""
+    existing = WebhookSubscription.objects.filter(organization_id=organization_id).count()
+    if existing >= MAX_SUBSCRIPTIONS:
+        raise Conflict(
+            f"The organization has {MAX_SUBSCRIPTIONS} webhook subscriptions; delete one first.",
+            errors={"url": [f"At most {MAX_SUBSCRIPTIONS} subscriptions per organization."]},
+        )
     subscription = WebhookSubscription(
         organization_id=organization_id,
         url=url_checked(url),

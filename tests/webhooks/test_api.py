@@ -21,6 +21,7 @@ from tests.webhooks.conftest import Receiver
 from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookSubscription
 from webhooks.relay import relay_run
+from webhooks.services import MAX_SUBSCRIPTIONS
 
 
 def _create(api: APIClient, receiver: Receiver, **body: Any) -> dict[str, Any]:
@@ -269,3 +270,23 @@ def test_rls_hides_subscriptions_from_other_organizations(
         assert not WebhookSubscription.objects.exists()
     with tenant_context(org.id):
         assert WebhookSubscription.objects.count() == 1
+
+
+def test_an_organization_has_at_most_a_hundred_subscriptions(
+    api: APIClient, org: Organization, receiver: Receiver
+) -> None:
+    with tenant_context(org.id):
+        WebhookSubscription.objects.bulk_create(
+            WebhookSubscription(
+                organization_id=org.id, url=receiver.url, event_types=["*"], secret_ref="x",
+                created_by="tests",
+            )
+            for _ in range(MAX_SUBSCRIPTIONS)
+        )  # fmt: skip
+    response = api.post("/webhooks", {"url": receiver.url, "event_types": ["*"]}, format="json")
+    assert response.status_code == 409, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    with tenant_context(org.id):
+        assert (
+            WebhookSubscription.objects.filter(organization_id=org.id).count() == MAX_SUBSCRIPTIONS
+        )
