@@ -145,7 +145,10 @@ class _Waker:
                         handler(organization_id)
                     except Exception:  # a wake is an optimisation: beat catches up
                         logger.exception("waking event consumers failed")
-            close_old_connections()  # as after a request: a broken connection is not kept
+            try:
+                close_old_connections()  # as after a request: a broken connection is not kept
+            except Exception:  # the thread must outlive any one failure
+                logger.warning("could not check the wake-up thread's database connection")
 
 
 _waker = _Waker()
