@@ -220,6 +220,11 @@ class PageNumberPagination(pagination.PageNumberPagination):
 class CursorPagination(pagination.CursorPagination):
     """Cursor pagination whose malformed cursors and page sizes are a 400 naming them."""
 
+    def position_read(self, position: str) -> object:
+        """A cursor's position as the ordering field's type (a sequence number here; override
+        for another ordering); ValueError for one this API never made."""
+        return int(position)
+
     def get_page_size(self, request: Request) -> int | None:
         return page_size_checked(request, self)
 
@@ -240,7 +245,7 @@ class CursorPagination(pagination.CursorPagination):
             raise invalid from exc
         if cursor is not None and cursor.position is not None:
             try:
-                int(cursor.position)
+                self.position_read(str(cursor.position))
             except ValueError as exc:
                 raise invalid from exc
         return cursor

@@ -9,8 +9,7 @@ from typing import cast
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import exceptions as drf_exceptions
-from rest_framework import pagination, serializers, status
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,7 +21,7 @@ from agentidp.api import (
     StrictSerializer,
     TenantViewSet,
 )
-from agentidp.errors import JSONValue, ValidationFailed
+from agentidp.errors import JSONValue
 from agentidp.schema import problem_responses
 from organizations.choices import Scope
 from webhooks import selectors, services
@@ -123,16 +122,8 @@ class DeliveryCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
-    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
-        try:
-            cursor = pagination.CursorPagination.decode_cursor(self, request)
-            if cursor is not None and cursor.position is not None:
-                datetime.fromisoformat(str(cursor.position))
-        except (ValueError, drf_exceptions.NotFound) as exc:
-            raise ValidationFailed(
-                "The cursor is not valid.", errors={"cursor": ["Use a cursor this API returned."]}
-            ) from exc
-        return cursor
+    def position_read(self, position: str) -> object:
+        return datetime.fromisoformat(position)
 
 
 def _with_secret(issued: services.IssuedSecret) -> dict[str, object]:
