@@ -31,13 +31,7 @@ from agentidp.tenancy import tenant_context
 from agentidp.usage import redis_client
 from webhooks.choices import AttemptOutcome, DeliveryStatus, SubscriptionDisabledReason
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from webhooks.services import (
-    WebhookOptions,
-    secret_key,
-    signature,
-    subscription_disable,
-    webhook_options,
-)
+from webhooks.services import WebhookOptions, signer, subscription_disable, webhook_options
 
 logger = logging.getLogger("agentidp.webhooks")
 
@@ -142,17 +136,15 @@ class Sent:
 
 def _send_one(claimed: Claimed, options: WebhookOptions) -> Sent:
     started_at = timezone.now()
-    timestamp = int(started_at.timestamp())
     message_id = str(claimed.event_id)
+    refs = [claimed.secret_ref]
+    if claimed.previous_secret_ref and (
+        claimed.previous_expires_at is None or claimed.previous_expires_at > started_at
+    ):
+        refs.append(claimed.previous_secret_ref)  # the overlap: both signatures
+    body = claimed.body.decode()
     try:
-        signatures = [
-            signature(secret_key(claimed.secret_ref), message_id, timestamp, claimed.body)
-        ]
-        if claimed.previous_secret_ref and (
-            claimed.previous_expires_at is None or claimed.previous_expires_at > started_at
-        ):
-            previous = secret_key(claimed.previous_secret_ref)
-            signatures.append(signature(previous, message_id, timestamp, claimed.body))
+        signatures = [signer(ref).sign(message_id, started_at, body) for ref in refs]
     except (SecretStoreError, KeyError) as exc:
         logger.warning("webhook secret unavailable for subscription %s", claimed.subscription_id)
         failed = OutboundResponse(
@@ -162,7 +154,7 @@ def _send_one(claimed: Claimed, options: WebhookOptions) -> Sent:
     headers = {
         "Content-Type": "application/json",
         "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
+        "webhook-timestamp": str(int(started_at.timestamp())),
         "webhook-signature": " ".join(signatures),
     }
     response = outbound_request(
@@ -274,6 +266,11 @@ def _next_attempt(
     return delay
 
 
+def _settle(update: WebhookDelivery, status: str, now: datetime) -> None:
+    """A delivery done with: succeeded, cancelled (410) or dead-lettered."""
+    update.status, update.completed_at, update.next_attempt_at = status, now, None
+
+
 def _record(
     organization_id: uuid.UUID,
     results: Sequence[Sent],
@@ -308,20 +305,12 @@ def _record(
         )  # fmt: skip
         report.attempted += 1
         if outcome == AttemptOutcome.SUCCESS:
-            update.status, update.completed_at, update.next_attempt_at = (
-                DeliveryStatus.SUCCEEDED,
-                now,
-                None,
-            )
+            _settle(update, DeliveryStatus.SUCCEEDED, now)
             DELIVERY_LATENCY.observe(max(0.0, (now - claimed.occurred_at).total_seconds()))
             succeeded_subscriptions.add(claimed.subscription_id)
             report.succeeded += 1
         elif outcome == AttemptOutcome.GONE:
-            update.status, update.completed_at, update.next_attempt_at = (
-                DeliveryStatus.CANCELLED,
-                now,
-                None,
-            )
+            _settle(update, DeliveryStatus.CANCELLED, now)
             gone[claimed.subscription_id] = claimed.url
             report.failed += 1
         else:
@@ -329,11 +318,7 @@ def _record(
             report.failed += 1
             delay = _next_attempt(claimed.attempt, response, options)
             if delay is None:
-                update.status, update.completed_at, update.next_attempt_at = (
-                    DeliveryStatus.DEAD_LETTER,
-                    now,
-                    None,
-                )
+                _settle(update, DeliveryStatus.DEAD_LETTER, now)
                 DEAD_LETTERS.inc()
                 report.dead_lettered += 1
             else:

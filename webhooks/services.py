@@ -7,8 +7,6 @@ event. Secrets live in the secret store; the database holds only where.
 """
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -22,6 +20,7 @@ from typing import cast
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from standardwebhooks import Webhook
 
 from agentidp.boundary import text_refusal
 from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
@@ -185,24 +184,19 @@ def _secret_delete_after_commit(path: str) -> None:
     transaction.on_commit(delete, robust=True)
 
 
-# Secrets read for signing, by reference (a reference never changes meaning: a new secret gets
-# a new path), kept briefly so a busy subscription does not read the store per delivery.
-secrets_cache: BoundedLRU[str, bytes] = BoundedLRU(max_entries=4096, max_age=300)
+# Signers by secret reference (a reference never changes meaning: a new secret gets a new
+# path), kept briefly so a busy subscription does not read the store per delivery.
+signers: BoundedLRU[str, Webhook] = BoundedLRU(max_entries=4096, max_age=300)
 
 
-def secret_key(path: str) -> bytes:
-    key = secrets_cache.get(path)
-    if key is None:
-        value = secret_store().read(path)["value"]
-        key = base64.b64decode(value.removeprefix(SECRET_PREFIX))
-        secrets_cache.put(path, key)
-    return key
-
-
-def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
-    """One Standard Webhooks signature: ``v1,<base64 HMAC-SHA256 of id.timestamp.body>``."""
-    signed = b"%s.%d.%s" % (message_id.encode(), timestamp, body)
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+def signer(path: str) -> Webhook:
+    """The Standard Webhooks signer (the ``standardwebhooks`` library) for the secret at
+    ``path`` in the secret store."""
+    found = signers.get(path)
+    if found is None:
+        found = Webhook(secret_store().read(path)["value"])
+        signers.put(path, found)
+    return found
 
 
 # --- subscriptions ---------------------------------------------------------------------------

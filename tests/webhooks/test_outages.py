@@ -18,7 +18,7 @@ from tests.webhooks.conftest import Receiver, subscribe
 from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from webhooks.relay import relay_run
-from webhooks.services import secrets_cache
+from webhooks.services import signers
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def secret_store_down(settings: Any) -> Iterator[None]:
     reachable = vault["ADDR"]
     vault["ADDR"] = "http://127.0.0.1:9"  # nothing listens there
     secret_store.cache_clear()
-    secrets_cache.clear()
+    signers.clear()
     yield
     vault["ADDR"] = reachable
     secret_store.cache_clear()
@@ -54,7 +54,7 @@ def test_a_delivery_waits_out_a_secret_store_outage(
     reachable = vault["ADDR"]
     vault["ADDR"] = "http://127.0.0.1:9"
     secret_store.cache_clear()
-    secrets_cache.clear()
+    signers.clear()
     try:
         deliveries_send(organization_id=org.id, max_rounds=1)
     finally:
