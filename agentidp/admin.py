@@ -60,6 +60,25 @@ def run_service_action(
     return
 
 
+class ManagedByScope:
+    """An admin seen only by a principal holding ``admin_scope`` (platform staff, and the
+    organization's members whose role grants it), as in the API."""
+
+    admin_scope: str = ""
+
+    def _manages(self, request: HttpRequest) -> bool:
+        principal = getattr(request, "principal", None)  # none before login
+        return isinstance(principal, Principal) and (
+            principal.is_platform or self.admin_scope in principal.scopes
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._manages(request) and super().has_module_permission(request)  # type: ignore[misc]
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return self._manages(request) and super().has_view_permission(request, obj)  # type: ignore[misc]
+
+
 # --- the site --------------------------------------------------------------------------------
 
 # This server issues client_credentials tokens only: no authorization codes (grants), id tokens

@@ -37,6 +37,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Timeout
 
@@ -374,6 +375,8 @@ def _send(
             retries=False, preload_content=False, assert_same_host=False,
             timeout=Timeout(connect=limits.connect_seconds, read=max(deadline - time.monotonic(), 0.01)),
         )  # fmt: skip
+    except NewConnectionError as exc:  # refused or unreachable (urllib3 files it under timeouts)
+        return OutboundResponse(None, {}, b"", time.monotonic() - started, "connection", type(exc).__name__)  # fmt: skip
     except Urllib3Timeout as exc:
         return OutboundResponse(
             None, {}, b"", time.monotonic() - started, "timeout", type(exc).__name__

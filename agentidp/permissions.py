@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from agentidp.policy import Resource, authorize
@@ -35,7 +35,13 @@ def _allowed(request: Request, view: "APIView", *, organization_id: uuid.UUID | 
     resource = Resource(
         type=getattr(view, "resource_type", "unknown"), organization_id=organization_id
     )
-    return authorize(principal, action=view_action(view), scope=scope, resource=resource)
+    return authorize(
+        principal,
+        action=view_action(view),
+        scope=scope,
+        resource=resource,
+        safe=request.method in SAFE_METHODS,
+    )
 
 
 def view_action(view: "APIView") -> str:

@@ -92,7 +92,9 @@ def policy_engine() -> PolicyEngine:
 decision_cache: BoundedLRU[str, bool] = BoundedLRU(max_entries=4096)
 
 
-def policy_input(principal: Principal, *, action: str, scope: str, resource: Resource) -> str:
+def policy_input(
+    principal: Principal, *, action: str, scope: str, resource: Resource, safe: bool = True
+) -> str:
     """The canonical JSON document the policy sees."""
     document = {
         "principal": {
@@ -103,8 +105,10 @@ def policy_input(principal: Principal, *, action: str, scope: str, resource: Res
             "scopes": sorted(principal.scopes),
             "status": principal.status,
             "platform": principal.is_platform,
+            "read_only": principal.read_only,
         },
         "action": action,
+        "safe": safe,
         "scope": scope,
         "resource": {
             "type": resource.type,
@@ -114,9 +118,12 @@ def policy_input(principal: Principal, *, action: str, scope: str, resource: Res
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
-def authorize(principal: Principal, *, action: str, scope: str, resource: Resource) -> bool:
-    """Ask the policy; a policy error denies (and is logged)."""
-    document = policy_input(principal, action=action, scope=scope, resource=resource)
+def authorize(
+    principal: Principal, *, action: str, scope: str, resource: Resource, safe: bool = True
+) -> bool:
+    """Ask the policy; a policy error denies (and is logged). ``safe``: the request only reads
+    (GET, HEAD, OPTIONS)."""
+    document = policy_input(principal, action=action, scope=scope, resource=resource, safe=safe)
     decision = decision_cache.get(document)
     if decision is None:
         try:

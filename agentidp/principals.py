@@ -6,7 +6,7 @@ from uuid import UUID
 
 from django.db import models
 
-PrincipalKind = Literal["user", "agent", "system"]
+PrincipalKind = Literal["user", "agent", "federated", "system"]
 
 
 class PrincipalStatus(models.TextChoices):
@@ -27,6 +27,9 @@ class Principal:
     is_platform: bool = False
     status: str = PrincipalStatus.ACTIVE
     display: str = ""
+    # A federated principal (a partner's agent holding an exchanged token) reads only, unless
+    # its partner allows writes.
+    read_only: bool = False
 
     # DRF's permission and throttling code asks these of ``request.user``.
     is_authenticated: bool = True

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "oidc",
     "did",
     "webhooks",
+    "federation",
 ]
 
 MIDDLEWARE = [
@@ -289,6 +290,18 @@ AGENTIDP = {
     "NATS_URL": env.str("NATS_URL", default=""),
     "NATS_STREAM": env.str("NATS_STREAM", default="AGENTIDP"),
     "NATS_TIMEOUT_SECONDS": env.float("NATS_TIMEOUT_SECONDS", default=5.0),
+    # Federation (federation/): partners' JWKS cached in Redis this long, refetched for an
+    # unknown kid at most once per partner per interval; clock leeway on their tokens (at most
+    # 300 s); the lifetime of a token exchanged for a partner's; bounds on what is fetched.
+    "FEDERATION_JWKS_CACHE_TTL_SECONDS": env.int("FEDERATION_JWKS_CACHE_TTL_SECONDS", default=300),
+    "FEDERATION_JWKS_REFETCH_INTERVAL_SECONDS": env.int(
+        "FEDERATION_JWKS_REFETCH_INTERVAL_SECONDS", default=30
+    ),
+    "FEDERATION_LEEWAY_SECONDS": env.int("FEDERATION_LEEWAY_SECONDS", default=30),
+    "FEDERATION_TOKEN_LIFETIME_SECONDS": env.int("FEDERATION_TOKEN_LIFETIME_SECONDS", default=300),
+    "FEDERATION_FETCH_TIMEOUT_SECONDS": env.float("FEDERATION_FETCH_TIMEOUT_SECONDS", default=5.0),
+    "FEDERATION_MAX_DOCUMENT_BYTES": env.int("FEDERATION_MAX_DOCUMENT_BYTES", default=262144),
+    "FEDERATION_MAX_TOKEN_BYTES": env.int("FEDERATION_MAX_TOKEN_BYTES", default=16384),
     # Tried in order by the tenancy middleware; the first that returns a principal wins.
     "PRINCIPAL_RESOLVERS": [
         "oidc.principals.bearer_token_principal",

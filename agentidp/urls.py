@@ -12,6 +12,7 @@ from compliance.api import AuditEventViewSet
 from credentials.api import AgentClientViewSet, AgentCredentialViewSet, AgentScopesViewSet
 from did import views as did_views
 from did.api import AgentDidKeysViewSet
+from federation.api import FederationPartnerViewSet, FederationViewSet
 from oidc import views as oidc_views
 from organizations.api import OrganizationViewSet
 from webhooks.api import WebhookDeliveryViewSet, WebhookViewSet
@@ -33,6 +34,8 @@ router.register(
 )
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("webhooks", WebhookViewSet, basename="webhook")
+router.register("federation/partners", FederationPartnerViewSet, basename="federation-partner")
+router.register("federation", FederationViewSet, basename="federation")
 router.register(
     r"webhooks/(?P<webhook_pk>[^/]+)/deliveries",
     WebhookDeliveryViewSet,

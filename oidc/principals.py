@@ -7,7 +7,7 @@ from prometheus_client import Counter
 from redis import RedisError
 
 from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
-from oidc.services import token_standing
+from oidc.services import token_principal
 from oidc.tokens import InvalidToken, access_token_verify
 
 logger = logging.getLogger("agentidp.auth")
@@ -42,13 +42,13 @@ def presented_bearer(request: HttpRequest) -> str | None:
 
 
 def bearer_token_principal(request: HttpRequest) -> Principal | None:
-    """Verify the bearer token offline, then its revocation and its agent's standing."""
+    """Verify the bearer token offline, then its revocation and its principal's standing."""
     token = presented_bearer(request)
     if token is None:
         return None
     try:
         verified = access_token_verify(token)
-        refusal = token_standing(verified)
+        principal = token_principal(verified)
     except InvalidToken as exc:
         raise _reject(exc.reason) from exc
     except RedisError as exc:
@@ -56,12 +56,6 @@ def bearer_token_principal(request: HttpRequest) -> Principal | None:
         logger.warning("revocation list unavailable; refusing bearer token")
         BEARER_REJECTIONS.labels(reason="revocation_unavailable").inc()
         raise AuthenticationUnavailable from exc
-    if refusal:
-        raise _reject(refusal)
-    return Principal(
-        kind="agent",
-        id=verified.subject,
-        organization_id=verified.organization_id,
-        scopes=verified.scopes,
-        display=str(verified.claims.get("client_id", "")),
-    )
+    if isinstance(principal, str):
+        raise _reject(principal)
+    return principal

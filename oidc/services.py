@@ -30,6 +30,7 @@ from compliance.services import CompanionInsert
 from credentials.choices import SigningAlgorithm
 from credentials.models import Client
 from oidc.choices import KeyStatus, RevocationReason
+from oidc.extensions import delegated_principal, grant_types_extra, is_delegated
 from oidc.keys import (
     JWKS_CACHE_KEY,
     access_token_algorithm,
@@ -416,16 +417,20 @@ SELECT set_config('app.organization_id', %s, true),
 """
 
 
-def token_standing(verified: VerifiedToken) -> str | None:
-    """Why a token whose signature and claims verified may not be used now, or None.
+def token_principal(verified: VerifiedToken) -> Principal | str:
+    """Who a token whose signature and claims verified stands for, or why it may not be used
+    now.
 
-    The one rule the API (bearer authentication) and introspection share: not revoked, its
-    agent and organization active, and issued after the agent was last suspended. Enters the
-    token's organization on the current transaction. Raises ``RedisError`` when the
-    revocation list cannot be asked.
+    The one rule the API (bearer authentication) and introspection share: not revoked; for an
+    agent's token, its agent and organization active, and issued after the agent was last
+    suspended; for a delegated token (a partner's agent, :mod:`oidc.extensions`), whatever its
+    registered resolver says. Enters the token's organization on the current transaction.
+    Raises ``RedisError`` when the revocation list cannot be asked.
     """
     if jti_is_revoked(verified.jti):
         return "revoked"
+    if is_delegated(verified):
+        return delegated_principal(verified)
     try:
         agent_id = uuid.UUID(verified.subject)
     except ValueError:
@@ -440,7 +445,13 @@ def token_standing(verified: VerifiedToken) -> str | None:
     not_before: dt.datetime | None = row[2]
     if not_before is not None and verified.issued_at < not_before.timestamp():
         return "revoked"
-    return None
+    return Principal(
+        kind="agent",
+        id=verified.subject,
+        organization_id=verified.organization_id,
+        scopes=verified.scopes,
+        display=str(verified.claims.get("client_id", "")),
+    )
 
 
 def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
@@ -451,7 +462,9 @@ def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
         verified = access_token_verify(token, any_audience=True)
     except InvalidToken:
         return {"active": False}
-    if verified.organization_id != client.organization_id or token_standing(verified):
+    if verified.organization_id != client.organization_id:
+        return {"active": False}
+    if isinstance(token_principal(verified), str):
         return {"active": False}
     return {"active": True, "token_type": "Bearer", **verified.claims}
 
@@ -534,7 +547,7 @@ def discovery_document() -> dict[str, JSONValue]:
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "scopes_supported": scopes,
         "response_types_supported": ["token"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", *grant_types_extra()],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
         "userinfo_signing_alg_values_supported": algorithms,

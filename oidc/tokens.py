@@ -221,7 +221,7 @@ def _b64_encode_json(value: Mapping[str, JSONValue]) -> str:
     return _b64_encode(json.dumps(value, separators=(",", ":")).encode())
 
 
-def _b64_decode(segment: str) -> bytes:
+def b64url_decode(segment: str) -> bytes:
     """Strict base64url: one encoding per value, so a re-encoded signature is no token."""
     try:
         decoded = base64.b64decode(segment + "=" * (-len(segment) % 4), b"-_", validate=True)
@@ -232,7 +232,7 @@ def _b64_decode(segment: str) -> bytes:
     return decoded
 
 
-def _b64_json(segment: str) -> dict[str, JSONValue]:
+def b64url_json(segment: str) -> dict[str, JSONValue]:
     try:
         padded = segment + "=" * (-len(segment) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -306,7 +306,7 @@ def _signature_verify(token: str, types: frozenset[str]) -> tuple[str, dict[str,
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise InvalidToken("malformed")
-    header = _b64_json(parts[0])
+    header = b64url_json(parts[0])
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm not in ALLOWED_ALGORITHMS:
         raise InvalidToken("algorithm")
@@ -322,12 +322,12 @@ def _signature_verify(token: str, types: frozenset[str]) -> tuple[str, dict[str,
     key_algorithm, key = found
     if key_algorithm != algorithm:
         raise InvalidToken("algorithm")
-    signature = _b64_decode(parts[2])
+    signature = b64url_decode(parts[2])
     try:
         _SIGNERS[key_algorithm].verify(key, f"{parts[0]}.{parts[1]}".encode(), signature)
     except (InvalidSignature, ValueError, TypeError) as exc:
         raise InvalidToken("signature") from exc
-    return str(kid), _b64_json(parts[1])
+    return str(kid), b64url_json(parts[1])
 
 
 def id_token_verify(token: str, *, client_id: str) -> dict[str, JSONValue]:

@@ -19,6 +19,7 @@ from agentidp.errors import NO_STORE, standard_problem
 from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
 from credentials.models import Client
+from oidc.extensions import grant_type_handler
 from oidc.ratelimit import token_request_refund
 from oidc.services import (
     agent_info,
@@ -56,11 +57,17 @@ class TokenView(dot_views.TokenView):
             if repeated:
                 # RFC 6749 3.1: parameters must not be included more than once (Django's form
                 # would otherwise hand DOT only the last value).
-                response: HttpResponse = _oauth_error(
+                response: HttpResponse = oauth_error(
                     "invalid_request", f"Repeated parameter: {', '.join(repeated)}.", 400
                 )
             else:
-                response = self._dot_post(request, state, *args, **kwargs)
+                # A grant type an app registered (federation's JWT bearer and token exchange)
+                # is answered by its handler; client_credentials by django-oauth-toolkit.
+                handler = grant_type_handler(request.POST.get("grant_type", ""))
+                if handler is not None:
+                    response = handler(request)
+                else:
+                    response = self._dot_post(request, state, *args, **kwargs)
             status = str(response.status_code)
             if response.status_code in (429, 503) and state.retry_after:
                 response["Retry-After"] = str(state.retry_after)
@@ -117,7 +124,7 @@ class RevokeTokenView(dot_views.RevokeTokenView):
         return response
 
 
-def _oauth_error(error: str, description: str, status: int) -> JsonResponse:
+def oauth_error(error: str, description: str, status: int) -> JsonResponse:
     response = JsonResponse({"error": error, "error_description": description}, status=status)
     token_response_headers(response)
     return response
@@ -142,18 +149,18 @@ class IntrospectView(View):
         try:
             authenticated = AgentRequestValidator().authenticate_client(oauth_request)
         except CustomOAuth2Error as refusal:
-            response = _oauth_error(
+            response = oauth_error(
                 str(refusal.error), str(refusal.description or ""), refusal.status_code
             )
             if state.retry_after:
                 response["Retry-After"] = str(state.retry_after)
             return response
         if not authenticated:
-            return _oauth_error("invalid_client", "Client authentication failed.", 401)
+            return oauth_error("invalid_client", "Client authentication failed.", 401)
         client = cast(Client, oauth_request.client)
         token = request.POST.get("token", "")
         if not token:
-            return _oauth_error("invalid_request", "The token parameter is required.", 400)
+            return oauth_error("invalid_request", "The token parameter is required.", 400)
         return JsonResponse(token_introspect(client=client, token=token), headers=NO_STORE)
 
 

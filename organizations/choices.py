@@ -24,6 +24,8 @@ class Scope(models.TextChoices):
     AUDIT_READ = "audit:read", "Read the audit log"
     MEMBERS_WRITE = "members:write", "Manage the organization's members"
     WEBHOOKS_MANAGE = "webhooks:manage", "Manage webhook subscriptions and see their deliveries"
+    FEDERATION_MANAGE = "federation:manage", "Manage the organization's trusted partner issuers"
+    FEDERATION_VERIFY = "federation:verify", "Verify tokens issued by the organization's partners"
     ADMIN_ORGS = "admin:orgs", "Manage every organization (platform staff only)"
     OPENID = "openid", "OpenID Connect: an id_token, and the agent's identity at /agent-info"
     PROFILE = "profile", "The agent's name, status and capabilities at /agent-info"
@@ -36,6 +38,8 @@ AGENT_SCOPES = frozenset(
         Scope.CREDENTIALS_WRITE,
         Scope.AUDIT_READ,
         Scope.WEBHOOKS_MANAGE,
+        Scope.FEDERATION_MANAGE,
+        Scope.FEDERATION_VERIFY,
         Scope.OPENID,
         Scope.PROFILE,
     }

@@ -35,6 +35,10 @@ STAFF_PERMISSIONS = (
     ("webhooks", "change_webhooksubscription"),
     ("webhooks", "delete_webhooksubscription"),
     ("webhooks", "view_webhookdelivery"),
+    ("federation", "view_federationpartner"),
+    ("federation", "add_federationpartner"),
+    ("federation", "change_federationpartner"),
+    ("federation", "delete_federationpartner"),
 )
 
 

@@ -1,7 +1,9 @@
 # AgentIdP authorization: every API action is decided here.
 #
-# input.principal: kind (user | agent | system), organization_id, scopes, status, platform
+# input.principal: kind (user | agent | federated | system), organization_id, scopes, status,
+#                  platform, read_only (a federated principal whose partner allows no writes)
 # input.action:    the API action (list, create, suspend, ...)
+# input.safe:      the request only reads (GET, HEAD, OPTIONS)
 # input.scope:     the scope the action requires
 # input.resource:  type and organization_id (null when the action targets a collection)
 package agentidp.authz
@@ -17,6 +19,7 @@ allow if {
 	active
 	holds_scope
 	within_organization
+	may_write
 }
 
 active if input.principal.status == "active"
@@ -46,9 +49,16 @@ within_organization if {
 	input.resource.organization_id == input.principal.organization_id
 }
 
+# A read-only principal (a partner's agent, by default) may only read.
+may_write if not input.principal.read_only
+
+may_write if input.safe
+
 # Why a request was refused, for logs and tests.
 reasons contains "inactive principal" if not active
 
 reasons contains "missing scope" if not holds_scope
 
 reasons contains "other organization" if not within_organization
+
+reasons contains "read-only principal" if not may_write

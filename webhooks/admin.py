@@ -11,7 +11,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.admin import (
+    ManagedByScope,
+    admin_principal,
+    run_service_action,
+    scoped_to_principal,
+)
 from agentidp.errors import DomainError
 from agentidp.principals import Principal
 from organizations.choices import Scope
@@ -73,25 +78,15 @@ READONLY = ("created_by", "created_at", "updated_at", "secret_rotated_at",
             "previous_secret_expires_at", "failing_since", "disabled_at", "disabled_reason")  # fmt: skip
 
 
-class ManagedByScope:
+class ManagedByWebhooksScope(ManagedByScope):
     """Only a principal holding ``webhooks:manage`` (owners and admins of the organization,
     platform staff) sees webhooks in the admin, as in the API."""
 
-    def _manages(self, request: HttpRequest) -> bool:
-        principal = getattr(request, "principal", None)  # none before login
-        return isinstance(principal, Principal) and (
-            principal.is_platform or Scope.WEBHOOKS_MANAGE in principal.scopes
-        )
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self._manages(request) and super().has_module_permission(request)  # type: ignore[misc]
-
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return self._manages(request) and super().has_view_permission(request, obj)  # type: ignore[misc]
+    admin_scope = Scope.WEBHOOKS_MANAGE
 
 
 @admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(ManagedByScope, admin.ModelAdmin[WebhookSubscription]):
+class WebhookSubscriptionAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookSubscription]):
     form = SubscriptionForm
     list_display = ["url", "organization", "active", "event_types", "rate_limit",
                     "disabled_reason", "failing_since", "created_at"]  # fmt: skip
@@ -250,7 +245,7 @@ class AttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ManagedByScope, admin.ModelAdmin[WebhookDelivery]):
+class WebhookDeliveryAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookDelivery]):
     list_display = ["event_type", "subscription", "status", "attempts", "last_http_status",
                     "next_attempt_at", "created_at", "completed_at"]  # fmt: skip
     list_filter = ["status", "event_type", "created_at", "subscription"]

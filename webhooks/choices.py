@@ -31,6 +31,14 @@ class EventType(models.TextChoices):
     WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated", "A subscription's signing secret rotated"  # noqa: S105
     WEBHOOK_DISABLED = "webhook.disabled", "A subscription was disabled (410, or failing too long)"
     WEBHOOK_PING = "webhook.ping", "A test event sent to one subscription on request"
+    FEDERATION_PARTNER_ADDED = "federation.partner_added", "A partner issuer became trusted"
+    FEDERATION_PARTNER_UPDATED = (
+        "federation.partner_updated",
+        "A partner's limits or status changed",
+    )
+    FEDERATION_PARTNER_REMOVED = "federation.partner_removed", "A partner is no longer trusted"
+    FEDERATION_VERIFIED = "federation.verified", "A partner's token was verified"
+    FEDERATION_REJECTED = "federation.rejected", "A token presented as a partner's was refused"
 
 
 PUBLISHED = frozenset(EventType.values) - {EventType.WEBHOOK_PING}

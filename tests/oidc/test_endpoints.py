@@ -94,7 +94,12 @@ def test_discovery_issuer_matches_tokens(cred: Credentialed, token_for: Callable
         assert document["issuer"] == iss
         assert document["token_endpoint"] == f"{iss}/oauth2/token"
         assert document["jwks_uri"] == f"{iss}/.well-known/jwks.json"
-        assert document["grant_types_supported"] == ["client_credentials"]
+        # client_credentials for agents; a partner's assertion (federation) by either grant
+        assert document["grant_types_supported"] == [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ]
         assert "client_secret_basic" in document["token_endpoint_auth_methods_supported"]
 
 

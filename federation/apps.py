@@ -1,0 +1,19 @@
+"""App config for federation."""
+
+from django.apps import AppConfig
+
+
+class FederationConfig(AppConfig):
+    """Trusted partner issuers, verification of their tokens, and exchange for local ones."""
+
+    name = "federation"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from federation.grants import JWT_BEARER, TOKEN_EXCHANGE, federated_grant
+        from federation.principals import federated_principal
+        from oidc.extensions import delegated_resolver_register, grant_type_register
+
+        grant_type_register(JWT_BEARER, federated_grant)
+        grant_type_register(TOKEN_EXCHANGE, federated_grant)
+        delegated_resolver_register(federated_principal)

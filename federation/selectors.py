@@ -1,0 +1,30 @@
+"""Reads of federation that cross or precede an organization."""
+
+import uuid
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from agentidp.tenancy import platform_context
+from federation.models import FederationPartner
+
+
+def issuer_organizations(issuer: str) -> list[uuid.UUID]:
+    """The organizations with a partner of ``issuer``, for the token endpoint, where no
+    organization is known before the assertion is read. ``federation_issuer_organizations``
+    (SECURITY DEFINER, like the client lookup) reveals only that; the partner itself is then
+    read in each organization, under RLS."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT federation_issuer_organizations(%s)", [issuer[:2048]])
+        return [row[0] for row in cursor.fetchall() if row[0] is not None]
+
+
+def partner_list(*, organization_id: uuid.UUID) -> QuerySet[FederationPartner]:
+    return FederationPartner.objects.filter(organization_id=organization_id).order_by("created_at")
+
+
+def organizations_with_partners(*, reason: str) -> list[str]:
+    """Organizations that have partners, for the beat job (across tenants, under ``reason``)."""
+    with platform_context(reason=reason):
+        ids = FederationPartner.objects.values_list("organization_id", flat=True).distinct()
+        return sorted(str(organization_id) for organization_id in ids)
