@@ -151,6 +151,7 @@ def keys_refresh(partner: FederationPartner) -> KeySet:
     partner.jwks, partner.keys_fetched_at, partner.last_fetch_at = document, now, now
     partner.last_fetch_result, partner.last_fetch_error = KeysFetchResult.OK, ""
     keys_store(partner.id, list(keys), now.timestamp())
+    _release(_DOWN.format(partner.id))
     return _key_set(_serialized(list(keys), now.timestamp()))
 
 
@@ -170,11 +171,9 @@ def keys_for(partner: FederationPartner, kid: str | None) -> KeySet:
         if not _claim(_DOWN.format(partner.id)):
             raise Refused(Rejection.JWKS_UNAVAILABLE)
         try:
-            cached = keys_refresh(partner)
+            return keys_refresh(partner)
         except FetchFailed as failure:
             raise Refused(Rejection.JWKS_UNAVAILABLE, failure.detail) from failure
-        _release(_DOWN.format(partner.id))
-        return cached
     if kid is not None and kid not in cached.keys and _claim(_REFETCH.format(partner.id)):
         try:
             return keys_refresh(partner)

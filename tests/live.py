@@ -45,9 +45,11 @@ _STRIPPED = (
 )
 
 
-def stack_environment(data_dir: Path, port: int) -> dict[str, str]:
+def stack_environment(
+    data_dir: Path, port: int, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _STRIPPED}
-    env.update(AGENTIDP_DATA_DIR=str(data_dir), PORT=str(port))
+    env.update(AGENTIDP_DATA_DIR=str(data_dir), PORT=str(port), **(extra or {}))
     return env
 
 
@@ -60,10 +62,11 @@ class Stack:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes]
+    extra_env: dict[str, str] | None = None
 
     @property
     def environment(self) -> dict[str, str]:
-        return stack_environment(self.data_dir, self.port)
+        return stack_environment(self.data_dir, self.port, self.extra_env)
 
     def credentials(self) -> dict[str, str]:
         stored: dict[str, str] = json.loads((self.data_dir / "demo-credentials.json").read_text())
@@ -119,6 +122,21 @@ class Stack:
         info = cast(dict[str, Any], redis.Redis(port=self.redis_port()).info("server"))
         return int(info["process_id"])
 
+    def web_pid(self) -> int:
+        """The supervisor's web process (``runserver``)."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.process.pid and b"runserver" in command:
+                return int(entry.name)
+        raise RuntimeError("the stack has no web process")
+
     def postgres_pid(self) -> int:
         return int((self.data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
 
@@ -152,8 +170,11 @@ class Stack:
                 self.process.kill()
 
 
-def stack_start(*, demo_passwords: tuple[str, str] | None = None) -> Stack:
-    """Start ``make run`` in a fresh data directory whose parents do not exist yet."""
+def stack_start(
+    *, demo_passwords: tuple[str, str] | None = None, extra_env: dict[str, str] | None = None
+) -> Stack:
+    """Start ``make run`` in a fresh data directory whose parents do not exist yet
+    (``extra_env``: settings of this instance, beside what ``make run`` sets)."""
     base_dir = Path(tempfile.mkdtemp(prefix="agentidp-stack-"))
     base_dir.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user under root
     data_dir = base_dir / "fresh-clone" / ".agentidp"
@@ -175,14 +196,15 @@ def stack_start(*, demo_passwords: tuple[str, str] | None = None) -> Stack:
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own launcher
             [sys.executable, "-m", "agentidp.devenv", "run"],
-            env=stack_environment(data_dir, port),
+            env=stack_environment(data_dir, port, extra_env),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     stack = Stack(
-        base=f"http://localhost:{port}", port=port, data_dir=data_dir, log=log, process=process
-    )
+        base=f"http://localhost:{port}", port=port, data_dir=data_dir, log=log, process=process,
+        extra_env=extra_env,
+    )  # fmt: skip
     stack.wait_ready()
     return stack
 

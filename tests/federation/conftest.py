@@ -89,9 +89,10 @@ class MiniIssuer:
             }
             return Response(json.dumps(body), content_type="application/json")
         if path == "/jwks":
-            raw = self.jwks or json.dumps(
-                {"keys": [k.as_dict(private=False) for k in self.keys]}
-            ).encode()
+            raw = (
+                self.jwks
+                or json.dumps({"keys": [k.as_dict(private=False) for k in self.keys]}).encode()
+            )
             return Response(raw, content_type="application/json")
         return Response("not found", status=404)
 

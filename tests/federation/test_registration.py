@@ -123,7 +123,7 @@ def test_a_jwks_uri_on_another_host_needs_an_explicit_allowance(
         assert "another host" in refusal
         settings.AGENTIDP["SSRF_ALLOWLIST"] = ["127.0.0.3", "127.0.0.4"]
         response = api.post(
-        "/federation/trust",
+            "/federation/trust",
             _body(mini_issuer, jwks_uri=other, jwks_uri_other_host=True),
             format="json",
         )
@@ -279,7 +279,9 @@ def test_anonymous_and_unscoped_callers_are_refused(
         assert client.get("/federation/partners").status_code == status
         assert client.get(f"/federation/partners/{partner['id']}").status_code == status
         assert client.post("/federation/trust", {}, format="json").status_code == status
-        assert client.post("/federation/verify", {"token": "x"}, format="json").status_code == status
+        assert (
+            client.post("/federation/verify", {"token": "x"}, format="json").status_code == status
+        )
 
 
 def test_the_table_holds_partners_of_one_organization_per_connection(
@@ -287,6 +289,7 @@ def test_the_table_holds_partners_of_one_organization_per_connection(
 ) -> None:
     """RLS as the application role: the committed partner is invisible with no organization
     set and to another organization."""
+
     def commit() -> tuple[Any, Any]:
         owner, stranger = OrganizationFactory(), OrganizationFactory()
         with tenant_context(owner.id):

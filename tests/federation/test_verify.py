@@ -68,8 +68,12 @@ def test_each_refusal_has_its_reason(
         "bad_signature": f"{head}.{_b64({**claims, 'sub': 'root'})}.{signature}",
         "unknown_kid": mini_issuer.token(organization_id="remote-org", key=new_key("EC", "nope")),
         "expired": mini_issuer.token(organization_id="remote-org", exp=int(time.time()) - 60),
-        "not_yet_valid": mini_issuer.token(organization_id="remote-org", nbf=int(time.time()) + 600),
-        "audience_mismatch": mini_issuer.token(organization_id="remote-org", aud="https://else.example"),
+        "not_yet_valid": mini_issuer.token(
+            organization_id="remote-org", nbf=int(time.time()) + 600
+        ),
+        "audience_mismatch": mini_issuer.token(
+            organization_id="remote-org", aud="https://else.example"
+        ),
         "organization_not_allowed": mini_issuer.token(organization_id="other-org"),
         "unsupported_algorithm": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{body}.",
         "forbidden_header": mini_issuer.token(header={"jku": "https://evil.example/jwks"}),
@@ -187,7 +191,5 @@ def test_bad_verify_bodies_are_problems(api: APIClient, body: dict[str, Any]) ->
 def test_a_nul_or_deeply_nested_body_is_refused(api: APIClient) -> None:
     nul = api.post("/federation/verify", '{"token": "a\\u0000b"}', content_type="application/json")
     assert nul.status_code == 400
-    deep = api.post(
-        "/federation/verify", "[" * 5000 + "]" * 5000, content_type="application/json"
-    )
+    deep = api.post("/federation/verify", "[" * 5000 + "]" * 5000, content_type="application/json")
     assert deep.status_code == 400
