@@ -230,3 +230,22 @@ def make_run() -> Iterator[Stack]:
     stack = stack_start(demo_passwords=("-staff-Pa55word-x9", "--platform-Pa55word-y8"))
     yield stack
     stack.stop()
+
+
+PARTNER_SETTINGS = {
+    "AGENTIDP_KEY_PREPUBLISH_SECONDS": "3",
+    "AGENTIDP_JWKS_MAX_AGE": "1",
+    "AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME": "8",
+    "AGENTIDP_TOKEN_LEEWAY_SECONDS": "0",
+}
+"""A partner deployment's settings in tests: a next key may sign 3 s after it is published and
+tokens live 8 s, so a retired key leaves its JWKS 8 s after a rotation."""
+
+
+@pytest.fixture(scope="session")
+def partner_run() -> Iterator[Stack]:
+    """A second ``make run``, the partner deployment of federation tests (its own embedded
+    PostgreSQL and Redis, its own issuer), with short key lifetimes."""
+    stack = stack_start(extra_env=PARTNER_SETTINGS)
+    yield stack
+    stack.stop()

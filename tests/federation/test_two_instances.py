@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,27 +17,18 @@ import requests
 
 from agentidp.conf import agentidp_settings
 from tests.factories import OrganizationFactory
-from tests.live import Stack, stack_start
+from tests.live import Stack
 from tests.oidc.conftest import Credentialed, credentialed, jwt_parts
 
 pytestmark = pytest.mark.django_db
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-# B: a next key may sign 3 s after it is published; tokens live 8 s; so a retired key leaves
-# B's JWKS 8 s after a rotation.
-B_SETTINGS = {
-    "AGENTIDP_KEY_PREPUBLISH_SECONDS": "3",
-    "AGENTIDP_JWKS_MAX_AGE": "1",
-    "AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME": "8",
-    "AGENTIDP_TOKEN_LEEWAY_SECONDS": "0",
-}
 
 
-@pytest.fixture(scope="module")
-def b() -> Iterator[Stack]:
-    stack = stack_start(extra_env=B_SETTINGS)
-    yield stack
-    stack.stop()
+@pytest.fixture
+def b(partner_run: Stack) -> Stack:
+    """B: the partner deployment (tests/conftest.py: ``partner_run``)."""
+    return partner_run
 
 
 @pytest.fixture(autouse=True)

@@ -71,6 +71,25 @@ def test_the_webhooks_block(make_run: Stack) -> None:
     assert all(d["status"] == "succeeded" for d in deliveries)
 
 
+def test_the_federation_block(make_run: Stack, partner_run: Stack) -> None:
+    """A (make run) trusts B (a second make run), as the two-instance walkthrough says."""
+    out = run(
+        make_run,
+        block("federation"),
+        PARTNER=partner_run.base,
+        PARTNER_DATA=str(partner_run.data_dir),
+    )
+    lines = out.splitlines()
+    codes = lines.index("200")
+    pretty = "\n".join(lines[:codes])
+    partner, verified = json.loads("[" + re.sub(r"}\s*{", "},{", pretty) + "]")
+    assert partner["issuer"] == partner_run.base and partner["status"] == "active"
+    assert verified["valid"] is True and verified["issuer"] == partner_run.base
+    assert lines[codes + 1] == "403", out  # read-only
+    replay = json.loads(lines[codes + 2])
+    assert replay["error"] == "invalid_grant" and replay["error_description"].startswith("replayed")
+
+
 def test_the_operator_commands(make_run: Stack) -> None:
     out = run(make_run, block("operators"))
     documents = json.loads("[" + re.sub(r"}\s*{", "},{", out.strip()) + "]")
