@@ -207,6 +207,8 @@ class PageNumberPagination(pagination.PageNumberPagination):
 
     def get_page_number(self, request: Request, paginator: Paginator[object]) -> int | str:
         number = super().get_page_number(request, paginator)
+        if request.query_params.get(self.page_query_param) == "":
+            number = ""  # DRF would read an empty page number as page 1
         if isinstance(number, str) and not (
             number.isascii() and number.isdigit() and int(number) > 0
         ):

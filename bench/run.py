@@ -9,6 +9,9 @@ Scenarios (keys of ``.agentidp/bench/results.json``):
 - ``stock_dot``: the peer, stock django-oauth-toolkit ``client_credentials`` (``bench/stock_dot.py``);
 - ``api_get``: ``GET /agents/{id}`` with a bearer token;
 - ``offline_verify``: a resource server verifying tokens offline with the JWKS, in one process;
+- ``federation_verify``: ``POST /federation/verify`` of a partner's tokens with the partner's
+  JWKS cache warm (the partner is this deployment itself, registered through
+  ``/federation/trust``: its metadata and keys fetched over HTTP like any partner's);
 - ``floor_transaction``, ``floor_drf``, ``floor_bearer``: reference floors (``bench/floors.py``)
   showing what the stack itself takes; not targets.
 
@@ -74,7 +77,8 @@ def environment() -> dict[str, str]:
         AGENTIDP_LOCAL_SECRETS_KEY_FILE=str(WORK / "secrets.key"),
         AGENTIDP_ISSUER=f"http://127.0.0.1:{PORT}",
         LOG_LEVEL="WARNING",
-        AGENTIDP_SSRF_ALLOWLIST="127.0.0.1",  # the local webhook receiver
+        # the local webhook receiver, and this deployment as its own federation partner
+        AGENTIDP_SSRF_ALLOWLIST="127.0.0.1",
     )
     env["STOCK_DATABASE_URL"] = _stock_database(services.owner_url)
     env["BENCH_KEEP"] = repr(services)
@@ -147,6 +151,14 @@ open({str(WORK / "subscribed_credentials.txt")!r}, "w").write("\\n".join(
 open({str(WORK / "credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s, _ in creds) + "\\n")
 json.dump(creds, open({str(WORK / "credentials.json")!r}, "w"))
+with platform_context(reason="bench"):
+    org = organization_create(actor=actor, slug=f"bench-federation-{{__import__('uuid').uuid4().hex[:6]}}", name="bench", plan="pro")
+with tenant_context(org.id):
+    agent = agent_register(actor=actor, organization_id=org.id, name="verifier")
+    issued = credential_generate(actor=actor, organization_id=org.id, agent_id=agent.id)
+    client_scopes_set(actor=actor, organization_id=org.id, agent_id=agent.id,
+                      scopes=["federation:manage", "federation:verify"])
+open({str(WORK / "verifier.txt")!r}, "w").write(f"{{issued.client_id}} {{issued.secret}}\n")
 open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s in oidc) + "\\n")
 """
@@ -159,6 +171,35 @@ open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\\n".join(
 
     out = f"OUT = {str(WORK / 'stock_credentials.txt')!r}\n"
     subprocess.run([sys.executable, "-c", out + SEED], env=stock, cwd=ROOT, check=True)  # noqa: S603
+
+
+def federation_tokens(base: str) -> None:
+    """A verifier (an agent with federation:verify) whose organization trusts this deployment
+    as a partner, and 100 partner tokens meant for it (``aud`` the issuer)."""
+    import requests
+
+    client_id, secret = (WORK / "verifier.txt").read_text().split()
+    verifier = requests.post(
+        f"{base}/oauth2/token", auth=(client_id, secret), timeout=10,
+        data={"grant_type": "client_credentials", "scope": "federation:manage federation:verify"},
+    )  # fmt: skip
+    verifier.raise_for_status()
+    bearer = verifier.json()["access_token"]
+    trusted = requests.post(
+        f"{base}/federation/trust", json={"issuer": base, "allowed_scopes": ["agents:read"]},
+        headers={"Authorization": f"Bearer {bearer}"}, timeout=30,
+    )  # fmt: skip
+    if trusted.status_code != 201:
+        raise SystemExit(f"the bench partner was not registered: {trusted.text}")
+    lines = []
+    for client_id, secret, _ in json.loads((WORK / "credentials.json").read_text()):
+        response = requests.post(
+            f"{base}/oauth2/token", auth=(client_id, secret), timeout=10,
+            data={"grant_type": "client_credentials", "audience": base},
+        )  # fmt: skip
+        response.raise_for_status()
+        lines.append(f"{bearer} {response.json()['access_token']}")
+    (WORK / "federation.txt").write_text("\n".join(lines) + "\n")
 
 
 def tokens(base: str) -> list[str]:
@@ -424,6 +465,7 @@ def main() -> int:
         _wait(f"{base}/readyz")
         _wait(f"{stock}/o/token/")
         issued = tokens(base)
+        federation_tokens(base)
         bearer = str(WORK / "bearer.txt")
         scenarios = [
             Scenario("bare", "bare view /healthz", "product", f"{base}/healthz"),
@@ -443,6 +485,8 @@ def main() -> int:
                      {"BENCH_PATH_SUFFIX": "/did.json", "BENCH_ANONYMOUS": "1"}),
             Scenario("offline_verify", "offline JWKS verification", "self",
                      run=offline_verification(base, issued)),
+            Scenario("federation_verify", "POST /federation/verify (warm JWKS)", "product",
+                     base, "verify.lua", str(WORK / "federation.txt")),
             Scenario("floor_transaction", "transaction + SELECT 1", "product",
                      f"{base}/bench/floor/transaction", floor=True),
             Scenario("floor_drf", "bare DRF view", "product", f"{base}/bench/floor/drf", floor=True),
@@ -486,6 +530,11 @@ def main() -> int:
     did = summary["did_document"]
     print(f"GET /agents/{{id}}/did.json from cache: {did['rps']} req/s, {did['ratio_to_bare']} of "
           f"bare, p99 {did['p99_ms']} ms")  # fmt: skip
+    federated = summary["federation_verify"]
+    federated_cpu = federated["cpu_ms_per_request"]
+    assert isinstance(federated_cpu, dict)  # noqa: S101
+    print(f"federation: POST /federation/verify with a warm JWKS cache: {federated['rps']} req/s, "
+          f"p99 {federated['p99_ms']} ms, {federated_cpu['total']} ms CPU each (audited)")  # fmt: skip
     print(f"an id_token too (scope openid): {summary['token_openid']['ratio_to_token']} of the "
           "plain token's throughput")  # fmt: skip
     subscribed = summary["token_subscribed"]

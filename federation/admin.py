@@ -27,6 +27,9 @@ class PartnerForm(forms.ModelForm[FederationPartner]):
     """Registration (add) or a change; the services check every rule and do the write, so a
     partner that cannot be reached or fails a check is a form error and nothing is stored."""
 
+    jwks_uri = forms.CharField(
+        max_length=2048, required=False, help_text="Discovered from the issuer when empty."
+    )
     allowed_organizations = SimpleArrayField(
         forms.CharField(max_length=200), required=False,
         help_text="Comma-separated organization_id values of the partner (empty: all).",
@@ -202,24 +205,22 @@ class FederationPartnerAdmin(ManagedByScope, admin.ModelAdmin[FederationPartner]
             "Refetched the keys of",
         )  # fmt: skip
 
-    @admin.action(description="Suspend")
-    def suspend(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
+    def _set_status(
+        self, request: HttpRequest, queryset: QuerySet[FederationPartner], status: str, verb: str
+    ) -> None:
         run_service_action(
             self, request, queryset,
             lambda actor, p: services.partner_update(
                 actor=actor, organization_id=p.organization_id, partner_id=p.id,
-                changes={"status": PartnerStatus.SUSPENDED},
+                changes={"status": status},
             ),
-            "Suspended",
+            verb,
         )  # fmt: skip
+
+    @admin.action(description="Suspend")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
+        self._set_status(request, queryset, PartnerStatus.SUSPENDED, "Suspended")
 
     @admin.action(description="Reactivate")
     def reactivate(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
-        run_service_action(
-            self, request, queryset,
-            lambda actor, p: services.partner_update(
-                actor=actor, organization_id=p.organization_id, partner_id=p.id,
-                changes={"status": PartnerStatus.ACTIVE},
-            ),
-            "Reactivated",
-        )  # fmt: skip
+        self._set_status(request, queryset, PartnerStatus.ACTIVE, "Reactivated")

@@ -29,8 +29,10 @@ from jwcrypto import jwk
 from prometheus_client import Counter
 from redis import RedisError
 
+from agentidp.deferred import defer_after_request
 from agentidp.errors import JSONValue
 from agentidp.lru import BoundedLRU
+from agentidp.tenancy import tenant_context
 from agentidp.usage import redis_client
 from federation.choices import KeysFetchResult, Rejection
 from federation.fetch import FetchFailed, did_keys_check, jwks_fetch
@@ -135,12 +137,7 @@ def keys_refresh(partner: FederationPartner) -> KeySet:
     except FetchFailed as failure:
         JWKS_FETCHES.labels(result="failed").inc()
         JWKS_FETCH_FAILURES.labels(reason=failure.reason).inc()
-        FederationPartner.objects.filter(organization_id=partner.organization_id, id=partner.id).update(
-            last_fetch_at=now, last_fetch_result=KeysFetchResult.FAILED,
-            last_fetch_error=failure.detail[:300],
-        )  # fmt: skip
-        partner.last_fetch_at, partner.last_fetch_result = now, KeysFetchResult.FAILED
-        partner.last_fetch_error = failure.detail[:300]
+        _failure_record(partner, now, failure.detail[:300])
         raise
     JWKS_FETCHES.labels(result="ok").inc()
     document: dict[str, JSONValue] = {"keys": list(keys)}
@@ -153,6 +150,24 @@ def keys_refresh(partner: FederationPartner) -> KeySet:
     keys_store(partner.id, list(keys), now.timestamp())
     _release(_DOWN.format(partner.id))
     return _key_set(_serialized(list(keys), now.timestamp()))
+
+
+def _failure_record(partner: FederationPartner, now: dt.datetime, detail: str) -> None:
+    """Note a failed fetch on the partner's row, in a transaction of its own after the request
+    (whose refusal rolls its own writes back), or at once outside one."""
+    partner.last_fetch_at, partner.last_fetch_result = now, KeysFetchResult.FAILED
+    partner.last_fetch_error = detail
+
+    def write() -> None:
+        with tenant_context(partner.organization_id):
+            FederationPartner.objects.filter(
+                organization_id=partner.organization_id, id=partner.id
+            ).update(
+                last_fetch_at=now, last_fetch_result=KeysFetchResult.FAILED, last_fetch_error=detail
+            )
+
+    if not defer_after_request(write):
+        write()
 
 
 def _claim(key: str) -> bool:

@@ -58,6 +58,8 @@ FEDERABLE_SCOPES = frozenset(AGENT_SCOPES - IDENTITY_SCOPES)
 MAX_PARTNERS = 100  # per organization
 MAX_ALLOWED_ORGANIZATIONS = 100
 MAX_NOTES = 2000
+# A federated principal's id (urn:agentidp:federated:<partner>:<sub>) fits an audit actor id.
+MAX_REMOTE_SUBJECT = 128
 PARTNER_UPDATABLE = frozenset(
     {"status", "allowed_organizations", "allowed_scopes", "expires_at", "notes", "read_only"}
 )
@@ -567,6 +569,11 @@ def assertion_exchange(
                 status=503,
             )
         raise ExchangeRefused("invalid_grant", f"{check.reason.value}: {check.detail}")
+    if len(verified.subject) > MAX_REMOTE_SUBJECT:
+        raise ExchangeRefused(
+            "invalid_grant",
+            f"{Rejection.MALFORMED.value}: a sub of at most {MAX_REMOTE_SUBJECT} characters.",
+        )
     now = time.time()
     scopes = _scopes_granted(scope, verified)
     lifetime = _lifetime(verified, now)

@@ -7,6 +7,7 @@ authentication, RFC 6749 error bodies, and the keys and metadata documents.
 
 from agentidp.errors import JSONValue
 from agentidp.schema import JSONObject
+from oidc.extensions import grant_types_extra
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -129,17 +130,49 @@ def _paths() -> JSONObject:
             "post": {
                 "operationId": "oauth2_token",
                 "tags": ["oauth2"],
-                "summary": "Issue an access token (client_credentials, RFC 6749 4.4)",
+                "summary": "Issue an access token (client_credentials, RFC 6749 4.4; or for "
+                "a partner's token: JWT bearer, RFC 7523, or token exchange, RFC 8693)",
                 "description": "RFC 9068 JWT access tokens. `resource` (RFC 8707, repeatable) "
                 "or `audience` sets `aud`; absent, the token is for this API. With `openid` "
-                "granted, an id_token too.",
+                "granted, an id_token too. The JWT bearer grant (`assertion`) and token "
+                "exchange (`subject_token`, `subject_token_type`) take a token issued by a "
+                "partner an organization here trusts, and no client credentials: the answer "
+                "is a short-lived token of that organization for the partner's agent "
+                "(`organization_id` names the organization when several trust the issuer).",
                 "security": CLIENT_AUTH,
                 "requestBody": _form(
                     {
-                        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                        "grant_type": {
+                            "type": "string",
+                            "enum": ["client_credentials", *grant_types_extra()],
+                        },
                         "scope": {"type": "string", "description": "Space-separated scopes"},
                         "resource": {"type": "string", "format": "uri"},
                         "audience": {"type": "string", "format": "uri"},
+                        "assertion": {
+                            "type": "string",
+                            "description": "JWT bearer grant: a partner's token",
+                        },
+                        "subject_token": {
+                            "type": "string",
+                            "description": "Token exchange: a partner's token",
+                        },
+                        "subject_token_type": {
+                            "type": "string",
+                            "enum": [
+                                "urn:ietf:params:oauth:token-type:access_token",
+                                "urn:ietf:params:oauth:token-type:jwt",
+                            ],
+                        },
+                        "requested_token_type": {
+                            "type": "string",
+                            "enum": ["urn:ietf:params:oauth:token-type:access_token"],
+                        },
+                        "organization_id": {
+                            "type": "string",
+                            "format": "uuid",
+                            "description": "The trusting organization, when several trust the partner",
+                        },
                     },
                     ["grant_type"],
                 ),
@@ -153,6 +186,10 @@ def _paths() -> JSONObject:
                                 "token_type": {"type": "string", "enum": ["Bearer"]},
                                 "expires_in": {"type": "integer"},
                                 "scope": {"type": "string"},
+                                "issued_token_type": {
+                                    "type": "string",
+                                    "description": "Token exchange only (RFC 8693 2.2.1)",
+                                },
                                 "id_token": {
                                     "type": "string",
                                     "description": "With the openid scope: an OpenID Connect "

@@ -7,6 +7,7 @@ import json
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,34 +20,30 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from agentidp.conf import agentidp_settings
+from tests.webhooks.conftest import agentidp_override
 
 ISSUER_HOST = "127.0.0.3"
 Key = ECKey | RSAKey | OKPKey
 
 
-def agentidp_override(**values: Any) -> Callable[[], None]:
-    saved = {key: settings.AGENTIDP.get(key) for key in values}
-    settings.AGENTIDP.update(values)
-
-    def restore() -> None:
-        settings.AGENTIDP.update(saved)
-
-    return restore
-
-
 @pytest.fixture(autouse=True)
 def issuer_address_allowed() -> Iterator[None]:
-    restore = agentidp_override(
+    """Only the mini issuer's address is allowlisted; fetches time out after a second. Every
+    ``settings.AGENTIDP`` key a test sets is put back after it (the dict is shared, and
+    pytest-django's ``settings`` fixture restores attributes, not the items of one)."""
+    saved = dict(settings.AGENTIDP)
+    agentidp_override(
         SSRF_ALLOWLIST=[ISSUER_HOST],
         FEDERATION_FETCH_TIMEOUT_SECONDS=1.0,
         FEDERATION_LEEWAY_SECONDS=5,
     )
     yield
-    restore()
+    settings.AGENTIDP.clear()
+    settings.AGENTIDP.update(saved)
 
 
 def new_key(kind: str = "EC", kid: str | None = None) -> Key:
-    parameters = {"kid": kid or uuid.uuid4().hex[:12]}
+    parameters: Any = {"kid": kid or uuid.uuid4().hex[:12]}
     if kind == "RSA":
         return RSAKey.generate_key(2048, parameters=parameters)
     if kind == "OKP":
@@ -66,6 +63,7 @@ class MiniIssuer:
     keys: list[Key] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     jwks: bytes | None = None  # raw JWKS body, instead of the public keys
+    did_document: dict[str, Any] | None = None
     delay: float = 0.0
     status: dict[str, int] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
@@ -88,6 +86,8 @@ class MiniIssuer:
                 "token_endpoint": f"{self.issuer}/token",
             }
             return Response(json.dumps(body), content_type="application/json")
+        if path == "/.well-known/did.json" and self.did_document is not None:
+            return Response(json.dumps(self.did_document), content_type="application/did+json")
         if path == "/jwks":
             raw = (
                 self.jwks
@@ -95,6 +95,23 @@ class MiniIssuer:
             )
             return Response(raw, content_type="application/json")
         return Response("not found", status=404)
+
+    @property
+    def did(self) -> str:
+        return f"did:web:{ISSUER_HOST}%3A{self.server.port}"
+
+    def publish_did(self, keys: list[Key] | None = None, did: str | None = None) -> None:
+        """Serve a DID document listing ``keys`` (default: the issuer's) as its methods."""
+        subject = did or self.did
+        self.did_document = {
+            "@context": ["https://www.w3.org/ns/did/v1"],
+            "id": subject,
+            "verificationMethod": [
+                {"id": f"{subject}#{k.kid}", "type": "JsonWebKey2020", "controller": subject,
+                 "publicKeyJwk": k.as_dict(private=False)}
+                for k in (self.keys if keys is None else keys)
+            ],
+        }  # fmt: skip
 
     def token(
         self,
@@ -119,9 +136,12 @@ class MiniIssuer:
             **overrides,
         }
         body = {k: v for k, v in body.items() if v is not None}
-        kind = key.as_dict()["kty"]
+        kind = str(key.as_dict()["kty"])
         head = {"alg": ALGORITHM[kind], "kid": key.kid, "typ": "at+jwt", **(header or {})}
-        return jwt.encode(head, body, key, algorithms=[head["alg"]])
+        with warnings.catch_warnings():
+            # joserfc prefers RFC 9864's Ed25519 name; EdDSA is what relying parties know
+            warnings.filterwarnings("ignore", message="EdDSA is deprecated")
+            return jwt.encode(head, body, key, algorithms=[head["alg"]])
 
 
 @pytest.fixture(scope="session")

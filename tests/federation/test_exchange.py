@@ -179,6 +179,8 @@ def test_refusals_are_oauth_errors_and_audited_as_rejections(
     assert refused(exchange(stranger), "invalid_grant").startswith("unknown_issuer")
     assert refused(exchange("x.y.z"), "invalid_grant").startswith("malformed")
     assert refused(exchange("a" * 100_000), "invalid_grant").startswith("token_too_large")
+    long_sub = mini_issuer.token(sub="s" * 129)
+    assert refused(exchange(long_sub), "invalid_grant").startswith("malformed")
 
 
 @pytest.mark.parametrize(
@@ -200,7 +202,7 @@ def test_malformed_requests_are_invalid_request(
 ) -> None:
     register()
     data = {"assertion": mini_issuer.token(), **params}
-    refused(exchange(**data), error)  # type: ignore[arg-type]
+    refused(exchange(**data), error)
 
 
 def test_client_credentials_beside_the_assertion_are_refused(

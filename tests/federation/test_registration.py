@@ -157,7 +157,7 @@ def test_a_jwks_that_is_not_public_signing_keys_is_refused(
     if keys == "private":
         keys = [ec.as_dict(private=True)]
     elif keys == "rsa1024":
-        small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the weak key refused
         keys = [{**json.loads(jwk.JWK.from_pyca(small.public_key()).export_public()), "kid": "r"}]
     elif keys == "off-curve":
         public = _jwk(ec)
@@ -306,3 +306,36 @@ def test_the_table_holds_partners_of_one_organization_per_connection(
         assert conn.execute("SELECT count(*) FROM federation_federationpartner").fetchone() == (0,)
         conn.execute("SELECT set_config('app.organization_id', %s, false)", [str(owner_id)])
         assert conn.execute("SELECT count(*) FROM federation_federationpartner").fetchone() == (1,)
+
+
+def test_a_did_listing_the_issuers_keys_is_accepted(
+    api: APIClient, org: Organization, mini_issuer: MiniIssuer, register: Any
+) -> None:
+    mini_issuer.publish_did()
+    partner = register(did=mini_issuer.did)
+    assert partner["did"] == mini_issuer.did
+    assert mini_issuer.hits["/.well-known/did.json"] == 1
+    # the issuer adds a key its DID does not list: the refresh is refused, the old keys stay
+    mini_issuer.keys.append(new_key("EC", "ec-9"))
+    refused = api.post(f"/federation/partners/{partner['id']}/refresh-keys")
+    assert refused.status_code == 400 and "does not list" in refused.json()["detail"]
+    detail = api.get(f"/federation/partners/{partner['id']}").json()
+    assert [k["kid"] for k in detail["keys"]] == ["ec-1"]
+    assert detail["last_fetch_result"] == "failed"
+
+
+@pytest.mark.parametrize("case", ["other-keys", "other-did", "missing", "not-did-web"])
+def test_a_did_that_does_not_match_the_issuer_is_refused(
+    api: APIClient, org: Organization, mini_issuer: MiniIssuer, case: str
+) -> None:
+    did = mini_issuer.did
+    if case == "other-keys":
+        mini_issuer.publish_did(keys=[new_key("EC", "ec-1")])
+    elif case == "other-did":
+        mini_issuer.publish_did(did="did:web:evil.example")
+    elif case == "not-did-web":
+        did = "did:example:123"
+    refusal = _refused(api, org, _body(mini_issuer, did=did), "did")
+    expected = {"other-keys": "does not list", "other-did": "another DID",
+                "missing": "HTTP 404", "not-did-web": "did:web"}  # fmt: skip
+    assert expected[case] in refusal

@@ -92,6 +92,10 @@ def test_each_refusal_has_its_reason(
         rejected = AuditEvent.objects.filter(organization_id=org.id, action="federation.rejected")
         reasons = {event.data["reason"] for event in rejected}
     assert {"bad_signature", "unknown_issuer", "token_too_large"} <= reasons
+    metrics = APIClient().get("/metrics").content.decode()
+    for outcome in ("valid", "bad_signature", "unknown_kid", "jwks_unavailable"):
+        if outcome == "valid" or outcome in reasons:
+            assert f'agentidp_federation_verifications_total{{outcome="{outcome}"}}' in metrics
 
 
 def test_a_suspended_or_expired_partner_is_refused(

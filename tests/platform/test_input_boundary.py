@@ -147,7 +147,7 @@ def test_crafted_audit_cursors_are_400(api: APIClient, cursor: str) -> None:
     assert "cursor" in body["errors"]
 
 
-@pytest.mark.parametrize("page", ["0", "-1", "abc", "1.5", "٣", "1e3"])
+@pytest.mark.parametrize("page", ["0", "-1", "abc", "1.5", "٣", "1e3", ""])
 def test_malformed_page_numbers_are_400(api: APIClient, page: str) -> None:
     body = problem(api.get("/agents", {"page": page}))
     assert "page" in body["errors"]
