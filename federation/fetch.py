@@ -13,10 +13,7 @@ JSON rules and checked before anything is stored:
   every signing key of the JWKS (the cross-check that the DID and the issuer are one party).
 """
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -249,17 +246,3 @@ def did_keys_check(did: str, issuer: str, keys: Sequence[Mapping[str, JSONValue]
             field="did",
             reason="did_mismatch",
         )
-
-
-def jwks_digest(keys: Sequence[Mapping[str, JSONValue]]) -> str:
-    """A stable digest of a key set, to tell whether a refetch changed anything."""
-    return hashlib.sha256(json.dumps(list(keys), sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class PartnerDocuments:
-    """What registration fetched and checked."""
-
-    metadata: dict[str, JSONValue]
-    jwks_uri: str
-    keys: list[dict[str, JSONValue]]

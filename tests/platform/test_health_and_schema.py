@@ -80,7 +80,12 @@ def test_the_oauth_endpoints_are_in_the_schema() -> None:
     schema = Client().get("/api/schema/?format=json").json()
     token = schema["paths"]["/oauth2/token"]["post"]
     form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
-    assert form["properties"]["grant_type"]["enum"] == ["client_credentials"]
+    assert form["properties"]["grant_type"]["enum"] == [
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+    ]
+    assert {"assertion", "subject_token", "subject_token_type"} <= set(form["properties"])
     assert {"200", "400", "401", "429", "503"} <= set(token["responses"])
     assert token["security"] == [{"clientBasic": []}, {}]
     for path in ["/oauth2/revoke", "/oauth2/introspect"]:
