@@ -158,7 +158,7 @@ with tenant_context(org.id):
     issued = credential_generate(actor=actor, organization_id=org.id, agent_id=agent.id)
     client_scopes_set(actor=actor, organization_id=org.id, agent_id=agent.id,
                       scopes=["federation:manage", "federation:verify"])
-open({str(WORK / "verifier.txt")!r}, "w").write(f"{{issued.client_id}} {{issued.secret}}\n")
+open({str(WORK / "verifier.txt")!r}, "w").write(f"{{issued.client_id}} {{issued.secret}}\\n")
 open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s in oidc) + "\\n")
 """

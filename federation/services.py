@@ -60,6 +60,7 @@ MAX_ALLOWED_ORGANIZATIONS = 100
 MAX_NOTES = 2000
 # A federated principal's id (urn:agentidp:federated:<partner>:<sub>) fits an audit actor id.
 MAX_REMOTE_SUBJECT = 128
+MAX_ASSERTION_LIFETIME = 86400  # an assertion's exp at most this far ahead
 PARTNER_UPDATABLE = frozenset(
     {"status", "allowed_organizations", "allowed_scopes", "expires_at", "notes", "read_only"}
 )
@@ -402,9 +403,11 @@ def partner_token_check(
     check = Check()
     try:
         check.parsed = parsed or token_parsed(token)
-        partner = FederationPartner.objects.filter(
+        # The keys come from the cache; the stored copies (JSON) are read only if Redis is down.
+        found = FederationPartner.objects.filter(
             organization_id=organization_id, issuer=check.parsed.issuer
-        ).first()
+        ).defer("metadata", "jwks")
+        partner = next(iter(found.order_by()[:1]), None)
         if partner is None:
             raise Refused(Rejection.UNKNOWN_ISSUER)
         check.partner = partner
@@ -575,6 +578,13 @@ def assertion_exchange(
             f"{Rejection.MALFORMED.value}: a sub of at most {MAX_REMOTE_SUBJECT} characters.",
         )
     now = time.time()
+    if float(str(verified.claims["exp"])) - now > MAX_ASSERTION_LIFETIME:
+        # RFC 7523 3: an exp unreasonably far in the future (its jti would be kept as long)
+        raise ExchangeRefused(
+            "invalid_grant",
+            f"{Rejection.MALFORMED.value}: an assertion may live at most "
+            f"{MAX_ASSERTION_LIFETIME} seconds.",
+        )
     scopes = _scopes_granted(scope, verified)
     lifetime = _lifetime(verified, now)
     if lifetime <= 0:

@@ -156,7 +156,10 @@ def _number(claims: Mapping[str, JSONValue], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Refused(Rejection.MALFORMED, f"The {name} claim is not a number.")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as exc:  # an integer of hundreds of digits
+        raise Refused(Rejection.MALFORMED, f"The {name} claim is out of range.") from exc
 
 
 def claims_check(

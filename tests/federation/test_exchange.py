@@ -181,6 +181,9 @@ def test_refusals_are_oauth_errors_and_audited_as_rejections(
     assert refused(exchange("a" * 100_000), "invalid_grant").startswith("token_too_large")
     long_sub = mini_issuer.token(sub="s" * 129)
     assert refused(exchange(long_sub), "invalid_grant").startswith("malformed")
+    for exp in (10**400, 1e300, int(time.time()) + 2 * 86400):
+        far = mini_issuer.token(exp=exp)
+        assert refused(exchange(far), "invalid_grant").startswith("malformed"), exp
 
 
 @pytest.mark.parametrize(
