@@ -134,8 +134,8 @@ def federated_grant(request: HttpRequest) -> HttpResponse:
             data=exchange_rejection_data(check, grant_type),
         )
         response = oauth_error(refused.error, refused.description, refused.status)
-        if refused.status == 503:
-            response["Retry-After"] = "5"
+        if refused.retry_after:
+            response["Retry-After"] = str(refused.retry_after)
         return response
     body: dict[str, JSONValue] = {
         "access_token": exchanged.access_token,

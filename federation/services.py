@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from prometheus_client import Counter
+from redis import RedisError
 
 from agentidp.boundary import text_refusal
 from agentidp.conf import agentidp_settings
@@ -43,8 +44,11 @@ from federation.verification import (
 )
 from oidc.extensions import DELEGATION_CLAIM
 from oidc.keys import signing_key_current
+from oidc.ratelimit import token_request_admit, token_request_refund
 from oidc.tokens import access_token_sign, api_audience
+from oidc.validators import TOKENS_ISSUED
 from organizations.choices import AGENT_SCOPES, IDENTITY_SCOPES
+from organizations.models import Organization
 from webhooks.choices import EventType
 
 VERIFICATIONS = Counter(
@@ -469,11 +473,14 @@ def partner_token_verify(*, actor: Principal, organization_id: uuid.UUID, token:
 class ExchangeRefused(Exception):
     """An assertion that yields no token: an OAuth ``error`` and its description."""
 
-    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+    def __init__(
+        self, error: str, description: str, *, status: int = 400, retry_after: int = 0
+    ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -570,6 +577,7 @@ def assertion_exchange(
                 "temporarily_unavailable",
                 f"{check.reason.value}: the partner's keys cannot be fetched now; retry shortly.",
                 status=503,
+                retry_after=5,
             )
         raise ExchangeRefused("invalid_grant", f"{check.reason.value}: {check.detail}")
     if len(verified.subject) > MAX_REMOTE_SUBJECT:
@@ -592,6 +600,59 @@ def assertion_exchange(
             "invalid_grant", f"{Rejection.EXPIRED.value}: the assertion has expired."
         )
     jti_hash = _assertion_once(verified, organization_id=organization_id)
+    partner = verified.partner
+    reserved = _admit(partner, organization_id=organization_id)
+    try:
+        return _issue(
+            verified, organization_id=organization_id, grant_type=grant_type, scopes=scopes,
+            lifetime=lifetime, audiences=audiences, now=now, jti_hash=jti_hash,
+        )  # fmt: skip
+    except BaseException:
+        token_request_refund(reserved)
+        raise
+
+
+def _admit(partner: FederationPartner, *, organization_id: uuid.UUID) -> str:
+    """The organization's rate limits and monthly quota, as for its own agents' tokens: the
+    partner is one client (``federation:<partner id>``). Without Redis nothing is issued."""
+    organization = Organization.objects.only("plan", "max_tokens_per_month").get(id=organization_id)
+    try:
+        admission = token_request_admit(
+            client_id=f"federation:{partner.id}", organization_id=organization_id,
+            plan=organization.plan, max_tokens_per_month=organization.max_tokens_per_month,
+            credential_id=partner.id,
+        )  # fmt: skip
+    except RedisError as exc:
+        raise ExchangeRefused(
+            "temporarily_unavailable",
+            "The service cannot issue tokens right now; retry shortly.",
+            status=503, retry_after=5,
+        ) from exc  # fmt: skip
+    if not admission.allowed:
+        description = (
+            "The organization's monthly token quota is exhausted."
+            if admission.limit == "quota"
+            else "Too many token requests; slow down."
+        )
+        raise ExchangeRefused(
+            "temporarily_unavailable", description, status=429,
+            retry_after=admission.retry_after or 1,
+        )  # fmt: skip
+    return admission.reserved
+
+
+def _issue(
+    verified: Verified,
+    *,
+    organization_id: uuid.UUID,
+    grant_type: str,
+    scopes: list[str],
+    lifetime: int,
+    audiences: Sequence[str],
+    now: float,
+    jti_hash: str,
+) -> Exchanged:
+    """Sign the local token and record ``token.issued`` naming the partner."""
     partner = verified.partner
     subject = federated_subject(partner.id, verified.subject)
     remote = verified.claims.get("organization_id")
@@ -637,6 +698,7 @@ def assertion_exchange(
             "assertion_jti_sha256": jti_hash,
         },
     )
+    transaction.on_commit(TOKENS_ISSUED.inc)
     return Exchanged(
         access_token=token, expires_in=lifetime, scope=str(claims["scope"]), claims=claims
     )

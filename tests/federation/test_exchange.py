@@ -11,8 +11,11 @@ from django.test import Client as HttpClient
 from rest_framework.test import APIClient
 
 from agentidp.conf import agentidp_settings
+from agentidp.devenv import free_port
 from agentidp.tenancy import tenant_context
+from agentidp.usage import redis_client
 from compliance.models import AuditEvent
+from oidc import ratelimit
 from organizations.models import Organization
 from tests.factories import AgentFactory, StaffFactory
 from tests.federation.conftest import MiniIssuer
@@ -259,3 +262,31 @@ def test_introspection_by_the_organizations_client_sees_the_federated_token(
         assert answer["active"] is active
         if active:
             assert answer["act"]["iss"] == mini_issuer.issuer
+
+
+def test_exchanges_count_against_the_organizations_quota(
+    org: Organization, mini_issuer: MiniIssuer, register: Any
+) -> None:
+    register()
+    with tenant_context(org.id):
+        Organization.objects.filter(id=org.id).update(max_tokens_per_month=1)
+    granted(exchange(mini_issuer.token()))
+    response = exchange(mini_issuer.token())
+    assert "quota" in refused(response, "temporarily_unavailable", 429)
+    assert int(response["Retry-After"]) >= 1
+
+
+def test_without_redis_no_token_is_exchanged(
+    mini_issuer: MiniIssuer, register: Any, settings: Any
+) -> None:
+    register()
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    redis_client.cache_clear()
+    ratelimit._script = None  # the admission script is bound to the Redis client
+    try:
+        response = exchange(mini_issuer.token())
+    finally:
+        redis_client.cache_clear()
+        ratelimit._script = None
+    refused(response, "temporarily_unavailable", 503)
+    assert response["Retry-After"] == "5"
