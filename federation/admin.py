@@ -143,8 +143,8 @@ class FederationPartnerAdmin(ManagedByScope, admin.ModelAdmin[FederationPartner]
                             "notes")  # fmt: skip
             platform = admin_principal(request).is_platform
             return (("for_organization",) if platform else ()) + registration
-        return ("status", "allowed_organizations", "allowed_scopes", "read_only", "expires_at",
-                "notes", *READONLY)  # fmt: skip
+        return ("issuer", "jwks_uri", "did", "status", "allowed_organizations", "allowed_scopes",
+                "read_only", "expires_at", "notes", *READONLY)  # fmt: skip
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: FederationPartner | None = None

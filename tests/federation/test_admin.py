@@ -39,6 +39,7 @@ def test_add_registers_through_the_service_and_lists_the_fetch(
     assert mini_issuer.issuer in listing and "active" in listing and "ok" in listing
     detail = client.get(f"{PARTNERS}{partner.id}/change/").content.decode()
     assert "ec-1" in detail  # the keys' kids
+    assert mini_issuer.issuer in detail and f"{mini_issuer.issuer}/jwks" in detail
 
 
 def test_a_partner_failing_its_checks_is_a_form_error(
