@@ -202,7 +202,11 @@ class MigrationRouter:
         return db == "owner"
 
 
-APPEND_ONLY_TABLES = ("compliance_auditevent",)
+APPEND_ONLY_TABLES = (
+    "compliance_auditevent",
+    "compliance_auditmerklenode",
+    "compliance_auditcheckpoint",
+)
 
 
 def grant_application_privileges(sender: object, using: str = "owner", **kwargs: object) -> None:

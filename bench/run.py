@@ -12,6 +12,8 @@ Scenarios (keys of ``.agentidp/bench/results.json``):
 - ``federation_verify``: ``POST /federation/verify`` of a partner's tokens with the partner's
   JWKS cache warm (the partner is this deployment itself, registered through
   ``/federation/trust``: its metadata and keys fetched over HTTP like any partner's);
+- ``audit`` (``bench/audit.py``): chain verification events a second, an inclusion proof in
+  a log of a million events, audit appends with many organizations writing at once;
 - ``floor_transaction``, ``floor_drf``, ``floor_bearer``: reference floors (``bench/floors.py``)
   showing what the stack itself takes; not targets.
 
@@ -200,6 +202,16 @@ def federation_tokens(base: str) -> None:
         response.raise_for_status()
         lines.append(f"{bearer} {response.json()['access_token']}")
     (WORK / "federation.txt").write_text("\n".join(lines) + "\n")
+
+
+def audit_figures(env: dict[str, str]) -> dict[str, object]:
+    """``bench/audit.py`` in a process of its own (it sets Django up)."""
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, str(ROOT / "bench" / "audit.py")], env=env, cwd=ROOT, check=True,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    figures: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def tokens(base: str) -> list[str]:
@@ -503,6 +515,8 @@ def main() -> int:
             rounds.append({s.key: measure(s, procs, DURATION) for s in scenarios})
         print("[bench] webhook delivery", flush=True)
         hooks = webhook_figures(env, RECEIVER_PORT, tree_seconds)
+        print("[bench] audit chain, proofs and appends", flush=True)
+        audit = audit_figures(env)
     finally:
         for process in (server, stock_server):
             process.send_signal(signal.SIGTERM)
@@ -514,6 +528,7 @@ def main() -> int:
                     "connections": CONNECTIONS, "seconds": DURATION, "rounds": ROUNDS},
         "scenarios": summary,
         "webhooks": hooks,
+        "audit": audit,
         "rounds": rounds,
     }  # fmt: skip
     (WORK / "results.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -544,6 +559,13 @@ def main() -> int:
     print(f"webhooks: {hooks['deliveries_per_second_per_worker']} deliveries/s per worker process "
           f"(target >= 300; {hooks['worker_cpu_ms_per_delivery']} ms CPU each), event to delivery "
           f"p50 {hooks['latency_p50_ms']} ms, p95 {hooks['latency_p95_ms']} ms (target < 1000)")  # fmt: skip
+    appends = audit["append"]
+    assert isinstance(appends, dict)  # noqa: S101
+    print(f"audit: chain verification {audit['chain_verify_events_per_second']} events/s over "
+          f"{audit['events']} events (target >= 100000); inclusion proof in that log's Merkle tree "
+          f"p50 {audit['proof_p50_ms']} ms, p99 {audit['proof_p99_ms']} ms (target < 10; tree built "
+          f"in {audit['merkle_tree_build_seconds']} s); appends with {appends['writers']} "
+          f"organizations writing at once: {appends['events_per_second']} events/s")  # fmt: skip
     print(f"figures in {WORK / 'results.json'}")
     return 0
 

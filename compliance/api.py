@@ -16,7 +16,13 @@ from rest_framework.response import Response
 
 from agentidp.api import CursorPagination, QuerySerializer, TenantViewSet
 from agentidp.schema import problem_responses
-from compliance.models import AuditEvent
+from compliance.checkpoints import (
+    b64,
+    checkpoint_document,
+    consistency_proof,
+    inclusion_proof,
+)
+from compliance.models import AuditCheckpoint, AuditEvent
 from compliance.selectors import audit_event_list
 from compliance.services import (
     INTEGRITY_ALTERED,
@@ -95,11 +101,56 @@ class AuditCursorPagination(CursorPagination):
     max_page_size = 500
 
 
+MAX_TREE_SIZE = 2**62
+
+
+class ProofQuerySerializer(QuerySerializer):
+    tree_size = serializers.IntegerField(
+        min_value=1, max_value=MAX_TREE_SIZE, required=False,
+        help_text="A checkpoint's tree size (default: the latest checkpoint).",
+    )  # fmt: skip
+
+
+class ConsistencyQuerySerializer(QuerySerializer):
+    first = serializers.IntegerField(min_value=0, max_value=MAX_TREE_SIZE)
+    second = serializers.IntegerField(min_value=0, max_value=MAX_TREE_SIZE)
+
+
+class CheckpointSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    tree_size = serializers.IntegerField()
+    root_hash = serializers.CharField(help_text="Hex SHA-256 of the tree's root.")
+    published_at = serializers.DateTimeField()
+    signature = serializers.CharField(help_text="Compact JWS (typ agentidp-checkpoint+jwt).")
+    kid = serializers.CharField()
+    public_jwk = serializers.DictField()
+
+
+class CheckpointListSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    results = CheckpointSerializer(many=True)
+
+
+class InclusionProofSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    event_id = serializers.UUIDField()
+    sequence = serializers.IntegerField()
+    leaf_index = serializers.IntegerField(help_text="sequence - 1")
+    leaf_data = serializers.CharField(help_text="The event's chain hash (hex): the leaf's data.")
+    leaf_hash = serializers.CharField(help_text="Base64 SHA-256(0x00 || leaf data)")
+    tree_size = serializers.IntegerField()
+    inclusion_path = serializers.ListField(child=serializers.CharField(), help_text="Base64")
+    checkpoint = CheckpointSerializer()
+
+
+class ConsistencyProofSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    first = CheckpointSerializer()
+    second = CheckpointSerializer()
+    consistency_path = serializers.ListField(child=serializers.CharField(), help_text="Base64")
+
+
 @extend_schema_view(
     list=extend_schema(
         parameters=[
             OpenApiParameter("action", str, description="Exact action, or a family like agent.*"),
-            OpenApiParameter("actor_type", str, enum=["user", "agent", "system"]),
+            OpenApiParameter("actor_type", str, enum=["user", "agent", "federated", "system"]),
             OpenApiParameter("actor_id", str),
             OpenApiParameter("subject_type", str),
             OpenApiParameter("subject_id", str),
@@ -112,12 +163,30 @@ class AuditCursorPagination(CursorPagination):
         responses={200: ChainVerificationSerializer, **problem_responses(401, 403)},
         description="Recompute the caller's organization's whole audit chain.",
     ),
+    proof=extend_schema(
+        parameters=[ProofQuerySerializer],
+        responses={200: InclusionProofSerializer, **problem_responses(400, 401, 403, 404)},
+        description="An RFC 9162 inclusion proof of the event in a signed checkpoint's tree "
+        "(the latest, or the one of `tree_size`).",
+    ),
+    checkpoints=extend_schema(
+        responses={200: CheckpointListSerializer, **problem_responses(401, 403)},
+        description="The organization's signed checkpoints, newest first (at most 100).",
+    ),
+    consistency=extend_schema(
+        parameters=[ConsistencyQuerySerializer],
+        responses={200: ConsistencyProofSerializer, **problem_responses(400, 401, 403, 404)},
+        description="An RFC 9162 consistency proof: the tree of checkpoint `first` is a "
+        "prefix of the tree of checkpoint `second` (tree sizes).",
+    ),
 )
 class AuditEventViewSet(TenantViewSet):
     """The hash-chained audit events of the caller's organization."""
 
     resource_type = "audit_event"
-    required_scopes = {"list": Scope.AUDIT_READ, "verify": Scope.AUDIT_READ}
+    required_scopes = dict.fromkeys(
+        ["list", "verify", "proof", "checkpoints", "consistency"], Scope.AUDIT_READ
+    )
     serializer_class = AuditEventSerializer
     pagination_class = AuditCursorPagination
     queryset = AuditEvent.objects.none()
@@ -137,3 +206,44 @@ class AuditEventViewSet(TenantViewSet):
         organization_id = self.organization_id
         result = audit_chain_verify_recorded(organization_id=organization_id)
         return Response(result.as_document(organization_id))
+
+    @action(detail=True, methods=["get"])
+    def proof(self, request: Request, pk: str) -> Response:
+        query = ProofQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        proof = inclusion_proof(
+            organization_id=self.organization_id, event_id=self.lookup_uuid(),
+            tree_size=query.validated_data.get("tree_size"),
+        )  # fmt: skip
+        return Response(
+            {
+                "event_id": str(proof.event.id),
+                "sequence": proof.event.sequence,
+                "leaf_index": proof.leaf_index,
+                "leaf_data": proof.event.hash,
+                "leaf_hash": b64(proof.leaf_hash),
+                "tree_size": proof.checkpoint.tree_size,
+                "inclusion_path": [b64(h) for h in proof.path],
+                "checkpoint": checkpoint_document(proof.checkpoint),
+            }
+        )
+
+    @action(detail=False, methods=["get"])
+    def checkpoints(self, request: Request) -> Response:
+        latest = AuditCheckpoint.objects.filter(organization_id=self.organization_id).order_by(
+            "-tree_size"
+        )[:100]
+        return Response({"results": [checkpoint_document(c) for c in latest]})
+
+    @action(detail=False, methods=["get"], url_path="checkpoints/consistency")
+    def consistency(self, request: Request) -> Response:
+        query = ConsistencyQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        proof = consistency_proof(organization_id=self.organization_id, **query.validated_data)
+        return Response(
+            {
+                "first": checkpoint_document(proof.first),
+                "second": checkpoint_document(proof.second),
+                "consistency_path": [b64(h) for h in proof.path],
+            }
+        )

@@ -72,3 +72,66 @@ class AuditChainHead(OrgOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.organization_id}@{self.sequence}"
+
+
+class AuditMerkleNode(OrgOwnedModel):
+    """One perfect subtree of an organization's RFC 9162 Merkle tree over its audit events:
+    level ``level`` node ``index`` covers events ``index * 2**level`` to ``(index + 1) *
+    2**level - 1`` (leaf ``i`` is the event of sequence ``i + 1``). Append-only."""
+
+    retained_after_organization_deletion = True
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(
+        "organizations.Organization",
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,
+    )
+    level = models.PositiveSmallIntegerField()
+    index = models.PositiveBigIntegerField()
+    hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "level", "index"], name="%(app_label)s_%(class)s_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.level}/{self.index}"
+
+
+class AuditCheckpoint(OrgOwnedModel):
+    """A signed statement of an organization's Merkle tree: its size and root hash at a moment,
+    signed by the deployment's key (a compact JWS). Append-only."""
+
+    retained_after_organization_deletion = True
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "organizations.Organization",
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,
+    )
+    tree_size = models.PositiveBigIntegerField()
+    root_hash = models.CharField(max_length=64, help_text="Hex SHA-256 of the tree's root.")
+    published_at = models.DateTimeField()
+    signature = models.TextField(help_text="Compact JWS over the checkpoint, by the deployment.")
+    kid = models.CharField(max_length=200)
+    public_jwk = models.JSONField(help_text="The public key that verifies the signature.")
+
+    class Meta:
+        ordering = ["-tree_size"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "tree_size"], name="%(app_label)s_%(class)s_size_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}@{self.tree_size}"

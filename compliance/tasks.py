@@ -6,6 +6,7 @@ from celery import shared_task
 
 from agentidp.errors import JSONValue
 from agentidp.tenancy import tenant_context
+from compliance.checkpoints import checkpoint_publish
 from compliance.services import audit_chain_verify_recorded
 from organizations.tasks import fan_out_per_organization
 
@@ -25,4 +26,22 @@ def audit_chain_verify_all_task() -> int:
     chains are kept); listing them crosses tenants."""
     return fan_out_per_organization(
         audit_chain_verify_task, reason="beat:audit-chain-verify", include_deleted=True
+    )
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def audit_checkpoint_publish_task(organization_id: str) -> dict[str, JSONValue]:
+    """Extend one organization's Merkle tree and sign a checkpoint of it."""
+    org_id = uuid.UUID(organization_id)
+    with tenant_context(org_id):
+        checkpoint = checkpoint_publish(organization_id=org_id)
+    return {"tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash}
+
+
+@shared_task
+def audit_checkpoint_publish_all_task() -> int:
+    """Beat job: one checkpoint publication per organization (deleted ones too: their logs
+    are kept)."""
+    return fan_out_per_organization(
+        audit_checkpoint_publish_task, reason="beat:audit-checkpoint", include_deleted=True
     )

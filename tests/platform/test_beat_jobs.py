@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from django_celery_beat.models import PeriodicTask
 
-from compliance.tasks import audit_chain_verify_all_task
+from compliance.tasks import audit_chain_verify_all_task, audit_checkpoint_publish_all_task
 from credentials.tasks import credential_last_used_persist_all_task
 from oidc.tasks import revocations_purge_all_task
 from organizations.models import Organization
@@ -31,6 +31,11 @@ JOBS = [
         "Persist credentials' last-used times (all organizations)",
         credential_last_used_persist_all_task,
         "credentials.tasks.credential_last_used_persist_task",
+    ),
+    (
+        "Publish audit checkpoints (all organizations)",
+        audit_checkpoint_publish_all_task,
+        "compliance.tasks.audit_checkpoint_publish_task",
     ),
     (
         "Purge expired token revocations (all organizations)",
