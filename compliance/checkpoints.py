@@ -33,6 +33,7 @@ from oidc.models import SigningKey
 from oidc.tokens import jws_sign
 
 CHECKPOINT_TYPE = "agentidp-checkpoint+jwt"
+EXTEND_PER_RUN = 200_000
 CHECKPOINTS_PUBLISHED = Counter(
     "agentidp_audit_checkpoints_published_total", "Audit checkpoints signed and stored."
 )
@@ -43,10 +44,13 @@ def b64(value: bytes) -> str:
 
 
 @transaction.atomic
-def checkpoint_publish(*, organization_id: uuid.UUID) -> AuditCheckpoint:
-    """Extend the organization's tree to its newest event and sign a checkpoint of it (the
+def checkpoint_publish(
+    *, organization_id: uuid.UUID, limit: int | None = EXTEND_PER_RUN
+) -> AuditCheckpoint:
+    """Extend the organization's tree (by at most ``limit`` events, so one run's transaction
+    stays short; a backlog is caught up over the next runs) and sign a checkpoint of it (the
     latest one again when nothing was appended since)."""
-    size = merkle_extend(organization_id=organization_id).size
+    size = merkle_extend(organization_id=organization_id, limit=limit).size
     latest = (
         AuditCheckpoint.objects.filter(organization_id=organization_id)
         .order_by("-tree_size")

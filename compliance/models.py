@@ -1,12 +1,28 @@
 """The audit log: one hash chain of events per organization."""
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.db import models
 
 from agentidp.models import OrgOwnedModel
 
+if TYPE_CHECKING:
+    from organizations.models import Organization
+
 GENESIS_HASH = "0" * 64
+
+
+def organization_key() -> "models.ForeignKey[Organization, Organization]":
+    """The owning organization, without a single-column index (each table's unique constraint
+    or composite index starts with it)."""
+    return models.ForeignKey(
+        "organizations.Organization",
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        db_index=False,
+    )
 
 
 class AuditEvent(OrgOwnedModel):
@@ -16,13 +32,7 @@ class AuditEvent(OrgOwnedModel):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No single-column index: the composite indexes below all start with the organization.
-    organization = models.ForeignKey(
-        "organizations.Organization",
-        on_delete=models.PROTECT,
-        related_name="+",
-        editable=False,
-        db_index=False,
-    )
+    organization = organization_key()
     sequence = models.PositiveBigIntegerField()
     occurred_at = models.DateTimeField()
     actor_type = models.CharField(max_length=20)
@@ -82,13 +92,7 @@ class AuditMerkleNode(OrgOwnedModel):
     retained_after_organization_deletion = True
 
     id = models.BigAutoField(primary_key=True)
-    organization = models.ForeignKey(
-        "organizations.Organization",
-        on_delete=models.PROTECT,
-        related_name="+",
-        editable=False,
-        db_index=False,
-    )
+    organization = organization_key()  # its unique constraint starts with it
     level = models.PositiveSmallIntegerField()
     index = models.PositiveBigIntegerField()
     hash = models.BinaryField(max_length=32)
@@ -111,13 +115,7 @@ class AuditCheckpoint(OrgOwnedModel):
     retained_after_organization_deletion = True
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization = models.ForeignKey(
-        "organizations.Organization",
-        on_delete=models.PROTECT,
-        related_name="+",
-        editable=False,
-        db_index=False,
-    )
+    organization = organization_key()  # its unique constraint starts with it
     tree_size = models.PositiveBigIntegerField()
     root_hash = models.CharField(max_length=64, help_text="Hex SHA-256 of the tree's root.")
     published_at = models.DateTimeField()
