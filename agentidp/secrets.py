@@ -65,7 +65,7 @@ class SecretStore(ABC):
     @abstractmethod
     def delete(self, path: str) -> None: ...
 
-    def read_or_create(self, path: str, make: "SecretFactory") -> SecretData:
+    def read_or_create(self, path: str, make: Callable[[], SecretData]) -> SecretData:
         """Read ``path``; on first use store ``make()`` there and return it."""
         try:
             return self.read(path)

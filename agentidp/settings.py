@@ -226,6 +226,9 @@ AGENTIDP = {
         "SECRET_ID": env.str("VAULT_SECRET_ID", default=""),
         "MOUNT": env.str("VAULT_MOUNT", default="secret"),
         "PREFIX": env.str("VAULT_PREFIX", default="agentidp"),
+        # Encryption at rest: the Transit engine's mount and the key wrapping data keys.
+        "TRANSIT_MOUNT": env.str("VAULT_TRANSIT_MOUNT", default="transit"),
+        "TRANSIT_KEY": env.str("VAULT_TRANSIT_KEY", default="agentidp-data"),
     },
     "ALLOW_LOCAL_SECRETS": env.bool("AGENTIDP_ALLOW_LOCAL_SECRETS", default=False),
     "LOCAL_SECRETS": {
@@ -251,6 +254,8 @@ AGENTIDP = {
     # Public DID documents: cached in Redis this long (and forgotten on any change).
     "DID_DOCUMENT_CACHE_TTL_SECONDS": env.int("DID_DOCUMENT_CACHE_TTL_SECONDS", default=300),
     # A rotated-out DID key stays in the agent's DID document this long (seconds).
+    # Encryption at rest: an organization's data key is replaced (and its data rewrapped) after.
+    "DATA_KEY_ROTATION_DAYS": env.int("AGENTIDP_DATA_KEY_ROTATION_DAYS", default=90),
     "DID_KEY_RETIRED_SECONDS": env.int("AGENTIDP_DID_KEY_RETIRED_SECONDS", default=30 * 86400),
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
     "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),

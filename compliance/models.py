@@ -133,3 +133,54 @@ class AuditCheckpoint(OrgOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.organization_id}@{self.tree_size}"
+
+
+class DataKey(OrgOwnedModel):
+    """One version of an organization's data key (AES-256), stored only wrapped by the
+    key-encryption key (Vault Transit or the local development key): see
+    :mod:`compliance.encryption`. The newest version encrypts; every version decrypts."""
+
+    organization = organization_key()
+    version = models.PositiveIntegerField()
+    wrapped = models.TextField(help_text="The key wrapped by the KEK; its version leads it.")
+    created_at = models.DateTimeField()
+    rewrapped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organization", "version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "version"], name="%(app_label)s_%(class)s_unique_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"data key v{self.version}"
+
+
+class JobOutcome(models.TextChoices):
+    SUCCESS = "success", "success"
+    FAILURE = "failure", "failure"
+
+
+class JobRun(models.Model):
+    """One run of a scheduled compliance job (rotation, chain verification, checkpoints,
+    rewrap, outbox health) and its outcome: the evidence the controls and reports cite.
+
+    Platform-wide (staff read it in the admin); a run for one organization names it in
+    ``organization_ref`` (not a foreign key: the row outlives nothing and scopes nothing)."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.CharField(max_length=100)
+    organization_ref = models.UUIDField(null=True, blank=True, verbose_name="organization")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=10, choices=JobOutcome.choices)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["job", "-started_at"], name="compliance_jobrun_job_time")]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.outcome} at {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -7,6 +7,7 @@ from celery import shared_task
 from agentidp.errors import JSONValue
 from agentidp.tenancy import tenant_context
 from compliance.checkpoints import checkpoint_publish
+from compliance.encryption import data_rewrap_recorded
 from compliance.services import audit_chain_verify_recorded
 from organizations.tasks import fan_out_per_organization
 
@@ -45,3 +46,16 @@ def audit_checkpoint_publish_all_task() -> int:
     return fan_out_per_organization(
         audit_checkpoint_publish_task, reason="beat:audit-checkpoint", include_deleted=True
     )
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def data_rewrap_task(organization_id: str) -> dict[str, int]:
+    """Bring one organization's data at rest under its newest keys (a new data key when the
+    newest is older than ``DATA_KEY_ROTATION_DAYS``); recorded as a job run."""
+    return data_rewrap_recorded(uuid.UUID(organization_id)).as_document()
+
+
+@shared_task
+def data_rewrap_all_task() -> int:
+    """Beat job: one rewrap per live organization."""
+    return fan_out_per_organization(data_rewrap_task, reason="beat:rewrap")

@@ -40,12 +40,16 @@ class Client(OrgOwnedModel, AbstractApplication):
 
 
 class ClientSecret(OrgOwnedModel):
-    """One client secret, stored only as an HMAC-SHA256 digest under a server key."""
+    """One client secret, stored only as an HMAC-SHA256 digest under a server key; the digest
+    itself is encrypted at rest (``digest_ciphertext``), and the token endpoint matches the
+    keyed blind index beside it (``digest_index``: HMAC-SHA256 of the digest under a second
+    server key), so authenticating decrypts nothing."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="secrets")
     prefix = models.CharField(max_length=12, help_text="The first characters, for recognition.")
-    digest = models.CharField(max_length=64)
+    digest_index = models.CharField(max_length=64, editable=False)
+    digest_ciphertext = models.TextField(editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     rotated_at = models.DateTimeField(null=True, blank=True)

@@ -1,8 +1,10 @@
 """Client secrets: generate, rotate with overlap, revoke; and client authentication.
 
-A secret is 256 random bits shown once. Only ``HMAC-SHA256(server key, secret)`` is stored:
-a random 256-bit secret cannot be guessed, so a slow password hash would add nothing but cost
-on every token request. The server key lives in the secret store, never in the database.
+A secret is 256 random bits shown once. Only ``HMAC-SHA256(server key, secret)`` is kept: a
+random 256-bit secret cannot be guessed, so a slow password hash would add nothing but cost on
+every token request. That digest is encrypted at rest (:mod:`compliance.encryption`); lookups
+compare its keyed blind index instead, so the token endpoint decrypts nothing. Both server keys
+live in the secret store, never in the database.
 """
 
 import base64
@@ -31,6 +33,7 @@ from agentidp.usage import last_used_key, redis_client
 from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
+from compliance.encryption import EncryptedColumn, encrypt
 from credentials.choices import CredentialStatus, SigningAlgorithm
 from credentials.models import Client, ClientSecret
 from credentials.records import ClientRecord
@@ -39,6 +42,7 @@ from organizations.models import Organization
 from organizations.services import organization_get
 
 SECRET_PREFIX = "ais_"  # noqa: S105 - the public prefix of issued secrets
+DIGEST_COLUMN = EncryptedColumn("credentials.ClientSecret", "digest_ciphertext")
 
 
 @cache
@@ -50,8 +54,29 @@ def _hmac_key() -> bytes:
     return stored["value"].encode()
 
 
+@cache
+def _index_key() -> bytes:
+    """The server key of the digests' blind index (a second key: the index reveals nothing of
+    the digest, which is stored only encrypted)."""
+    stored = secret_store().read_or_create(
+        platform_path("credential-index-key"), SecretFactory(nbytes=32)
+    )
+    return stored["value"].encode()
+
+
 def secret_digest(secret: str) -> str:
+    """The stored credential digest: HMAC-SHA256 of the secret under the server key."""
     return hmac.new(_hmac_key(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def digest_index(digest: str) -> str:
+    """The keyed blind index of a digest, what lookups compare (no decryption on the hot path)."""
+    return hmac.new(_index_key(), digest.encode(), hashlib.sha256).hexdigest()
+
+
+def secret_index(secret: str) -> str:
+    """What the token endpoint compares with a client's stored secrets: two HMACs."""
+    return digest_index(secret_digest(secret))
 
 
 def _new_secret() -> str:
@@ -91,13 +116,18 @@ def _issue(*, client: Client, expires_at: datetime | None) -> IssuedSecret:
             "The expiry must be in the future.", errors={"expires_at": ["Must be in the future."]}
         )
     plaintext = _new_secret()
-    credential = ClientSecret.objects.create(
+    digest = secret_digest(plaintext)
+    credential = ClientSecret(
         organization_id=client.organization_id,
         client=client,
         prefix=plaintext[:12],
-        digest=secret_digest(plaintext),
+        digest_index=digest_index(digest),
         expires_at=expires_at,
     )
+    credential.digest_ciphertext = encrypt(
+        digest, organization_id=client.organization_id, column=DIGEST_COLUMN, row_id=credential.id
+    )
+    credential.save(force_insert=True)
     return IssuedSecret(credential=credential, client_id=client.client_id, secret=plaintext)
 
 
@@ -493,7 +523,7 @@ def client_load(*, client_id: str) -> Client:
 
 def client_secret_check(*, client: Client, secret: str) -> AuthenticatedClient:
     """Compare ``secret`` in constant time with the client's live secrets."""
-    credential_id, reason = client.record.secret_check(secret_digest(secret), timezone.now())
+    credential_id, reason = client.record.secret_check(secret_index(secret), timezone.now())
     if credential_id is None:
         raise ClientAuthenticationFailed(reason, organization_id=client.organization_id)
     return AuthenticatedClient(client=client, credential_id=credential_id)

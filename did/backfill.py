@@ -14,7 +14,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from agentidp.principals import Principal
 from compliance.services import AUDIT_APPEND_CALL, EventContent, audit_append_arguments
-from did.services import custodial_key
+from did.services import custodial_key_pair
 from did.web import agent_did
 
 ACTOR = Principal.system("migration:did")
@@ -37,7 +37,7 @@ def dids_backfill(connection: BaseDatabaseWrapper) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(AGENTS_WITHOUT_DID)
         for agent_id, organization_id, key_type in cursor.fetchall():
-            kid, algorithm, public = custodial_key(
+            kid, algorithm, public = custodial_key_pair(
                 organization_id=organization_id, key_type=key_type
             )
             did = agent_did(agent_id)

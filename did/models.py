@@ -22,6 +22,13 @@ class AgentDidKey(OrgOwnedModel):
     custodial = models.BooleanField(
         default=True, help_text="We hold the private part (in the secret store); else the agent."
     )
+    private_key_ref = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="Custodial keys: where the private part is in the secret store (encrypted).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
 

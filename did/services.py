@@ -20,6 +20,7 @@ from agentidp.secrets import secret_store
 from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
+from compliance.encryption import EncryptedColumn, encrypt
 from did.cache import did_documents_forget
 from did.choices import DidKeyStatus
 from did.models import AgentDidKey
@@ -39,7 +40,10 @@ def did_key_path(organization_id: uuid.UUID, kid: str) -> str:
     return f"orgs/{organization_id}/did-keys/{kid}"
 
 
-def custodial_key(
+PRIVATE_KEY_COLUMN = EncryptedColumn("did.AgentDidKey", "private_key_ref")
+
+
+def custodial_key_pair(
     *, organization_id: uuid.UUID, key_type: str
 ) -> tuple[str, str, dict[str, JSONValue]]:
     """A new key pair: the private part stored, ``(kid, algorithm, public JWK)`` returned."""
@@ -52,20 +56,40 @@ def custodial_key(
     return kid, algorithm, public
 
 
+def _key_new(
+    *,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    public_jwk: Mapping[str, JSONValue] | None = None,
+) -> AgentDidKey:
+    """A new unsaved key of the agent: custodial (generated, its private part stored and its
+    secret-store reference kept encrypted) unless the agent gives its own public key."""
+    if public_jwk is None:
+        organization = Organization.objects.get(id=organization_id)
+        kid, algorithm, public = custodial_key_pair(
+            organization_id=organization_id, key_type=organization.did_key_algorithm
+        )
+    else:
+        kid, algorithm, public = _agent_public_key(public_jwk)
+    key = AgentDidKey(
+        organization_id=organization_id, agent_id=agent_id, kid=kid, algorithm=algorithm,
+        public_jwk=public, custodial=public_jwk is None,
+    )  # fmt: skip
+    if key.custodial:
+        key.private_key_ref = encrypt(
+            did_key_path(organization_id, kid),
+            organization_id=organization_id,
+            column=PRIVATE_KEY_COLUMN,
+            row_id=key.id,
+        )
+    return key
+
+
 def did_issue(*, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID) -> str:
     """Give the agent its DID and a first (custodial) key of its organization's type."""
-    organization = Organization.objects.get(id=organization_id)
-    kid, algorithm, public = custodial_key(
-        organization_id=organization_id, key_type=organization.did_key_algorithm
-    )
-    AgentDidKey.objects.create(
-        organization_id=organization_id,
-        agent_id=agent_id,
-        kid=kid,
-        algorithm=algorithm,
-        public_jwk=public,
-        custodial=True,
-    )
+    key = _key_new(organization_id=organization_id, agent_id=agent_id)
+    key.save(force_insert=True)
+    kid, algorithm = key.kid, key.algorithm
     did = agent_did(agent_id)
     Agent.objects.filter(organization_id=organization_id, id=agent_id).update(
         did=did, did_created_at=timezone.now()
@@ -193,13 +217,8 @@ def did_key_rotate(
     agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
     if agent.status == AgentStatus.DECOMMISSIONED:
         raise Conflict("A decommissioned agent's DID is deactivated.")
-    if public_jwk is None:
-        organization = Organization.objects.get(id=organization_id)
-        kid, algorithm, public = custodial_key(
-            organization_id=organization_id, key_type=organization.did_key_algorithm
-        )
-    else:
-        kid, algorithm, public = _agent_public_key(public_jwk)
+    key = _key_new(organization_id=organization_id, agent_id=agent_id, public_jwk=public_jwk)
+    kid = key.kid
     keys = AgentDidKey.objects.filter(organization_id=organization_id, agent_id=agent_id)
     if keys.filter(kid=kid).exists():
         raise Conflict("This key is already one of the DID's keys.")
@@ -207,14 +226,7 @@ def did_key_rotate(
     keys.filter(status=DidKeyStatus.ACTIVE).update(
         status=DidKeyStatus.RETIRED, retired_at=timezone.now()
     )
-    key = AgentDidKey.objects.create(
-        organization_id=organization_id,
-        agent_id=agent_id,
-        kid=kid,
-        algorithm=algorithm,
-        public_jwk=public,
-        custodial=public_jwk is None,
-    )
+    key.save(force_insert=True)
     event_record(
         organization_id=organization_id,
         actor=actor,
@@ -224,7 +236,7 @@ def did_key_rotate(
         data={
             "did": agent.did,
             "kid": kid,
-            "algorithm": algorithm,
+            "algorithm": key.algorithm,
             "custodial": public_jwk is None,
             "retired": list(previous),
         },

@@ -58,7 +58,7 @@ from agentidp.events import events_committed
 from agentidp.lru import BoundedLRU
 from compliance.services import EventContent, SQLValue, audit_append_arguments
 from credentials.records import ClientRecord
-from credentials.services import client_credentials_parse, client_record_load, secret_digest
+from credentials.services import client_credentials_parse, client_record_load, secret_index
 from oidc.keys import SigningMaterial, key_ring
 from oidc.ratelimit import token_request_admit, token_request_refund
 from oidc.services import token_issued_data
@@ -217,7 +217,7 @@ def token_issue_lean(request: HttpRequest) -> bytes:
     """The token response body for a plain ``client_credentials`` request, or raise
     :class:`Declined`."""
     asked = token_request_parse(request)
-    digest = secret_digest(asked.secret)
+    digest = secret_index(asked.secret)
     cached = _record(asked.client_id)
     credential_id = _authorized(cached.record, digest, asked.scopes)
     record = cached.record

@@ -1,5 +1,7 @@
 """Reads of organizations."""
 
+import uuid
+
 from agentidp.boundary import slug_refusal
 from agentidp.errors import NotFound
 from agentidp.tenancy import platform_context
@@ -31,3 +33,16 @@ def organization_ids_for_jobs(*, reason: str, include_deleted: bool = False) -> 
             organizations = organizations.exclude(status=OrganizationStatus.DELETED)
         ids = organizations.values_list("id", flat=True)
         return [str(organization_id) for organization_id in ids]
+
+
+def organization_id_named(key: str, *, reason: str) -> uuid.UUID:
+    """A command's ``--org``: an organization by id or slug, deleted ones included (a deleted
+    organization's slug is ``deleted-<hex>``, still a valid slug); crosses tenants."""
+    with platform_context(reason=reason):
+        try:
+            found = Organization.objects.filter(id=uuid.UUID(key)).first()
+        except ValueError:
+            found = None if slug_refusal(key) else Organization.objects.filter(slug=key).first()
+    if found is None:
+        raise NotFound(f"No organization {key!r}.")
+    return found.id

@@ -66,6 +66,15 @@ def start_bao(workdir: Path) -> BaoServer:
             process.kill()
             raise RuntimeError(f"OpenBao did not start: {log.read_text()[-2000:]}")
         time.sleep(0.1)
+    # What an operator does once: the Transit engine that wraps the data keys (encryption at
+    # rest); the dev server mounts only KV v2.
+    mounted = requests.post(
+        f"{addr}/v1/sys/mounts/transit",
+        json={"type": "transit"},
+        headers={"X-Vault-Token": token},
+        timeout=5,
+    )
+    mounted.raise_for_status()
     return BaoServer(
         addr=addr, root_token=token, unseal_key=match.group(1), process=process, log=log
     )

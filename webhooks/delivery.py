@@ -29,9 +29,17 @@ from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError
 from agentidp.tenancy import tenant_context
 from agentidp.usage import redis_client
+from compliance.encryption import DecryptionFailed, EncryptedColumn, decrypt
 from webhooks.choices import AttemptOutcome, DeliveryStatus, SubscriptionDisabledReason
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
-from webhooks.services import WebhookOptions, signer, subscription_disable, webhook_options
+from webhooks.services import (
+    PREVIOUS_SECRET_COLUMN,
+    SECRET_COLUMN,
+    WebhookOptions,
+    signer,
+    subscription_disable,
+    webhook_options,
+)
 
 logger = logging.getLogger("agentidp.webhooks")
 
@@ -102,15 +110,29 @@ def _claim(organization_id: uuid.UUID, options: WebhookOptions) -> list[Claimed]
             [now, options.lease.total_seconds(), str(organization_id), now, options.batch],
         )
         rows = cursor.fetchall()
-    return [
-        Claimed(
-            id=row[0], subscription_id=row[1], event_id=row[2], occurred_at=row[3],
-            body=str(row[4]).encode(), attempt=int(row[5]), url=str(row[6]),
-            secret_ref=str(row[7]), previous_secret_ref=str(row[8]), previous_expires_at=row[9],
-            rate_limit=row[10],
+        # The secret references are encrypted at rest: opened here, in the organization's
+        # context; one that does not decrypt (audited) leaves the delivery unsigned, so it fails.
+        return [
+            Claimed(
+                id=row[0], subscription_id=row[1], event_id=row[2], occurred_at=row[3],
+                body=str(row[4]).encode(), attempt=int(row[5]), url=str(row[6]),
+                secret_ref=_opened(organization_id, SECRET_COLUMN, row[1], row[7]),
+                previous_secret_ref=_opened(organization_id, PREVIOUS_SECRET_COLUMN, row[1], row[8]),
+                previous_expires_at=row[9], rate_limit=row[10],
+            )
+            for row in rows
+        ]  # fmt: skip
+
+
+def _opened(
+    organization_id: uuid.UUID, column: EncryptedColumn, subscription_id: uuid.UUID, sealed: str
+) -> str:
+    try:
+        return decrypt(
+            str(sealed), organization_id=organization_id, column=column, row_id=subscription_id
         )
-        for row in rows
-    ]  # fmt: skip
+    except DecryptionFailed:
+        return ""
 
 
 def _rate_allowance(subscription_id: uuid.UUID, limit: int, wanted: int) -> int:

@@ -29,8 +29,9 @@ class WebhookSubscription(OrgOwnedModel, TimestampedModel):
         null=True, blank=True, help_text="At most this many deliveries a second (empty: no limit)."
     )
     # Only references: the secrets themselves live in the secret store.
-    secret_ref = models.CharField(max_length=300, editable=False)
-    previous_secret_ref = models.CharField(max_length=300, blank=True, default="", editable=False)
+    # Where the signing secrets live in the secret store, encrypted at rest.
+    secret_ref = models.TextField(editable=False)
+    previous_secret_ref = models.TextField(blank=True, default="", editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = models.CharField(max_length=200, editable=False)

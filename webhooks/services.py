@@ -28,7 +28,8 @@ from agentidp.events import event_record
 from agentidp.lru import BoundedLRU
 from agentidp.outbound import Limits, UrlRefused, url_check
 from agentidp.principals import Principal
-from agentidp.secrets import SecretStoreError, secret_store
+from agentidp.secrets import SecretNotFound, SecretStoreError, secret_store
+from compliance.encryption import EncryptedColumn, decrypt, encrypt
 from compliance.models import AuditEvent
 from webhooks.choices import (
     FAMILIES,
@@ -170,6 +171,27 @@ def _secret_path(organization_id: uuid.UUID, subscription_id: uuid.UUID) -> str:
     return f"orgs/{organization_id}/webhooks/{subscription_id}/{uuid.uuid4().hex}"
 
 
+SECRET_COLUMN = EncryptedColumn("webhooks.WebhookSubscription", "secret_ref")
+PREVIOUS_SECRET_COLUMN = EncryptedColumn("webhooks.WebhookSubscription", "previous_secret_ref")
+
+
+def secret_path(subscription: WebhookSubscription, column: EncryptedColumn = SECRET_COLUMN) -> str:
+    """Where the subscription's current (or previous) secret is in the store: the column holds
+    it encrypted at rest. ``""``: none."""
+    return decrypt(
+        str(getattr(subscription, column.field)),
+        organization_id=subscription.organization_id,
+        column=column,
+        row_id=subscription.id,
+    )
+
+
+def _sealed_path(subscription: WebhookSubscription, column: EncryptedColumn, path: str) -> str:
+    return encrypt(
+        path, organization_id=subscription.organization_id, column=column, row_id=subscription.id
+    )
+
+
 def _secret_store_write(path: str, secret: str) -> None:
     secret_store().write(path, {"value": secret})
 
@@ -192,6 +214,8 @@ signers: BoundedLRU[str, Webhook] = BoundedLRU(max_entries=4096, max_age=300)
 def signer(path: str) -> Webhook:
     """The Standard Webhooks signer (the ``standardwebhooks`` library) for the secret at
     ``path`` in the secret store."""
+    if not path:
+        raise SecretNotFound("no secret reference")
     found = signers.get(path)
     if found is None:
         found = Webhook(secret_store().read(path)["value"])
@@ -259,8 +283,9 @@ def subscription_create(
         created_by=actor.id,
     )
     secret = _secret_new()
-    subscription.secret_ref = _secret_path(organization_id, subscription.id)
-    _secret_store_write(subscription.secret_ref, secret)
+    path = _secret_path(organization_id, subscription.id)
+    subscription.secret_ref = _sealed_path(subscription, SECRET_COLUMN, path)
+    _secret_store_write(path, secret)
     subscription.save(force_insert=True)
     transaction.on_commit(partial(outlets.forget, organization_id))
     event_record(
@@ -330,7 +355,11 @@ def subscription_delete(
     subscription = subscription_get(
         organization_id=organization_id, subscription_id=subscription_id, for_update=True
     )
-    refs = [r for r in (subscription.secret_ref, subscription.previous_secret_ref) if r]
+    refs = [
+        r
+        for r in (secret_path(subscription), secret_path(subscription, PREVIOUS_SECRET_COLUMN))
+        if r
+    ]
     WebhookAttempt.objects.filter(
         organization_id=organization_id, delivery__subscription_id=subscription.id
     ).delete()
@@ -369,19 +398,22 @@ def subscription_secret_rotate(
     subscription = subscription_get(
         organization_id=organization_id, subscription_id=subscription_id, for_update=True
     )
+    current, previous = secret_path(subscription), secret_path(subscription, PREVIOUS_SECRET_COLUMN)
     secret = _secret_new()
     path = _secret_path(organization_id, subscription.id)
     _secret_store_write(path, secret)
-    if subscription.previous_secret_ref:
-        _secret_delete_after_commit(subscription.previous_secret_ref)
+    if previous:
+        _secret_delete_after_commit(previous)
     now = timezone.now()
     if overlap:
-        subscription.previous_secret_ref = subscription.secret_ref
+        subscription.previous_secret_ref = _sealed_path(
+            subscription, PREVIOUS_SECRET_COLUMN, current
+        )
         subscription.previous_secret_expires_at = now + timedelta(seconds=overlap)
     else:
-        _secret_delete_after_commit(subscription.secret_ref)
+        _secret_delete_after_commit(current)
         subscription.previous_secret_ref, subscription.previous_secret_expires_at = "", None
-    subscription.secret_ref = path
+    subscription.secret_ref = _sealed_path(subscription, SECRET_COLUMN, path)
     subscription.secret_rotated_at = now
     subscription.save()
     event_record(
@@ -541,7 +573,7 @@ def subscription_previous_secret_expire(
     expires = subscription.previous_secret_expires_at
     if not subscription.previous_secret_ref or (expires and expires > timezone.now()):
         return False
-    _secret_delete_after_commit(subscription.previous_secret_ref)
+    _secret_delete_after_commit(secret_path(subscription, PREVIOUS_SECRET_COLUMN))
     subscription.previous_secret_ref, subscription.previous_secret_expires_at = "", None
     subscription.save(update_fields=["previous_secret_ref", "previous_secret_expires_at"])
     return True

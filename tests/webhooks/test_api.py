@@ -21,7 +21,7 @@ from tests.webhooks.conftest import Receiver
 from webhooks.delivery import deliveries_send
 from webhooks.models import WebhookSubscription
 from webhooks.relay import relay_run
-from webhooks.services import MAX_SUBSCRIPTIONS
+from webhooks.services import MAX_SUBSCRIPTIONS, secret_path
 
 
 def _create(api: APIClient, receiver: Receiver, **body: Any) -> dict[str, Any]:
@@ -49,7 +49,9 @@ def test_create_shows_the_secret_once_and_keeps_only_a_reference(
     with tenant_context(org.id):
         stored = WebhookSubscription.objects.get(id=subscription["id"])
         audit = AuditEvent.objects.get(organization_id=org.id, action="webhook.created")
-    assert secret_store().read(stored.secret_ref) == {"value": secret}
+        path = secret_path(stored)
+    assert path.startswith(f"orgs/{org.id}/webhooks/") and path not in stored.secret_ref
+    assert secret_store().read(path) == {"value": secret}
     assert secret not in str(audit.data)
     # nothing in the database holds it: the whole row read with raw SQL
     with tenant_context(org.id), connection.cursor() as cursor:
@@ -120,7 +122,7 @@ def test_update_delete_and_the_secret_leaving_the_store(
     assert response.status_code == 400 and "url" in response.json()["errors"]
     assert api.get(path).json()["event_types"] == ["token.issued"]  # nothing half-applied
     with tenant_context(org.id):
-        ref = WebhookSubscription.objects.get(id=created["subscription"]["id"]).secret_ref
+        ref = secret_path(WebhookSubscription.objects.get(id=created["subscription"]["id"]))
     with django_capture_on_commit_callbacks(execute=True):
         assert api.delete(path).status_code == 204
     assert api.get(path).status_code == 404

@@ -8,13 +8,11 @@ import sys
 import uuid
 from argparse import ArgumentParser
 
-from agentidp.boundary import slug_refusal
 from agentidp.commands import JSONCommand
-from agentidp.errors import JSONValue, NotFound
-from agentidp.tenancy import platform_context, tenant_context
+from agentidp.errors import JSONValue
+from agentidp.tenancy import tenant_context
 from compliance.services import audit_chain_verify_recorded
-from organizations.models import Organization
-from organizations.selectors import organization_ids_for_jobs
+from organizations.selectors import organization_id_named, organization_ids_for_jobs
 
 REASON = "command:verifyauditchain"
 
@@ -26,7 +24,7 @@ class Command(JSONCommand):
         parser.add_argument("--org", help="one organization, by slug or id")
 
     def handle(self, *args: str, **options: str | None) -> None:
-        ids = [self._one(options["org"])] if options["org"] else None
+        ids = [organization_id_named(options["org"], reason=REASON)] if options["org"] else None
         if ids is None:
             ids = [
                 uuid.UUID(i) for i in organization_ids_for_jobs(reason=REASON, include_deleted=True)
@@ -41,14 +39,3 @@ class Command(JSONCommand):
         self.emit({"valid": valid, "organizations_checked": len(ids), "organizations": reports})
         if not valid:
             sys.exit(1)
-
-    def _one(self, key: str) -> uuid.UUID:
-        with platform_context(reason=REASON):
-            try:
-                found = Organization.objects.filter(id=uuid.UUID(key)).first()
-            except ValueError:
-                # a deleted organization's slug is deleted-<hex>, still a valid slug
-                found = None if slug_refusal(key) else Organization.objects.filter(slug=key).first()
-        if found is None:
-            raise NotFound(f"No organization {key!r}.")
-        return found.id
