@@ -15,7 +15,7 @@ class AgentIdPConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
-        from agentidp import secrets, tenancy  # schema: registers its extensions
+        from agentidp import checks, secrets, tenancy  # noqa: F401 - checks register themselves
 
         if not settings.AGENTIDP["VAULT"]["ADDR"] and not secrets.local_store_allowed():
             raise ImproperlyConfigured(

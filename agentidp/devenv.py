@@ -507,7 +507,14 @@ def cmd_test(pytest_args: list[str]) -> int:
         # The suite points the secret store at its own OpenBao server (tests/conftest.py); the
         # flag only lets settings load before that fixture runs.
         environment = child_env(
-            services, DEBUG="0", AGENTIDP_STRICT_TENANCY="1", AGENTIDP_ALLOW_LOCAL_SECRETS="1"
+            services,
+            DEBUG="0",
+            AGENTIDP_STRICT_TENANCY="1",
+            AGENTIDP_ALLOW_LOCAL_SECRETS="1",
+            # The suite's servers speak plain HTTP on loopback, on purpose; the TLS tests
+            # switch enforcement on themselves.
+            AGENTIDP_TLS_ENFORCED="0",
+            AGENTIDP_ALLOW_PLAIN_HTTP="1",
         )
         environment.setdefault("SECRET_KEY", "test-secret-key-" + secrets.token_hex(16))
         command = [PYTHON, "-m", "pytest", *pytest_args]

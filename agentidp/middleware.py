@@ -21,6 +21,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooMa
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from django.middleware.security import SecurityMiddleware
 from django.urls import Resolver404, get_urlconf, resolve
 from django.views import View
 from django.views.decorators.http import require_safe
@@ -28,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentidp.boundary import InputRejected, texts_check
-from agentidp.errors import standard_problem
+from agentidp.errors import OAUTH_ENDPOINTS, problem_response, standard_problem
 from agentidp.secrets import SecretStoreUnavailable
 
 logger = logging.getLogger("agentidp.errors")
@@ -105,6 +106,48 @@ DOCUMENTED_ERROR_TYPES = (
 def _is_documented(response: HttpResponse) -> bool:
     content_type = response.get("Content-Type", "")
     return content_type.startswith(DOCUMENTED_ERROR_TYPES)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class TransportSecurityMiddleware(SecurityMiddleware):
+    """Django's ``SecurityMiddleware`` (``SECURE_SSL_REDIRECT``, HSTS, nosniff, referrer and
+    cross-origin-opener policies), first in the stack, with what an identity provider adds:
+
+    * ``X-Forwarded-Proto`` (``SECURE_PROXY_SSL_HEADER``) counts only when the connection comes
+      from one of ``AGENTIDP_TRUSTED_PROXIES``; from anyone else it is dropped before Django
+      reads it, so a client cannot declare its plain-HTTP request secure.
+    * With enforcement on, a plain-HTTP write (anything but GET, HEAD, OPTIONS) or any call to
+      an OAuth endpoint is refused with 403 in the endpoint's error format instead of being
+      redirected: the credential or body it carried has already crossed the network in clear,
+      and a client that follows the redirect would send it again.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        super().__init__(get_response)
+        self.trusted_proxies = frozenset(settings.TRUSTED_PROXIES)
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        header = settings.SECURE_PROXY_SSL_HEADER[0]
+        if header in request.META and request.META.get("REMOTE_ADDR") not in self.trusted_proxies:
+            del request.META[header]
+        if self.redirect and not request.is_secure():
+            path = request.path.lstrip("/")
+            exempt = any(pattern.search(path) for pattern in self.redirect_exempt)
+            if not exempt and (
+                request.method not in SAFE_METHODS or request.path in OAUTH_ENDPOINTS
+            ):
+                return problem_response(
+                    request,
+                    status=403,
+                    title="HTTPS required",
+                    detail="This endpoint accepts only HTTPS; the request was refused, not "
+                    "redirected. Send it again over HTTPS and treat any credential it carried "
+                    "as exposed.",
+                    code="https_required",
+                )
+        return super().process_request(request)
 
 
 class ErrorFormatMiddleware:

@@ -53,10 +53,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Django's SecurityMiddleware, first of all that answer (TLS: redirect, refusal, HSTS).
+    "agentidp.middleware.TransportSecurityMiddleware",
     "agentidp.middleware.ErrorFormatMiddleware",
     # POST /oauth2/token on its lean path, ahead of the rest (oidc/lean.py); the full path below.
     "oidc.lean.LeanTokenMiddleware",
-    "django.middleware.security.SecurityMiddleware",
     # The admin's and the API docs' assets, served by the app itself (no CDN, no web server).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "agentidp.middleware.InputBoundaryMiddleware",
@@ -147,11 +148,28 @@ STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# --- TLS ----------------------------------------------------------------------------------------
+# Enforced by default outside DEBUG (agentidp.middleware.TransportSecurityMiddleware, Django's
+# SecurityMiddleware first in the stack): plain-HTTP reads redirect to HTTPS, plain-HTTP writes
+# and OAuth calls are refused (a redirect would already have leaked the credential), HSTS on
+# every HTTPS response, cookies Secure. ``X-Forwarded-Proto`` is believed only from
+# AGENTIDP_TRUSTED_PROXIES (the TLS-terminating proxies' addresses). Switching enforcement off
+# with DEBUG off is refused at start (system check agentidp.E010) unless
+# AGENTIDP_ALLOW_PLAIN_HTTP=1 says so (the test suite and the benchmark on loopback).
+TLS_ENFORCED = env.bool("AGENTIDP_TLS_ENFORCED", default=not DEBUG)
+ALLOW_PLAIN_HTTP = env.bool("AGENTIDP_ALLOW_PLAIN_HTTP", default=False)
+TRUSTED_PROXIES = env.list("AGENTIDP_TRUSTED_PROXIES", default=[])
+SECURE_SSL_REDIRECT = TLS_ENFORCED
+# Probes and the Prometheus scrape stay reachable over plain HTTP inside the deployment.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if TLS_ENFORCED else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = TLS_ENFORCED
+CSRF_COOKIE_SECURE = TLS_ENFORCED
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
 CSRF_FAILURE_VIEW = "agentidp.views.csrf_failure"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=262144)

@@ -75,6 +75,9 @@ def environment() -> dict[str, str]:
         SECRET_KEY="bench-" + "x" * 40,
         ALLOWED_HOSTS="127.0.0.1,localhost",
         AGENTIDP_ALLOW_LOCAL_SECRETS="1",
+        # wrk speaks plain HTTP to the loopback: TLS terminates in front of a deployment.
+        AGENTIDP_TLS_ENFORCED="0",
+        AGENTIDP_ALLOW_PLAIN_HTTP="1",
         AGENTIDP_LOCAL_SECRETS_PATH=str(WORK / "secrets.enc"),
         AGENTIDP_LOCAL_SECRETS_KEY_FILE=str(WORK / "secrets.key"),
         AGENTIDP_ISSUER=f"http://127.0.0.1:{PORT}",

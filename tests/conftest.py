@@ -91,7 +91,8 @@ def _responses_scanned_for_private_keys() -> Iterator[None]:
     (just inside the error formatter, so ahead of the token endpoint's lean path), whatever
     served it: test clients and live servers build their handlers after this."""
     stack = list(settings.MIDDLEWARE)
-    settings.MIDDLEWARE = [*stack[:2], "tests.private_keys.PrivateKeyScan", *stack[2:]]
+    inside = stack.index("agentidp.middleware.ErrorFormatMiddleware") + 1
+    settings.MIDDLEWARE = [*stack[:inside], "tests.private_keys.PrivateKeyScan", *stack[inside:]]
     yield
 
 
