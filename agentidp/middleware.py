@@ -128,7 +128,7 @@ class TransportSecurityMiddleware(SecurityMiddleware):
         super().__init__(get_response)
         self.trusted_proxies = frozenset(settings.TRUSTED_PROXIES)
 
-    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         header = settings.SECURE_PROXY_SSL_HEADER[0]
         if header in request.META and request.META.get("REMOTE_ADDR") not in self.trusted_proxies:
             del request.META[header]
@@ -147,7 +147,8 @@ class TransportSecurityMiddleware(SecurityMiddleware):
                     "as exposed.",
                     code="https_required",
                 )
-        return super().process_request(request)
+        response: HttpResponse = super().__call__(request)
+        return response
 
 
 class ErrorFormatMiddleware:

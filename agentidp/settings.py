@@ -175,6 +175,10 @@ CSRF_FAILURE_VIEW = "agentidp.views.csrf_failure"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=262144)
 
 REST_FRAMEWORK = {
+    # Throttles named by scope (the audit verification's, per organization).
+    "DEFAULT_THROTTLE_RATES": {
+        "audit-verify": env.str("AGENTIDP_AUDIT_VERIFY_RATE", default="6/min"),
+    },
     "DEFAULT_AUTHENTICATION_CLASSES": ["agentidp.authentication.PrincipalAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["agentidp.permissions.PolicyPermission"],
     "DEFAULT_PARSER_CLASSES": ["agentidp.boundary.StrictJSONParser"],

@@ -13,6 +13,8 @@ from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
 
 from agentidp.api import CursorPagination, QuerySerializer, TenantViewSet
 from agentidp.schema import problem_responses
@@ -68,6 +70,9 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
         return checked.get(event.id, INTEGRITY_UNLINKED)
 
 
+MAX_TREE_SIZE = 2**62
+
+
 class FirstInvalidSerializer(serializers.Serializer):  # type: ignore[type-arg]
     sequence = serializers.IntegerField(allow_null=True)
     event_id = serializers.UUIDField(allow_null=True)
@@ -76,10 +81,51 @@ class FirstInvalidSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class ChainVerificationSerializer(serializers.Serializer):  # type: ignore[type-arg]
     organization_id = serializers.UUIDField()
+    verified = serializers.BooleanField()
+    checked = serializers.IntegerField(help_text="Events whose hash and link were recomputed.")
+    brokenAtEventId = serializers.UUIDField(  # noqa: N815 - the documented JSON name
+        allow_null=True, help_text="The first event that does not verify; null when none."
+    )
     valid = serializers.BooleanField()
     events_checked = serializers.IntegerField()
     head_sequence = serializers.IntegerField()
     first_invalid = FirstInvalidSerializer(required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:  # type: ignore[type-arg]
+        fields = super().get_fields()
+        fields["from"] = serializers.IntegerField()
+        fields["to"] = serializers.IntegerField(allow_null=True)
+        return fields
+
+
+class VerifyQuerySerializer(QuerySerializer):
+    """``from`` and ``to``: the range of sequence numbers (inclusive; default the whole chain)."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:  # type: ignore[type-arg]
+        fields = super().get_fields()
+        fields["from"] = serializers.IntegerField(
+            min_value=1, max_value=MAX_TREE_SIZE, required=False
+        )
+        fields["to"] = serializers.IntegerField(
+            min_value=1, max_value=MAX_TREE_SIZE, required=False
+        )
+        return fields
+
+    def validate(self, attrs: dict[str, int]) -> dict[str, int]:
+        if "from" in attrs and "to" in attrs and attrs["from"] > attrs["to"]:
+            raise serializers.ValidationError({"to": ["Must not be below from."]})
+        return attrs
+
+
+class VerifyThrottle(SimpleRateThrottle):
+    """Verification reads the whole chain: a few runs a minute per organization (shared by
+    every process through the Redis cache), ``AUDIT_VERIFY_RATE``."""
+
+    scope = "audit-verify"
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        organization_id = getattr(view, "organization_id", None)
+        return f"throttle_audit_verify_{organization_id}" if organization_id else None
 
 
 class AuditQuerySerializer(QuerySerializer):
@@ -99,9 +145,6 @@ class AuditCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
-
-
-MAX_TREE_SIZE = 2**62
 
 
 class ProofQuerySerializer(QuerySerializer):
@@ -160,8 +203,13 @@ class ConsistencyProofSerializer(serializers.Serializer):  # type: ignore[type-a
         responses={200: AuditEventSerializer(many=True), **problem_responses(400, 401, 403)},
     ),
     verify=extend_schema(
-        responses={200: ChainVerificationSerializer, **problem_responses(401, 403)},
-        description="Recompute the caller's organization's whole audit chain.",
+        parameters=[
+            OpenApiParameter("from", int, description="First sequence number (default 1)"),
+            OpenApiParameter("to", int, description="Last sequence number (default the head)"),
+        ],
+        responses={200: ChainVerificationSerializer, **problem_responses(400, 401, 403, 429)},
+        description="Recompute the caller's organization's audit chain (or a range of it); "
+        "rate-limited per organization.",
     ),
     proof=extend_schema(
         parameters=[ProofQuerySerializer],
@@ -201,10 +249,16 @@ class AuditEventViewSet(TenantViewSet):
         data = AuditEventSerializer(page, many=True, context={"integrity": integrity}).data
         return self.get_paginated_response(data)
 
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], throttle_classes=[VerifyThrottle])
     def verify(self, request: Request) -> Response:
+        query = VerifyQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         organization_id = self.organization_id
-        result = audit_chain_verify_recorded(organization_id=organization_id)
+        result = audit_chain_verify_recorded(
+            organization_id=organization_id,
+            first=query.validated_data.get("from", 1),
+            last=query.validated_data.get("to"),
+        )
         return Response(result.as_document(organization_id))
 
     @action(detail=True, methods=["get"])

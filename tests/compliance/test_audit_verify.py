@@ -86,6 +86,11 @@ def test_the_command_verifies_one_organization(chain: Organization) -> None:
         "organizations": [
             {
                 "organization_id": str(chain.id),
+                "verified": True,
+                "checked": 4,
+                "brokenAtEventId": None,
+                "from": 1,
+                "to": None,
                 "valid": True,
                 "events_checked": 4,
                 "head_sequence": 4,
@@ -174,3 +179,56 @@ def test_the_command_refuses_an_unknown_organization_cleanly(key: str) -> None:
 
     with pytest.raises(CommandError, match="No organization"):
         call_command("verifyauditchain", "--org", key, stdout=io.StringIO())
+
+
+def test_verify_reports_verified_checked_and_the_broken_event(
+    chain: Organization, client_for: Callable[..., APIClient]
+) -> None:
+    altered = tamper(chain.id, 3)  # before this test's transaction reads the table
+    api = client_for(StaffFactory(organization=chain, role="auditor"))
+    whole = api.get("/audit/verify").json()
+    assert (whole["verified"], whole["checked"], whole["brokenAtEventId"]) == (
+        False, 2, str(altered),
+    )  # fmt: skip
+    part = api.get("/audit/verify", {"from": "1", "to": "2"}).json()
+    assert (part["verified"], part["checked"], part["from"], part["to"]) == (True, 2, 1, 2)
+    broken = api.get("/audit/verify", {"from": "2"}).json()
+    assert broken["verified"] is False and broken["brokenAtEventId"] == str(altered)
+    assert broken["checked"] == 1  # event 2 verified, event 3 is the break
+    after = api.get("/audit/verify", {"from": "4"}).json()
+    assert after["verified"] is True and after["checked"] == 2  # the range after the break
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"from": "x"}, {"from": "0"}, {"to": ""}, {"from": "3", "to": "2"}, {"from": "1\x00"},
+     {"to": str(2**70)}],
+)  # fmt: skip
+def test_verify_refuses_a_bad_range(
+    chain: Organization, client_for: Callable[..., APIClient], query: dict[str, str]
+) -> None:
+    api = client_for(StaffFactory(organization=chain, role="auditor"))
+    response = api.get("/audit/verify", query)
+    assert response.status_code == 400 and response["Content-Type"] == "application/problem+json"
+
+
+def test_verify_is_rate_limited_per_organization(
+    chain: Organization, org: Organization, client_for: Callable[..., APIClient], settings: Any
+) -> None:
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "audit-verify": "2/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    try:
+        api = client_for(StaffFactory(organization=chain, role="auditor"))
+        assert [api.get("/audit/verify").status_code for _ in range(2)] == [200, 200]
+        limited = api.get("/audit/verify")
+        assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+        assert limited["Content-Type"] == "application/problem+json"
+        other = client_for(StaffFactory(organization=org, role="auditor"))
+        assert other.get("/audit/verify").status_code == 200  # another organization's budget
+    finally:
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK}
+        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES

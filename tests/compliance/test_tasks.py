@@ -12,8 +12,13 @@ def test_verify_task_enters_the_organizations_context(org: Organization) -> None
     result = audit_chain_verify_task(str(org.id))
     assert result == {
         "organization_id": str(org.id),
+        "verified": True,
+        "checked": 3,  # organization.created, agent.created, did.created
+        "brokenAtEventId": None,
+        "from": 1,
+        "to": None,
         "valid": True,
-        "events_checked": 3,  # organization.created, agent.created, did.created
+        "events_checked": 3,
         "head_sequence": 3,
     }
 
