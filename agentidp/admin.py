@@ -79,6 +79,30 @@ class ManagedByScope:
         return self._manages(request) and super().has_view_permission(request, obj)  # type: ignore[misc]
 
 
+class PlatformOnly:
+    """An admin of deployment-wide rows, seen by platform staff only and changed by no one
+    through its forms (actions go through services)."""
+
+    def _platform(self, request: HttpRequest) -> bool:
+        principal = getattr(request, "principal", None)  # none on the login page
+        return isinstance(principal, Principal) and principal.is_platform
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._platform(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return self._platform(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 # --- the site --------------------------------------------------------------------------------
 
 # This server issues client_credentials tokens only: no authorization codes (grants), id tokens

@@ -1,7 +1,7 @@
 """System checks run at start (``manage.py check``, every management command, and the WSGI
 entry point before gunicorn serves): the transport-security configuration."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from django.apps import AppConfig
@@ -13,7 +13,12 @@ DATABASE_TLS_MODES = frozenset({"require", "verify-ca", "verify-full"})
 
 
 @register(Tags.security)
-def tls_enforced(app_configs: list[AppConfig] | None, **kwargs: object) -> list[CheckMessage]:
+def tls_enforced(
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: object,
+) -> list[CheckMessage]:
     """Refuse a production configuration (DEBUG off) that serves plain HTTP, unless it says so
     explicitly; warn about the pieces enforcement relies on."""
     messages: list[CheckMessage] = []
@@ -39,7 +44,10 @@ def tls_enforced(app_configs: list[AppConfig] | None, **kwargs: object) -> list[
 
 @register(Tags.security, deploy=True)
 def backing_services_tls(
-    app_configs: list[AppConfig] | None, **kwargs: object
+    *,
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: object,
 ) -> list[CheckMessage]:
     """``manage.py check --deploy``: PostgreSQL and Redis on another host without TLS."""
     urls = {name: str(getattr(settings, name)) for name in ("REDIS_URL", "CELERY_BROKER_URL")}

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Concatenate, ParamSpec
+from typing import Concatenate, ParamSpec, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
@@ -147,8 +147,7 @@ class TransportSecurityMiddleware(SecurityMiddleware):
                     "as exposed.",
                     code="https_required",
                 )
-        response: HttpResponse = super().__call__(request)
-        return response
+        return cast(HttpResponse, super().__call__(request))
 
 
 class ErrorFormatMiddleware:

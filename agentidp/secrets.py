@@ -65,6 +65,10 @@ class SecretStore(ABC):
     @abstractmethod
     def delete(self, path: str) -> None: ...
 
+    def token_renew(self) -> dict[str, str | int | bool]:
+        """Renew the store's login lease when it has one; what was found."""
+        return {"store": "local", "renewable": False, "ttl_seconds": 0}
+
     def read_or_create(self, path: str, make: Callable[[], SecretData]) -> SecretData:
         """Read ``path``; on first use store ``make()`` there and return it."""
         try:
@@ -135,6 +139,22 @@ class VaultSecretStore(SecretStore):
             raise SecretStoreError(
                 f"Vault {operation}{where} failed ({type(exc).__name__})"
             ) from exc
+
+    def token_renew(self) -> dict[str, str | int | bool]:
+        """Renew this client's Vault token when it is renewable (a root or periodic token
+        without a TTL needs none); its remaining TTL afterwards."""
+        looked = cast(dict[str, dict[str, object]], self._call(
+            "token lookup", lambda: self.client.auth.token.lookup_self()
+        ))["data"]  # fmt: skip
+        renewable = bool(looked.get("renewable"))
+        if renewable:
+            renewed = cast(dict[str, dict[str, object]], self._call(
+                "token renew", lambda: self.client.auth.token.renew_self()
+            ))["auth"]  # fmt: skip
+            ttl = int(cast(int, renewed.get("lease_duration", 0)))
+        else:
+            ttl = int(cast(int, looked.get("ttl", 0)))
+        return {"store": "vault", "renewable": renewable, "ttl_seconds": ttl}
 
     def read(self, path: str) -> SecretData:
         response = self._call(

@@ -175,10 +175,6 @@ CSRF_FAILURE_VIEW = "agentidp.views.csrf_failure"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=262144)
 
 REST_FRAMEWORK = {
-    # Throttles named by scope (the audit verification's, per organization).
-    "DEFAULT_THROTTLE_RATES": {
-        "audit-verify": env.str("AGENTIDP_AUDIT_VERIFY_RATE", default="6/min"),
-    },
     "DEFAULT_AUTHENTICATION_CLASSES": ["agentidp.authentication.PrincipalAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["agentidp.permissions.PolicyPermission"],
     "DEFAULT_PARSER_CLASSES": ["agentidp.boundary.StrictJSONParser"],
@@ -278,6 +274,14 @@ AGENTIDP = {
     # A rotated-out DID key stays in the agent's DID document this long (seconds).
     # Encryption at rest: an organization's data key is replaced (and its data rewrapped) after.
     "DATA_KEY_ROTATION_DAYS": env.int("AGENTIDP_DATA_KEY_ROTATION_DAYS", default=90),
+    # Secrets rotation (compliance.rotation): what "nearing expiry" means, and key lifetimes.
+    "EXPIRY_WARNING_DAYS": env.int("AGENTIDP_EXPIRY_WARNING_DAYS", default=14),
+    "SIGNING_KEY_MAX_AGE_DAYS": env.int("AGENTIDP_SIGNING_KEY_MAX_AGE_DAYS", default=90),
+    "DID_KEY_MAX_AGE_DAYS": env.int("AGENTIDP_DID_KEY_MAX_AGE_DAYS", default=365),
+    # GET /audit/verify per organization (DRF's rate syntax).
+    "AUDIT_VERIFY_RATE": env.str("AGENTIDP_AUDIT_VERIFY_RATE", default="6/min"),
+    # Outbox health: a pending delivery older than this is unhealthy.
+    "OUTBOX_MAX_LAG_SECONDS": env.int("AGENTIDP_OUTBOX_MAX_LAG_SECONDS", default=900),
     "DID_KEY_RETIRED_SECONDS": env.int("AGENTIDP_DID_KEY_RETIRED_SECONDS", default=30 * 86400),
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
     "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),

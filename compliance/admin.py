@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import admin_principal, scoped_to_principal
-from compliance.models import AuditEvent
+from agentidp.admin import PlatformOnly, admin_principal, scoped_to_principal
+from compliance.models import AuditEvent, JobRun
 from compliance.services import audit_event_hash
 
 
@@ -69,3 +69,17 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(PlatformOnly, admin.ModelAdmin[JobRun]):
+    """Every recorded run of the scheduled compliance jobs, with its outcome and findings
+    (the schedules themselves are under Periodic tasks)."""
+
+    list_display = ["job", "outcome", "started_at", "finished_at", "organization_ref"]
+    list_filter = ["job", "outcome"]
+    search_fields = ["job", "organization_ref"]
+    date_hierarchy = "started_at"
+    readonly_fields = [
+        "job", "organization_ref", "started_at", "finished_at", "outcome", "detail"
+    ]  # fmt: skip

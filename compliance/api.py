@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -122,6 +123,9 @@ class VerifyThrottle(SimpleRateThrottle):
     every process through the Redis cache), ``AUDIT_VERIFY_RATE``."""
 
     scope = "audit-verify"
+
+    def get_rate(self) -> str:
+        return str(settings.AGENTIDP["AUDIT_VERIFY_RATE"])
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         organization_id = getattr(view, "organization_id", None)

@@ -9,16 +9,15 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.admin import PlatformOnly, admin_principal, run_service_action, scoped_to_principal
 from agentidp.errors import DomainError
-from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError
 from oidc.models import AccessToken, SigningKey
 from oidc.services import access_token_revoke, signing_key_rotate
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
+class SigningKeyAdmin(PlatformOnly, admin.ModelAdmin[SigningKey]):
     """Each key's status and dates; private parts live only in the secret store. "Rotate now"
     goes through the rotation service, pre-publication rule included."""
 
@@ -32,25 +31,6 @@ class SigningKeyAdmin(admin.ModelAdmin[SigningKey]):
         "public_jwk",
     ]  # fmt: skip
     actions = ["rotate_now"]
-
-    def _platform(self, request: HttpRequest) -> bool:
-        principal = getattr(request, "principal", None)  # none on the login page
-        return isinstance(principal, Principal) and principal.is_platform
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return self._platform(request)
-
-    def has_view_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
-        return self._platform(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: SigningKey | None = None) -> bool:
-        return False
 
     @admin.action(description="Rotate now (the selected keys' algorithms)")
     def rotate_now(self, request: HttpRequest, queryset: QuerySet[SigningKey]) -> None:

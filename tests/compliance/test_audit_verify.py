@@ -20,6 +20,7 @@ from organizations.models import Organization
 from organizations.services import organization_delete, organization_suspend
 from tests.dbroles import raw_connection
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory, StaffFactory
+from tests.webhooks.conftest import agentidp_override
 
 
 @pytest.fixture
@@ -213,14 +214,9 @@ def test_verify_refuses_a_bad_range(
 
 
 def test_verify_is_rate_limited_per_organization(
-    chain: Organization, org: Organization, client_for: Callable[..., APIClient], settings: Any
+    chain: Organization, org: Organization, client_for: Callable[..., APIClient]
 ) -> None:
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
-    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "audit-verify": "2/min"}
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    restore = agentidp_override(AUDIT_VERIFY_RATE="2/min")
     try:
         api = client_for(StaffFactory(organization=chain, role="auditor"))
         assert [api.get("/audit/verify").status_code for _ in range(2)] == [200, 200]
@@ -230,5 +226,4 @@ def test_verify_is_rate_limited_per_organization(
         other = client_for(StaffFactory(organization=org, role="auditor"))
         assert other.get("/audit/verify").status_code == 200  # another organization's budget
     finally:
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK}
-        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+        restore()

@@ -84,13 +84,13 @@ def test_passthrough_in_development(settings: Any, cred: Credentialed) -> None:
 
 def test_the_start_check_refuses_plain_http_in_production(settings: Any) -> None:
     settings.DEBUG, settings.TLS_ENFORCED, settings.ALLOW_PLAIN_HTTP = False, False, False
-    assert [m.id for m in tls_enforced(None)] == ["agentidp.E010"]
+    assert [m.id for m in tls_enforced()] == ["agentidp.E010"]
     settings.ALLOW_PLAIN_HTTP = True
-    assert tls_enforced(None) == []
+    assert tls_enforced() == []
     settings.DEBUG, settings.ALLOW_PLAIN_HTTP = True, False
-    assert tls_enforced(None) == []
+    assert tls_enforced() == []
     settings.DEBUG, settings.TLS_ENFORCED, settings.SECURE_HSTS_SECONDS = False, True, 0
-    assert [m.id for m in tls_enforced(None)] == ["agentidp.W011"]
+    assert [m.id for m in tls_enforced()] == ["agentidp.W011"]
 
 
 def test_gunicorn_entry_point_and_manage_refuse_to_start() -> None:
@@ -129,4 +129,4 @@ def test_deploy_check_names_backing_services_without_tls() -> None:
         ("agentidp.W012", "'default'"),
         ("agentidp.W013", "reaches"),
     ]
-    assert backing_services_tls(None) == []  # this suite's own services are on loopback
+    assert backing_services_tls() == []  # this suite's own services are on loopback
