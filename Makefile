@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install run test lint pytest bench manage clean browser
+.PHONY: install run test lint pytest bench manage clean browser promtool
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -43,7 +43,13 @@ browser:
 	@test -x /usr/bin/chromium || { echo "[agentidp] installing chromium (Debian package)"; \
 		apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; }
 
-pytest: $(STAMP) browser
+## Debian's prometheus package for promtool: the alert rules' unit tests and config check.
+promtool:
+	@command -v promtool >/dev/null || { echo "[agentidp] installing prometheus (Debian package, for promtool)"; \
+		apt-get install -y -qq prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq prometheus; }; }
+	@command -v promtool >/dev/null || { echo "[agentidp] promtool is required (Debian package prometheus)"; exit 1; }
+
+pytest: $(STAMP) browser promtool
 	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 ## Throughput and latency of the bare view, the token endpoint, the API and offline verification.

@@ -8,7 +8,7 @@ from rest_framework.routers import SimpleRouter
 from agentidp import views
 from agentidp.metrics import metrics
 from agents.api import AgentViewSet, OrganizationMemberViewSet
-from compliance.api import AuditEventViewSet
+from compliance.api import AuditEventViewSet, ComplianceViewSet
 from credentials.api import AgentClientViewSet, AgentCredentialViewSet, AgentScopesViewSet
 from did import views as did_views
 from did.api import AgentDidKeysViewSet
@@ -33,6 +33,7 @@ router.register(
     r"agents/(?P<agent_pk>[^/]+)/did/keys", AgentDidKeysViewSet, basename="agent-did-keys"
 )
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("compliance", ComplianceViewSet, basename="compliance")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("federation/partners", FederationPartnerViewSet, basename="federation-partner")
 router.register("federation", FederationViewSet, basename="federation")

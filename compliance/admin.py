@@ -1,12 +1,25 @@
 """Read-only admin for the audit log (the database refuses changes anyway)."""
 
+import json
+from datetime import date, datetime, time, timedelta
+from typing import cast
+
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
 
 from agentidp.admin import PlatformOnly, admin_principal, scoped_to_principal
+from agentidp.principals import Principal
+from compliance.controls import controls_evaluate
 from compliance.models import AuditEvent, JobRun
+from compliance.reports import REPORT_MAX_DAYS, report_build, report_pdf
 from compliance.services import audit_event_hash
+from organizations.choices import Scope
+from organizations.models import Organization
 
 
 def _short(value: str) -> str:
@@ -28,6 +41,23 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
         return scoped_to_principal(request, super().get_queryset(request))
+
+    def get_urls(self) -> list[URLPattern]:
+        report = path(
+            "report/",
+            self.admin_site.admin_view(ComplianceReportAdmin.view),
+            name="compliance_report",
+        )
+        return [report, *super().get_urls()]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, object] | None = None
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "report_allowed": ComplianceReportAdmin.allowed(request),
+        }
+        return super().changelist_view(request, context)
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
         columns = ("sequence", "when", "action", "outcome", "actor", "subject", "integrity")
@@ -83,3 +113,78 @@ class JobRunAdmin(PlatformOnly, admin.ModelAdmin[JobRun]):
     readonly_fields = [
         "job", "organization_ref", "started_at", "finished_at", "outcome", "detail"
     ]  # fmt: skip
+
+
+class ComplianceReportAdmin:
+    """The auditors' page: controls now, and the period's report as PDF or JSON. Linked from
+    the audit events list; open to any member whose role reads the audit log (auditors,
+    owners, admins), for their own organization."""
+
+    @staticmethod
+    def allowed(request: HttpRequest) -> bool:
+        principal = getattr(request, "principal", None)
+        return (
+            isinstance(principal, Principal)
+            and principal.organization_id is not None
+            and Scope.AUDIT_READ in principal.scopes
+        )
+
+    @classmethod
+    def view(cls, request: HttpRequest) -> HttpResponse:
+        if not cls.allowed(request):
+            raise PermissionDenied
+        principal = admin_principal(request)
+        organization_id = principal.organization_id
+        assert organization_id is not None  # noqa: S101 - allowed() checked it
+        context: dict[str, object] = {
+            **admin.site.each_context(request), "title": "Compliance report",
+            "organization": Organization.objects.get(id=organization_id),
+        }  # fmt: skip
+        download = request.GET.get("download")
+        if download in ("pdf", "json"):
+            period = _period(request.GET.get("since", ""), request.GET.get("until", ""))
+            if isinstance(period, str):
+                context["error"] = period
+            else:
+                report = report_build(
+                    organization_id=organization_id,
+                    since=period[0],
+                    until=period[1],
+                    request=request,
+                )
+                slug = str(cast(dict[str, str], report["organization"])["slug"])
+                if download == "pdf":
+                    response = HttpResponse(report_pdf(report), content_type="application/pdf")
+                else:
+                    body = json.dumps(report, indent=2, sort_keys=True)
+                    response = HttpResponse(body, content_type="application/json")
+                response["Content-Disposition"] = (
+                    f'attachment; filename="agentidp-compliance-{slug}.{download}"'
+                )
+                response["Cache-Control"] = "no-store"
+                return response
+        today = timezone.localdate()
+        context.update(
+            since=request.GET.get("since") or (today - timedelta(days=30)).isoformat(),
+            until=request.GET.get("until") or today.isoformat(),
+            controls=[c.as_document() for c in controls_evaluate(
+                organization_id=organization_id, request=request
+            )],
+        )  # fmt: skip
+        return TemplateResponse(request, "admin/compliance/report.html", context)
+
+
+def _period(since: str, until: str) -> tuple[datetime, datetime] | str:
+    """The dates the form sent (``until`` inclusive), or why they are refused."""
+    try:
+        start = date.fromisoformat(since) if since else timezone.localdate() - timedelta(days=30)
+        end = date.fromisoformat(until) if until else timezone.localdate()
+    except ValueError:
+        return "Dates must be YYYY-MM-DD."
+    if start > end or (end - start).days > REPORT_MAX_DAYS:
+        return f"The period must run forwards and span at most {REPORT_MAX_DAYS} days."
+    zone = timezone.get_current_timezone()
+    return (
+        datetime.combine(start, time.min, tzinfo=zone),
+        datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone),
+    )

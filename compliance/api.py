@@ -1,8 +1,12 @@
 """API for reading the caller's organization's audit log."""
 
+import json
 import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -12,6 +16,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
@@ -25,7 +30,9 @@ from compliance.checkpoints import (
     consistency_proof,
     inclusion_proof,
 )
+from compliance.controls import controls_evaluate
 from compliance.models import AuditCheckpoint, AuditEvent
+from compliance.reports import REPORT_MAX_DAYS, report_build, report_pdf
 from compliance.selectors import audit_event_list
 from compliance.services import (
     INTEGRITY_ALTERED,
@@ -305,3 +312,112 @@ class AuditEventViewSet(TenantViewSet):
                 "consistency_path": [b64(h) for h in proof.path],
             }
         )
+
+
+# --- controls and the auditors' report ---------------------------------------------------------
+
+
+class ControlSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.CharField()
+    name = serializers.CharField()
+    criteria = serializers.ListField(child=serializers.CharField(), help_text="SOC 2 TSC")
+    passing = serializers.BooleanField()
+    checked = serializers.ListField(child=serializers.CharField())
+    checked_at = serializers.DateTimeField()
+    evidence = serializers.DictField()
+
+
+class ControlsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    organization_id = serializers.UUIDField()
+    all_passing = serializers.BooleanField()
+    controls = ControlSerializer(many=True)
+
+
+class ReportQuerySerializer(QuerySerializer):
+    since = serializers.DateTimeField(required=False, help_text="Default: 30 days ago")
+    until = serializers.DateTimeField(required=False, help_text="Default: now")
+
+    def validate(self, attrs: dict[str, datetime]) -> dict[str, datetime]:
+        until = attrs.get("until") or timezone.now()
+        since = attrs.get("since") or until - timedelta(days=30)
+        if since >= until:
+            raise serializers.ValidationError({"since": ["Must be before until."]})
+        if until - since > timedelta(days=REPORT_MAX_DAYS):
+            raise serializers.ValidationError({"since": [f"At most {REPORT_MAX_DAYS} days."]})
+        return {"since": since, "until": until}
+
+
+class PDFRenderer(BaseRenderer):
+    """``Accept: application/pdf`` or ``?format=pdf``: the report as a PDF (ReportLab). Error
+    bodies keep their JSON (problem+json) whatever was asked."""
+
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+    render_style = "binary"
+
+    def render(
+        self,
+        data: object,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, object] | None = None,
+    ) -> bytes:
+        if isinstance(data, dict) and "controls" in data and "period" in data:
+            return report_pdf(data)
+        return json.dumps(data).encode()
+
+
+@extend_schema_view(
+    controls=extend_schema(
+        responses={200: ControlsSerializer, **problem_responses(401, 403)},
+        description="The status of each technical control for the caller's organization, with "
+        "the evidence it was decided on, computed now from the real state.",
+    ),
+    report=extend_schema(
+        parameters=[ReportQuerySerializer],
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+            **problem_responses(400, 401, 403),
+        },
+        description="The compliance report for a period (default the last 30 days): controls "
+        "and evidence, chain verification, the latest signed checkpoint, rotation history, "
+        "members and roles, dead letters, failed authentications. JSON, or a PDF with "
+        "`Accept: application/pdf` (or `?format=pdf`).",
+    ),
+)
+class ComplianceViewSet(TenantViewSet):
+    """``GET /compliance/controls`` and ``GET /compliance/report``: for auditors (``audit:read``)."""
+
+    resource_type = "compliance"
+    required_scopes = {"controls": Scope.AUDIT_READ, "report": Scope.AUDIT_READ}
+    queryset = AuditEvent.objects.none()
+    serializer_class = ControlsSerializer
+
+    @action(detail=False, methods=["get"])
+    def controls(self, request: Request) -> Response:
+        controls = controls_evaluate(organization_id=self.organization_id, request=request)
+        return Response({
+            "organization_id": str(self.organization_id),
+            "all_passing": all(c.passing for c in controls),
+            "controls": [c.as_document() for c in controls],
+        })  # fmt: skip
+
+    @action(detail=False, methods=["get"], renderer_classes=[JSONRenderer, PDFRenderer])
+    def report(self, request: Request) -> Response:
+        query = ReportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        report = report_build(
+            organization_id=self.organization_id, request=request, **query.validated_data
+        )
+        slug = (
+            str(report["organization"]["slug"])
+            if isinstance(report["organization"], dict)
+            else "report"
+        )
+        headers = {"Cache-Control": "no-store"}
+        if request.accepted_renderer.format == "pdf":
+            headers["Content-Disposition"] = (
+                f'attachment; filename="agentidp-compliance-{slug}.pdf"'
+            )
+        return Response(report, headers=headers)

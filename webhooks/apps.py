@@ -12,6 +12,7 @@ class WebhooksConfig(AppConfig):
     def ready(self) -> None:
         from agentidp.events import on_events_committed
         from agentidp.metrics import scrape_time_collector
+        from webhooks import delivery  # noqa: F401 - its metrics exist in every process
         from webhooks.metrics import QueueLagCollector
         from webhooks.relay import relay_wake
 

@@ -23,8 +23,8 @@ from compliance.tasks import (
 )
 from credentials.models import ClientSecret
 from oidc.choices import KeyStatus
+from oidc.keys import signing_keys_ensure
 from oidc.models import SigningKey
-from oidc.services import signing_keys_ensure
 from organizations.models import Organization
 from tests.compliance.test_audit_verify import chain, tamper  # noqa: F401 - the fixture
 from tests.factories import TEST_ACTOR, OrganizationFactory, StaffFactory

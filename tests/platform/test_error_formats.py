@@ -114,5 +114,8 @@ def test_admin_pages_stay_html(staff: Any) -> None:
 
 
 def test_the_middleware_is_outermost_of_ours() -> None:
+    """Only the metrics timer and the TLS middleware are outside it; the TLS refusals are
+    written in the documented formats themselves (tests/platform/test_tls.py)."""
     path = f"{ErrorFormatMiddleware.__module__}.{ErrorFormatMiddleware.__name__}"
-    assert settings.MIDDLEWARE.index(path) == 1
+    assert settings.MIDDLEWARE.index(path) == 2
+    assert settings.MIDDLEWARE[1] == "agentidp.middleware.TransportSecurityMiddleware"

@@ -22,6 +22,7 @@ TENANT_TABLES = [
     "compliance_auditevent",
     "compliance_auditchainhead",
     "compliance_auditmerklenode",
+    "compliance_datakey",
     "credentials_client",
     "credentials_clientsecret",
     "oidc_accesstoken",

@@ -1,0 +1,180 @@
+"""GET /compliance/controls computed from the real state, and the auditors' report as JSON and
+as a PDF (its text extracted with pypdf), from the API and from the admin."""
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pypdf
+import pytest
+from django.db import connection
+from django.test import Client as HttpClient
+from rest_framework.test import APIClient
+
+from agentidp.tenancy import tenant_context
+from compliance.tasks import (
+    audit_chain_verify_task,
+    audit_checkpoint_publish_task,
+    secrets_rotation_task,
+)
+from organizations.models import Organization
+from tests.factories import StaffFactory
+from tests.oidc.conftest import FORM, basic, credentialed
+
+PROXY = "10.0.0.9"
+
+
+@pytest.fixture
+def auditor(org: Organization, client_for: Callable[..., APIClient]) -> APIClient:
+    return client_for(StaffFactory(organization=org, role="auditor"))
+
+
+@pytest.fixture
+def behind_tls_proxy(settings: Any) -> dict[str, Any]:
+    """The deployment as `make run` behind a TLS-terminating proxy: enforcement on, the proxy
+    trusted, the request forwarded as HTTPS."""
+    settings.TLS_ENFORCED = settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.TRUSTED_PROXIES = [PROXY]
+    return {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_PROTO": "https"}
+
+
+def _controls(api: APIClient, **extra: Any) -> dict[str, dict[str, Any]]:
+    response = api.get("/compliance/controls", **extra)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    return {c["id"]: c for c in body["controls"]}
+
+
+def _jobs_run(org: Organization) -> None:
+    secrets_rotation_task()
+    audit_checkpoint_publish_task(str(org.id))
+    audit_chain_verify_task(str(org.id))
+
+
+def test_every_control_passes_when_the_deployment_does_its_part(
+    org: Organization, auditor: APIClient, client_for: Callable[..., APIClient],
+    behind_tls_proxy: dict[str, Any],
+) -> None:  # fmt: skip
+    credentialed(org)
+    owner = client_for(StaffFactory(organization=org, role="owner"))  # logged in: last_login
+    assert owner.get("/agents", **behind_tls_proxy).status_code == 200
+    before = _controls(auditor, **behind_tls_proxy)
+    assert set(before) == {
+        "encryption_at_rest", "tls", "secrets_rotation", "alerting", "audit_integrity",
+        "access_review",
+    }  # fmt: skip
+    assert before["secrets_rotation"]["passing"] is False  # the job has never run
+    assert before["audit_integrity"]["evidence"]["last_run"] is None
+    _jobs_run(org)
+    controls = _controls(auditor, **behind_tls_proxy)
+    assert {k: c["passing"] for k, c in controls.items()} == dict.fromkeys(controls, True)
+    encryption = controls["encryption_at_rest"]["evidence"]
+    assert encryption["key_encryption_key"]["kind"] == "transit"
+    assert encryption["encrypted_values"] >= 2 and not any(encryption["plaintext_values"].values())
+    assert controls["tls"]["evidence"]["request_secure"] is True
+    assert controls["audit_integrity"]["evidence"]["latest_checkpoint"]["tree_size"] >= 1
+    assert all(c["checked"] and c["checked_at"] and c["criteria"] for c in controls.values())
+
+
+def test_controls_fail_on_what_is_really_wrong(org: Organization, auditor: APIClient) -> None:
+    cred = credentialed(org)
+    plain_http = _controls(auditor)  # this suite serves plain HTTP, enforcement off
+    assert plain_http["tls"]["passing"] is False
+    assert plain_http["tls"]["evidence"]["enforced"] is False
+    assert plain_http["tls"]["evidence"]["request_secure"] is False
+    with tenant_context(org.id), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE credentials_clientsecret SET digest_ciphertext = 'plain' WHERE id = %s",
+            [cred.credential_id],
+        )
+    controls = _controls(auditor)
+    encryption = controls["encryption_at_rest"]
+    assert encryption["passing"] is False
+    assert (
+        encryption["evidence"]["plaintext_values"]["credentials_clientsecret.digest_ciphertext"]
+        == 1
+    )
+    review = controls["access_review"]  # only an auditor: nobody owns the organization
+    assert review["passing"] is False and review["evidence"]["owners"] == 0
+
+
+def test_controls_and_report_need_the_audit_scope(
+    org: Organization, client_for: Callable[..., APIClient]
+) -> None:
+    member = client_for(StaffFactory(organization=org, role="member"))
+    assert member.get("/compliance/controls").status_code == 403
+    assert member.get("/compliance/report").status_code == 403
+    assert APIClient().get("/compliance/report").status_code == 401
+
+
+def _pdf_text(content: bytes) -> str:
+    reader = pypdf.PdfReader(io.BytesIO(content))
+    text = " ".join(page.extract_text() for page in reader.pages)
+    return " ".join(text.split())  # table cells wrap their lines
+
+
+def test_the_report_as_json_and_as_a_readable_pdf(
+    org: Organization, auditor: APIClient, behind_tls_proxy: dict[str, Any]
+) -> None:
+    cred = credentialed(org)
+    wrong = {"HTTP_AUTHORIZATION": basic(cred.client_id, "ais_wrong"), **behind_tls_proxy}
+    for _ in range(3):
+        refused = HttpClient().post("/oauth2/token", "grant_type=client_credentials", FORM, **wrong)
+        assert refused.status_code == 401
+    _jobs_run(org)
+    report = auditor.get("/compliance/report", **behind_tls_proxy).json()
+    assert report["organization"]["slug"] == org.slug
+    assert report["failed_authentications"] == {"total": 3, "by_reason": {"bad_secret": 3}}
+    assert report["chain_verification"]["verified"] is True
+    assert report["latest_checkpoint"]["signature"].count(".") == 2
+    assert [m["role"] for m in report["access_review"]] == ["auditor"]
+    assert {c["id"] for c in report["controls"]} >= {"encryption_at_rest", "access_review"}
+    assert any(r["action"] == "credential.generated" for r in report["rotation_history"])
+    pdf = auditor.get("/compliance/report", HTTP_ACCEPT="application/pdf", **behind_tls_proxy)
+    assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf"
+    assert (
+        pdf["Content-Disposition"] == f'attachment; filename="agentidp-compliance-{org.slug}.pdf"'
+    )
+    text = _pdf_text(pdf.content)
+    for expected in (
+        "Encryption at rest", "Encryption in transit (TLS)", "Access review", "Audit log integrity",
+        "Latest signed checkpoint", "Failed client authentications in the period: 3",
+        "bad_secret", org.name, "Dead letters",
+    ):  # fmt: skip
+        assert expected in text, expected
+    assert auditor.get("/compliance/report?format=pdf", **behind_tls_proxy).content[:4] == b"%PDF"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"since": "x"}, {"since": "2026-05-01T00:00:00Z", "until": "2026-04-01T00:00:00Z"},
+     {"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, {"until": "2026\x00"},
+     {"since": ""}],
+)  # fmt: skip
+def test_a_bad_period_is_a_problem_even_when_a_pdf_was_asked(
+    auditor: APIClient, query: dict[str, str]
+) -> None:
+    response = auditor.get("/compliance/report", query, HTTP_ACCEPT="application/pdf")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert json.loads(response.content)["status"] == 400
+
+
+def test_an_auditor_downloads_the_report_from_the_admin(
+    org: Organization, auditor: APIClient, client_for: Callable[..., APIClient]
+) -> None:
+    listing = auditor.get("/admin/compliance/auditevent/").content.decode()
+    assert "/admin/compliance/auditevent/report/" in listing
+    page = auditor.get("/admin/compliance/auditevent/report/")
+    assert page.status_code == 200 and "Access review" in page.content.decode()
+    pdf = auditor.get("/admin/compliance/auditevent/report/", {"download": "pdf"})
+    assert pdf["Content-Type"] == "application/pdf" and "attachment" in pdf["Content-Disposition"]
+    assert "Encryption at rest" in _pdf_text(pdf.content)
+    document = auditor.get("/admin/compliance/auditevent/report/", {"download": "json"}).json()
+    assert document["organization"]["id"] == str(org.id)
+    refused = auditor.get("/admin/compliance/auditevent/report/", {"download": "pdf", "since": "x"})
+    assert refused.status_code == 200 and "YYYY-MM-DD" in refused.content.decode()
+    member = client_for(StaffFactory(organization=org, role="member"))
+    assert member.get("/admin/compliance/auditevent/report/").status_code == 403
