@@ -378,7 +378,8 @@ class PDFRenderer(BaseRenderer):
         responses={
             (200, "application/json"): OpenApiTypes.OBJECT,
             (200, "application/pdf"): OpenApiTypes.BINARY,
-            **problem_responses(400, 401, 403),
+            # 404: a ``format`` that is neither json nor pdf (DRF's format override)
+            **problem_responses(400, 401, 403, 404),
         },
         description="The compliance report for a period (default the last 30 days): controls "
         "and evidence, chain verification, the latest signed checkpoint, rotation history, "
