@@ -5,6 +5,7 @@ integrity on the recorded job runs, alerting on the rules file against the metri
 process exports, access review on the organization's members.
 """
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,13 +197,10 @@ def _alerting(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         control.evidence = {"error": f"{ALERTS_FILE.name}: {type(exc).__name__}"}
         return control
-    exported = {metric.name for metric in prometheus_client.REGISTRY.collect()} | {
-        f"{metric.name}_total" for metric in prometheus_client.REGISTRY.collect()
-    }
+    exported = exported_metric_names()
     missing_metrics: dict[str, JSONValue] = {}
     for rule in rules:
-        used = {word for word in _words(str(rule["expr"])) if word.startswith("agentidp_")}
-        absent = sorted(used - exported)
+        absent = sorted(metrics_in(str(rule["expr"])) - exported)
         if absent:
             missing_metrics[str(rule["alert"])] = list[JSONValue](absent)
     names = {str(r["alert"]) for r in rules}
@@ -216,15 +214,18 @@ def _alerting(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
     return control
 
 
-def _words(expression: str) -> list[str]:
-    word, words = "", []
-    for char in expression + " ":
-        if char.isalnum() or char == "_":
-            word += char
-        elif word:
-            words.append(word)
-            word = ""
-    return words
+def exported_metric_names() -> set[str]:
+    """Every sample name this process's registry exports (counters with ``_total``,
+    histograms with ``_bucket``), from one pass over it."""
+    names: set[str] = set()
+    for family in prometheus_client.REGISTRY.collect():
+        names |= {family.name, f"{family.name}_total", f"{family.name}_bucket"}
+    return names
+
+
+def metrics_in(expression: str) -> set[str]:
+    """The AgentIdP metric names a PromQL expression uses."""
+    return set(re.findall(r"\bagentidp_[a-z_]+", expression))
 
 
 def _audit_integrity(organization_id: uuid.UUID, request: HttpRequest | None) -> Control:

@@ -400,23 +400,28 @@ def decrypt(
     if ciphertext == "":
         return ""
     try:
-        version = key_version(ciphertext)
-        if version == 0:
-            raise DecryptionFailed("A stored value is not an AgentIdP ciphertext.")
-        blob = base64.urlsafe_b64decode(ciphertext[len(PREFIX) :].partition(":")[2])
-        aad = associated_data(organization_id, column.table, column.column, row_id)
-        aead = _data_key(organization_id, version, using)
-        try:
-            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad).decode()
-        except (InvalidTag, ValueError, UnicodeDecodeError) as exc:
-            raise DecryptionFailed("A stored value failed authentication.") from exc
-    except binascii.Error as exc:
-        failure = DecryptionFailed("A stored value is not valid base64url.")
-        _record_failure(failure, organization_id, column, row_id)
-        raise failure from exc
+        return _opened(ciphertext, organization_id, column, row_id, using)
     except DecryptionFailed as failure:
         _record_failure(failure, organization_id, column, row_id)
         raise
+
+
+def _opened(
+    ciphertext: str, organization_id: uuid.UUID, column: EncryptedColumn, row_id: object, using: str
+) -> str:
+    version = key_version(ciphertext)
+    if version == 0:
+        raise DecryptionFailed("A stored value is not an AgentIdP ciphertext.")
+    try:
+        blob = base64.urlsafe_b64decode(ciphertext[len(PREFIX) :].partition(":")[2])
+    except (binascii.Error, ValueError) as exc:
+        raise DecryptionFailed("A stored value is not valid base64url.") from exc
+    aad = associated_data(organization_id, column.table, column.column, row_id)
+    aead = _data_key(organization_id, version, using)
+    try:
+        return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad).decode()
+    except (InvalidTag, ValueError, UnicodeDecodeError) as exc:
+        raise DecryptionFailed("A stored value failed authentication.") from exc
 
 
 def _record_failure(

@@ -2,15 +2,13 @@
 dashboard: every rule tested, every metric they use exported by the app."""
 
 import json
-import re
 import shutil
 import subprocess
 
-import prometheus_client
 import yaml
 
 from agentidp.devenv import ROOT
-from compliance.controls import REQUIRED_ALERTS
+from compliance.controls import REQUIRED_ALERTS, exported_metric_names, metrics_in
 
 PROMETHEUS = ROOT / "monitoring" / "prometheus"
 PROMTOOL = shutil.which("promtool")
@@ -48,24 +46,13 @@ def test_every_rule_has_a_passing_promtool_test_file() -> None:
         assert "SUCCESS" in result.stdout
 
 
-def _exported() -> set[str]:
-    names: set[str] = set()
-    for family in prometheus_client.REGISTRY.collect():
-        names |= {family.name, f"{family.name}_total", f"{family.name}_bucket"}
-    return names
-
-
-def _metrics_in(expression: str) -> set[str]:
-    return set(re.findall(r"\bagentidp_[a-z_]+", expression))
-
-
 def test_rules_and_dashboard_use_only_exported_metrics() -> None:
-    exported = _exported()
+    exported = exported_metric_names()
     for rule in _rules():
-        assert _metrics_in(rule["expr"]) <= exported, rule["alert"]
+        assert metrics_in(rule["expr"]) <= exported, rule["alert"]
     dashboard = json.loads((ROOT / "monitoring" / "grafana" / "agentidp.json").read_text())
     expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    used = set().union(*(_metrics_in(e) for e in expressions))
+    used = set().union(*(metrics_in(e) for e in expressions))
     assert used <= exported, used - exported
     assert {"agentidp_tokens_issued_total", "agentidp_auth_failures_total",
             "agentidp_webhook_deliveries_total", "agentidp_audit_chain_integrity"} <= used  # fmt: skip
