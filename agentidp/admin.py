@@ -2,7 +2,7 @@
 principal and service-backed actions."""
 
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from django.apps import apps
 from django.contrib import admin, messages
@@ -60,23 +60,45 @@ def run_service_action(
     return
 
 
-class ManagedByScope:
-    """An admin seen only by a principal holding ``admin_scope`` (platform staff, and the
-    organization's members whose role grants it), as in the API."""
+class ManagedByScope(Generic[M]):
+    """An admin seen by a principal holding ``admin_scope`` and changed (add, change, delete,
+    actions) by one holding ``write_scope`` (``admin_scope`` when empty): platform staff, and the
+    organization's members whose role grants it, as in the API. A role without the write scope
+    reads the pages; an auditor, whose role holds only ``audit:read``, sees none of them."""
 
     admin_scope: str = ""
+    write_scope: str = ""
 
-    def _manages(self, request: HttpRequest) -> bool:
+    def _holds(self, request: HttpRequest, scope: str) -> bool:
         principal = getattr(request, "principal", None)  # none before login
         return isinstance(principal, Principal) and (
-            principal.is_platform or self.admin_scope in principal.scopes
+            principal.is_platform or scope in principal.scopes
         )
+
+    def _manages(self, request: HttpRequest) -> bool:
+        return self._holds(request, self.admin_scope)
+
+    def _writes(self, request: HttpRequest) -> bool:
+        return self._holds(request, self.write_scope or self.admin_scope)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return self._manages(request) and super().has_module_permission(request)  # type: ignore[misc]
 
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
         return self._manages(request) and super().has_view_permission(request, obj)  # type: ignore[misc]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._writes(request) and super().has_add_permission(request)  # type: ignore[misc]
+
+    def has_change_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return self._writes(request) and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return self._writes(request) and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+    def has_write_permission(self, request: HttpRequest) -> bool:
+        """What every action declares (``permissions=["write"]``): a reader is offered none."""
+        return self._writes(request)
 
 
 class PlatformOnly:

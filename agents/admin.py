@@ -10,13 +10,18 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.admin import (
+    ManagedByScope,
+    admin_principal,
+    run_service_action,
+    scoped_to_principal,
+)
 from agentidp.errors import DomainError, JSONValue
 from agents import services
 from agents.models import Agent, OrganizationMember
 from compliance.models import AuditEvent
 from credentials.models import Client, ClientSecret
-from organizations.choices import DEFAULT_AGENT_SCOPES
+from organizations.choices import DEFAULT_AGENT_SCOPES, Scope
 from organizations.models import Organization
 
 
@@ -95,16 +100,19 @@ def lifecycle_action(
         )
 
     apply.__name__ = name  # the action's name in the admin's POST
-    return admin.action(description=description)(apply)
+    return admin.action(permissions=["write"], description=description)(apply)
 
 
 RECENT_EVENTS = 10
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin[Agent]):
+class AgentAdmin(ManagedByScope[Agent], admin.ModelAdmin[Agent]):
     """An agent with everything staff look for: its organization, the scopes it may request,
-    its secrets (metadata only) and what happened to it lately."""
+    its secrets (metadata only) and what happened to it lately. Read with ``agents:read``,
+    registered, changed and suspended with ``agents:write``."""
+
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.AGENTS_WRITE
 
     form = AgentAdminForm
     list_display = ["name", "status", "capability_list", "organization", "created_at"]
@@ -269,7 +277,10 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
 
 
 @admin.register(OrganizationMember)
-class OrganizationMemberAdmin(admin.ModelAdmin[OrganizationMember]):
+class OrganizationMemberAdmin(
+    ManagedByScope[OrganizationMember], admin.ModelAdmin[OrganizationMember]
+):
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.MEMBERS_WRITE
     list_display = ["agent", "role", "organization", "created_at"]
     list_filter = ["role"]
     search_fields = ["agent__name"]

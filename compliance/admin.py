@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
-from agentidp.admin import PlatformOnly, admin_principal, scoped_to_principal
+from agentidp.admin import ManagedByScope, PlatformOnly, admin_principal, scoped_to_principal
 from agentidp.principals import Principal
 from compliance.controls import controls_evaluate
 from compliance.models import AuditEvent, JobRun
@@ -29,8 +29,11 @@ def _short(value: str) -> str:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
-    """Compact columns, so the actor and subject fit the page; full values on each event."""
+class AuditEventAdmin(ManagedByScope[AuditEvent], admin.ModelAdmin[AuditEvent]):
+    """Compact columns, so the actor and subject fit the page; full values on each event. Read
+    with ``audit:read`` (owners, admins and auditors); nobody changes an event."""
+
+    admin_scope = Scope.AUDIT_READ
 
     list_filter = ["action", "outcome", "actor_type", "subject_type"]
     search_fields = ["subject_id", "actor_id", "action"]

@@ -7,16 +7,25 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.admin import (
+    ManagedByScope,
+    admin_principal,
+    run_service_action,
+    scoped_to_principal,
+)
 from agentidp.errors import DomainError
 from agentidp.principals import Principal
 from credentials import services
 from credentials.models import Client, ClientSecret
+from organizations.choices import Scope
 
 
 @admin.register(ClientSecret)
-class ClientSecretAdmin(admin.ModelAdmin[ClientSecret]):
-    """Secrets are never shown (only their prefix); the digest is not even listed."""
+class ClientSecretAdmin(ManagedByScope[ClientSecret], admin.ModelAdmin[ClientSecret]):
+    """Secrets are never shown (only their prefix); the digest is not even listed. Listed with
+    ``agents:read``, rotated and revoked with ``credentials:write``."""
+
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.CREDENTIALS_WRITE
 
     list_display = ["prefix", "client", "status", "created_at", "expires_at", "revoked_at"]
     list_filter = ["created_at", "revoked_at"]
@@ -42,7 +51,9 @@ class ClientSecretAdmin(admin.ModelAdmin[ClientSecret]):
     def has_delete_permission(self, request: HttpRequest, obj: ClientSecret | None = None) -> bool:
         return False
 
-    @admin.action(description="Rotate selected secrets (new secrets shown once)")
+    @admin.action(
+        permissions=["write"], description="Rotate selected secrets (new secrets shown once)"
+    )
     def rotate(self, request: HttpRequest, queryset: QuerySet[ClientSecret]) -> HttpResponse | None:
         """Render the new secrets in this response only: never in a message (which the session
         would store), a log or a later page."""
@@ -75,7 +86,7 @@ class ClientSecretAdmin(admin.ModelAdmin[ClientSecret]):
         response["Cache-Control"] = "no-store"
         return response
 
-    @admin.action(description="Revoke selected secrets now")
+    @admin.action(permissions=["write"], description="Revoke selected secrets now")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ClientSecret]) -> None:
         run_service_action(
             self, request, queryset,
@@ -87,9 +98,11 @@ class ClientSecretAdmin(admin.ModelAdmin[ClientSecret]):
         )  # fmt: skip
 
 
-class ClientAdmin(admin.ModelAdmin[Client]):
+class ClientAdmin(ManagedByScope[Client], admin.ModelAdmin[Client]):
     """Agents' OAuth clients (DOT's ``APPLICATION_ADMIN_CLASS``): created with the agent's first
-    secret, never by hand; allowed scopes change through the service."""
+    secret, never by hand; allowed scopes change through the service (``agents:write``)."""
+
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.AGENTS_WRITE
 
     list_display = [
         "client_id", "agent", "allowed_scopes", "id_token_signed_response_alg", "organization"

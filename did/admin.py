@@ -45,7 +45,7 @@ class AgentWithDidAdmin(AgentAdmin):
             rows,
         )
 
-    @admin.action(description="Rotate the DID key of selected agents")
+    @admin.action(permissions=["write"], description="Rotate the DID key of selected agents")
     def rotate_did_key(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         run_service_action(
             self,

@@ -95,7 +95,9 @@ READONLY = ("created_by", "created_at", "updated_at", "key_ids", "keys_fetched_a
 
 
 @admin.register(FederationPartner)
-class FederationPartnerAdmin(ManagedByScope, admin.ModelAdmin[FederationPartner]):
+class FederationPartnerAdmin(
+    ManagedByScope[FederationPartner], admin.ModelAdmin[FederationPartner]
+):
     admin_scope = Scope.FEDERATION_MANAGE
     form = PartnerForm
     list_display = ["issuer", "organization", "current_status", "expires_at", "read_only",
@@ -195,7 +197,7 @@ class FederationPartnerAdmin(ManagedByScope, admin.ModelAdmin[FederationPartner]
         for obj in queryset:
             self.delete_model(request, obj)
 
-    @admin.action(description="Refetch keys now")
+    @admin.action(permissions=["write"], description="Refetch keys now")
     def refetch_keys(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
         run_service_action(
             self, request, queryset,
@@ -217,10 +219,10 @@ class FederationPartnerAdmin(ManagedByScope, admin.ModelAdmin[FederationPartner]
             verb,
         )  # fmt: skip
 
-    @admin.action(description="Suspend")
+    @admin.action(permissions=["write"], description="Suspend")
     def suspend(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
         self._set_status(request, queryset, PartnerStatus.SUSPENDED, "Suspended")
 
-    @admin.action(description="Reactivate")
+    @admin.action(permissions=["write"], description="Reactivate")
     def reactivate(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
         self._set_status(request, queryset, PartnerStatus.ACTIVE, "Reactivated")

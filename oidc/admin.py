@@ -9,11 +9,18 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import PlatformOnly, admin_principal, run_service_action, scoped_to_principal
+from agentidp.admin import (
+    ManagedByScope,
+    PlatformOnly,
+    admin_principal,
+    run_service_action,
+    scoped_to_principal,
+)
 from agentidp.errors import DomainError
 from agentidp.secrets import SecretStoreError
 from oidc.models import AccessToken, SigningKey
 from oidc.services import access_token_revoke, signing_key_rotate
+from organizations.choices import Scope
 
 
 @admin.register(SigningKey)
@@ -51,7 +58,10 @@ class SigningKeyAdmin(PlatformOnly, admin.ModelAdmin[SigningKey]):
         self.message_user(request, f"Rotated. Now signing: {signing}.", messages.SUCCESS)
 
 
-class AccessTokenAdmin(admin.ModelAdmin[AccessToken]):
+class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken]):
+    """Issued tokens: listed with ``agents:read``, revoked with ``credentials:write``."""
+
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.CREDENTIALS_WRITE
     list_display = ["jti", "application", "scope", "expires", "organization"]
     list_filter = ["expires"]
     search_fields = ["jti", "application__client_id"]
@@ -72,7 +82,7 @@ class AccessTokenAdmin(admin.ModelAdmin[AccessToken]):
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
         return False
 
-    @admin.action(description="Revoke selected access tokens")
+    @admin.action(permissions=["write"], description="Revoke selected access tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> None:
         run_service_action(
             self,

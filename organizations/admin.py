@@ -5,8 +5,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from agentidp.admin import admin_principal, run_service_action, scoped_to_principal
+from agentidp.admin import (
+    ManagedByScope,
+    admin_principal,
+    run_service_action,
+    scoped_to_principal,
+)
 from organizations import services
+from organizations.choices import Scope
 from organizations.models import Organization, StaffMembership
 
 
@@ -41,7 +47,11 @@ CHANGE_ONLY = ("access_token_lifetime_seconds", "credential_grace_seconds", "did
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin[Organization]):
+class OrganizationAdmin(ManagedByScope[Organization], admin.ModelAdmin[Organization]):
+    """Read by the organization's members (``agents:read``), changed by its owners and admins
+    (``members:write``); created by platform staff only."""
+
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.MEMBERS_WRITE
     list_display = ["slug", "name", "plan", "status", "max_agents", "max_tokens_per_month"]
     list_filter = ["status", "plan"]
     search_fields = ["slug", "name"]
@@ -117,7 +127,7 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
         obj.pk = updated.pk
         obj.refresh_from_db()
 
-    @admin.action(description="Suspend selected organizations")
+    @admin.action(permissions=["write"], description="Suspend selected organizations")
     def suspend(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         run_service_action(
             self,
@@ -127,7 +137,7 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
             "Suspended",
         )
 
-    @admin.action(description="Reactivate selected organizations")
+    @admin.action(permissions=["write"], description="Reactivate selected organizations")
     def reactivate(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         run_service_action(
             self,

@@ -82,6 +82,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     MemberRole.OWNER: _ADMINISTER,
     MemberRole.ADMIN: _ADMINISTER,
     MemberRole.MEMBER: frozenset({Scope.AGENTS_READ}),
-    MemberRole.AUDITOR: frozenset({Scope.AGENTS_READ, Scope.AUDIT_READ}),
+    MemberRole.AUDITOR: frozenset({Scope.AUDIT_READ}),
 }
-"""Scopes a staff user holds through the role of their membership."""
+"""Scopes a staff user holds through the role of their membership. An auditor reads the audit
+log, its proofs, the controls and the compliance report, nothing else."""

@@ -78,15 +78,14 @@ READONLY = ("created_by", "created_at", "updated_at", "secret_rotated_at",
             "previous_secret_expires_at", "failing_since", "disabled_at", "disabled_reason")  # fmt: skip
 
 
-class ManagedByWebhooksScope(ManagedByScope):
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(
+    ManagedByScope[WebhookSubscription], admin.ModelAdmin[WebhookSubscription]
+):
     """Only a principal holding ``webhooks:manage`` (owners and admins of the organization,
     platform staff) sees webhooks in the admin, as in the API."""
 
     admin_scope = Scope.WEBHOOKS_MANAGE
-
-
-@admin.register(WebhookSubscription)
-class WebhookSubscriptionAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookSubscription]):
     form = SubscriptionForm
     list_display = ["url", "organization", "active", "event_types", "rate_limit",
                     "disabled_reason", "failing_since", "created_at"]  # fmt: skip
@@ -98,19 +97,6 @@ class WebhookSubscriptionAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookS
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookSubscription]:
         return scoped_to_principal(request, super().get_queryset(request))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return self._manages(request) and super().has_add_permission(request)
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: WebhookSubscription | None = None
-    ) -> bool:
-        return self._manages(request) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(
-        self, request: HttpRequest, obj: WebhookSubscription | None = None
-    ) -> bool:
-        return self._manages(request) and super().has_delete_permission(request, obj)
 
     def get_fields(
         self, request: HttpRequest, obj: WebhookSubscription | None = None
@@ -188,7 +174,7 @@ class WebhookSubscriptionAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookS
         for obj in queryset:
             self.delete_model(request, obj)
 
-    @admin.action(description="Send a test event (webhook.ping)")
+    @admin.action(permissions=["write"], description="Send a test event (webhook.ping)")
     def send_test(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
         run_service_action(
             self, request, queryset,
@@ -198,7 +184,7 @@ class WebhookSubscriptionAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookS
             "Sent a test event to",
         )  # fmt: skip
 
-    @admin.action(description="Disable selected subscriptions")
+    @admin.action(permissions=["write"], description="Disable selected subscriptions")
     def disable(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
         run_service_action(
             self, request, queryset,
@@ -208,7 +194,9 @@ class WebhookSubscriptionAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookS
             "Disabled",
         )  # fmt: skip
 
-    @admin.action(description="Rotate signing secrets (new secrets shown once)")
+    @admin.action(
+        permissions=["write"], description="Rotate signing secrets (new secrets shown once)"
+    )
     def rotate_secret(
         self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]
     ) -> HttpResponse | None:
@@ -245,7 +233,8 @@ class AttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookDelivery]):
+class WebhookDeliveryAdmin(ManagedByScope[WebhookDelivery], admin.ModelAdmin[WebhookDelivery]):
+    admin_scope = Scope.WEBHOOKS_MANAGE
     list_display = ["event_type", "subscription", "status", "attempts", "last_http_status",
                     "next_attempt_at", "created_at", "completed_at"]  # fmt: skip
     list_filter = ["status", "event_type", "created_at", "subscription"]
@@ -275,7 +264,7 @@ class WebhookDeliveryAdmin(ManagedByWebhooksScope, admin.ModelAdmin[WebhookDeliv
     ) -> bool:
         return False
 
-    @admin.action(description="Redeliver selected deliveries now")
+    @admin.action(permissions=["write"], description="Redeliver selected deliveries now")
     def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         run_service_action(
             self, request, queryset,

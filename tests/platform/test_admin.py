@@ -3,11 +3,12 @@
 from django.contrib.auth.models import User
 from django.test import Client
 
-from agentidp.tenancy import tenant_context
+from agentidp.tenancy import platform_context, tenant_context
 from agents.models import Agent
 from compliance.models import AuditEvent
+from organizations.choices import MemberRole
 from organizations.models import Organization
-from tests.factories import AgentFactory, OrganizationFactory
+from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
 
 PASSWORD = "correct-horse-battery"
 
@@ -159,3 +160,47 @@ def test_other_tenant_is_invisible_even_to_raw_admin_queryset(
     page = client.get("/admin/agents/agent/?q=elsewhere").content.decode()
     assert str(hidden.id) not in page
     assert "0 agents" in page
+
+
+def test_an_auditor_reads_the_audit_log_and_the_report_and_nothing_else(
+    org: Organization, agent: Agent
+) -> None:
+    client = _login(StaffFactory(organization=org, role=MemberRole.AUDITOR))
+    index = client.get("/admin/").content.decode()
+    assert "/admin/compliance/auditevent/" in index
+    for hidden in ("agents/agent", "credentials", "organizations", "webhooks", "federation"):
+        assert f"/admin/{hidden}" not in index, hidden
+    for path in (
+        "/admin/agents/agent/",
+        "/admin/agents/agent/add/",
+        f"/admin/agents/agent/{agent.id}/change/",
+        "/admin/agents/organizationmember/",
+        "/admin/credentials/clientsecret/",
+        f"/admin/organizations/organization/{org.id}/change/",
+        "/admin/oidc/accesstoken/",
+    ):
+        assert client.get(path).status_code == 403, path
+    assert client.get("/admin/compliance/auditevent/").status_code == 200
+    assert client.get("/admin/compliance/auditevent/report/").status_code == 200
+
+
+def test_a_member_reads_agents_but_changes_nothing(org: Organization, agent: Agent) -> None:
+    client = _login(StaffFactory(organization=org, role=MemberRole.MEMBER))
+    listing = client.get("/admin/agents/agent/").content.decode()
+    assert agent.name in listing and 'name="action"' not in listing  # no actions offered
+    assert client.get("/admin/agents/agent/add/").status_code == 403
+    change = f"/admin/agents/agent/{agent.id}/change/"
+    assert 'name="_save"' not in client.get(change).content.decode()  # read only
+    assert client.post(change, {"name": "renamed", "metadata": "{}"}).status_code == 403
+    suspended = client.post(
+        "/admin/agents/agent/", {"action": "suspend", "_selected_action": [str(agent.id)]}
+    )
+    assert suspended.status_code in {200, 302}
+    page = f"/admin/organizations/organization/{org.id}/change/"
+    assert client.post(page, {"name": "taken over"}).status_code == 403
+    assert client.get("/admin/compliance/auditevent/").status_code == 403  # no audit:read
+    with tenant_context(org.id):
+        unchanged = Agent.objects.get(id=agent.id)
+        assert (unchanged.name, unchanged.status) == (agent.name, "active")
+    with platform_context(reason="tests"):
+        assert Organization.objects.get(id=org.id).name == org.name

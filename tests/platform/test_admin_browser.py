@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from pypdf import PdfReader
 
 from tests.live import Stack
 
@@ -140,4 +141,36 @@ def test_platform_staff_see_and_filter_every_organization(
     page.click("#result_list >> text=demo")
     memberships = page.locator(".inline-group").inner_text()
     assert "demo-admin (owner)" in memberships, "staff by name, not by id"
+    page.close()
+
+
+def test_an_auditor_downloads_the_compliance_report(
+    browser: Browser, make_run: Stack, tmp_path: Path
+) -> None:
+    made = make_run.manage("createstaff", "--org", "demo", "browser-auditor", "--role", "auditor")
+    assert made.returncode == 0, made.stderr
+    page = login(browser, make_run, "browser-auditor", json.loads(made.stdout)["password"])
+    shot(page, tmp_path, "auditor-index")
+    index = page.locator("#content-main").inner_text()
+    assert "Audit events" in index
+    for hidden in ("Agents", "Client secrets", "Organizations", "Webhook", "Federation"):
+        assert hidden not in index, hidden
+
+    page.click("#content-main >> text=Audit events")
+    page.click("text=Compliance report")
+    shot(page, tmp_path, "auditor-report")
+    controls = page.locator("#content-main table").inner_text()
+    for control in ("Encryption at rest", "Encryption in transit (TLS)", "Access review"):
+        assert control in controls
+    with page.expect_download() as started:
+        page.click("button[value=pdf]")
+    download = started.value
+    assert download.suggested_filename == "agentidp-compliance-demo.pdf"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    text = "\n".join(p.extract_text() for p in PdfReader(saved).pages)
+    assert "Encryption at rest" in text and "Access review" in text
+    assert "demo-admin" in text, "the members and their roles"
+    page.goto(f"{make_run.base}/admin/agents/agent/")
+    assert "403" in page.title() or "Forbidden" in page.content()
     page.close()
