@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import cast
 
 from django.db import connection
 from django.utils import timezone
@@ -143,6 +144,30 @@ def audit_append_arguments(content: EventContent) -> list[SQLValue]:
     ]  # fmt: skip
 
 
+def _holds_float(value: JSONValue) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(item) for item in value)
+    return False
+
+
+def stored_form(data: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+    """``data`` as PostgreSQL's jsonb gives it back, which is what the event's hash must cover:
+    jsonb keeps numbers as ``numeric``, so a float Python writes with an exponent (``1e+16``)
+    comes back as ``10000000000000000`` and ``-0.0`` as ``0.0``. Only data holding a float
+    makes the round trip (one query); anything else is already in its stored form."""
+    if not any(_holds_float(value) for value in data.values()):
+        return dict(data)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::jsonb::text", [json.dumps(data)])
+        row = cursor.fetchone()
+    assert row is not None  # noqa: S101 - a SELECT of one value returns one row
+    return cast(dict[str, JSONValue], json.loads(row[0]))
+
+
 def audit_event_append(
     *,
     organization_id: uuid.UUID,
@@ -162,6 +187,7 @@ def audit_event_append(
     many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
     With ``companion``, that INSERT runs in the same statement.
     """
+    data = stored_form(data)
     content = EventContent.new(
         organization_id=organization_id,
         actor_type=actor_type,
@@ -183,7 +209,7 @@ def audit_event_append(
         outcome=outcome,
         subject_type=subject_type,
         subject_id=subject_id,
-        data=dict(data),
+        data=data,
     )
     append = f"{AUDIT_APPEND_CALL} a"
     if companion is None:
@@ -244,7 +270,14 @@ class ChainVerification:
 # The canonical bytes of an event (EventContent.canonical) assembled from a row as fetched:
 # sorted keys written out in order, strings through the same JSON encoder, so a million events
 # are verified without building a model instance or a datetime each.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+# The encoder's own quoting of a str (what ``_encode`` does with one, without its dispatch), and
+# the decoder without its whitespace checks: jsonb's text has none around it. No cycle check:
+# decoded JSON has no cycles.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, check_circular=False
+).encode
+_quote = json.encoder.encode_basestring
+_decode = json.JSONDecoder().raw_decode
 VERIFY_BATCH = 20_000
 VERIFY_SQL = """
 SELECT id::text, sequence,
@@ -265,14 +298,23 @@ def _row_hash(organization: str, row: tuple[str, ...], previous_hash: str) -> st
     event_id, sequence, occurred, actor_type, actor_id, action, outcome, subject_type, \
         subject_id, data = row[:10]  # fmt: skip
     canonical = (
-        f'{{"action":{_encode(action)},"actor_id":{_encode(actor_id)},'
-        f'"actor_type":{_encode(actor_type)},"data":{_encode(json.loads(data))},'
+        f'{{"action":{_quote(action)},"actor_id":{_quote(actor_id)},'
+        f'"actor_type":{_quote(actor_type)},"data":{_encode(_decode(data)[0])},'
         f'"id":"{event_id}","occurred_at":"{occurred}+00:00","organization_id":"{organization}",'
-        f'"outcome":{_encode(outcome)},"previous_hash":"{previous_hash}",'
-        f'"sequence":{sequence},"subject_id":{_encode(subject_id)},'
-        f'"subject_type":{_encode(subject_type)}}}'
+        f'"outcome":{_quote(outcome)},"previous_hash":"{previous_hash}",'
+        f'"sequence":{sequence},"subject_id":{_quote(subject_id)},'
+        f'"subject_type":{_quote(subject_type)}}}'
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _row_digest(organization: str, row: tuple[str, ...], previous_hash: str) -> str | None:
+    """The row's hash, or ``None`` for a row no event could have written (a column a superuser
+    set to NULL, say): the caller reports it as altered."""
+    try:
+        return _row_hash(organization, row, previous_hash)
+    except (TypeError, ValueError):
+        return None
 
 
 def audit_chain_verify(
@@ -314,7 +356,7 @@ def audit_chain_verify(
                     return broken(row, row[1], reason)
                 if not (row[10] if index else row[11] == expected_previous):
                     return broken(row, row[1], "previous_hash does not match the preceding event")
-                if _row_hash(organization, row, expected_previous) != row[12]:
+                if _row_digest(organization, row, expected_previous) != row[12]:
                     return broken(row, row[1], "hash does not match the event's contents")
                 checked += 1
                 expected_previous = row[12]

@@ -6,6 +6,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from agentidp.events import event_record
 from agentidp.tenancy import tenant_context
 from agents.models import Agent
 from agents.services import agent_register, agent_suspend
@@ -139,3 +140,29 @@ def test_concurrent_writers_never_fork_the_chain(
     assert verification.valid, verification.reason
     assert verification.events_checked == expected
     assert agents == 1 + writers * per_writer
+
+
+def test_chain_verification_agrees_with_the_hash_on_awkward_contents(org: Organization) -> None:
+    """The verifier assembles each event's canonical bytes from the row as fetched; on every
+    kind of JSON value and on strings that need escaping it must agree with the hash the event
+    was written with, or a sound chain would be reported broken."""
+    awkward = [
+        {"quote": 'a"b', "backslash": "c\\d", "control": "\x01\x1f\t\n\r\b\f", "del": "\x7f"},
+        {"unicode": "é ✓ 𝄞 \u2028", "ключ": "значение", "Z": 1, "a": 2, "é": 3, "B": [3, 2, 1]},
+        {"floats": [1.5, 1e-07, 1e16, -0.0, 123456789.125], "big": 2**63 + 1, "neg": -7},
+        {"nested": {"b": {"c": [None, True, False, {"d": [], "e": {}}]}, "a": "x" * 500}},
+        {},
+    ]
+    with tenant_context(org.id):
+        for n, data in enumerate(awkward):
+            event_record(
+                organization_id=org.id, actor=TEST_ACTOR, action="agent.updated",
+                subject_type="agent", subject_id=f'sub"ject\\{n}é', data=data,
+            )  # fmt: skip
+        verification = audit_chain_verify(organization_id=org.id)
+        numbers = AuditEvent.objects.get(organization_id=org.id, sequence=4).data
+    assert verification.valid, verification
+    assert verification.events_checked == 1 + len(awkward)
+    # jsonb keeps numbers as numeric: the hash covers them as they come back
+    assert numbers["floats"] == [1.5, 1e-07, 10**16, 0.0, 123456789.125]
+    assert numbers["big"] == 2**63 + 1
