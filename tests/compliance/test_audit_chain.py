@@ -6,6 +6,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from agentidp.errors import JSONValue
 from agentidp.events import event_record
 from agentidp.tenancy import tenant_context
 from agents.models import Agent
@@ -146,7 +147,7 @@ def test_chain_verification_agrees_with_the_hash_on_awkward_contents(org: Organi
     """The verifier assembles each event's canonical bytes from the row as fetched; on every
     kind of JSON value and on strings that need escaping it must agree with the hash the event
     was written with, or a sound chain would be reported broken."""
-    awkward = [
+    awkward: list[dict[str, JSONValue]] = [
         {"quote": 'a"b', "backslash": "c\\d", "control": "\x01\x1f\t\n\r\b\f", "del": "\x7f"},
         {"unicode": "é ✓ 𝄞 \u2028", "ключ": "значение", "Z": 1, "a": 2, "é": 3, "B": [3, 2, 1]},
         {"floats": [1.5, 1e-07, 1e16, -0.0, 123456789.125], "big": 2**63 + 1, "neg": -7},
