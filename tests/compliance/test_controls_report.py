@@ -4,21 +4,24 @@ as a PDF (its text extracted with pypdf), from the API and from the admin."""
 import io
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pypdf
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client as HttpClient
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from agentidp.tenancy import tenant_context
+from agentidp.tenancy import platform_context, tenant_context
 from compliance.tasks import (
     audit_chain_verify_task,
     audit_checkpoint_publish_task,
     secrets_rotation_task,
 )
-from organizations.models import Organization
+from organizations.models import Organization, StaffMembership
 from tests.factories import StaffFactory
 from tests.oidc.conftest import FORM, basic, credentialed
 
@@ -98,6 +101,25 @@ def test_controls_fail_on_what_is_really_wrong(org: Organization, auditor: APICl
     )
     review = controls["access_review"]  # only an auditor: nobody owns the organization
     assert review["passing"] is False and review["evidence"]["owners"] == 0
+
+
+def test_access_review_flags_owners_and_admins_idle_for_ninety_days(
+    org: Organization, auditor: APIClient
+) -> None:
+    long_ago = timezone.now() - timedelta(days=91)
+    StaffFactory(organization=org, role="owner", username="new-owner")  # joined today
+    idle = StaffFactory(organization=org, role="admin", username="idle-admin")
+    absent = StaffFactory(organization=org, role="owner", username="absent-owner")
+    old = StaffFactory(organization=org, role="member", username="old-member")
+    with platform_context(reason="tests"):
+        User.objects.filter(pk=idle.pk).update(last_login=long_ago)
+        StaffMembership.objects.filter(user_id__in=[absent.pk, old.pk]).update(created_at=long_ago)
+    review = _controls(auditor)["access_review"]
+    assert sorted(review["evidence"]["stale_privileged"]) == ["absent-owner", "idle-admin"]
+    assert review["passing"] is False
+    with platform_context(reason="tests"):
+        User.objects.filter(pk__in=[idle.pk, absent.pk]).update(last_login=timezone.now())
+    assert _controls(auditor)["access_review"]["passing"] is True  # a member's age is no risk
 
 
 def test_controls_and_report_need_the_audit_scope(
