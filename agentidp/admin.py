@@ -78,7 +78,9 @@ class ManagedByScope(Generic[M]):
     def _manages(self, request: HttpRequest) -> bool:
         return self._holds(request, self.admin_scope)
 
-    def _writes(self, request: HttpRequest) -> bool:
+    def has_write_permission(self, request: HttpRequest) -> bool:
+        """What every action declares (``permissions=["write"]``), and what adding, changing
+        and deleting need: a reader is offered none of them."""
         return self._holds(request, self.write_scope or self.admin_scope)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -88,17 +90,13 @@ class ManagedByScope(Generic[M]):
         return self._manages(request) and super().has_view_permission(request, obj)  # type: ignore[misc]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return self._writes(request) and super().has_add_permission(request)  # type: ignore[misc]
+        return self.has_write_permission(request) and super().has_add_permission(request)  # type: ignore[misc]
 
     def has_change_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
-        return self._writes(request) and super().has_change_permission(request, obj)  # type: ignore[misc]
+        return self.has_write_permission(request) and super().has_change_permission(request, obj)  # type: ignore[misc]
 
     def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
-        return self._writes(request) and super().has_delete_permission(request, obj)  # type: ignore[misc]
-
-    def has_write_permission(self, request: HttpRequest) -> bool:
-        """What every action declares (``permissions=["write"]``): a reader is offered none."""
-        return self._writes(request)
+        return self.has_write_permission(request) and super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
 class PlatformOnly:

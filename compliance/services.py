@@ -25,6 +25,30 @@ CHAIN_VERIFICATIONS = Counter(
 )
 
 
+def _holds_float(value: JSONValue) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(item) for item in value)
+    return False
+
+
+def stored_form(data: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+    """``data`` as PostgreSQL's jsonb gives it back, which is what the event's hash must cover:
+    jsonb keeps numbers as ``numeric``, so a float Python writes with an exponent (``1e+16``)
+    comes back as ``10000000000000000`` and ``-0.0`` as ``0.0``. Only data holding a float
+    makes the round trip (one query); anything else is already in its stored form."""
+    if not any(_holds_float(value) for value in data.values()):
+        return dict(data)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::jsonb::text", [json.dumps(data)])
+        row = cursor.fetchone()
+    assert row is not None  # noqa: S101 - a SELECT of one value returns one row
+    return cast(dict[str, JSONValue], json.loads(row[0]))
+
+
 @dataclass(frozen=True, slots=True)
 class EventContent:
     """What an audit event says, apart from its place in the chain (sequence, previous hash)."""
@@ -45,11 +69,11 @@ class EventContent:
         cls, *, organization_id: uuid.UUID, actor_type: str, actor_id: str, action: str,
         outcome: str, subject_type: str, subject_id: str, data: Mapping[str, JSONValue],
     ) -> "EventContent":  # fmt: skip
-        """A new event, with a fresh id and the current time."""
+        """A new event, with a fresh id and the current time; ``data`` in its stored form."""
         return cls(
             event_id=uuid.uuid4(), organization_id=organization_id, occurred_at=timezone.now(),
             actor_type=actor_type, actor_id=actor_id, action=action, outcome=outcome,
-            subject_type=subject_type, subject_id=subject_id, data=data,
+            subject_type=subject_type, subject_id=subject_id, data=stored_form(data),
         )  # fmt: skip
 
     @classmethod
@@ -144,30 +168,6 @@ def audit_append_arguments(content: EventContent) -> list[SQLValue]:
     ]  # fmt: skip
 
 
-def _holds_float(value: JSONValue) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_float(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_float(item) for item in value)
-    return False
-
-
-def stored_form(data: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
-    """``data`` as PostgreSQL's jsonb gives it back, which is what the event's hash must cover:
-    jsonb keeps numbers as ``numeric``, so a float Python writes with an exponent (``1e+16``)
-    comes back as ``10000000000000000`` and ``-0.0`` as ``0.0``. Only data holding a float
-    makes the round trip (one query); anything else is already in its stored form."""
-    if not any(_holds_float(value) for value in data.values()):
-        return dict(data)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT %s::jsonb::text", [json.dumps(data)])
-        row = cursor.fetchone()
-    assert row is not None  # noqa: S101 - a SELECT of one value returns one row
-    return cast(dict[str, JSONValue], json.loads(row[0]))
-
-
 def audit_event_append(
     *,
     organization_id: uuid.UUID,
@@ -187,7 +187,6 @@ def audit_event_append(
     many writers race, and hashes the same canonical bytes :func:`audit_chain_verify` checks.
     With ``companion``, that INSERT runs in the same statement.
     """
-    data = stored_form(data)
     content = EventContent.new(
         organization_id=organization_id,
         actor_type=actor_type,
@@ -209,7 +208,7 @@ def audit_event_append(
         outcome=outcome,
         subject_type=subject_type,
         subject_id=subject_id,
-        data=data,
+        data=dict(content.data),
     )
     append = f"{AUDIT_APPEND_CALL} a"
     if companion is None:
@@ -294,27 +293,23 @@ WINDOW w AS (ORDER BY sequence)
 """
 
 
-def _row_hash(organization: str, row: tuple[str, ...], previous_hash: str) -> str:
-    event_id, sequence, occurred, actor_type, actor_id, action, outcome, subject_type, \
-        subject_id, data = row[:10]  # fmt: skip
-    canonical = (
-        f'{{"action":{_quote(action)},"actor_id":{_quote(actor_id)},'
-        f'"actor_type":{_quote(actor_type)},"data":{_encode(_decode(data)[0])},'
-        f'"id":"{event_id}","occurred_at":"{occurred}+00:00","organization_id":"{organization}",'
-        f'"outcome":{_quote(outcome)},"previous_hash":"{previous_hash}",'
-        f'"sequence":{sequence},"subject_id":{_quote(subject_id)},'
-        f'"subject_type":{_quote(subject_type)}}}'
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _row_digest(organization: str, row: tuple[str, ...], previous_hash: str) -> str | None:
+def _row_hash(organization: str, row: tuple[str, ...], previous_hash: str) -> str | None:
     """The row's hash, or ``None`` for a row no event could have written (a column a superuser
     set to NULL, say): the caller reports it as altered."""
+    event_id, sequence, occurred, actor_type, actor_id, action, outcome, subject_type, \
+        subject_id, data = row[:10]  # fmt: skip
     try:
-        return _row_hash(organization, row, previous_hash)
+        canonical = (
+            f'{{"action":{_quote(action)},"actor_id":{_quote(actor_id)},'
+            f'"actor_type":{_quote(actor_type)},"data":{_encode(_decode(data)[0])},'
+            f'"id":"{event_id}","occurred_at":"{occurred}+00:00",'
+            f'"organization_id":"{organization}","outcome":{_quote(outcome)},'
+            f'"previous_hash":"{previous_hash}","sequence":{sequence},'
+            f'"subject_id":{_quote(subject_id)},"subject_type":{_quote(subject_type)}}}'
+        )
     except (TypeError, ValueError):
         return None
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def audit_chain_verify(
@@ -356,7 +351,7 @@ def audit_chain_verify(
                     return broken(row, row[1], reason)
                 if not (row[10] if index else row[11] == expected_previous):
                     return broken(row, row[1], "previous_hash does not match the preceding event")
-                if _row_digest(organization, row, expected_previous) != row[12]:
+                if _row_hash(organization, row, expected_previous) != row[12]:
                     return broken(row, row[1], "hash does not match the event's contents")
                 checked += 1
                 expected_previous = row[12]

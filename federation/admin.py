@@ -111,19 +111,6 @@ class FederationPartnerAdmin(
     def get_queryset(self, request: HttpRequest) -> QuerySet[FederationPartner]:
         return scoped_to_principal(request, super().get_queryset(request))
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return self._manages(request) and super().has_add_permission(request)
-
-    def has_change_permission(
-        self, request: HttpRequest, obj: FederationPartner | None = None
-    ) -> bool:
-        return self._manages(request) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(
-        self, request: HttpRequest, obj: FederationPartner | None = None
-    ) -> bool:
-        return self._manages(request) and super().has_delete_permission(request, obj)
-
     @admin.display(description="status")
     def current_status(self, partner: FederationPartner) -> str:
         return partner.effective_status()
