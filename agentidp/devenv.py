@@ -112,6 +112,8 @@ class Services:
 
     database_url: str = ""
     owner_url: str = ""
+    # a superuser of the server (the tests' attacks on the audit log run as one); "" if unknown
+    superuser_url: str = ""
     redis_url: str = ""
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # keeps the pgserver handle alive: the server stops when this process exits
@@ -184,6 +186,7 @@ def start_database(services: Services, *, prefer_local: bool, recreate: bool = F
         services.owner_url = os.environ.get("DATABASE_OWNER_URL", "")
         admin = os.environ.get("DATABASE_ADMIN_URL")
         if admin:
+            services.superuser_url = admin
             bootstrap_roles(admin, recreate=recreate)
         elif recreate:
             raise SystemExit("a fresh database needs DATABASE_ADMIN_URL beside DATABASE_URL")
@@ -209,6 +212,7 @@ def start_database(services: Services, *, prefer_local: bool, recreate: bool = F
         port = ""
         say(f"embedded PostgreSQL up in {time.monotonic() - started:.1f}s (socket {host})")
     bootstrap_roles(superuser, recreate=recreate)
+    services.superuser_url = superuser
     services.database_url = _django_url(APP_ROLE, host, port, DB_NAME)
     services.owner_url = _django_url(OWNER_ROLE, host, port, DB_NAME)
 
@@ -517,6 +521,9 @@ def cmd_test(pytest_args: list[str]) -> int:
             AGENTIDP_ALLOW_PLAIN_HTTP="1",
         )
         environment.setdefault("SECRET_KEY", "test-secret-key-" + secrets.token_hex(16))
+        # The attacks on the audit log are run as the database's superuser, as an attacker
+        # who runs the database would.
+        environment.setdefault("AGENTIDP_TEST_SUPERUSER_URL", services.superuser_url)
         command = [PYTHON, "-m", "pytest", *pytest_args]
         return subprocess.call(command, env=environment, cwd=ROOT)  # noqa: S603
     finally:

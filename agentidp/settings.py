@@ -278,6 +278,9 @@ AGENTIDP = {
     "EXPIRY_WARNING_DAYS": env.int("AGENTIDP_EXPIRY_WARNING_DAYS", default=14),
     "SIGNING_KEY_MAX_AGE_DAYS": env.int("AGENTIDP_SIGNING_KEY_MAX_AGE_DAYS", default=90),
     "DID_KEY_MAX_AGE_DAYS": env.int("AGENTIDP_DID_KEY_MAX_AGE_DAYS", default=365),
+    # The copy of each organization's checkpoints outside the database keeps the first
+    # checkpoint of each day for this many days, besides the newest (compliance.anchors).
+    "AUDIT_ANCHOR_DAYS": env.int("AGENTIDP_AUDIT_ANCHOR_DAYS", default=400),
     # GET /audit/verify per organization (DRF's rate syntax).
     "AUDIT_VERIFY_RATE": env.str("AGENTIDP_AUDIT_VERIFY_RATE", default="6/min"),
     # Outbox health: a pending delivery older than this is unhealthy.

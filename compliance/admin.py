@@ -153,6 +153,7 @@ class ComplianceReportAdmin:
                     organization_id=organization_id,
                     since=period[0],
                     until=period[1],
+                    actor=principal,
                     request=request,
                 )
                 slug = str(cast(dict[str, str], report["organization"])["slug"])

@@ -31,6 +31,7 @@ from compliance.checkpoints import (
     inclusion_proof,
 )
 from compliance.controls import controls_evaluate
+from compliance.integrity import Problem, audit_integrity_verify_recorded
 from compliance.models import AuditCheckpoint, AuditEvent
 from compliance.reports import REPORT_MAX_DAYS, report_build, report_pdf
 from compliance.selectors import audit_event_list
@@ -38,7 +39,7 @@ from compliance.services import (
     INTEGRITY_ALTERED,
     INTEGRITY_OK,
     INTEGRITY_UNLINKED,
-    audit_chain_verify_recorded,
+    ChainBreak,
     audit_events_integrity,
 )
 from organizations.choices import Scope
@@ -81,10 +82,23 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
 MAX_TREE_SIZE = 2**62
 
 
-class FirstInvalidSerializer(serializers.Serializer):  # type: ignore[type-arg]
+FINDING_CODES = [*ChainBreak.values, *Problem.values]
+
+
+class FindingSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    code = serializers.ChoiceField(
+        choices=FINDING_CODES,
+        help_text="sequence_gap, unlinked, altered, missing_before_head: the hash chain; "
+        "truncated, rewritten, sequence_reused, tree_altered: the log against its signed "
+        "checkpoints; checkpoint_*: the checkpoints themselves and their copies outside the "
+        "database.",
+    )
+    reason = serializers.CharField()
     sequence = serializers.IntegerField(allow_null=True)
     event_id = serializers.UUIDField(allow_null=True)
-    reason = serializers.CharField()
+    checkpoint = serializers.IntegerField(
+        allow_null=True, help_text="The number of the checkpoint involved, if any."
+    )
 
 
 class ChainVerificationSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -97,7 +111,15 @@ class ChainVerificationSerializer(serializers.Serializer):  # type: ignore[type-
     valid = serializers.BooleanField()
     events_checked = serializers.IntegerField()
     head_sequence = serializers.IntegerField()
-    first_invalid = FirstInvalidSerializer(required=False)
+    complete = serializers.BooleanField(
+        help_text="The whole log against every signed checkpoint and every copy outside the "
+        "database (false for a range: from/to)."
+    )
+    checks = serializers.DictField(
+        help_text="What was compared: checkpoints, roots, signatures, the copy's store."
+    )
+    first_invalid = FindingSerializer(required=False)
+    findings = FindingSerializer(many=True, required=False, help_text="At most 20.")
 
     def get_fields(self) -> dict[str, serializers.Field]:  # type: ignore[type-arg]
         fields = super().get_fields()
@@ -171,8 +193,11 @@ class ConsistencyQuerySerializer(QuerySerializer):
 
 
 class CheckpointSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    number = serializers.IntegerField(help_text="Its place in the chain of checkpoints: 1, 2, ...")
     tree_size = serializers.IntegerField()
     root_hash = serializers.CharField(help_text="Hex SHA-256 of the tree's root.")
+    previous_tree_size = serializers.IntegerField(help_text="The previous checkpoint's size.")
+    previous_root_hash = serializers.CharField(help_text="The previous checkpoint's root.")
     published_at = serializers.DateTimeField()
     signature = serializers.CharField(help_text="Compact JWS (typ agentidp-checkpoint+jwt).")
     kid = serializers.CharField()
@@ -219,8 +244,12 @@ class ConsistencyProofSerializer(serializers.Serializer):  # type: ignore[type-a
             OpenApiParameter("to", int, description="Last sequence number (default the head)"),
         ],
         responses={200: ChainVerificationSerializer, **problem_responses(400, 401, 403, 429)},
-        description="Recompute the caller's organization's audit chain (or a range of it); "
-        "rate-limited per organization.",
+        description="Verify the caller's organization's audit log: recompute its hash chain "
+        "(or a range of it), recompute the Merkle root at the size of every signed checkpoint "
+        "and compare it with the signed root, and check the checkpoints, their chain and their "
+        "copies outside the database. A failure names the first event (or checkpoint) and a "
+        "code, is recorded as a failed verification and published as audit.integrity_failed. "
+        "Rate-limited per organization.",
     ),
     proof=extend_schema(
         parameters=[ProofQuerySerializer],
@@ -264,13 +293,14 @@ class AuditEventViewSet(TenantViewSet):
     def verify(self, request: Request) -> Response:
         query = VerifyQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        organization_id = self.organization_id
-        result = audit_chain_verify_recorded(
-            organization_id=organization_id,
+        result = audit_integrity_verify_recorded(
+            organization_id=self.organization_id,
+            actor=self.principal,
+            source="api",
             first=query.validated_data.get("from", 1),
             last=query.validated_data.get("to"),
         )
-        return Response(result.as_document(organization_id))
+        return Response(result.as_document())
 
     @action(detail=True, methods=["get"])
     def proof(self, request: Request, pk: str) -> Response:
@@ -296,7 +326,7 @@ class AuditEventViewSet(TenantViewSet):
     @action(detail=False, methods=["get"])
     def checkpoints(self, request: Request) -> Response:
         latest = AuditCheckpoint.objects.filter(organization_id=self.organization_id).order_by(
-            "-tree_size"
+            "-number"
         )[:100]
         return Response({"results": [checkpoint_document(c) for c in latest]})
 
@@ -322,6 +352,7 @@ class ControlSerializer(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField()
     criteria = serializers.ListField(child=serializers.CharField(), help_text="SOC 2 TSC")
     passing = serializers.BooleanField()
+    detail = serializers.CharField(help_text="Why it fails, naming the cause; empty when passing.")
     checked = serializers.ListField(child=serializers.CharField())
     checked_at = serializers.DateTimeField()
     evidence = serializers.DictField()
@@ -409,8 +440,9 @@ class ComplianceViewSet(TenantViewSet):
         query = ReportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         report = report_build(
-            organization_id=self.organization_id, request=request, **query.validated_data
-        )
+            organization_id=self.organization_id, actor=self.principal, request=request,
+            **query.validated_data,
+        )  # fmt: skip
         slug = (
             str(report["organization"]["slug"])
             if isinstance(report["organization"], dict)

@@ -22,8 +22,12 @@ from django.utils import timezone
 
 from agentidp.errors import JSONValue
 from agentidp.secrets import SecretStoreError, VaultSecretStore, secret_store
+from compliance.anchors import AnchorCopy, anchor_read
+from compliance.checkpoints import checkpoint_latest
 from compliance.encryption import ENCRYPTED_COLUMNS, PREFIX, key_encryption_key
-from compliance.models import AuditCheckpoint, JobOutcome, JobRun
+from compliance.integrity import JOB as INTEGRITY_JOB
+from compliance.integrity import audit_integrity_quick_check
+from compliance.models import JobOutcome, JobRun
 from organizations.choices import MemberRole
 from organizations.models import StaffMembership
 
@@ -54,6 +58,9 @@ class Control:
     checked: list[str] = field(default_factory=list)
     evidence: dict[str, JSONValue] = field(default_factory=dict)
     checked_at: datetime = field(default_factory=timezone.now)
+    # Why it fails, in a sentence naming the cause ("" while it passes, or where the evidence
+    # alone says it).
+    detail: str = ""
 
     def as_document(self) -> dict[str, JSONValue]:
         return {
@@ -61,6 +68,7 @@ class Control:
             "name": self.name,
             "criteria": list[JSONValue](self.criteria),
             "passing": self.passing,
+            "detail": self.detail,
             "checked": list[JSONValue](self.checked),
             "checked_at": self.checked_at.isoformat(),
             "evidence": self.evidence,
@@ -232,27 +240,65 @@ def _audit_integrity(organization_id: uuid.UUID, request: HttpRequest | None) ->
     control = Control(
         "audit_integrity", "Audit log integrity", ["CC7.2", "CC4.1"],
         checked=[
-            f"the chain verification job verified the organization's chain within {VERIFICATION_FRESHNESS}",
+            f"a complete verification of the organization's log (its hash chain, the Merkle root"
+            f" at every signed checkpoint, the checkpoints' copies outside the database) passed"
+            f" within {VERIFICATION_FRESHNESS}",
             f"a signed checkpoint of its Merkle tree was published within {CHECKPOINT_FRESHNESS}",
+            "now: the log is no shorter than its newest checkpoint, the chain head is its last "
+            "event, the checkpoints are numbered without gaps, chained and unchanged from their "
+            "copies outside the database, and the newest one's last leaf is the event it signed",
         ],
     )  # fmt: skip
     now = timezone.now()
-    run = _last_run("audit-chain-verify", organization_id)
-    checkpoint = AuditCheckpoint.objects.filter(organization_id=organization_id).order_by(
-        "-tree_size"
-    ).first()  # fmt: skip
+    run = _last_run(INTEGRITY_JOB, organization_id)
+    checkpoint = checkpoint_latest(organization_id=organization_id)
+    copy: AnchorCopy | None = None
+    try:
+        copy = anchor_read(organization_id)
+        copy_state: dict[str, JSONValue] = {
+            "store": copy.store, "latest_number": copy.latest.number if copy.latest else None,
+        }  # fmt: skip
+    except SecretStoreError as exc:
+        copy_state = {"error": str(exc)}
+    findings = audit_integrity_quick_check(organization_id=organization_id, copy=copy)
     control.evidence = {
         **_run_evidence(run),
         "latest_checkpoint": {
-            "tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash,
-            "published_at": checkpoint.published_at.isoformat(),
+            "number": checkpoint.number, "tree_size": checkpoint.tree_size,
+            "root_hash": checkpoint.root_hash, "published_at": checkpoint.published_at.isoformat(),
         } if checkpoint else None,
+        "checkpoint_copy": copy_state,
+        "findings_now": [f.as_document() for f in findings],
     }  # fmt: skip
-    control.passing = (
-        run is not None and run.outcome == JobOutcome.SUCCESS
-        and now - run.finished_at < VERIFICATION_FRESHNESS
-        and checkpoint is not None and now - checkpoint.published_at < CHECKPOINT_FRESHNESS
-    )  # fmt: skip
+    ran = run is not None and now - run.finished_at < VERIFICATION_FRESHNESS
+    signed = checkpoint is not None and now - checkpoint.published_at < CHECKPOINT_FRESHNESS
+    if run is not None and run.outcome != JobOutcome.SUCCESS:
+        # the latest verification's own words first: a complete walk names the first event
+        found = run.detail.get("first_invalid")
+        why = (
+            f"{found.get('reason')} ({found.get('code')})" if isinstance(found, dict)
+            else str(run.detail.get("error", "it did not complete"))
+        )  # fmt: skip
+        control.detail = (
+            f"The latest verification ({run.detail.get('source', 'unknown')}, "
+            f"{run.finished_at.isoformat()}) failed: {why}."
+        )
+    elif findings:
+        control.detail = (
+            f"The audit log fails its integrity check now: {findings[0].reason} "
+            f"({findings[0].code})."
+        )
+    elif not ran:
+        control.detail = f"No complete verification of the log within {VERIFICATION_FRESHNESS}" + (
+            f" (the latest finished {run.finished_at.isoformat()})." if run else " (none yet)."
+        )
+    elif not signed:
+        control.detail = (
+            f"No checkpoint signed within {CHECKPOINT_FRESHNESS}"
+            + (f" (the newest, #{checkpoint.number}, at {checkpoint.published_at.isoformat()})."
+               if checkpoint else " (none yet).")
+        )  # fmt: skip
+    control.passing = not control.detail
     return control
 
 

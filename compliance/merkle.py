@@ -157,6 +157,52 @@ def root_hash(*, organization_id: uuid.UUID, size: int) -> bytes:
     return root
 
 
+class MerkleFrontier:
+    """``MTH`` of a list of leaves that grows one leaf at a time, in one pass and ``log2(n)``
+    memory: the perfect subtrees the tree ends with, as :func:`_frontier` names them. The
+    integrity check recomputes a signed checkpoint's root from the events themselves with it,
+    whatever the stored nodes say."""
+
+    __slots__ = ("_stack", "size")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[bytes] = []
+
+    def append(self, data: bytes) -> None:
+        node = hashlib.sha256(b"\x00" + data).digest()  # leaf_hash, inlined: a call a leaf
+        stack, carry = self._stack, self.size
+        while carry & 1:
+            node = hashlib.sha256(b"\x01" + stack.pop() + node).digest()
+            carry >>= 1
+        stack.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """``MTH(D[0:size])``: the perfect subtrees folded from the right."""
+        if not self._stack:
+            return EMPTY_ROOT
+        folded = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            folded = node_hash(left, folded)
+        return folded
+
+
+def stored_leaves(*, organization_id: uuid.UUID, start: int, end: int) -> dict[int, bytes]:
+    """The stored leaf hashes of leaves ``start`` to ``end - 1``, by index, in one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT index, hash FROM compliance_auditmerklenode WHERE organization_id = %s"
+            " AND level = 0 AND index >= %s AND index < %s",
+            [str(organization_id), start, end],
+        )
+        return {int(index): bytes(value) for index, value in cursor}
+
+
+class MerkleGap(ValueError):
+    """The events to add are not the next sequence numbers: the log lost events."""
+
+
 @dataclass(frozen=True)
 class Extension:
     """What one run of the builder added."""
@@ -194,7 +240,8 @@ def merkle_extend(*, organization_id: uuid.UUID, limit: int | None = None) -> Ex
         batch: list[tuple[int, int, bytes]] = []
         for sequence, chained in rows:
             if sequence != size + 1:
-                raise ValueError(f"audit sequence gap at {size + 1}")  # the chain check reports it
+                # the integrity check names it (and refuses to sign) before any extension runs
+                raise MerkleGap(f"audit sequence gap at {size + 1}")
             value, level, index = leaf_hash(bytes.fromhex(chained)), 0, size
             known[(level, index)] = value
             batch.append((level, index, value))

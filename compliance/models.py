@@ -110,29 +110,44 @@ class AuditMerkleNode(OrgOwnedModel):
 
 class AuditCheckpoint(OrgOwnedModel):
     """A signed statement of an organization's Merkle tree: its size and root hash at a moment,
-    signed by the deployment's key (a compact JWS). Append-only."""
+    signed by the deployment's key (a compact JWS), chained to the checkpoint before it (its
+    size and root are in the signed claims). Append-only; a copy of each leaves the database
+    as it is signed (the ``audit.checkpoint`` event, and the secret store's anchor)."""
 
     retained_after_organization_deletion = True
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = organization_key()  # its unique constraint starts with it
+    number = models.PositiveBigIntegerField(
+        help_text="Its place in the organization's chain of checkpoints: 1, 2, 3, ..."
+    )
     tree_size = models.PositiveBigIntegerField()
     root_hash = models.CharField(max_length=64, help_text="Hex SHA-256 of the tree's root.")
+    previous_tree_size = models.PositiveBigIntegerField(
+        default=0, help_text="The tree size of the checkpoint before it (0 for the first)."
+    )
+    previous_root_hash = models.CharField(
+        max_length=64, help_text="The root hash of the checkpoint before it (the empty tree's "
+        "for the first).",
+    )  # fmt: skip
     published_at = models.DateTimeField()
     signature = models.TextField(help_text="Compact JWS over the checkpoint, by the deployment.")
     kid = models.CharField(max_length=200)
     public_jwk = models.JSONField(help_text="The public key that verifies the signature.")
 
     class Meta:
-        ordering = ["-tree_size"]
+        ordering = ["-number"]
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "tree_size"], name="%(app_label)s_%(class)s_size_once"
+                fields=["organization", "number"], name="%(app_label)s_%(class)s_number_once"
             ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "tree_size"], name="compliance_checkpoint_size"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.organization_id}@{self.tree_size}"
+        return f"#{self.number} {self.organization_id}@{self.tree_size}"
 
 
 class DataKey(OrgOwnedModel):

@@ -21,10 +21,11 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 from reportlab.platypus.flowables import Flowable
 
 from agentidp.errors import JSONValue
-from compliance.checkpoints import checkpoint_document
+from agentidp.principals import Principal
+from compliance.checkpoints import checkpoint_document, checkpoint_latest
 from compliance.controls import access_review_members, controls_evaluate
-from compliance.models import AuditCheckpoint, AuditEvent, JobRun
-from compliance.services import audit_chain_verify_recorded
+from compliance.integrity import audit_integrity_verify_recorded
+from compliance.models import AuditEvent, JobRun
 from organizations.models import Organization
 from webhooks.choices import DeliveryStatus
 from webhooks.models import WebhookDelivery
@@ -42,19 +43,19 @@ def report_build(
     organization_id: uuid.UUID,
     since: datetime,
     until: datetime,
+    actor: Principal,
     request: HttpRequest | None = None,
 ) -> dict[str, JSONValue]:
-    """The report as JSON, read in the organization's context."""
+    """The report as JSON, read in the organization's context (the log is verified as it is
+    built, recorded as a verification by ``actor``)."""
     organization = Organization.objects.get(id=organization_id)
     events = AuditEvent.objects.filter(
         organization_id=organization_id, occurred_at__gte=since, occurred_at__lt=until
     )
-    verification = audit_chain_verify_recorded(organization_id=organization_id)
-    checkpoint = (
-        AuditCheckpoint.objects.filter(organization_id=organization_id)
-        .order_by("-tree_size")
-        .first()
+    verification = audit_integrity_verify_recorded(
+        organization_id=organization_id, actor=actor, source="report"
     )
+    checkpoint = checkpoint_latest(organization_id=organization_id)
     rotations: list[JSONValue] = [
         {"at": e.occurred_at.isoformat(), "action": e.action, "subject": f"{e.subject_type} {e.subject_id}",
          "actor": f"{e.actor_type} {e.actor_id}"}
@@ -89,7 +90,7 @@ def report_build(
         "generated_at": timezone.now().isoformat(),
         "controls": [c.as_document() for c in controls],
         "all_passing": all(c.passing for c in controls),
-        "chain_verification": verification.as_document(organization_id),
+        "chain_verification": verification.as_document(),
         "latest_checkpoint": checkpoint_document(checkpoint) if checkpoint else None,
         "rotation_history": rotations,
         "job_runs": runs,

@@ -2,27 +2,18 @@
 
 import hashlib
 import json
-import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import cast
 
-from django.db import connection
+from django.db import connection, models
 from django.utils import timezone
-from prometheus_client import Counter
 
 from agentidp.errors import JSONValue
+from compliance.merkle import MerkleFrontier
 from compliance.models import GENESIS_HASH, AuditChainHead, AuditEvent
-
-logger = logging.getLogger("agentidp.audit")
-
-CHAIN_VERIFICATIONS = Counter(
-    "agentidp_audit_chain_verifications_total",
-    "Audit chain verifications by result (valid, invalid).",
-    ["result"],
-)
 
 
 def _holds_float(value: JSONValue) -> bool:
@@ -229,6 +220,15 @@ def audit_event_append(
     return event
 
 
+class ChainBreak(models.TextChoices):
+    """Why a walk of the hash chain stopped: a stable code beside the sentence."""
+
+    GAP = "sequence_gap", "A sequence number is missing inside the log"
+    UNLINKED = "unlinked", "An event's previous_hash is not its predecessor's hash"
+    ALTERED = "altered", "An event's contents no longer match its hash"
+    MISSING_BEFORE_HEAD = "missing_before_head", "Events are missing before the chain head"
+
+
 @dataclass(frozen=True)
 class ChainVerification:
     """The result of walking one organization's chain (or the range ``first``..``last``)."""
@@ -241,6 +241,11 @@ class ChainVerification:
     reason: str = ""
     first: int = 1
     last: int | None = None
+    code: str = ""
+    # MTH of the first n events' chain hashes, for each size asked for that the walk reached
+    roots: dict[int, bytes] = field(default_factory=dict)
+    # the greatest sequence number present (the log's real length when it has no gap)
+    last_sequence: int = 0
 
     def as_document(self, organization_id: uuid.UUID) -> dict[str, JSONValue]:
         """The JSON the command, the endpoint and the beat task report: ``verified``,
@@ -262,6 +267,7 @@ class ChainVerification:
                 "sequence": self.first_invalid_sequence,
                 "event_id": broken,
                 "reason": self.reason,
+                "code": self.code,
             }
         return document
 
@@ -313,28 +319,51 @@ def _row_hash(organization: str, row: tuple[str, ...], previous_hash: str) -> st
 
 
 def audit_chain_verify(
-    *, organization_id: uuid.UUID, first: int = 1, last: int | None = None
+    *,
+    organization_id: uuid.UUID,
+    first: int = 1,
+    last: int | None = None,
+    roots_at: Sequence[int] = (),
 ) -> ChainVerification:
     """Recompute every hash in order from sequence ``first`` to ``last`` (the head when
     ``None``); report the first break (gap, fork or altered event). A range starting after 1
     is anchored on its predecessor's stored hash; the head is checked when the range reaches
-    it."""
+    it.
+
+    ``roots_at`` (a walk from sequence 1 only): tree sizes at which to record the RFC 9162
+    root of the events walked so far, computed in the same pass from their chain hashes
+    (:class:`~compliance.merkle.MerkleFrontier`), so the integrity check compares signed
+    checkpoints with the log itself rather than with the stored tree."""
     first = max(1, first)
     organization = str(organization_id)
     head = AuditChainHead.objects.filter(organization_id=organization_id).first()
     end = last if last is not None else (head.sequence if head else 0)
+    wanted = sorted({size for size in roots_at if size >= 0}) if first == 1 else []
+    tree = MerkleFrontier() if wanted else None
+    roots: dict[int, bytes] = {}
+    pending = 0  # index into wanted of the next size to record
+    while tree is not None and pending < len(wanted) and wanted[pending] == 0:
+        roots[0] = tree.root()
+        pending += 1
+    present = AuditEvent.objects.filter(organization_id=organization_id).order_by("-sequence")
+    last_sequence = int(present.values_list("sequence", flat=True).first() or 0)
+    if last is None:
+        end = max(end, last_sequence)  # events past a head moved back are walked too
     expected_previous = GENESIS_HASH
     if first > 1:
         anchor = AuditEvent.objects.filter(organization_id=organization_id, sequence=first - 1)
         expected_previous = anchor.values_list("hash", flat=True).first() or ""
     expected_sequence, checked = first, 0
 
-    def broken(row: tuple[str, ...] | None, sequence: int, reason: str) -> ChainVerification:
+    def broken(
+        row: tuple[str, ...] | None, sequence: int, code: ChainBreak, reason: str
+    ) -> ChainVerification:
         return ChainVerification(
             valid=False, events_checked=checked, head_sequence=expected_sequence - 1,
             first_invalid_sequence=sequence,
             first_invalid_event_id=uuid.UUID(row[0]) if row else None,
-            reason=reason, first=first, last=last,
+            reason=reason, first=first, last=last, code=code.value, roots=roots,
+            last_sequence=last_sequence,
         )  # fmt: skip
 
     with connection.cursor() as cursor:
@@ -348,16 +377,29 @@ def audit_chain_verify(
             for index, row in enumerate(rows):
                 if row[1] != expected_sequence:
                     reason = f"sequence gap: expected {expected_sequence}, found {row[1]}"
-                    return broken(row, row[1], reason)
+                    return broken(row, row[1], ChainBreak.GAP, reason)
                 if not (row[10] if index else row[11] == expected_previous):
-                    return broken(row, row[1], "previous_hash does not match the preceding event")
+                    return broken(
+                        row, row[1], ChainBreak.UNLINKED,
+                        "previous_hash does not match the preceding event",
+                    )  # fmt: skip
                 if _row_hash(organization, row, expected_previous) != row[12]:
-                    return broken(row, row[1], "hash does not match the event's contents")
+                    return broken(
+                        row, row[1], ChainBreak.ALTERED, "hash does not match the event's contents"
+                    )
                 checked += 1
                 expected_previous = row[12]
+                if tree is not None and pending < len(wanted):
+                    tree.append(bytes.fromhex(row[12]))
+                    if tree.size == wanted[pending]:
+                        roots[tree.size] = tree.root()
+                        pending += 1
                 expected_sequence += 1
     if expected_sequence <= end:
-        return broken(None, expected_sequence, "events missing before the chain head")
+        return broken(
+            None, expected_sequence, ChainBreak.MISSING_BEFORE_HEAD,
+            "events missing before the chain head",
+        )  # fmt: skip
     at_head = head is not None and (last is None or last >= head.sequence)
     if (
         at_head
@@ -365,36 +407,13 @@ def audit_chain_verify(
         and (head.sequence, head.hash) != (expected_sequence - 1, expected_previous)
     ):
         return broken(
-            None, expected_sequence, "chain head does not match the last event (events missing)"
-        )
+            None, expected_sequence, ChainBreak.MISSING_BEFORE_HEAD,
+            "chain head does not match the last event (events missing)",
+        )  # fmt: skip
     return ChainVerification(
         valid=True, events_checked=checked, head_sequence=expected_sequence - 1,
-        first=first, last=last,
+        first=first, last=last, roots=roots, last_sequence=last_sequence,
     )  # fmt: skip
-
-
-def audit_chain_verify_recorded(
-    *, organization_id: uuid.UUID, first: int = 1, last: int | None = None
-) -> ChainVerification:
-    """Verify one organization's chain, count the result and log a break loudly, naming the
-    organization and the first event that does not verify."""
-    result = audit_chain_verify(organization_id=organization_id, first=first, last=last)
-    CHAIN_VERIFICATIONS.labels(result="valid" if result.valid else "invalid").inc()
-    if not result.valid:
-        logger.error(
-            "audit chain broken: organization %s, event %s (sequence %s): %s",
-            organization_id,
-            result.first_invalid_event_id or "none (missing)",
-            result.first_invalid_sequence,
-            result.reason,
-            extra={
-                "organization_id": str(organization_id),
-                "event_id": str(result.first_invalid_event_id or ""),
-                "sequence": result.first_invalid_sequence,
-                "reason": result.reason,
-            },
-        )
-    return result
 
 
 # What one event on a page of the audit log says about itself.

@@ -5,26 +5,37 @@ import uuid
 from celery import shared_task
 
 from agentidp.errors import JSONValue
+from agentidp.principals import Principal
 from agentidp.tenancy import tenant_context
-from compliance.checkpoints import checkpoint_publish
 from compliance.encryption import data_rewrap_recorded
 from compliance.health import outbox_health_run
+from compliance.integrity import (
+    CHECKPOINT_JOB,
+    audit_integrity_run_failed,
+    audit_integrity_verify_recorded,
+    checkpoint_publish,
+)
 from compliance.jobs import job_recorded
 from compliance.rotation import secrets_rotation_run
-from compliance.services import audit_chain_verify_recorded
 from organizations.tasks import fan_out_per_organization
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
 def audit_chain_verify_task(organization_id: str) -> dict[str, JSONValue]:
-    """Verify one organization's chain inside that organization's context."""
+    """Verify one organization's log (chain, signed checkpoints, their copies outside the
+    database) inside that organization's context; recorded as an ``audit-chain-verify`` run."""
     org_id = uuid.UUID(organization_id)
-    with job_recorded("audit-chain-verify", organization_id=org_id) as run:
+    source = "beat:audit-chain-verify"
+    try:
         with tenant_context(org_id):
-            result = audit_chain_verify_recorded(organization_id=org_id)
-        run.detail.update(result.as_document(org_id))
-        run.failed = not result.valid
-    return result.as_document(org_id)
+            report = audit_integrity_verify_recorded(
+                organization_id=org_id, actor=Principal.system(source, organization_id=org_id),
+                source=source,
+            )  # fmt: skip
+    except Exception as exc:
+        audit_integrity_run_failed(org_id, source=source, error=exc)
+        raise
+    return report.as_document()
 
 
 @shared_task
@@ -38,13 +49,15 @@ def audit_chain_verify_all_task() -> int:
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
 def audit_checkpoint_publish_task(organization_id: str) -> dict[str, JSONValue]:
-    """Extend one organization's Merkle tree and sign a checkpoint of it."""
+    """Check one organization's log, extend its Merkle tree and sign a checkpoint of it."""
     org_id = uuid.UUID(organization_id)
-    with job_recorded("audit-checkpoint", organization_id=org_id) as run:
+    actor = Principal.system("beat:audit-checkpoint", organization_id=org_id)
+    with job_recorded(CHECKPOINT_JOB, organization_id=org_id) as run:
         with tenant_context(org_id):
-            checkpoint = checkpoint_publish(organization_id=org_id)
-        run.detail.update(tree_size=checkpoint.tree_size, root_hash=checkpoint.root_hash)
-    return {"tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash}
+            outcome = checkpoint_publish(organization_id=org_id, actor=actor)
+        run.detail.update(outcome.as_document())
+        run.failed = outcome.checkpoint is None
+    return outcome.as_document()
 
 
 @shared_task

@@ -18,6 +18,7 @@ from typing import cast
 
 from cryptography.exceptions import InvalidSignature
 from django.conf import settings
+from jwcrypto import jwk
 from jwcrypto.jwa import JWA
 from oauth2_provider.oauth2_validators import is_valid_resource_uri
 from oauthlib.common import Request as OAuthRequest
@@ -300,9 +301,9 @@ def access_token_verify(
     return VerifiedToken(claims=claims)
 
 
-def _signature_verify(token: str, types: frozenset[str]) -> tuple[str, dict[str, JSONValue]]:
-    """The kid and claims of a token whose header (of one of ``types``) and signature are
-    right."""
+def _header_checked(token: str, types: frozenset[str]) -> tuple[list[str], dict[str, JSONValue]]:
+    """The compact JWS's three parts and its header, refused unless the algorithm is one of
+    ours, no forbidden header is present and ``typ`` is one of ``types``."""
     parts = token.split(".")
     if len(parts) != 3 or not all(parts):
         raise InvalidToken("malformed")
@@ -315,19 +316,47 @@ def _signature_verify(token: str, types: frozenset[str]) -> tuple[str, dict[str,
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in types:
         raise InvalidToken("type")
+    return parts, header
+
+
+def _signature_check(parts: Sequence[str], algorithm: str, key: jwk.JWK) -> None:
+    signature = b64url_decode(parts[2])
+    try:
+        _SIGNERS[algorithm].verify(key, f"{parts[0]}.{parts[1]}".encode(), signature)
+    except (InvalidSignature, ValueError, TypeError, AttributeError) as exc:
+        raise InvalidToken("signature") from exc
+
+
+def _signature_verify(token: str, types: frozenset[str]) -> tuple[str, dict[str, JSONValue]]:
+    """The kid and claims of a token whose header (of one of ``types``) and signature are
+    right."""
+    parts, header = _header_checked(token, types)
     kid = header.get("kid")
     found = key_ring.verification_key(kid) if isinstance(kid, str) else None
     if found is None:
         raise InvalidToken("kid")
     key_algorithm, key = found
-    if key_algorithm != algorithm:
+    if key_algorithm != header["alg"]:
         raise InvalidToken("algorithm")
-    signature = b64url_decode(parts[2])
-    try:
-        _SIGNERS[key_algorithm].verify(key, f"{parts[0]}.{parts[1]}".encode(), signature)
-    except (InvalidSignature, ValueError, TypeError) as exc:
-        raise InvalidToken("signature") from exc
+    _signature_check(parts, key_algorithm, key)
     return str(kid), b64url_json(parts[1])
+
+
+def jws_verify(
+    token: str, public_jwk: Mapping[str, JSONValue], *, typ: str, kid: str
+) -> dict[str, JSONValue]:
+    """The claims of a compact JWS of type ``typ`` whose header names ``kid`` and which
+    ``public_jwk`` verifies (a key that may have left the JWKS: a checkpoint's, say), under the
+    same header rules as access tokens; raise :class:`InvalidToken`."""
+    parts, header = _header_checked(token, frozenset({typ.lower()}))
+    try:
+        key = jwk.JWK(**public_jwk)
+    except (jwk.InvalidJWKValue, ValueError, TypeError) as exc:
+        raise InvalidToken("key") from exc
+    if key.has_private or header.get("kid") != kid:
+        raise InvalidToken("key")
+    _signature_check(parts, str(header["alg"]), key)
+    return b64url_json(parts[1])
 
 
 def id_token_verify(token: str, *, client_id: str) -> dict[str, JSONValue]:

@@ -39,6 +39,11 @@ class EventType(models.TextChoices):
     FEDERATION_PARTNER_REMOVED = "federation.partner_removed", "A partner is no longer trusted"
     FEDERATION_VERIFIED = "federation.verified", "A partner's token was verified"
     FEDERATION_REJECTED = "federation.rejected", "A token presented as a partner's was refused"
+    AUDIT_CHECKPOINT = "audit.checkpoint", "A checkpoint of the audit log's Merkle tree was signed"
+    AUDIT_INTEGRITY_FAILED = (
+        "audit.integrity_failed",
+        "A verification found the audit log altered, truncated or unlike what was signed",
+    )
 
 
 PUBLISHED = frozenset(EventType.values) - {EventType.WEBHOOK_PING}
@@ -49,6 +54,12 @@ PLATFORM_EVENTS = frozenset(
 )
 """Deployment-wide events (recorded on the platform's chain), delivered to every organization's
 subscriptions that ask for them."""
+
+ORGANIZATION_NOTICES = frozenset({EventType.AUDIT_INTEGRITY_FAILED})
+"""Events about one organization recorded on the platform's chain, not the organization's own
+(an integrity failure is not written into the log it doubts: a truncated log's relay cursor may
+be past the new events, and the next verification would read them as its own findings); they
+are delivered to the subscriptions of the organization their ``data.organization_id`` names."""
 
 FAMILIES = frozenset(value.split(".", 1)[0] for value in EventType.values)
 

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from agentidp.tenancy import platform_context, tenant_context
 from compliance.models import AuditChainHead, AuditEvent
 from organizations.models import SYSTEM_ORGANIZATION_ID
-from webhooks.choices import PLATFORM_EVENTS, PUBLISHED, StreamName
+from webhooks.choices import ORGANIZATION_NOTICES, PLATFORM_EVENTS, PUBLISHED, StreamName
 from webhooks.models import EventCursor, WebhookDelivery, WebhookSubscription
 from webhooks.services import envelope, event_type_matches, outlets, webhook_options
 from webhooks.streams import EventStream, StreamMessage, StreamUnavailable, configured_streams
@@ -120,16 +120,30 @@ def _subscriptions_for(organization_id: uuid.UUID) -> list[WebhookSubscription]:
         WebhookSubscription.objects.filter(organization_id=organization_id, active=True)
     )
     if organization_id == SYSTEM_ORGANIZATION_ID:
-        # Deployment-wide events reach every organization's subscriptions that ask for them.
+        # Deployment-wide events reach every organization's subscriptions that ask for them;
+        # notices about one organization, its subscriptions only (see _addressed_to).
         with platform_context(reason="webhooks:platform-events"):
             subscriptions += [
                 s
                 for s in WebhookSubscription.objects.filter(active=True).exclude(
                     organization_id=organization_id
                 )
-                if any(event_type_matches(s.event_types, e) for e in PLATFORM_EVENTS)
+                if any(
+                    event_type_matches(s.event_types, e)
+                    for e in PLATFORM_EVENTS | ORGANIZATION_NOTICES
+                )
             ]
     return subscriptions
+
+
+def _addressed_to(event: AuditEvent, subscription: WebhookSubscription) -> bool:
+    """Whether an event of another organization's chain (the platform's) is for this
+    subscription: a deployment-wide event, or a notice naming the subscription's
+    organization."""
+    if event.action in PLATFORM_EVENTS:
+        return True
+    named = event.data.get("organization_id") if isinstance(event.data, dict) else None
+    return event.action in ORGANIZATION_NOTICES and named == str(subscription.organization_id)
 
 
 def _relay_batch(organization_id: uuid.UUID) -> tuple[int, int, bool]:
@@ -162,9 +176,8 @@ def _relay_batch(organization_id: uuid.UUID) -> tuple[int, int, bool]:
                 continue  # subscribed after the event
             if not event_type_matches(subscription.event_types, event.action):
                 continue
-            if (
-                subscription.organization_id != organization_id
-                and event.action not in PLATFORM_EVENTS
+            if subscription.organization_id != organization_id and not _addressed_to(
+                event, subscription
             ):
                 continue
             body = body or envelope(event).decode()

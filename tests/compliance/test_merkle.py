@@ -14,8 +14,9 @@ from rest_framework.test import APIClient
 
 from agentidp.events import event_record
 from agentidp.tenancy import tenant_context
-from compliance.checkpoints import checkpoint_publish
+from compliance.integrity import checkpoint_publish
 from compliance.merkle import (
+    MerkleFrontier,
     consistency_ranges,
     hashes_of,
     inclusion_ranges,
@@ -130,10 +131,24 @@ def test_every_proof_of_every_size_verifies_independently(org: Organization) -> 
                     assert not verify_consistency(first, size, proof, sha(b"forged"), root)
 
 
+def test_the_one_pass_root_is_the_rfcs_at_every_size() -> None:
+    """What the integrity check recomputes from the events themselves, leaf by leaf."""
+    leaves = [sha(str(n).encode()) for n in range(70)]
+    frontier = MerkleFrontier()
+    assert frontier.root() == reference_root([])
+    for size, leaf in enumerate(leaves, start=1):
+        frontier.append(leaf)
+        assert frontier.size == size and frontier.root() == reference_root(leaves[:size]), size
+
+
 def _publish(org: Organization) -> dict[str, Any]:
     with tenant_context(org.id):
-        checkpoint = checkpoint_publish(organization_id=org.id)
-    return {"tree_size": checkpoint.tree_size, "root_hash": checkpoint.root_hash}
+        checkpoint = checkpoint_publish(organization_id=org.id, actor=TEST_ACTOR).checkpoint
+    assert checkpoint is not None
+    return {
+        "number": checkpoint.number, "tree_size": checkpoint.tree_size,
+        "root_hash": checkpoint.root_hash,
+    }  # fmt: skip
 
 
 def _jwks(client: APIClient) -> Any:
@@ -143,12 +158,16 @@ def _jwks(client: APIClient) -> Any:
 def test_checkpoints_are_signed_by_a_key_of_the_jwks(api: APIClient, org: Organization) -> None:
     _events(org, 6)
     first = _publish(org)
-    assert _publish(org) == first  # nothing new: the same checkpoint
     _events(org, 5)
     second = _publish(org)
-    assert second["tree_size"] == first["tree_size"] + 5
+    # the five events and the audit.checkpoint event the first checkpoint was recorded as
+    assert second["tree_size"] == first["tree_size"] + 6
+    assert (first["number"], second["number"]) == (1, 2)
     listed = api.get("/audit/checkpoints").json()["results"]
     assert [c["tree_size"] for c in listed] == [second["tree_size"], first["tree_size"]]
+    assert listed[0]["previous_tree_size"] == first["tree_size"]
+    assert listed[0]["previous_root_hash"] == first["root_hash"]
+    assert listed[1]["previous_tree_size"] == 0
     keys = {key.key_id: key for key in _jwks(api).keys}
     for checkpoint in listed:
         header = jwt.get_unverified_header(checkpoint["signature"])
@@ -157,6 +176,9 @@ def test_checkpoints_are_signed_by_a_key_of_the_jwks(api: APIClient, org: Organi
         assert claims["organization_id"] == str(org.id)
         assert claims["tree_size"] == checkpoint["tree_size"]
         assert claims["root_hash"] == checkpoint["root_hash"] and claims["hash_alg"] == "SHA-256"
+        assert claims["number"] == checkpoint["number"]
+        assert claims["prev_tree_size"] == checkpoint["previous_tree_size"]
+        assert claims["prev_root_hash"] == checkpoint["previous_root_hash"]
         # the public key kept with the checkpoint verifies it too (after rotation as well)
         kept = jwt.PyJWK.from_dict(checkpoint["public_jwk"])
         assert jwt.decode(checkpoint["signature"], kept, algorithms=["ES256"]) == claims
@@ -194,7 +216,7 @@ def test_the_api_proves_an_event_and_the_growth_between_checkpoints(
         [base64.b64decode(h) for h in grown["consistency_path"]],
         bytes.fromhex(first["root_hash"]), bytes.fromhex(second["root_hash"]),
     )  # fmt: skip
-    assert len(leaves) + 4 == second["tree_size"]
+    assert len(leaves) + 1 + 4 == second["tree_size"]  # the first audit.checkpoint event too
 
 
 def test_the_empty_tree(other_org: Organization) -> None:
@@ -252,7 +274,7 @@ def test_nodes_and_checkpoints_are_append_only(run_in_threads: Any) -> None:
         committed = OrganizationFactory()
         _events(committed, 2)
         with tenant_context(committed.id):
-            checkpoint_publish(organization_id=committed.id)
+            checkpoint_publish(organization_id=committed.id, actor=TEST_ACTOR)
         return str(committed.id)
 
     (org_id,) = run_in_threads(commit)

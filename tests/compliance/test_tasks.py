@@ -20,6 +20,14 @@ def test_verify_task_enters_the_organizations_context(org: Organization) -> None
         "valid": True,
         "events_checked": 3,
         "head_sequence": 3,
+        "complete": True,
+        "checks": {
+            "checkpoints": 0,
+            "roots_compared": 0,
+            "signatures_verified": 0,
+            "copy": {"store": "vault", "anchors": 0, "latest_number": None},
+            "newest_checkpoint": None,
+        },
     }
 
 
