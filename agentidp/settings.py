@@ -288,6 +288,10 @@ AGENTIDP = {
     "DID_KEY_RETIRED_SECONDS": env.int("AGENTIDP_DID_KEY_RETIRED_SECONDS", default=30 * 86400),
     "ACCESS_TOKEN_MAX_LIFETIME": env.int("AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME", default=3600),
     "TOKEN_LEEWAY_SECONDS": env.int("AGENTIDP_TOKEN_LEEWAY_SECONDS", default=30),
+    # Wrong client credentials: after this many failures within the window, for one client_id
+    # or from one address (an IPv6 /64), further wrong ones get 429; a right secret never does.
+    "AUTH_FAILURE_LIMIT": env.int("AGENTIDP_AUTH_FAILURE_LIMIT", default=10),
+    "AUTH_FAILURE_WINDOW_SECONDS": env.int("AGENTIDP_AUTH_FAILURE_WINDOW_SECONDS", default=300),
     # The token endpoint's per-process client cache (oidc/lean.py): entries, and their age limit.
     "CLIENT_CACHE_ENTRIES": env.int("AGENTIDP_CLIENT_CACHE_ENTRIES", default=10000),
     "CLIENT_CACHE_SECONDS": env.int("AGENTIDP_CLIENT_CACHE_SECONDS", default=300),

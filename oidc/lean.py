@@ -53,6 +53,7 @@ from django_prometheus.middleware import PrometheusAfterMiddleware
 from prometheus_client import Counter
 from redis import RedisError
 
+from agentidp.addresses import client_address
 from agentidp.boundary import text_refusal
 from agentidp.events import events_committed
 from agentidp.lru import BoundedLRU
@@ -230,6 +231,7 @@ def token_issue_lean(request: HttpRequest) -> bytes:
         plan=record.plan,
         max_tokens_per_month=record.max_tokens_per_month,
         credential_id=credential_id,
+        source_address=client_address(request),
     )
     if not admission.allowed:
         raise Declined("admission")  # the full path runs it again and answers 429

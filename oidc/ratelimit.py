@@ -1,9 +1,13 @@
 """Token-endpoint admission: rate limits, failed-authentication throttle, monthly quota.
 
 One Redis round trip (a Lua script) per token request, after the secret has been checked in
-memory and before any write: the failed-authentication throttle for the client_id (checked
-first, so a throttled client gets the same 429 whether its secret was right or wrong); for a
-wrong secret, counting the failure; otherwise the organization's ``max_tokens_per_month``,
+memory and before any write. For a wrong secret: the failed-authentication throttle, per
+client_id and per source address (:mod:`agentidp.addresses`), answers 429 once either has
+seen ``AUTH_FAILURE_LIMIT`` failures in ``AUTH_FAILURE_WINDOW_SECONDS``, and otherwise counts
+the failure against both. A right secret never meets that throttle: a client_id is public (it
+is in the agent's DID document) and a secret is 256 random bits, so failures by others protect
+nothing by locking the client out; what they cost the server is capped per address. For a right
+secret: the organization's ``max_tokens_per_month``,
 token buckets per client and per organization (rates from the organization's plan), and then
 the reservation: the month's usage counter goes up and the secret's last use is noted in the
 same call, which also returns the organization's client-records stamp (``agentidp.stamps``).
@@ -17,10 +21,12 @@ import time
 from dataclasses import dataclass
 from uuid import UUID
 
+from django.conf import settings
 from prometheus_client import Counter
 from redis import RedisError
 from redis.commands.core import Script
 
+from agentidp.addresses import throttle_key
 from agentidp.stamps import client_records_key
 from agentidp.usage import last_used_key, redis_client, usage_key
 
@@ -29,6 +35,12 @@ logger = logging.getLogger("agentidp.auth")
 RATE_LIMITED = Counter(
     "agentidp_rate_limited_total", "Token requests refused by rate limit or quota.", ["limit"]
 )
+AUTH_THROTTLED = Counter(
+    "agentidp_auth_throttled_total",
+    "Wrong client credentials refused with 429, by the throttle that refused them (client, "
+    "address).",
+    ["scope"],
+)
 
 # (client rate/s, client burst, organization rate/s, organization burst) per plan
 PLAN_RATES: dict[str, tuple[float, int, float, int]] = {
@@ -36,12 +48,42 @@ PLAN_RATES: dict[str, tuple[float, int, float, int]] = {
     "pro": (100.0, 200, 1000.0, 2000),
     "enterprise": (1000.0, 2000, 10000.0, 20000),
 }
-FAILED_AUTH_LIMIT = 10
-FAILED_AUTH_WINDOW = 300
+
+
+def failed_auth_limit() -> int:
+    return int(settings.AGENTIDP["AUTH_FAILURE_LIMIT"])
+
+
+def failed_auth_window() -> int:
+    return int(settings.AGENTIDP["AUTH_FAILURE_WINDOW_SECONDS"])
+
 
 USAGE_TTL = 40 * 86400
 
-ADMIT = """
+# A wrong credential: refused with 429 while its client_id or its address is over the limit
+# (the window starts with the first failure: SET NX EX; EXPIRE NX needs Redis 7 and the
+# embedded server make run uses is 6.2), else counted against both and refused with 401.
+FAILURE = """
+local function failure(client_key, address_key, limit, window)
+  local by_client = tonumber(redis.call('GET', client_key) or '0')
+  local by_address = tonumber(redis.call('GET', address_key) or '0')
+  if by_client >= limit or by_address >= limit then
+    local wait = math.max(redis.call('TTL', client_key), redis.call('TTL', address_key), 1)
+    local scope = 'client'
+    if by_address >= limit then scope = 'address' end
+    return {'failed_auth', wait, scope}
+  end
+  redis.call('SET', client_key, 0, 'EX', window, 'NX')
+  redis.call('INCR', client_key)
+  redis.call('SET', address_key, 0, 'EX', window, 'NX')
+  redis.call('INCR', address_key)
+  return {'rejected', 0}
+end
+"""
+
+ADMIT = (
+    FAILURE
+    + """
 local now = tonumber(ARGV[1])
 local function bucket(key, rate, burst)
   local state = redis.call('HMGET', key, 't', 'v')
@@ -55,16 +97,8 @@ local function bucket(key, rate, burst)
   redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
   return 0
 end
-local failures = tonumber(redis.call('GET', KEYS[3]) or '0')
-if failures >= tonumber(ARGV[6]) then
-  return {'failed_auth', redis.call('TTL', KEYS[3])}
-end
 if ARGV[8] == '' then
-  -- SET NX EX starts the window on the first failure (EXPIRE NX needs Redis 7; the embedded
-  -- server make run uses is 6.2)
-  redis.call('SET', KEYS[3], 0, 'EX', ARGV[9], 'NX')
-  redis.call('INCR', KEYS[3])
-  return {'rejected', 0}
+  return failure(KEYS[3], KEYS[7], tonumber(ARGV[6]), ARGV[9])
 end
 if ARGV[12] == '0' then
   -- not a token request (revocation, introspection): throttled and noted, never metered
@@ -84,19 +118,31 @@ redis.call('EXPIRE', KEYS[4], ARGV[10])
 redis.call('HSET', KEYS[5], ARGV[8], ARGV[11])
 return {'ok', 0, redis.call('GET', KEYS[6]) or ''}
 """
+)
 
-_script: Script | None = None
+FAILURE_ONLY = (
+    FAILURE
+    + """
+return failure(KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2])
+"""
+)
+
+_scripts: dict[str, Script] = {}
 
 
-def _admit_script() -> Script:
-    global _script
-    if _script is None:
-        _script = redis_client().register_script(ADMIT)
-    return _script
+def _registered(source: str) -> Script:
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = redis_client().register_script(source)
+    return script
 
 
 def _failures_key(client_id: str) -> str:
     return f"agentidp:authfail:{client_id[:100]}"
+
+
+def _address_failures_key(address: str) -> str:
+    return f"agentidp:authfail-address:{throttle_key(address)}"
 
 
 @dataclass(frozen=True)
@@ -123,17 +169,18 @@ def token_request_admit(
     plan: str,
     max_tokens_per_month: int,
     credential_id: UUID | None,
+    source_address: str = "",
     reserve: bool = True,
 ) -> Admission:
-    """Admit a request whose secret checked out as ``credential_id`` (``None``: it did not).
+    """Admit a request whose secret checked out as ``credential_id`` (``None``: it did not,
+    and the failure is throttled or counted for the client_id and ``source_address``).
 
     ``reserve``: a token request, held to the rate limits and reserved against the monthly
-    quota. Other client-authenticated requests (revocation, introspection) meet only the
-    failed-authentication throttle and count no token."""
+    quota. Other client-authenticated requests (revocation, introspection) count no token."""
     client_rate, client_burst, org_rate, org_burst = PLAN_RATES.get(plan, PLAN_RATES["free"])
     usage = usage_key(organization_id)
     now = time.time()
-    result = _admit_script()(
+    result = _registered(ADMIT)(
         keys=[
             f"agentidp:bucket:client:{client_id[:100]}",
             f"agentidp:bucket:org:{organization_id}",
@@ -141,9 +188,10 @@ def token_request_admit(
             usage,
             last_used_key(organization_id),
             client_records_key(organization_id),
+            _address_failures_key(source_address),
         ],
-        args=[now, client_rate, client_burst, org_rate, org_burst, FAILED_AUTH_LIMIT,
-              max_tokens_per_month, str(credential_id or ""), FAILED_AUTH_WINDOW, USAGE_TTL,
+        args=[now, client_rate, client_burst, org_rate, org_burst, failed_auth_limit(),
+              max_tokens_per_month, str(credential_id or ""), failed_auth_window(), USAGE_TTL,
               int(now), "1" if reserve else "0"],
     )  # fmt: skip
     verdict, wait = result[0].decode(), int(result[1])
@@ -152,6 +200,8 @@ def token_request_admit(
         return Admission(allowed=True, reserved=usage if reserve else "", stamp=stamp)
     if verdict == "rejected":
         return Admission(allowed=False)
+    if verdict == "failed_auth":
+        AUTH_THROTTLED.labels(scope=result[2].decode()).inc()
     RATE_LIMITED.labels(limit=verdict).inc()
     return Admission(allowed=False, limit=verdict, retry_after=max(wait, 1))
 
@@ -167,10 +217,16 @@ def token_request_refund(reserved: str) -> None:
         logger.warning("could not give back a reserved token; the month counts one extra")
 
 
-def failed_authentication_count(client_id: str) -> None:
-    """Count a failure for a client_id that named no usable client (the script counts the rest)."""
-    pipe = redis_client().pipeline(transaction=False)
-    key = _failures_key(client_id)
-    pipe.set(key, 0, ex=FAILED_AUTH_WINDOW, nx=True)
-    pipe.incr(key)
-    pipe.execute()
+def failed_authentication_count(client_id: str, source_address: str) -> int:
+    """Throttle or count a failure for a client_id that named no usable client (the admission
+    script does the rest): the seconds to wait when the client_id or the address is over the
+    limit (the caller answers 429), else 0 (counted; the caller answers 401)."""
+    result = _registered(FAILURE_ONLY)(
+        keys=[_failures_key(client_id), _address_failures_key(source_address)],
+        args=[failed_auth_limit(), failed_auth_window()],
+    )
+    if result[0].decode() != "failed_auth":
+        return 0
+    AUTH_THROTTLED.labels(scope=result[2].decode()).inc()
+    RATE_LIMITED.labels(limit="failed_auth").inc()
+    return max(int(result[1]), 1)

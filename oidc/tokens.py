@@ -67,6 +67,8 @@ class Issuance:
     reserved: str = ""
     # Seconds a 429 or 503 tells the client to wait.
     retry_after: int | None = None
+    # The client's address (agentidp.addresses), which failed authentications are throttled by.
+    source_address: str = ""
 
 
 # A WSGI-style environ key (dotted, so no HTTP header can produce it).

@@ -42,6 +42,10 @@ AUTH_FAILURES = Counter(
     "agentidp_auth_failures_total", "Failed client authentications by reason.", ["reason"]
 )
 TOKENS_ISSUED = Counter("agentidp_tokens_issued_total", "Access tokens issued.")
+THROTTLED = (
+    "Too many failed authentications for this client or from this address; a request with the "
+    "right credentials is not refused for them."
+)
 
 
 def client_credentials_from(request: OAuthRequest) -> tuple[str, str]:
@@ -70,12 +74,12 @@ class AgentRequestValidator(OAuth2Validator):
     def authenticate_client(self, request: OAuthRequest, *args: object, **kwargs: object) -> bool:
         client_id, secret = client_credentials_from(request)
         if not client_id or not secret:
-            self._failed(client_id, None, "missing_credentials")
+            self._failed(request, client_id, None, "missing_credentials")
             return False
         try:
             client = client_load(client_id=client_id)
         except ClientAuthenticationFailed as failure:
-            self._failed(client_id, failure.organization_id, failure.reason)
+            self._failed(request, client_id, failure.organization_id, failure.reason)
             return False
         adopt_organization(client.organization_id)
         # The secret is checked in memory first; admission (one Redis call) then throttles,
@@ -90,7 +94,9 @@ class AgentRequestValidator(OAuth2Validator):
         self._admit(client, request, authenticated)
         if authenticated is None:
             assert rejection is not None  # noqa: S101 - set whenever the check failed
-            self._failed(client_id, rejection.organization_id, rejection.reason, counted=True)
+            self._failed(
+                request, client_id, rejection.organization_id, rejection.reason, counted=True
+            )
             return False
         request.client = authenticated.client
         request.client_id = client_id
@@ -108,6 +114,7 @@ class AgentRequestValidator(OAuth2Validator):
                 plan=organization.plan,
                 max_tokens_per_month=organization.max_tokens_per_month,
                 credential_id=authenticated.credential_id if authenticated else None,
+                source_address=issuance(request).source_address,
                 # only a token request (it has a grant_type) is metered
                 reserve=bool(request.grant_type),
             )
@@ -130,7 +137,7 @@ class AgentRequestValidator(OAuth2Validator):
         issuance(request).retry_after = admission.retry_after
         description = {
             "quota": "The organization's monthly token quota is exhausted.",
-            "failed_auth": "Too many failed authentications for this client; try later.",
+            "failed_auth": THROTTLED,
         }.get(admission.limit, "Too many token requests; slow down.")
         raise CustomOAuth2Error(
             error="temporarily_unavailable",
@@ -140,14 +147,32 @@ class AgentRequestValidator(OAuth2Validator):
         )
 
     def _failed(
-        self, client_id: str, organization_id: object, reason: str, *, counted: bool = False
+        self,
+        request: OAuthRequest,
+        client_id: str,
+        organization_id: object,
+        reason: str,
+        *,
+        counted: bool = False,
     ) -> None:
+        """Count, audit and (past the throttle: 429, unaudited) refuse a failed
+        authentication; ``counted``: the admission already counted it."""
         AUTH_FAILURES.labels(reason=reason).inc()
         if client_id and not counted:
+            state = issuance(request)
             try:
-                failed_authentication_count(client_id)
+                wait = failed_authentication_count(client_id, state.source_address)
             except RedisError:  # the request is refused either way
                 logger.warning("could not count a failed authentication")
+                wait = 0
+            if wait:
+                state.retry_after = wait
+                raise CustomOAuth2Error(
+                    error="temporarily_unavailable",
+                    description=THROTTLED,
+                    status_code=429,
+                    request=request,
+                )
         if organization_id is not None:
             assert isinstance(organization_id, uuid.UUID)  # noqa: S101 - set by the service
             event_record_after_request(

@@ -15,6 +15,7 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Histogram
 
+from agentidp.addresses import client_address
 from agentidp.errors import NO_STORE, standard_problem
 from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
@@ -50,7 +51,7 @@ class TokenView(dot_views.TokenView):
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         started = time.perf_counter()
         status = "500"
-        state = Issuance()
+        state = Issuance(source_address=client_address(request))
         request.META[ISSUANCE_KEY] = state
         try:
             repeated = sorted(key for key, values in request.POST.lists() if len(values) > 1)
@@ -117,7 +118,11 @@ class RevokeTokenView(dot_views.RevokeTokenView):
     Success is ``200 {}`` as JSON (oauthlib answers with an empty body), never cached."""
 
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        state = Issuance(source_address=client_address(request))
+        request.META[ISSUANCE_KEY] = state
         response: HttpResponse = super().post(request, *args, **kwargs)
+        if response.status_code in (429, 503) and state.retry_after:
+            response["Retry-After"] = str(state.retry_after)
         if response.status_code == 200 and not response.content:
             response = JsonResponse({})
         token_response_headers(response)
@@ -145,7 +150,7 @@ class IntrospectView(View):
             body=request.POST.dict(),
             headers={"Authorization": request.headers.get("Authorization", "")},
         )
-        state = issuance_attach(oauth_request, Issuance())
+        state = issuance_attach(oauth_request, Issuance(source_address=client_address(request)))
         try:
             authenticated = AgentRequestValidator().authenticate_client(oauth_request)
         except CustomOAuth2Error as refusal:

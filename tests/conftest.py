@@ -123,6 +123,18 @@ def _fresh_key_ring() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_failed_authentications_remembered() -> None:
+    """Every test client speaks from 127.0.0.1: failures counted for that address by earlier
+    tests (the suite shares one Redis) must not throttle this one's."""
+    from agentidp.usage import redis_client
+
+    client = redis_client()
+    stale = list(client.scan_iter(match="agentidp:authfail-address:*", count=1000))
+    if stale:
+        client.delete(*stale)
+
+
+@pytest.fixture(autouse=True)
 def _app_role_on_test_database(db: None) -> None:
     """Every test's default connection is the application role on the test database."""
     default, owner = connections["default"].settings_dict, connections["owner"].settings_dict

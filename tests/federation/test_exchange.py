@@ -282,11 +282,11 @@ def test_without_redis_no_token_is_exchanged(
     register()
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     redis_client.cache_clear()
-    ratelimit._script = None  # the admission script is bound to the Redis client
+    ratelimit._scripts.clear()  # the admission script is bound to the Redis client
     try:
         response = exchange(mini_issuer.token())
     finally:
         redis_client.cache_clear()
-        ratelimit._script = None
+        ratelimit._scripts.clear()
     refused(response, "temporarily_unavailable", 503)
     assert response["Retry-After"] == "5"

@@ -17,8 +17,8 @@ from tests.oidc.conftest import Credentialed, basic, jwt_parts
 from tests.platform.test_admin import PASSWORD
 
 
-def post(path: str, auth: str, **data: str) -> Any:
-    return HttpClient().post(path, data, headers={"Authorization": auth})
+def post(path: str, auth: str, address: str = "127.0.0.1", **data: str) -> Any:
+    return HttpClient(REMOTE_ADDR=address).post(path, data, headers={"Authorization": auth})
 
 
 def used(org: Organization) -> int:
@@ -54,11 +54,82 @@ def test_introspection_failures_are_counted_audited_and_throttled(
             organization_id=org.id, action="auth.failed", subject_id=cred.client_id
         ).count()
     assert failures == 10
-    throttled = post("/oauth2/introspect", basic(cred.client_id, cred.secret), token="t")
+    throttled = post("/oauth2/introspect", wrong, token="t")
     assert throttled.status_code == 429, throttled.content
     assert throttled.json()["error"] == "temporarily_unavailable"
     assert int(throttled["Retry-After"]) >= 1
-    assert post("/oauth2/revoke", basic(cred.client_id, cred.secret), token="t").status_code == 429
+    assert post("/oauth2/revoke", wrong, token="t").status_code == 429
+    # the throttle refuses wrong credentials only: the client's own still work
+    assert (
+        post("/oauth2/introspect", basic(cred.client_id, cred.secret), token="t").status_code == 200
+    )
+    assert post("/oauth2/revoke", basic(cred.client_id, cred.secret), token="t").status_code == 200
+
+
+def test_nobody_locks_an_agent_out_with_wrong_secrets(
+    cred: Credentialed, org: Organization
+) -> None:
+    """The client_id is public (the agent's DID document names it): 50 wrong secrets from
+    127.0.0.2 throttle 127.0.0.2 and the client_id's wrong guesses, never the right secret."""
+    wrong = basic(cred.client_id, "ais_" + "x" * 43)
+    answers = [
+        post("/oauth2/token", wrong, "127.0.0.2", grant_type="client_credentials").status_code
+        for _ in range(50)
+    ]
+    assert answers[:10] == [401] * 10 and set(answers[10:]) == {429}
+    for address in ("127.0.0.1", "127.0.0.2"):
+        right = post(
+            "/oauth2/token", basic(cred.client_id, cred.secret), address,
+            grant_type="client_credentials",
+        )  # fmt: skip
+        assert right.status_code == 200, (address, right.content)
+        assert (
+            post(
+                "/oauth2/introspect", basic(cred.client_id, cred.secret), address, token="t"
+            ).status_code
+            == 200
+        )
+    throttled = post("/oauth2/token", wrong, "127.0.0.2", grant_type="client_credentials")
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) >= 1
+    # another client_id's wrong secret from the throttled address: throttled by the address
+    stranger = basic("no-such-client", "ais_guess")
+    assert (
+        post("/oauth2/token", stranger, "127.0.0.2", grant_type="client_credentials").status_code
+        == 429
+    )
+    assert (
+        post("/oauth2/token", stranger, "127.0.0.3", grant_type="client_credentials").status_code
+        == 401
+    )
+    with tenant_context(org.id):
+        audited = AuditEvent.objects.filter(
+            organization_id=org.id, action="auth.failed", subject_id=cred.client_id
+        ).count()
+    assert audited == 10  # throttled attempts write nothing
+
+
+def test_behind_a_trusted_proxy_failures_count_for_the_forwarded_address(
+    cred: Credentialed, settings: Any
+) -> None:
+    settings.TRUSTED_PROXIES = ["10.0.0.5"]
+    wrong = basic(cred.client_id, "ais_guess")
+
+    def attempt(peer: str, forwarded: str, auth: str = wrong) -> int:
+        client = HttpClient(REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+        response = client.post(
+            "/oauth2/token", {"grant_type": "client_credentials"}, headers={"Authorization": auth}
+        )
+        return int(response.status_code)
+
+    # an untrusted peer's X-Forwarded-For is ignored: a fresh spoofed address each time helps
+    # nothing, the peer's own address is throttled
+    spoofed = [
+        attempt("198.51.100.9", f"203.0.113.{n}", basic(f"nobody-{n}", "x")) for n in range(12)
+    ]
+    assert spoofed[:10] == [401] * 10 and set(spoofed[10:]) == {429}
+    # from the trusted proxy: each forwarded client is throttled on its own
+    assert [attempt("10.0.0.5", "192.0.2.1") for _ in range(3)] == [401] * 3
+    assert attempt("10.0.0.5", "192.0.2.2, 192.0.2.1", basic("nobody", "x")) == 401
 
 
 def test_a_staff_revocation_is_audited_as_the_staff_members_act(

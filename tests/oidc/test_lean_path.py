@@ -239,9 +239,10 @@ def test_unknown_client_ids_never_push_the_working_set_out(
     cred: Credentialed, small_cache: None
 ) -> None:
     assert request_token(cred).status_code == 200
-    for _ in range(20):
+    for n in range(20):
         flood = request_token(auth=basic(str(uuid.uuid4()), "ais_" + "y" * 43))
-        assert flood.status_code == 401
+        # past the failure limit the flooding address is throttled
+        assert flood.status_code == (401 if n < 10 else 429)
     assert cred.client_id in client_cache and len(client_cache) == 1
     with CaptureQueriesContext(connection) as queries:
         assert request_token(cred).status_code == 200
