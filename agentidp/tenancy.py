@@ -202,6 +202,8 @@ class MigrationRouter:
         return db == "owner"
 
 
+# Deployment-wide tables the application role reaches only through SECURITY DEFINER functions.
+FUNCTION_ONLY_TABLES = ("oidc_assertionuse",)
 APPEND_ONLY_TABLES = (
     "compliance_auditevent",
     "compliance_auditmerklenode",
@@ -229,6 +231,8 @@ def grant_application_privileges(sender: object, using: str = "owner", **kwargs:
         cursor.execute(f"REVOKE INSERT, UPDATE, DELETE ON django_migrations FROM {grantees}")
         for table in APPEND_ONLY_TABLES:
             cursor.execute(f"REVOKE UPDATE, DELETE ON {quote(table)} FROM {grantees}")
+        for table in FUNCTION_ONLY_TABLES:
+            cursor.execute(f"REVOKE ALL ON {quote(table)} FROM {grantees}")
 
 
 # --- the request path ------------------------------------------------------------------------

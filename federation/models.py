@@ -1,4 +1,4 @@
-"""Partners an organization trusts, and the assertions already exchanged (replay guard)."""
+"""Partners an organization trusts (the assertions already exchanged: ``oidc.replay``)."""
 
 import datetime as dt
 import uuid
@@ -76,23 +76,3 @@ class FederationPartner(OrgOwnedModel, TimestampedModel):
         ):
             return PartnerStatus.EXPIRED
         return PartnerStatus.ACTIVE
-
-
-class FederationAssertion(OrgOwnedModel):
-    """A partner's assertion already exchanged here: its ``jti`` (hashed) until it expires."""
-
-    id = models.BigAutoField(primary_key=True)
-    partner = models.ForeignKey(
-        FederationPartner, on_delete=models.CASCADE, related_name="assertions"
-    )
-    jti_hash = models.CharField(max_length=64, help_text="SHA-256 of the assertion's jti.")
-    expires_at = models.DateTimeField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["partner", "jti_hash"], name="%(app_label)s_%(class)s_once"
-            ),
-        ]
-        indexes = [models.Index(fields=["expires_at"], name="federation_assertion_expiry")]

@@ -8,7 +8,6 @@ token endpoint's JWT bearer and token exchange grants; the rules themselves are 
 """
 
 import datetime as dt
-import hashlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from did.web import InvalidDid, url_for_did
 from federation.choices import PartnerStatus, Rejection
 from federation.fetch import FetchFailed, did_keys_check, jwks_fetch, metadata_discover, same_host
 from federation.keys import keys_for, keys_forget, keys_refresh, keys_stale, keys_store
-from federation.models import FederationAssertion, FederationPartner
+from federation.models import FederationPartner
 from federation.verification import (
     ParsedToken,
     Refused,
@@ -45,6 +44,7 @@ from federation.verification import (
 from oidc.extensions import DELEGATION_CLAIM
 from oidc.keys import signing_key_current
 from oidc.ratelimit import token_request_admit, token_request_refund
+from oidc.replay import assertion_jti_digest, assertion_spend
 from oidc.tokens import access_token_sign, api_audience
 from oidc.validators import TOKENS_ISSUED
 from organizations.choices import AGENT_SCOPES, IDENTITY_SCOPES
@@ -333,7 +333,6 @@ def partner_delete(*, actor: Principal, organization_id: uuid.UUID, partner_id: 
     """Stop trusting the partner: its tokens are refused, and so are the local tokens already
     exchanged for them (their standing names the partner)."""
     partner = partner_get(organization_id=organization_id, partner_id=partner_id, for_update=True)
-    FederationAssertion.objects.filter(organization_id=organization_id, partner=partner).delete()
     partner.delete()
     event_record(
         organization_id=organization_id, actor=actor,
@@ -535,26 +534,21 @@ def _lifetime(check: Verified, now: float) -> int:
     return min(limits)
 
 
-def _assertion_once(check: Verified, *, organization_id: uuid.UUID) -> str:
-    """Record the assertion's jti until it expires; a second use is ``replayed``."""
+def _assertion_once(check: Verified) -> str:
+    """Spend the assertion's ``jti`` for its issuer, deployment-wide, until it expires
+    (:mod:`oidc.replay`); a second use, in this organization or any other, is ``replayed``.
+    Returns the jti's digest, for the audit record."""
     jti = check.claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise ExchangeRefused(
             "invalid_grant", f"{Rejection.MISSING_CLAIM.value}: an assertion needs a jti."
         )
-    digest = hashlib.sha256(jti.encode()).hexdigest()
     expires = dt.datetime.fromtimestamp(float(str(check.claims["exp"])) + _leeway(), tz=dt.UTC)
-    try:
-        with transaction.atomic():
-            FederationAssertion.objects.create(
-                organization_id=organization_id, partner=check.partner, jti_hash=digest,
-                expires_at=expires,
-            )  # fmt: skip
-    except IntegrityError as exc:
+    if not assertion_spend(issuer=check.partner.issuer, jti=jti, expires_at=expires):
         raise ExchangeRefused(
             "invalid_grant", f"{Rejection.REPLAYED.value}: this assertion was already used."
-        ) from exc
-    return digest
+        )
+    return assertion_jti_digest(jti)
 
 
 def assertion_exchange(
@@ -599,7 +593,7 @@ def assertion_exchange(
         raise ExchangeRefused(
             "invalid_grant", f"{Rejection.EXPIRED.value}: the assertion has expired."
         )
-    jti_hash = _assertion_once(verified, organization_id=organization_id)
+    jti_hash = _assertion_once(verified)
     partner = verified.partner
     reserved = _admit(partner, organization_id=organization_id)
     try:
@@ -715,8 +709,8 @@ def exchange_rejection_data(check: Check | None, grant_type: str) -> dict[str, J
 
 def partners_maintain(*, organization_id: uuid.UUID, actor: Principal) -> dict[str, int]:
     """The beat job's work for one organization: mark partners past ``expires_at`` expired
-    (with ``federation.partner_updated``), refresh keys past half their TTL, and forget
-    exchanged assertions that have expired."""
+    (with ``federation.partner_updated``) and refresh keys past half their TTL (spent
+    assertions are forgotten deployment-wide: ``oidc.replay``)."""
     now = timezone.now()
     expired = refreshed = failed = 0
     partners = FederationPartner.objects.filter(organization_id=organization_id)
@@ -743,7 +737,4 @@ def partners_maintain(*, organization_id: uuid.UUID, actor: Principal) -> dict[s
             refreshed += 1
         except FetchFailed:
             failed += 1
-    purged, _ = FederationAssertion.objects.filter(
-        organization_id=organization_id, expires_at__lte=now
-    ).delete()
-    return {"expired": expired, "refreshed": refreshed, "failed": failed, "purged": purged}
+    return {"expired": expired, "refreshed": refreshed, "failed": failed}

@@ -111,3 +111,30 @@ class RevokedToken(OrgOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.jti} ({self.reason})"
+
+
+class AssertionUse(models.Model):
+    """A signed assertion already spent (a partner's token exchanged by the JWT bearer grant or
+    token exchange): its issuer and ``jti``, both hashed, kept until it expires. One use per
+    issuer and ``jti`` across the whole deployment, whichever organization it was presented to.
+
+    Deployment-wide, so not under RLS: the application role holds no privilege on the table
+    and reaches it only through ``oidc_assertion_spend`` (``SECURITY DEFINER``), which answers
+    whether this use is the first and reveals nothing else (:mod:`oidc.replay`)."""
+
+    id = models.BigAutoField(primary_key=True)
+    issuer_sha256 = models.CharField(max_length=64, editable=False)
+    jti_sha256 = models.CharField(max_length=64, editable=False)
+    expires_at = models.DateTimeField(editable=False)
+    spent_at = models.DateTimeField(editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer_sha256", "jti_sha256"], name="%(app_label)s_%(class)s_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="oidc_assertionuse_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer_sha256[:12]}/{self.jti_sha256[:12]}"

@@ -9,6 +9,7 @@ from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreUnavailable
 from agentidp.tenancy import platform_context, tenant_context
 from oidc.keys import jwks_cache_clear
+from oidc.replay import assertion_uses_purge
 from oidc.services import (
     RotationRefused,
     revocations_purge,
@@ -69,5 +70,9 @@ def revocations_purge_task(organization_id: str) -> int:
 
 @shared_task
 def revocations_purge_all_task() -> int:
-    """Beat job: one purge per organization."""
+    """Beat job: one purge per organization, and the deployment's spent assertions that have
+    expired (``oidc.replay``)."""
+    purged = assertion_uses_purge()
+    if purged:
+        logger.info("forgot %s expired spent assertions", purged)
     return fan_out_per_organization(revocations_purge_task, reason="beat:revocations-purge")

@@ -124,6 +124,57 @@ def test_an_assertion_is_exchanged_once(mini_issuer: MiniIssuer, register: Any) 
     )
 
 
+@pytest.mark.parametrize("grant", [JWT_BEARER, TOKEN_EXCHANGE])
+def test_an_assertion_is_spent_for_the_whole_deployment_and_durably(
+    grant: str,
+    org: Organization,
+    other_org: Organization,
+    mini_issuer: MiniIssuer,
+    register: Any,
+    client_for: Any,
+) -> None:
+    """Two organizations trust the same issuer: an assertion exchanged into one is refused in
+    the other too, by both grants, and after Redis has lost everything."""
+    register()
+    other_owner = client_for(StaffFactory(organization=other_org, role="owner"))
+    trusted = other_owner.post(
+        "/federation/trust",
+        {"issuer": mini_issuer.issuer, "allowed_scopes": ["agents:read"]}, format="json",
+    )  # fmt: skip
+    assert trusted.status_code == 201, trusted.content
+
+    def spend(assertion: str, organization: Organization) -> Any:
+        if grant == JWT_BEARER:
+            return exchange(assertion, organization_id=str(organization.id))
+        return exchange(
+            "", grant_type=TOKEN_EXCHANGE, subject_token=assertion,
+            subject_token_type=ACCESS_TOKEN_TYPE, organization_id=str(organization.id),
+        )  # fmt: skip
+
+    assertion = mini_issuer.token()
+    token = granted(spend(assertion, org))
+    assert jwt_parts(token)[1]["organization_id"] == str(org.id)
+    assert refused(spend(assertion, other_org), "invalid_grant").startswith("replayed")
+    redis_client().flushdb()  # as a Redis restart without persistence leaves it
+    assert refused(spend(assertion, other_org), "invalid_grant").startswith("replayed")
+    assert refused(spend(assertion, org), "invalid_grant").startswith("replayed")
+    with tenant_context(other_org.id):
+        rejected = AuditEvent.objects.filter(
+            organization_id=other_org.id, action="federation.rejected"
+        ).count()
+    assert rejected == 2  # each refusal audited where it was made
+    granted(spend(mini_issuer.token(), other_org))  # a fresh assertion is fine there
+
+
+def test_spent_assertions_are_not_readable_by_the_application_role() -> None:
+    from django.db import connection
+    from django.db.utils import ProgrammingError
+
+    with pytest.raises(ProgrammingError, match="permission denied"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM oidc_assertionuse")
+
+
 def test_scopes_are_the_intersection_with_the_partners_cap(
     mini_issuer: MiniIssuer, register: Any
 ) -> None:

@@ -181,7 +181,7 @@ def test_the_beat_job_expires_partners_and_refreshes_stale_keys(
             keys_fetched_at="2001-01-01T00:00Z"
         )
     report = partners_maintain_task(str(org.id))
-    assert report == {"expired": 0, "refreshed": 1, "failed": 0, "purged": 0}
+    assert report == {"expired": 0, "refreshed": 1, "failed": 0}
     assert [k["kid"] for k in api.get(url).json()["keys"]] == ["ec-1", "ec-3"]
 
 

@@ -31,7 +31,6 @@ TENANT_TABLES = [
     "oidc_revokedtoken",
     "organizations_staffmembership",
     "organizations_tokenusage",
-    "federation_federationassertion",
     "federation_federationpartner",
     "webhooks_eventcursor",
     "webhooks_webhookattempt",
