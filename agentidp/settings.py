@@ -90,15 +90,35 @@ TEMPLATES = [
 ]
 
 
-def _database(url: str) -> dict[str, object]:
+# Bounded waits (agentidp.deadlines): connecting (libpq's connect_timeout, whole seconds, at
+# least 2), each statement and lock wait on the application's connection (server-side), and the
+# same statement timeout plus a second enforced by the client for a server that cannot answer.
+DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=3)
+DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT", default=5000)
+DB_LOCK_TIMEOUT_MS = env.int("DB_LOCK_TIMEOUT", default=3000)
+DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env.int("DB_IDLE_IN_TRANSACTION_TIMEOUT", default=60000)
+
+
+def _database(url: str, *, application: bool) -> dict[str, object]:
     config: dict[str, object] = env.db_url_config(url)
     # A unix-socket directory arrives percent-encoded in the host part.
     config["HOST"] = unquote(str(config.get("HOST") or ""))
     config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
-    # Server-side parameter binding lets psycopg prepare a statement after its fifth run, so the
-    # hot paths' handful of statements skip PostgreSQL's parse and plan on every request.
-    config["OPTIONS"] = {"server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True)}
+    options: dict[str, object] = {
+        # Server-side parameter binding lets psycopg prepare a statement after its fifth run,
+        # so the hot paths' handful of statements skip PostgreSQL's parse and plan each time.
+        "server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True),
+        "connect_timeout": max(DB_CONNECT_TIMEOUT, 2),
+    }
+    if application:
+        # The owner's connection runs migrations, which may take longer than any request.
+        config["ENGINE"] = "agentidp.db"
+        options["options"] = (
+            f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
+            f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        )
+    config["OPTIONS"] = options
     return config
 
 
@@ -114,9 +134,14 @@ DATABASE_OWNER_URL = env.str(
 )
 DATABASES = {
     # The application role: no superuser, no BYPASSRLS, owns nothing. Every request runs here.
-    "default": {**_database(DATABASE_URL), "TEST": {"MIRROR": "owner"}},
+    "default": {**_database(DATABASE_URL, application=True), "TEST": {"MIRROR": "owner"}},
     # The owner role: owns the tables and runs the migrations (`migrate --database owner`).
-    "owner": {**_database(DATABASE_OWNER_URL), "TEST": {"NAME": "test_agentidp"}},
+    # (its engine is Django's own and the default's ours, so the test runner must be told that
+    # the owner's test database waits for no other: the default is only its mirror)
+    "owner": {
+        **_database(DATABASE_OWNER_URL, application=False),
+        "TEST": {"NAME": "test_agentidp", "DEPENDENCIES": []},
+    },
 }
 DATABASE_ROUTERS = ["agentidp.tenancy.MigrationRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -127,6 +152,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "agentidp",
+        # A Redis that does not answer is an error within two seconds, not a hung request.
+        "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
     }
 }
 
@@ -281,6 +308,7 @@ AGENTIDP = {
     # The copy of each organization's checkpoints outside the database keeps the first
     # checkpoint of each day for this many days, besides the newest (compliance.anchors).
     "AUDIT_ANCHOR_DAYS": env.int("AGENTIDP_AUDIT_ANCHOR_DAYS", default=400),
+    "DB_STATEMENT_TIMEOUT_MS": DB_STATEMENT_TIMEOUT_MS,
     # GET /audit/verify per organization (DRF's rate syntax).
     "AUDIT_VERIFY_RATE": env.str("AGENTIDP_AUDIT_VERIFY_RATE", default="6/min"),
     # Outbox health: a pending delivery older than this is unhealthy.

@@ -36,6 +36,7 @@ from django.utils.module_loading import import_string
 from prometheus_client import Counter
 
 from agentidp.conf import agentidp_settings
+from agentidp.deadlines import commit_deadlines
 from agentidp.deferred import deferred_begin, deferred_run
 from agentidp.errors import TenancyError, standard_problem
 from agentidp.middleware import UNAVAILABLE, exception_response
@@ -324,9 +325,12 @@ class TenancyMiddleware:
             return self.get_response(request)
         deferred = deferred_begin()
         try:
-            return self._in_transaction(request)
+            # the client waits for this answer: audited writes commit only while it does
+            with commit_deadlines():
+                return self._in_transaction(request)
         except UNAVAILABLE as exc:
-            # PostgreSQL went away (at BEGIN, in a resolver or at COMMIT): nothing was applied.
+            # PostgreSQL went away (at BEGIN, in a resolver or at COMMIT), or did not answer in
+            # time (agentidp.deadlines): nothing was applied.
             return exception_response(request, exc)
         finally:
             deferred_run(deferred)

@@ -11,6 +11,7 @@ from typing import cast
 from django.db import connection, models
 from django.utils import timezone
 
+from agentidp.deadlines import commit_deadline
 from agentidp.errors import JSONValue
 from compliance.merkle import MerkleFrontier
 from compliance.models import GENESIS_HASH, AuditChainHead, AuditEvent
@@ -202,11 +203,18 @@ def audit_event_append(
         data=dict(content.data),
     )
     append = f"{AUDIT_APPEND_CALL} a"
+    returned = "a.sequence, a.hash, a.previous_hash"
+    returned += ", NULL" if companion is None else ", (SELECT id FROM companion)"
+    deadline = commit_deadline()
+    if deadline is not None:
+        # in a request: the transaction commits only before this (compliance/0010); the
+        # placeholder is in the select list, before the append's own
+        returned += ", set_config('app.commit_deadline', %s, true)"
+        params = [deadline, *params]
     if companion is None:
-        sql = f"SELECT a.sequence, a.hash, a.previous_hash, NULL FROM {append}"  # noqa: S608 - constant
+        sql = f"SELECT {returned} FROM {append}"  # noqa: S608 - constant SQL of our own
     else:
         # Constant SQL of our own on both sides; every value is a parameter.
-        returned = "a.sequence, a.hash, a.previous_hash, (SELECT id FROM companion)"
         sql = f"WITH companion AS ({companion.sql}) SELECT {returned} FROM {append}"  # noqa: S608
         params = [*companion.params, *params]
     with connection.cursor() as cursor:

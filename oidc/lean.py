@@ -43,7 +43,7 @@ from typing import cast
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
@@ -55,8 +55,10 @@ from redis import RedisError
 
 from agentidp.addresses import client_address
 from agentidp.boundary import text_refusal
+from agentidp.deadlines import commit_deadline, commit_deadlines
 from agentidp.events import events_committed
 from agentidp.lru import BoundedLRU
+from agentidp.middleware import unavailable_response
 from compliance.services import EventContent, SQLValue, audit_append_arguments
 from credentials.records import ClientRecord
 from credentials.services import client_credentials_parse, client_record_load, secret_index
@@ -210,7 +212,9 @@ def _record(client_id: str) -> CachedClient:
 ISSUE_SQL = (
     "SELECT oidc_token_issue(%s::bigint, %s::uuid, %s, string_to_array(%s, ' '), %s, "
     "%s::bigint, %s::integer, %s, %s::uuid, %s, to_timestamp(%s::bigint), '[]'::jsonb, "
-    "%s::uuid, %s::uuid, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+    "%s::uuid, %s::uuid, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s), "
+    # the statement's transaction commits only before this (agentidp.deadlines)
+    "set_config('app.commit_deadline', %s, true)"
 )
 
 
@@ -321,7 +325,7 @@ def _issue(
                 str(record.pk), str(credential_id), digest, scope, record.plan,
                 str(record.max_tokens_per_month), str(record.access_token_lifetime_seconds),
                 hashlib.sha256(token.encode()).hexdigest(), jti, scope, str(claims["exp"]),
-                *(_text(value) for value in audit),
+                *(_text(value) for value in audit), _commit_deadline(),
             ],
         )  # fmt: skip
         row = cursor.fetchone()
@@ -341,6 +345,12 @@ def _issue(
     if id_token is not None:
         document["id_token"] = id_token
     return json.dumps(document).encode()
+
+
+def _commit_deadline() -> str:
+    deadline = commit_deadline()
+    assert deadline is not None  # noqa: S101 - the middleware entered commit_deadlines()
+    return deadline
 
 
 def _text(value: SQLValue) -> SQLValue:
@@ -370,17 +380,35 @@ class LeanTokenMiddleware:
             return self.get_response(request)
         started = time.perf_counter()
         try:
-            issued = token_issue_lean(request)
+            with commit_deadlines():
+                issued = token_issue_lean(request)
         except Declined as declined:
             LEAN_REQUESTS.labels(outcome=declined.reason).inc()
             return self.get_response(request)
-        except (RedisError, DatabaseError) as exc:
-            # The full path meets the same outage and answers 503 in the OAuth format.
+        except (RedisError, OperationalError, InterfaceError) as exc:
+            # PostgreSQL or Redis did not answer (in time: agentidp.deadlines): 503 now, in the
+            # full path's OAuth format, rather than a second wait for the same outage there.
             LEAN_REQUESTS.labels(outcome="unavailable").inc()
             logger.info("lean token path unavailable: %s", type(exc).__name__)
+            return self._respond_unavailable(request, started)
+        except DatabaseError as exc:
+            LEAN_REQUESTS.labels(outcome="database_error").inc()
+            logger.info("lean token path declined on %s", type(exc).__name__)
             return self.get_response(request)
         _ISSUED.inc()
         return self._respond(request, issued, started)
+
+    def _respond_unavailable(self, request: HttpRequest, started: float) -> HttpResponse:
+        self._metrics.process_request(request)
+        request.resolver_match = _token_route()
+        self._metrics.process_view(request, _no_view)
+        response: HttpResponse = unavailable_response(request)
+        token_response_headers(response)
+        for middleware in self._headers:
+            response = middleware.process_response(request, response)
+        response = cast(HttpResponse, self._metrics.process_response(request, response))
+        TOKEN_LATENCY.labels(status="503").observe(time.perf_counter() - started)
+        return response
 
     def _respond(self, request: HttpRequest, body: bytes, started: float) -> HttpResponse:
         self._metrics.process_request(request)

@@ -137,6 +137,26 @@ class Stack:
                 return int(entry.name)
         raise RuntimeError("the stack has no web process")
 
+    def services_environment(self) -> dict[str, str]:
+        """What ``make run`` gives its own processes (its embedded PostgreSQL by socket, its
+        Redis, its secret key and local secret store), for another server of this stack."""
+        socket_dir = (self.data_dir / "pg" / "postmaster.pid").read_text().splitlines()[4]
+        where = quote(socket_dir, safe="")
+        return {
+            **self.environment,
+            "DJANGO_SETTINGS_MODULE": "agentidp.settings",
+            "DATABASE_URL": f"postgres://agentidp_app@{where}/agentidp",
+            "DATABASE_OWNER_URL": f"postgres://agentidp_owner@{where}/agentidp",
+            "REDIS_URL": (self.data_dir / "redis.url").read_text().strip(),
+            "SECRET_KEY": (self.data_dir / "secret_key").read_text().strip(),
+            "DEBUG": "1",
+            "AGENTIDP_ISSUER": self.base,
+            "AGENTIDP_LOCAL_SECRETS_PATH": str(self.data_dir / "secrets.enc"),
+            "AGENTIDP_LOCAL_SECRETS_KEY_FILE": str(self.data_dir / "secrets.key"),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.data_dir / "metrics"),
+            "LOG_LEVEL": "WARNING",
+        }
+
     def postgres_pid(self) -> int:
         return int((self.data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
 

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend the application's connection uses (``ENGINE: agentidp.db``)."""
