@@ -46,7 +46,15 @@ from oidc.keys import (
 )
 from oidc.models import AccessToken, RevokedToken, SigningKey
 from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
-from oidc.tokens import ID_TOKEN_TYPE, InvalidToken, VerifiedToken, access_token_verify, jws_sign
+from oidc.tokens import (
+    ID_TOKEN_TYPE,
+    InvalidToken,
+    VerifiedToken,
+    access_token_verify,
+    jws_sign,
+    lifetime_capped,
+    token_leeway,
+)
 from organizations.choices import AGENT_SCOPES, OrganizationStatus, Scope
 
 logger = logging.getLogger("agentidp.keys")
@@ -413,7 +421,9 @@ STANDING_SQL = """
 SELECT set_config('app.organization_id', %s, true),
        (SELECT a.status FROM agents_agent a WHERE a.id = %s),
        (SELECT a.tokens_not_before FROM agents_agent a WHERE a.id = %s),
-       (SELECT o.status FROM organizations_organization o WHERE o.id = %s::uuid)
+       (SELECT o.status FROM organizations_organization o WHERE o.id = %s::uuid),
+       (SELECT o.access_token_lifetime_seconds FROM organizations_organization o
+         WHERE o.id = %s::uuid)
 """
 
 
@@ -437,7 +447,9 @@ def token_principal(verified: VerifiedToken) -> Principal | str:
         return "claims"
     organization_id = str(verified.organization_id)
     with connection.cursor() as cursor:
-        cursor.execute(STANDING_SQL, [organization_id, agent_id, agent_id, organization_id])
+        cursor.execute(
+            STANDING_SQL, [organization_id, agent_id, agent_id, organization_id, organization_id]
+        )
         row = cursor.fetchone()
     organization_applied(verified.organization_id)
     if row is None or row[1] != AgentStatus.ACTIVE or row[3] != OrganizationStatus.ACTIVE:
@@ -445,6 +457,8 @@ def token_principal(verified: VerifiedToken) -> Principal | str:
     not_before: dt.datetime | None = row[2]
     if not_before is not None and verified.issued_at < not_before.timestamp():
         return "revoked"
+    if verified.expires_at - verified.issued_at > lifetime_capped(int(row[4])) + token_leeway():
+        return "lifetime"  # longer than its organization lets a token live: not issued here
     return Principal(
         kind="agent",
         id=verified.subject,

@@ -407,13 +407,28 @@ def _check_claims(
         _check_times(claims)
 
 
-def _check_times(claims: Mapping[str, JSONValue]) -> None:
-    leeway = min(int(settings.AGENTIDP["TOKEN_LEEWAY_SECONDS"]), 60)
-    now = time.time()
-    exp, nbf = claims["exp"], claims.get("nbf", claims["iat"])
-    if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+def token_leeway() -> int:
+    return min(int(settings.AGENTIDP["TOKEN_LEEWAY_SECONDS"]), 60)
+
+
+def _seconds(value: JSONValue) -> int:
+    """A NumericDate as we issue them: an integer (never a float, a bool or 1e308)."""
+    if type(value) is not int:
         raise InvalidToken("claims")
+    return value
+
+
+def _check_times(claims: Mapping[str, JSONValue]) -> None:
+    """``exp`` not past, ``nbf`` and ``iat`` not ahead (with leeway), and a lifetime no longer
+    than any token of this deployment may have: a token signed with the real key but an ``exp``
+    years ahead (or an ``iat`` to come) was never issued here."""
+    leeway = token_leeway()
+    now = time.time()
+    exp, iat = _seconds(claims["exp"]), _seconds(claims["iat"])
+    nbf = _seconds(claims["nbf"]) if "nbf" in claims else iat
     if exp + leeway <= now:
         raise InvalidToken("expired")
-    if nbf - leeway > now:
+    if nbf - leeway > now or iat - leeway > now:
         raise InvalidToken("not_yet_valid")
+    if exp - iat > int(settings.AGENTIDP["ACCESS_TOKEN_MAX_LIFETIME"]) + leeway:
+        raise InvalidToken("lifetime")

@@ -21,7 +21,7 @@ from oidc.keys import key_ring
 from oidc.revocation import jti_revoke
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
-from tests.oidc.conftest import Credentialed, credentialed, jwt_parts, statements
+from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts, statements
 
 
 def b64(data: bytes) -> str:
@@ -176,6 +176,51 @@ def test_token_within_leeway_still_works(claims: dict[str, Any]) -> None:
 def test_future_nbf(claims: dict[str, Any]) -> None:
     claims["nbf"] = int(time.time()) + 600
     assert_invalid_token(call(sign(claims)))
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"exp": 1e308},  # signed with the real key, a float: never issued here
+        {"exp": 10**400},
+        {"exp": "tomorrow"},
+        {"exp": True},
+        {"iat": 1.5},
+        {"exp_ahead": 31 * 365 * 86400},  # 31 years
+        {"exp_ahead": 3600 + 31},  # past the deployment's maximum lifetime and its leeway
+        {"iat_ahead": 600},  # issued in the future
+    ],
+)
+def test_lifetimes_no_token_of_ours_has_are_refused(
+    claims: dict[str, Any], times: dict[str, Any], cred: Credentialed
+) -> None:
+    now = int(time.time())
+    if "exp_ahead" in times:
+        claims.update(iat=now, nbf=now, exp=now + times["exp_ahead"])
+    elif "iat_ahead" in times:
+        claims.update(iat=now + times["iat_ahead"], exp=now + times["iat_ahead"] + 60)
+    else:
+        claims.update(times)
+    token = sign(claims)
+    assert_invalid_token(call(token))
+    introspected = HttpClient().post(
+        "/oauth2/introspect", {"token": token},
+        headers={"Authorization": basic(cred.client_id, cred.secret)},
+    )  # fmt: skip
+    assert introspected.json() == {"active": False}
+
+
+def test_a_lifetime_over_the_organizations_is_refused(
+    claims: dict[str, Any], cred: Credentialed, org: Organization
+) -> None:
+    """The organization's tokens live 600 s: a token for 1,800 (under the deployment's 3,600)
+    was not issued here either."""
+    assert org.access_token_lifetime_seconds == 600
+    now = int(time.time())
+    claims.update(iat=now, nbf=now, exp=now + 1800)
+    assert_invalid_token(call(sign(claims)))
+    claims.update(exp=now + 600)
+    assert call(sign(claims)).status_code == 200
 
 
 @pytest.mark.parametrize(
