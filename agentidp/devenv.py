@@ -11,6 +11,7 @@
 Usage: ``python -m agentidp.devenv run``, ``... test [pytest args]``, ``... manage <command>``.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -22,11 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-if TYPE_CHECKING:
-    from pgserver.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("AGENTIDP_DATA_DIR", ROOT / ".agentidp"))
@@ -106,6 +103,123 @@ class EmbeddedRedis:
                 self.process.kill()
 
 
+class EmbeddedPostgres:
+    """The PostgreSQL that ``pgserver`` ships, run as a child of this launcher.
+
+    Not through ``pg_ctl``, which detaches the postmaster into a session of its own: a server
+    started (or restarted by the supervisor) that way outlives ``make run``'s process group.
+    As a child it is in that group, so stopping the group, even with SIGKILL, stops it too.
+    Initialization (``initdb``, the unprivileged system user when run as root, permissions) is
+    pgserver's own helpers'."""
+
+    def __init__(self, pgdata: Path, log: Path) -> None:
+        self.pgdata = pgdata.resolve()
+        self.log = log.resolve()
+        self.system_user = "pgserver" if os.geteuid() == 0 else None
+        self.socket_dir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def prepare(self) -> None:
+        import pwd
+        import stat
+
+        from pgserver import utils
+        from pgserver._commands import POSTGRES_BIN_PATH
+        from pgserver.postgres_server import PostgresServer
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if self.system_user is not None:
+            utils.ensure_user_exists(self.system_user)
+            utils.ensure_prefix_permissions(self.pgdata)
+            utils.ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+            utils.ensure_folder_permissions(POSTGRES_BIN_PATH, read | execute)
+            utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+            entry = pwd.getpwnam(self.system_user)
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            subprocess.run(  # noqa: S603 - the initdb pgserver ships
+                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "--auth=trust",
+                 "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
+                check=True, stdout=subprocess.DEVNULL, user=self.system_user,
+            )  # fmt: skip
+        self.socket_dir = utils.find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
+        if self.system_user is not None and self.socket_dir != self.pgdata:
+            utils.ensure_prefix_permissions(self.socket_dir)
+            self.socket_dir.chmod(0o777)
+
+    def running_pid(self) -> int | None:
+        """The postmaster serving this data directory now, whoever started it."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"postgres" in command and str(self.pgdata).encode() in command else None
+
+    def start(self) -> None:
+        """Start the server as a child (a postmaster left running by an earlier launcher is
+        stopped first: this one must own it) and wait until it accepts connections."""
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        assert self.socket_dir is not None  # noqa: S101 - prepare() ran
+        leftover = self.running_pid()
+        if leftover is not None and (self.process is None or leftover != self.process.pid):
+            say(f"stopping a PostgreSQL left running on {self.pgdata} (pid {leftover})")
+            _stop_pid(leftover)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - the binary pgserver ships
+                [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata), "-h", "",
+                 "-k", str(self.socket_dir)],
+                stdout=log, stderr=subprocess.STDOUT, user=self.system_user,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"embedded PostgreSQL did not start; see {self.log}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return (
+            self.process is not None and len(lines) >= 8 and lines[0] == str(self.process.pid)
+            and lines[7].strip() == "ready"
+        )  # fmt: skip
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown: roll back, disconnect
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def superuser_url(self) -> str:
+        return f"postgresql://postgres@/postgres?host={quote(str(self.socket_dir), safe='/')}"
+
+
+def _stop_pid(pid: int, timeout: float = 30) -> None:
+    """Stop a postmaster that is not our child: fast shutdown, then kill."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 @dataclass
 class Services:
     """Connection URLs and the embedded processes this launcher owns."""
@@ -116,8 +230,8 @@ class Services:
     superuser_url: str = ""
     redis_url: str = ""
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    # keeps the pgserver handle alive: the server stops when this process exits
-    pg_handle: "PostgresServer | None" = None
+    # the embedded servers this launcher started (and stops)
+    postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
 
     def stop(self) -> None:
@@ -131,6 +245,8 @@ class Services:
                 child.kill()
         if self.redis is not None:
             self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
 
 
 def _superuser_sql(superuser_url: str, statements: list[str]) -> None:
@@ -180,7 +296,12 @@ def _django_url(user: str, host: str, port: str, db: str) -> str:
     return f"postgres://{user}@{where}/{db}"
 
 
-def start_database(services: Services, *, prefer_local: bool, recreate: bool = False) -> None:
+def start_database(
+    services: Services, *, prefer_local: bool, recreate: bool = False, adopt_running: bool = False
+) -> None:
+    """PostgreSQL for this command (``adopt_running``: an embedded server already up for the
+    data directory is used as it is, and not stopped afterwards; else this launcher starts its
+    own, stopping a leftover)."""
     if os.environ.get("DATABASE_URL"):
         services.database_url = os.environ["DATABASE_URL"]
         services.owner_url = os.environ.get("DATABASE_OWNER_URL", "")
@@ -201,16 +322,20 @@ def start_database(services: Services, *, prefer_local: bool, recreate: bool = F
 
         # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells); it falls back fine
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        from pgserver.postgres_server import get_server
-
         started = time.monotonic()
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        server = get_server(DATA_DIR / "pg", cleanup_mode="stop")
-        services.pg_handle = server
-        superuser = server.get_uri("postgres")
-        host = superuser.split("host=", 1)[1].split("&", 1)[0]
-        port = ""
-        say(f"embedded PostgreSQL up in {time.monotonic() - started:.1f}s (socket {host})")
+        server = EmbeddedPostgres(DATA_DIR / "pg", DATA_DIR / "postgres.log")
+        server.prepare()
+        if adopt_running and server.running_pid() is not None:
+            say("using the embedded PostgreSQL make run started")  # and leaving it running
+        else:
+            server.start()
+            services.postgres = server
+            say(
+                f"embedded PostgreSQL up in {time.monotonic() - started:.1f}s (socket {server.socket_dir})"
+            )
+        superuser = server.superuser_url()
+        host, port = str(server.socket_dir), ""
     bootstrap_roles(superuser, recreate=recreate)
     services.superuser_url = superuser
     services.database_url = _django_url(APP_ROLE, host, port, DB_NAME)
@@ -368,20 +493,9 @@ def embedded_programs(services: Services) -> list[Program]:
         redis = services.redis
         programs.append(Program("embedded Redis", redis.start, redis.alive))
         programs[-1].started_at = time.monotonic()
-    if services.pg_handle is not None:
-        from pgserver.utils import PostmasterInfo
-
-        server = services.pg_handle
-
-        def pg_alive() -> bool:
-            info = PostmasterInfo.read_from_pgdata(server.pgdata)
-            return info is not None and info.is_running()
-
-        def pg_start() -> None:
-            with server._lock:
-                server.ensure_postgres_running()
-
-        programs.append(Program("embedded PostgreSQL", pg_start, pg_alive))
+    if services.postgres is not None:
+        postgres = services.postgres
+        programs.append(Program("embedded PostgreSQL", postgres.start, postgres.alive))
         programs[-1].started_at = time.monotonic()
     return programs
 
@@ -404,6 +518,12 @@ def cmd_run() -> int:
             # A webhook receiver on this machine is what a developer points a subscription at;
             # a deployment leaves loopback refused (the allowlist is empty by default).
             AGENTIDP_SSRF_ALLOWLIST=os.environ.get("AGENTIDP_SSRF_ALLOWLIST", "127.0.0.1,::1"),
+            # ... on any unprivileged port over plain http (a receiver or a second instance on
+            # this machine); this deployment's own services' ports stay refused.
+            AGENTIDP_SSRF_ALLOWED_PORTS=os.environ.get(
+                "AGENTIDP_SSRF_ALLOWED_PORTS", "443,80,1024-65535"
+            ),
+            AGENTIDP_WEBHOOK_ALLOW_HTTP=os.environ.get("AGENTIDP_WEBHOOK_ALLOW_HTTP", "1"),
             # web, worker and beat write their metrics here; /metrics sums them all
             PROMETHEUS_MULTIPROC_DIR=str(metrics_directory()),
         )
@@ -536,7 +656,7 @@ def cmd_manage(args: list[str]) -> int:
     up, an embedded Redis of the same data directory for the command's duration."""
     services = Services()
     try:
-        start_database(services, prefer_local=False)
+        start_database(services, prefer_local=False, adopt_running=True)
         stored = DATA_DIR / "redis.url"
         if os.environ.get("REDIS_URL"):
             services.redis_url = os.environ["REDIS_URL"]

@@ -189,6 +189,9 @@ class InputBoundaryMiddleware:
         if allowed is not None and (request.method or "") not in allowed:
             # Before authentication and CSRF: a method the resource lacks is a 405 for anyone.
             return standard_problem(request, 405, headers={"Allow": ", ".join(allowed)})
+        refused = credential_in_query(request)
+        if refused is not None:
+            return refused
         try:
             self._check(request)
         except (RequestDataTooBig, _TooLarge):
@@ -227,6 +230,40 @@ class InputBoundaryMiddleware:
                 ((key, value) for key, values in request.POST.lists() for value in values),
                 where="form field",
             )
+
+
+# Credentials never travel in a URI: it is logged, cached and sent on in Referer headers.
+QUERY_REFUSED_EVERYWHERE = frozenset({"access_token"})
+QUERY_REFUSED_ON_OAUTH = frozenset(
+    {"client_secret", "client_assertion", "assertion", "subject_token", "actor_token", "token",
+     "refresh_token", "code", "password"}
+)  # fmt: skip
+
+
+def credential_in_query(request: HttpRequest) -> HttpResponse | None:
+    """400 for a credential in the query string (RFC 6750 2.3: we do not accept a bearer token
+    there; RFC 6749 2.3.1: nor client credentials), in the endpoint's format, before anything
+    reads it; ``None`` when there is none."""
+    if not request.META.get("QUERY_STRING"):
+        return None
+    names = {name.lower() for name in request.GET}
+    oauth = request.path in OAUTH_ENDPOINTS
+    found = sorted(
+        names & (QUERY_REFUSED_EVERYWHERE | (QUERY_REFUSED_ON_OAUTH if oauth else set()))
+    )
+    if not found:
+        return None
+    headers = {} if oauth else {
+        "WWW-Authenticate": 'Bearer realm="agentidp", error="invalid_request", '
+        'error_description="no token in the URI"'
+    }  # fmt: skip
+    where = "the request body" if oauth else "the Authorization header"
+    return standard_problem(
+        request, 400,
+        detail=f"Credentials are not accepted in the URI ({', '.join(found)}); send them in "
+        f"{where}, and treat them as exposed.",
+        headers=headers,
+    )  # fmt: skip
 
 
 def allowed_methods(path: str) -> list[str] | None:

@@ -10,10 +10,14 @@ Every request to a URL someone else chose goes through here:
 2. :func:`url_check` resolves the host and checks **every** address: loopback, private,
    link-local (169.254.169.254 included), CGNAT 100.64/10, multicast, reserved, unspecified,
    IPv4-mapped and -compatible IPv6, NAT64, 6to4, Teredo, site-local and unique-local are all
-   refused, as is any scheme but https (http only with ``WEBHOOK_ALLOW_HTTP``) and any port
-   but the allowed ones. ``SSRF_ALLOWLIST`` (addresses or CIDRs) exempts its addresses from
-   the address, port and scheme rules, for tests, development or a receiver an operator
-   deliberately allows.
+   refused, as is any scheme but https (http only with ``WEBHOOK_ALLOW_HTTP``), any port but
+   the allowed ones (``SSRF_ALLOWED_PORTS``: ports and ranges), and, whatever is allowed, the
+   ports of the deployment's own services (:func:`service_ports`: PostgreSQL, Redis, Vault,
+   the brokers, the well-known ones and every port in the configured service URLs).
+   ``SSRF_ALLOWLIST`` (addresses or CIDRs) exempts its addresses from the address rule only,
+   for tests, development or a receiver an operator deliberately allows: never from the
+   scheme and port rules, so ``http://127.0.0.1:6379/`` stays refused however loopback is
+   allowed.
 3. :func:`outbound_request` connects to an address that was just checked (resolved again for
    each request, so a name that rebinds to a private address after it was accepted is refused
    at delivery), sends the request with the original host in ``Host`` and in TLS SNI and
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -119,17 +124,77 @@ class OutboundPolicy:
     """What the guard allows, from settings."""
 
     allow_http: bool
-    allowed_ports: frozenset[int]
+    allowed_ports: tuple[tuple[int, int], ...]  # inclusive ranges
     allowlist: tuple[IPNetwork, ...]
+    denied_ports: frozenset[int]
+
+    def port_allowed(self, port: int) -> bool:
+        return port not in self.denied_ports and any(
+            low <= port <= high for low, high in self.allowed_ports
+        )
+
+
+# Ports of infrastructure a deployment runs beside itself, never a webhook receiver's or an
+# issuer's: PostgreSQL, Redis, Vault/OpenBao, NATS, Kafka, RabbitMQ, memcached, etcd, Consul,
+# Elasticsearch, MongoDB, MySQL, OPA, the Docker and Kubernetes APIs, the kubelet, ZooKeeper.
+SERVICE_PORTS = frozenset({
+    5432, 6379, 6380, 8200, 8201, 4222, 6222, 8222, 9092, 9093, 5672, 15672, 25672, 11211,
+    2379, 2380, 8500, 8300, 9200, 9300, 27017, 3306, 8181, 2375, 2376, 6443, 10250, 2181,
+})  # fmt: skip
+SERVICE_URL_SETTINGS = ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "CELERY_BROKER_URL")
+
+
+def service_ports() -> frozenset[int]:
+    """:data:`SERVICE_PORTS` and every port in the service URLs this deployment is configured
+    with (its database, Redis, broker, Vault, NATS, Kafka, OPA): an embedded Redis on a free
+    port is refused like the standard one."""
+    urls = [str(getattr(settings, name, "") or "") for name in SERVICE_URL_SETTINGS]
+    config: dict[str, object] = settings.AGENTIDP
+    vault = config.get("VAULT")
+    if isinstance(vault, dict):
+        urls.append(str(vault.get("ADDR", "")))
+    urls += [
+        str(config.get("NATS_URL", "")),
+        str(cast(dict[str, object], config["POLICY"]).get("OPA_URL", "")),
+    ]
+    urls += [
+        f"kafka://{b.strip()}" for b in str(config.get("KAFKA_BROKERS", "")).split(",") if b.strip()
+    ]
+    return SERVICE_PORTS | _ports_of(tuple(urls))
+
+
+@cache
+def _ports_of(urls: tuple[str, ...]) -> frozenset[int]:
+    found: set[int] = set()
+    for url in urls:
+        for part in url.split(","):  # nats://a:4222,b:4223
+            try:
+                port = urlsplit(part if "://" in part else f"x://{part}").port
+            except ValueError:
+                continue
+            if port is not None:
+                found.add(port)
+    return frozenset(found)
 
 
 def outbound_policy() -> OutboundPolicy:
     raw: dict[str, object] = settings.AGENTIDP
     return OutboundPolicy(
         allow_http=bool(raw["WEBHOOK_ALLOW_HTTP"]),
-        allowed_ports=frozenset(int(str(p)) for p in _items(raw["SSRF_ALLOWED_PORTS"])),
+        allowed_ports=_port_ranges(tuple(str(p) for p in _items(raw["SSRF_ALLOWED_PORTS"]))),
         allowlist=_allowlist(tuple(str(item) for item in _items(raw["SSRF_ALLOWLIST"]))),
+        denied_ports=service_ports(),
     )
+
+
+@cache
+def _port_ranges(entries: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """``443``, ``1024-65535``: each an inclusive range."""
+    ranges: list[tuple[int, int]] = []
+    for entry in entries:
+        low, _, high = entry.strip().partition("-")
+        ranges.append((int(low), int(high or low)))
+    return tuple(ranges)
 
 
 def _items(value: object) -> list[object]:
@@ -269,15 +334,14 @@ def url_check(url: str | ParsedUrl) -> CheckedUrl:
             raise UrlRefused("resolver answered a non-address") from exc
         if not addresses:
             raise UrlRefused("unresolvable", "The URL's host could not be resolved.")
-    exempt = all(_allowlisted(address, policy) for address in addresses)
-    if not exempt:
-        for address in addresses:
-            if address_forbidden(address) and not _allowlisted(address, policy):
-                raise UrlRefused(f"address {address}")
-        if parsed.scheme != "https" and not policy.allow_http:
-            raise UrlRefused("plain http", "The URL must use https.")
-        if parsed.port not in policy.allowed_ports:
-            raise UrlRefused(f"port {parsed.port}")
+    for address in addresses:
+        if address_forbidden(address) and not _allowlisted(address, policy):
+            raise UrlRefused(f"address {address}")
+    # the allow list relaxes the address rule only
+    if parsed.scheme != "https" and not policy.allow_http:
+        raise UrlRefused("plain http", "The URL must use https.")
+    if not policy.port_allowed(parsed.port):
+        raise UrlRefused(f"port {parsed.port}")
     return CheckedUrl(url=parsed, addresses=addresses)
 
 

@@ -42,13 +42,24 @@ _probing: dict[str, Future[None]] = {}
 def _database_probe() -> None:
     """On the probe's own thread, with its own connection (kept between probes)."""
     connection = connections["default"]
+    reused = connection.connection is not None
+    try:
+        _select_one(connection)
+    except Exception:
+        connection.close()
+        if not reused:
+            raise
+        _select_one(connection)  # the kept connection was lost (a restart): a fresh one
+
+
+def _select_one(connection: BaseDatabaseWrapper) -> None:
     try:
         connection.ensure_connection()  # connect_timeout bounds a server that does not answer
         with deadline(_socket(connection), READINESS_SECONDS):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
     except Exception:
-        connection.close()  # the next probe connects afresh
+        connection.close()
         raise
 
 

@@ -8,6 +8,7 @@ Metrics: every worker is its own process, so prometheus_client runs in multiproc
 whichever of them answers the scrape.
 """
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -16,6 +17,8 @@ import tempfile
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
+
+from agentidp.logs import redact_handlers
 
 bind = "127.0.0.1:8000"
 workers = multiprocessing.cpu_count() + 1
@@ -49,3 +52,14 @@ def child_exit(server: Arbiter, worker: Worker) -> None:
 def on_exit(server: Arbiter) -> None:
     if METRICS_DIR == _OWN_METRICS_DIR:
         shutil.rmtree(METRICS_DIR, ignore_errors=True)
+
+
+def _redacting(server: Arbiter | Worker) -> None:
+    """gunicorn's own loggers (its access log, if one is turned on, writes whole request lines)
+    carry no credential either (agentidp.logs)."""
+    for name in ("gunicorn.access", "gunicorn.error"):
+        redact_handlers(logging.getLogger(name))
+
+
+when_ready = _redacting
+post_worker_init = _redacting

@@ -181,6 +181,26 @@ class Stack:
             time.sleep(0.2)
         return False
 
+    def processes_using_data(self) -> list[str]:
+        """Processes whose command line, working directory or open files are in the data
+        directory: ``pid command``."""
+        root = str(self.data_dir.resolve())
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                command = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+                places = [os.readlink(entry / "cwd")]
+                places += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+            except OSError:
+                continue
+            if root in command or any(p.startswith(root) for p in places):
+                found.append(f"{entry.name} {command[:200]}")
+        return found
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -214,12 +234,15 @@ def stack_start(
     port = free_port()
     log = base_dir / "make-run.log"
     with log.open("wb") as out:
+        # a process group of its own, as a terminal gives `make run`: stopping that group must
+        # stop everything the stack started, and nothing of the test run's
         process = subprocess.Popen(  # noqa: S603 - our own launcher
             [sys.executable, "-m", "agentidp.devenv", "run"],
             env=stack_environment(data_dir, port, extra_env),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     stack = Stack(
         base=f"http://localhost:{port}", port=port, data_dir=data_dir, log=log, process=process,

@@ -34,6 +34,8 @@ def issuer_address_allowed() -> Iterator[None]:
     saved = dict(settings.AGENTIDP)
     agentidp_override(
         SSRF_ALLOWLIST=[ISSUER_HOST],
+        WEBHOOK_ALLOW_HTTP=True,
+        SSRF_ALLOWED_PORTS=["443", "80", "1024-65535"],
         FEDERATION_FETCH_TIMEOUT_SECONDS=1.0,
         FEDERATION_LEEWAY_SECONDS=5,
     )

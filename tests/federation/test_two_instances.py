@@ -35,6 +35,8 @@ def b(partner_run: Stack) -> Stack:
 def _a_reaches_b_on_loopback(settings: Any) -> None:
     """A's outbound guard allows loopback (B), as ``make run`` does; fetches time out fast."""
     settings.AGENTIDP["SSRF_ALLOWLIST"] = ["127.0.0.1", "::1"]
+    settings.AGENTIDP["WEBHOOK_ALLOW_HTTP"] = True
+    settings.AGENTIDP["SSRF_ALLOWED_PORTS"] = ["443", "80", "1024-65535"]
     settings.AGENTIDP["FEDERATION_FETCH_TIMEOUT_SECONDS"] = 1.0
 
 

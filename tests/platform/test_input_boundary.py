@@ -12,7 +12,7 @@ from agentidp.boundary import MAX_JSON_DEPTH, InputRejected, json_parse
 from agentidp.tenancy import tenant_context
 from agents.models import Agent
 from organizations.models import Organization
-from tests.oidc.conftest import Credentialed, basic
+from tests.oidc.conftest import Credentialed, basic, token_for  # noqa: F401 - a fixture used
 
 PROBLEM = "application/problem+json"
 
@@ -159,3 +159,58 @@ def test_a_page_past_the_end_is_a_documented_404(api: APIClient) -> None:
 
 def test_a_huge_page_number_is_past_the_end(api: APIClient) -> None:
     problem(api.get("/agents", {"page": "99999999999999999999"}), 404)
+
+
+# --- credentials in the URI ----------------------------------------------------------------
+
+
+def test_a_bearer_token_in_the_query_string_is_refused(
+    cred: Credentialed, token_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 6750 2.3 lets a server take ``access_token`` from the URI; this one refuses it,
+    before anything reads it: URIs are logged, cached and sent on in Referer headers."""
+    token = token_for(cred)
+    for path in (f"/agents?access_token={token}", f"/agent-info?access_token={token}",
+                 f"/agents?ACCESS_TOKEN={token}&page_size=1"):  # fmt: skip
+        response = HttpClient().get(path)
+        body = problem(response)
+        assert "access_token" in body["detail"] and token not in response.content.decode()
+        assert 'error="invalid_request"' in response["WWW-Authenticate"]
+    # even beside a header that would have been accepted
+    both = HttpClient().get(
+        f"/agents?access_token={token}", headers={"Authorization": f"Bearer {token}"}
+    )
+    problem(both)
+
+
+@pytest.mark.parametrize(
+    "name", ["client_secret", "client_assertion", "assertion", "subject_token", "token"]
+)
+def test_client_credentials_in_the_token_endpoints_uri_are_refused(name: str) -> None:
+    for path in ("/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"):
+        response = HttpClient().post(
+            f"{path}?{name}=secret-value", {"grant_type": "client_credentials"}
+        )
+        body = oauth_error(response)
+        assert body["error"] == "invalid_request" and name in body["error_description"]
+        assert response["Cache-Control"] == "no-store"
+
+
+def test_logs_never_carry_a_credential_from_a_url() -> None:
+    import logging
+
+    from agentidp.logs import RedactCredentials, redact
+
+    line = '"GET /agents?access_token=eyJ.a.b&page=2&client_secret=s3cr%3Dt HTTP/1.1" 400'
+    assert redact(line) == (
+        '"GET /agents?access_token=[redacted]&page=2&client_secret=[redacted] HTTP/1.1" 400'
+    )
+    assert redact("token_type_hint=x&token=abc subject_token=q") == (
+        "token_type_hint=x&token=[redacted] subject_token=[redacted]"
+    )
+    record = logging.LogRecord(
+        "django.server", logging.INFO, __file__, 1, '"%s" %s %s',
+        ("GET /agent-info?assertion=header.payload.sig HTTP/1.1", "400", "99"), None,
+    )  # fmt: skip
+    assert RedactCredentials().filter(record) is True
+    assert record.getMessage() == '"GET /agent-info?assertion=[redacted] HTTP/1.1" 400 99'

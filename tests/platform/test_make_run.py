@@ -5,6 +5,7 @@ PostgreSQL outage is a 503 with ``Retry-After``, and the supervisor brings each 
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -13,6 +14,7 @@ import pytest
 import redis
 import requests
 
+from agentidp.devenv import ROOT, free_port
 from tests.live import Stack
 
 pytestmark = pytest.mark.django_db(databases=[])
@@ -152,3 +154,73 @@ def test_api_docs_work_without_internet(make_run: Stack) -> None:
         for source in sources:
             asset = requests.get(f"{make_run.base}{source}", timeout=10)
             assert asset.status_code == 200 and len(asset.content) > 1000, source
+
+
+def test_credentials_in_urls_never_reach_the_log(make_run: Stack) -> None:
+    """The development server's access log writes whole request lines: a token sent in a query
+    string (and refused) is not in it."""
+    secret = "eyJleaked." + "q" * 40 + ".sig"
+    refused = requests.get(f"{make_run.base}/agents?access_token={secret}", timeout=10)
+    assert refused.status_code == 400
+    requests.post(f"{make_run.base}/oauth2/token?client_secret={secret}", timeout=10)
+    time.sleep(0.5)
+    log = make_run.log.read_text()
+    assert secret not in log
+    assert "access_token=[redacted]" in log and "client_secret=[redacted]" in log
+
+
+def test_loopback_receivers_are_allowed_but_never_the_stacks_own_services(
+    make_run: Stack,
+) -> None:
+    """make run allows webhook receivers on 127.0.0.1 over http on any unprivileged port, and
+    still refuses its own Redis (the standard port and the embedded one's) and PostgreSQL's."""
+    access_token = token(make_run, "webhooks:manage")
+    headers = {"Authorization": f"Bearer {access_token}"}
+
+    def subscribe(url: str) -> requests.Response:
+        return requests.post(
+            f"{make_run.base}/webhooks", json={"url": url, "event_types": ["agent.*"]},
+            headers=headers, timeout=10,
+        )  # fmt: skip
+
+    for port in (6379, make_run.redis_port(), 5432, 8200):
+        refused = subscribe(f"http://127.0.0.1:{port}/")
+        assert refused.status_code == 400, (port, refused.text)
+        assert refused.json()["errors"] == {"url": ["The URL is not allowed."]}
+    accepted = subscribe(f"http://127.0.0.1:{free_port()}/hook")
+    assert accepted.status_code == 201, accepted.text
+    requests.delete(
+        f"{make_run.base}/webhooks/{accepted.json()['subscription']['id']}", headers=headers,
+        timeout=10,
+    )  # fmt: skip
+
+
+def test_verifyauditchain_exits_as_the_readme_says(make_run: Stack) -> None:
+    """An organization's log rewritten by the database's superuser: the command exits 1, and
+    ``make manage`` (as the README runs it) reports that as make's own 2."""
+    import psycopg
+
+    created = make_run.manage("createorganization", "tampered-log", "--name", "Tampered")
+    assert created.returncode == 0, created.stderr
+    organization = json.loads(created.stdout)["id"]
+    socket_dir = (make_run.data_dir / "pg" / "postmaster.pid").read_text().splitlines()[4]
+    with psycopg.connect(
+        host=socket_dir, user="postgres", dbname="agentidp", autocommit=True
+    ) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "UPDATE compliance_auditevent SET data = '{\"forged\": true}'"
+            " WHERE organization_id = %s AND sequence = 1",
+            [organization],
+        )
+    direct = make_run.manage("verifyauditchain", "--org", "tampered-log")
+    assert direct.returncode == 1, direct.stderr
+    assert json.loads(direct.stdout)["organizations"][0]["first_invalid"]["code"] == "altered"
+    through_make = subprocess.run(  # noqa: S603 - the README's own command
+        ["make", "-s", "manage", "ARGS=verifyauditchain --org tampered-log"],  # noqa: S607
+        env=make_run.environment, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert through_make.returncode == 2, through_make.stderr
+    healthy = make_run.manage("verifyauditchain", "--org", "demo")
+    assert healthy.returncode == 0, healthy.stdout

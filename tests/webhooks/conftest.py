@@ -35,10 +35,13 @@ def agentidp_override(**values: Any) -> Callable[[], None]:
 
 @pytest.fixture(autouse=True)
 def receiver_address_allowed() -> Iterator[None]:
-    """Only 127.0.0.2 is allowlisted: every spelling of 127.0.0.1 stays refused in the same run.
-    Retries are compressed to tens of milliseconds, without jitter."""
+    """Only 127.0.0.2 is allowlisted: every spelling of 127.0.0.1 stays refused in the same run
+    (the receivers speak plain http on a free port, as make run allows). Retries are compressed
+    to tens of milliseconds, without jitter."""
     restore = agentidp_override(
         SSRF_ALLOWLIST=[RECEIVER_HOST],
+        WEBHOOK_ALLOW_HTTP=True,
+        SSRF_ALLOWED_PORTS=["443", "80", "1024-65535"],
         WEBHOOK_RETRY_SCHEDULE=[0.01, 0.01, 0.01],
         WEBHOOK_RETRY_JITTER=0.0,
         WEBHOOK_TIMEOUT=2.0,

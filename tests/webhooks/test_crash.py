@@ -99,6 +99,8 @@ def test_worker_killed_mid_delivery_and_redis_restarted_lose_nothing(
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": redis_url,
         "AGENTIDP_SSRF_ALLOWLIST": RECEIVER_HOST,
+        "AGENTIDP_WEBHOOK_ALLOW_HTTP": "1",
+        "AGENTIDP_SSRF_ALLOWED_PORTS": "1024-65535",
         "AGENTIDP_WEBHOOK_RETRY_SCHEDULE": "0.5,1,1,1,1,1,1,1,1,1",
         "AGENTIDP_WEBHOOK_TIMEOUT": "1",
         "AGENTIDP_WEBHOOK_CONCURRENCY": "2",

@@ -3,8 +3,10 @@ subscription is made and again at delivery, DNS rebinding refused, redirects not
 hanging or huge answer failing cleanly. Only 127.0.0.2 is allowlisted in this run."""
 
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
@@ -67,7 +69,6 @@ HOSTILE = [
     "file:///etc/passwd",
     "gopher://127.0.0.1:6379/_INFO",
     "https://public.test:6379/hook",  # a port other than 443 and 80
-    "http://public.test/hook",  # plain http, not allowed here
     "https://mixed.test/hook",  # one public and one private address
     "https://127.0.0.2.nip.test/hook",  # a name (not the allowlisted address) answering loopback
     "https://public.test/" + "a" * 2048,  # over 2,048 characters
@@ -102,8 +103,29 @@ def test_at_least_thirty_spellings_are_covered() -> None:
 
 def test_a_public_https_url_and_the_allowlisted_address_pass() -> None:
     assert [str(a) for a in url_check("https://public.test/hook").addresses] == [PUBLIC]
-    checked = url_check("http://127.0.0.2:8080/hook")  # allowlisted: scheme and port exempt
+    checked = url_check("http://127.0.0.2:8080/hook")  # allowlisted; http and 8080 allowed here
     assert [str(a) for a in checked.addresses] == ["127.0.0.2"]
+
+
+def test_the_allowlist_relaxes_the_address_rule_only() -> None:
+    """An allowlisted address still meets the scheme and port rules, and the ports of this
+    deployment's own services (its Redis, its Vault, PostgreSQL, the brokers) stay refused
+    whatever ports are allowed."""
+    redis_port = urlsplit(settings.REDIS_URL).port or 6379
+    vault_port = urlsplit(str(settings.AGENTIDP["VAULT"]["ADDR"])).port
+    for port in {6379, 5432, 8200, 4222, 9092, 5672, redis_port, vault_port}:
+        with pytest.raises(UrlRefused):
+            url_check(f"http://127.0.0.2:{port}/")
+        with pytest.raises(UrlRefused):
+            url_check(f"https://public.test:{port}/")
+    restore = agentidp_override(WEBHOOK_ALLOW_HTTP=False, SSRF_ALLOWED_PORTS=["443"])
+    try:
+        for url in ("http://127.0.0.2/hook", "http://public.test/hook", "https://127.0.0.2:8080/"):
+            with pytest.raises(UrlRefused):
+                url_check(url)
+        assert url_check("https://127.0.0.2/hook").addresses
+    finally:
+        restore()
 
 
 @pytest.mark.parametrize("url", HOSTILE)
@@ -149,7 +171,9 @@ def test_dns_rebinding_is_refused_at_delivery(org: Organization, receiver: Recei
     # public when the subscription is made, loopback (where the receiver is) at delivery
     resolver.answers["rebind.test"] = [[PUBLIC], ["127.0.0.1"]]
     url = f"http://rebind.test:{receiver.server.port}/hook"
-    restore = agentidp_override(WEBHOOK_ALLOW_HTTP=True, SSRF_ALLOWED_PORTS=[receiver.server.port])
+    restore = agentidp_override(
+        WEBHOOK_ALLOW_HTTP=True, SSRF_ALLOWED_PORTS=[str(receiver.server.port)]
+    )
     try:
         subscribe_url = subscribe(org, receiver, ["agent.created"])
         with tenant_context(org.id):
