@@ -326,7 +326,9 @@ AGENTIDP = {
     # Outbound HTTP (agentidp/outbound.py): addresses or CIDRs exempt from the address, port
     # and scheme rules; the ports allowed otherwise; plain http only when explicitly allowed.
     "SSRF_ALLOWLIST": env.list("AGENTIDP_SSRF_ALLOWLIST", default=[]),
-    "SSRF_ALLOWED_PORTS": env.list("AGENTIDP_SSRF_ALLOWED_PORTS", cast=int, default=[443, 80]),
+    # ports, or inclusive ranges such as 1024-65535; the ports of the deployment's own services
+    # stay refused whatever this says (agentidp.outbound.service_ports)
+    "SSRF_ALLOWED_PORTS": env.list("AGENTIDP_SSRF_ALLOWED_PORTS", default=["443", "80"]),
     "SSRF_RESOLVER": env.str("AGENTIDP_SSRF_RESOLVER", default="agentidp.outbound.system_resolve"),
     "WEBHOOK_ALLOW_HTTP": env.bool("AGENTIDP_WEBHOOK_ALLOW_HTTP", default=False),
     # Webhook delivery: seconds between attempts (the last failure after the last entry is a
@@ -405,7 +407,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # no credential in any line (agentidp.logs), whichever logger wrote it
+    "filters": {"redact": {"()": "agentidp.logs.RedactCredentials"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own handlers (the development server's access log among them) replaced by
+        # ours, so their lines are redacted too
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
 }

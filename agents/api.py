@@ -3,7 +3,12 @@
 from contextlib import AbstractContextManager, nullcontext
 from uuid import UUID
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -44,6 +49,35 @@ class AgentSerializer(RenderSerializer):
     updated_at = serializers.DateTimeField(read_only=True)
 
 
+SKILL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": services.SKILL_FIELDS["id"]},
+        "name": {"type": "string", "minLength": 1, "maxLength": services.SKILL_FIELDS["name"]},
+        "description": {"type": "string", "maxLength": services.SKILL_FIELDS["description"]},
+        "tags": {
+            "type": "array",
+            "maxItems": 20,
+            "items": {"type": "string", "minLength": 1, "maxLength": 50},
+        },
+    },
+    "required": ["id", "name"],
+    "additionalProperties": False,
+}
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": services.MAX_SKILLS,
+        "items": SKILL_SCHEMA,
+        "description": "Agent-card skills; each id once (400 otherwise).",
+    }
+)
+class SkillsField(serializers.ListField):
+    """What the service checks (``agents.services.skills_checked``), described for the schema."""
+
+
 class AgentWriteSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, trim_whitespace=True)
     description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
@@ -52,10 +86,9 @@ class AgentWriteSerializer(StrictSerializer):
     )
     metadata = serializers.DictField(required=False)
     version = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    skills = serializers.ListField(
-        child=serializers.DictField(), required=False, max_length=50,
-        help_text="Agent-card skills: {id, name, description, tags}.",
-    )  # fmt: skip
+    skills = SkillsField(
+        child=serializers.DictField(), required=False, max_length=services.MAX_SKILLS
+    )
     authors = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, max_length=20
     )

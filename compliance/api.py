@@ -163,7 +163,9 @@ class VerifyThrottle(SimpleRateThrottle):
 
 class AuditQuerySerializer(QuerySerializer):
     action = serializers.CharField(max_length=100, required=False)
-    actor_type = serializers.ChoiceField(choices=["user", "agent", "system"], required=False)
+    actor_type = serializers.ChoiceField(
+        choices=["user", "agent", "federated", "system"], required=False
+    )
     actor_id = serializers.CharField(max_length=200, required=False)
     subject_type = serializers.CharField(max_length=50, required=False)
     subject_id = serializers.CharField(max_length=200, required=False)
@@ -188,8 +190,13 @@ class ProofQuerySerializer(QuerySerializer):
 
 
 class ConsistencyQuerySerializer(QuerySerializer):
-    first = serializers.IntegerField(min_value=0, max_value=MAX_TREE_SIZE)
-    second = serializers.IntegerField(min_value=0, max_value=MAX_TREE_SIZE)
+    first = serializers.IntegerField(
+        min_value=0, max_value=MAX_TREE_SIZE,
+        help_text="A checkpoint's tree size, at most `second` (400 otherwise).",
+    )  # fmt: skip
+    second = serializers.IntegerField(
+        min_value=0, max_value=MAX_TREE_SIZE, help_text="A checkpoint's tree size."
+    )
 
 
 class CheckpointSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -228,11 +235,15 @@ class ConsistencyProofSerializer(serializers.Serializer):  # type: ignore[type-a
 @extend_schema_view(
     list=extend_schema(
         parameters=[
-            OpenApiParameter("action", str, description="Exact action, or a family like agent.*"),
+            OpenApiParameter(
+                "action",
+                {"type": "string", "maxLength": 100},
+                description="Exact action, or a family like agent.*",
+            ),
             OpenApiParameter("actor_type", str, enum=["user", "agent", "federated", "system"]),
-            OpenApiParameter("actor_id", str),
-            OpenApiParameter("subject_type", str),
-            OpenApiParameter("subject_id", str),
+            OpenApiParameter("actor_id", {"type": "string", "maxLength": 200}),
+            OpenApiParameter("subject_type", {"type": "string", "maxLength": 50}),
+            OpenApiParameter("subject_id", {"type": "string", "maxLength": 200}),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601; inclusive"),
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601; exclusive"),
         ],
@@ -240,8 +251,16 @@ class ConsistencyProofSerializer(serializers.Serializer):  # type: ignore[type-a
     ),
     verify=extend_schema(
         parameters=[
-            OpenApiParameter("from", int, description="First sequence number (default 1)"),
-            OpenApiParameter("to", int, description="Last sequence number (default the head)"),
+            OpenApiParameter(
+                "from",
+                {"type": "integer", "minimum": 1, "maximum": MAX_TREE_SIZE},
+                description="First sequence number (default 1; at most `to`)",
+            ),
+            OpenApiParameter(
+                "to",
+                {"type": "integer", "minimum": 1, "maximum": MAX_TREE_SIZE},
+                description="Last sequence number (default the head; at least `from`)",
+            ),
         ],
         responses={200: ChainVerificationSerializer, **problem_responses(400, 401, 403, 429)},
         description="Verify the caller's organization's audit log: recompute its hash chain "
@@ -365,7 +384,11 @@ class ControlsSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class ReportQuerySerializer(QuerySerializer):
-    since = serializers.DateTimeField(required=False, help_text="Default: 30 days ago")
+    since = serializers.DateTimeField(
+        required=False,
+        help_text="Default: 30 days before until. Before until, and at most "
+        f"{REPORT_MAX_DAYS} days before it (400 otherwise).",
+    )
     until = serializers.DateTimeField(required=False, help_text="Default: now")
 
     def validate(self, attrs: dict[str, datetime]) -> dict[str, datetime]:

@@ -1,6 +1,6 @@
 """API for an agent's DID keys: list them, rotate (custodial) or register the agent's own key."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,8 +23,53 @@ class DidKeySerializer(serializers.ModelSerializer[AgentDidKey]):
         read_only_fields = fields
 
 
+_COORDINATE = {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$"}  # 32 bytes, base64url
+# Other public members (kid, alg, use, ...) are ignored; a private one refuses the key.
+_NO_PRIVATE = {
+    "not": {
+        "anyOf": [{"required": [name]} for name in ("d", "p", "q", "dp", "dq", "qi", "k", "oth")]
+    }
+}
+PUBLIC_KEY_JWK_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "object",
+            "title": "Ed25519",
+            "properties": {
+                "kty": {"enum": ["OKP"]},
+                "crv": {"enum": ["Ed25519"]},
+                "x": _COORDINATE,
+            },
+            "required": ["kty", "crv", "x"],
+            **_NO_PRIVATE,
+        },
+        {
+            "type": "object",
+            "title": "P-256",
+            "description": "x and y must be a point on the curve (400 otherwise).",
+            "properties": {
+                "kty": {"enum": ["EC"]},
+                "crv": {"enum": ["P-256"]},
+                "x": _COORDINATE,
+                "y": _COORDINATE,
+            },
+            "required": ["kty", "crv", "x", "y"],
+            **_NO_PRIVATE,
+        },
+    ],
+    "description": "The agent's own public key (Ed25519 or P-256 JWK): we never see its private "
+    "part (private members are refused). Omitted: we generate the key and keep its private part "
+    "in the secret store.",
+}
+
+
+@extend_schema_field(PUBLIC_KEY_JWK_SCHEMA)
+class PublicKeyJwkField(serializers.DictField):
+    """An agent's public JWK, as ``did.services`` checks it."""
+
+
 class DidKeyRotateSerializer(StrictSerializer):
-    public_key_jwk = serializers.DictField(
+    public_key_jwk = PublicKeyJwkField(
         required=False,
         help_text="The agent's own public key (Ed25519 or P-256 JWK): we never see its private "
         "part. Omitted: we generate the key and keep its private part in the secret store.",

@@ -1,7 +1,7 @@
 """API for federation: the trust registry (scope ``federation:manage``) and verification of
 partners' tokens (scope ``federation:verify``)."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -13,6 +13,19 @@ from federation import selectors, services
 from federation.choices import PartnerStatus, Rejection
 from federation.models import FederationPartner
 from organizations.choices import Scope
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": 50,
+        "items": {"type": "string", "enum": sorted(services.FEDERABLE_SCOPES)},
+        "description": "The most a federated principal may be granted here: agent scopes "
+        "only (never openid).",
+    }
+)
+class FederableScopesField(serializers.ListField):
+    """What ``federation.services.scopes_checked`` accepts, described for the schema."""
 
 
 class PartnerSerializer(serializers.ModelSerializer[FederationPartner]):
@@ -60,10 +73,9 @@ class TrustSerializer(StrictSerializer):
         max_length=services.MAX_ALLOWED_ORGANIZATIONS,
         help_text="The partner's organization_id values accepted (empty: all).",
     )  # fmt: skip
-    allowed_scopes = serializers.ListField(
-        child=serializers.CharField(max_length=100), max_length=50,
-        help_text="The most a federated principal may be granted here.",
-    )  # fmt: skip
+    allowed_scopes = FederableScopesField(
+        child=serializers.CharField(max_length=100), max_length=50
+    )
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     notes = serializers.CharField(
         max_length=services.MAX_NOTES, required=False, default="", allow_blank=True
@@ -86,7 +98,7 @@ class PartnerUpdateSerializer(StrictSerializer):
         child=serializers.CharField(max_length=200), required=False,
         max_length=services.MAX_ALLOWED_ORGANIZATIONS,
     )  # fmt: skip
-    allowed_scopes = serializers.ListField(
+    allowed_scopes = FederableScopesField(
         child=serializers.CharField(max_length=100), max_length=50, required=False
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)

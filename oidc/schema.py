@@ -8,6 +8,7 @@ authentication, RFC 6749 error bodies, and the keys and metadata documents.
 from agentidp.errors import JSONValue
 from agentidp.schema import JSONObject
 from oidc.extensions import grant_types_extra
+from organizations.choices import Scope
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -92,6 +93,80 @@ def _form(properties: JSONObject, required: list[JSONValue]) -> JSONObject:
     }
 
 
+TOKEN_TYPES: list[JSONValue] = [
+    "urn:ietf:params:oauth:token-type:access_token",
+    "urn:ietf:params:oauth:token-type:jwt",
+]
+
+
+def _token_request() -> JSONObject:
+    """The token request, one form per grant (``grant_type`` tells them apart): the client's
+    own token with its credentials; a partner's token, with no client credentials at all (it
+    authenticates itself)."""
+    audience: JSONObject = {
+        "scope": {"type": "string", "description": "Space-separated scopes"},
+        "resource": {"type": "string", "format": "uri", "description": "RFC 8707"},
+        "audience": {"type": "string", "format": "uri"},
+    }
+    trusting: JSONObject = {
+        "organization_id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The trusting organization, when several trust the partner",
+        }
+    }
+    partner_token: JSONObject = {
+        "type": "string",
+        "minLength": 1,
+        "description": "A partner's token",
+    }
+    variants: list[JSONValue] = [
+        {
+            "type": "object",
+            "title": "client_credentials",
+            "properties": {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                **audience,
+                "client_id": {"type": "string", "description": "client_secret_post"},
+                "client_secret": {"type": "string", "description": "client_secret_post"},
+            },
+            "required": ["grant_type"],
+            "additionalProperties": False,
+        },
+    ]
+    extra = grant_types_extra()
+    jwt_bearer = [g for g in extra if g.endswith(":jwt-bearer")]
+    exchange = [g for g in extra if g.endswith(":token-exchange")]
+    if jwt_bearer:
+        variants.append({
+            "type": "object",
+            "title": "jwt-bearer (a partner's token; no client credentials)",
+            "properties": {
+                "grant_type": {"type": "string", "enum": list[JSONValue](jwt_bearer)},
+                "assertion": partner_token, **audience, **trusting,
+            },
+            "required": ["grant_type", "assertion"],
+            "additionalProperties": False,
+        })  # fmt: skip
+    if exchange:
+        variants.append({
+            "type": "object",
+            "title": "token-exchange (a partner's token; no client credentials)",
+            "properties": {
+                "grant_type": {"type": "string", "enum": list[JSONValue](exchange)},
+                "subject_token": partner_token,
+                "subject_token_type": {"type": "string", "enum": TOKEN_TYPES},
+                "requested_token_type": {
+                    "type": "string", "enum": ["urn:ietf:params:oauth:token-type:access_token"]
+                },
+                **audience, **trusting,
+            },
+            "required": ["grant_type", "subject_token", "subject_token_type"],
+            "additionalProperties": False,
+        })  # fmt: skip
+    return {"required": True, "content": {FORM: {"schema": {"oneOf": variants}}}}
+
+
 def _json(description: str, schema: JSONObject) -> JSONObject:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
@@ -140,42 +215,7 @@ def _paths() -> JSONObject:
                 "is a short-lived token of that organization for the partner's agent "
                 "(`organization_id` names the organization when several trust the issuer).",
                 "security": CLIENT_AUTH,
-                "requestBody": _form(
-                    {
-                        "grant_type": {
-                            "type": "string",
-                            "enum": ["client_credentials", *grant_types_extra()],
-                        },
-                        "scope": {"type": "string", "description": "Space-separated scopes"},
-                        "resource": {"type": "string", "format": "uri"},
-                        "audience": {"type": "string", "format": "uri"},
-                        "assertion": {
-                            "type": "string",
-                            "description": "JWT bearer grant: a partner's token",
-                        },
-                        "subject_token": {
-                            "type": "string",
-                            "description": "Token exchange: a partner's token",
-                        },
-                        "subject_token_type": {
-                            "type": "string",
-                            "enum": [
-                                "urn:ietf:params:oauth:token-type:access_token",
-                                "urn:ietf:params:oauth:token-type:jwt",
-                            ],
-                        },
-                        "requested_token_type": {
-                            "type": "string",
-                            "enum": ["urn:ietf:params:oauth:token-type:access_token"],
-                        },
-                        "organization_id": {
-                            "type": "string",
-                            "format": "uuid",
-                            "description": "The trusting organization, when several trust the partner",
-                        },
-                    },
-                    ["grant_type"],
-                ),
+                "requestBody": _token_request(),
                 "responses": {
                     "200": _json(
                         "The token (never cached)",
@@ -372,5 +412,18 @@ def oauth_endpoints_hook(
         "type": "http",
         "scheme": "basic",
         "description": "client_secret_basic: the client_id and secret, form-encoded (RFC 6749)",
+    }
+    # How an agent gets the bearer token the API takes: the client credentials grant at the
+    # token endpoint (what OAuth-aware clients and Swagger UI read; it also tells API fuzzers
+    # that the token endpoint's 400s for bad assertions are credential refusals).
+    security["agentClientCredentials"] = {
+        "type": "oauth2",
+        "description": "An agent's access token (RFC 9068 JWT) from the token endpoint.",
+        "flows": {
+            "clientCredentials": {
+                "tokenUrl": "/oauth2/token",
+                "scopes": {scope.value: str(scope.label) for scope in Scope},
+            }
+        },
     }
     return result

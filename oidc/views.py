@@ -55,10 +55,20 @@ class TokenView(dot_views.TokenView):
         request.META[ISSUANCE_KEY] = state
         try:
             repeated = sorted(key for key, values in request.POST.lists() if len(values) > 1)
-            if repeated:
+            scheme = request.headers.get("Authorization", "").split(" ", 1)[0].lower()
+            if scheme and scheme != "basic":
+                # RFC 6749 2.3: clients authenticate here with HTTP Basic or in the form; any
+                # other scheme (a bearer token, say) is no client authentication we support
+                response: HttpResponse = oauth_error(
+                    "invalid_client",
+                    "Client authentication is HTTP Basic (client_secret_basic) or the form "
+                    "(client_secret_post); no other Authorization scheme is accepted here.",
+                    401,
+                )
+            elif repeated:
                 # RFC 6749 3.1: parameters must not be included more than once (Django's form
                 # would otherwise hand DOT only the last value).
-                response: HttpResponse = oauth_error(
+                response = oauth_error(
                     "invalid_request", f"Repeated parameter: {', '.join(repeated)}.", 400
                 )
             else:

@@ -9,7 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet
-from agentidp.boundary import SLUG, slug_refusal
+from agentidp.boundary import slug_refusal
+from agentidp.names import SLUG
 from agentidp.schema import problem_responses
 from agentidp.tenancy import platform_context
 from organizations import services

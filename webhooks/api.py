@@ -8,7 +8,12 @@ from datetime import datetime
 from typing import cast
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -25,14 +30,34 @@ from agentidp.errors import JSONValue
 from agentidp.schema import problem_responses
 from organizations.choices import Scope
 from webhooks import selectors, services
-from webhooks.choices import DeliveryStatus
+from webhooks.choices import FAMILIES, PUBLISHED, DeliveryStatus, SubscriptionDisabledReason
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 EVENT_TYPES_HELP = "Event types (agent.created), families (agent.*) or * for every event."
+SUBSCRIBABLE: list[str] = ["*", *sorted(PUBLISHED), *sorted(f"{family}.*" for family in FAMILIES)]
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": services.MAX_EVENT_TYPES,
+        "items": {"type": "string", "enum": SUBSCRIBABLE},
+        "description": EVENT_TYPES_HELP,
+    }
+)
+class EventTypesField(serializers.ListField):
+    """What ``webhooks.services.event_types_checked`` accepts, described for the schema."""
 
 
 class SubscriptionSerializer(serializers.ModelSerializer[WebhookSubscription]):
     """A subscription as the API shows it: never its secret, nor where the secret is kept."""
+
+    disabled_reason = serializers.ChoiceField(
+        choices=[("", "Not disabled"), *SubscriptionDisabledReason.choices],
+        read_only=True,
+        help_text="Why it was disabled; empty while it is not.",
+    )
 
     class Meta:
         model = WebhookSubscription
@@ -52,10 +77,14 @@ class SubscriptionWithSecretSerializer(serializers.Serializer):  # type: ignore[
 
 
 class SubscriptionInputSerializer(StrictSerializer):
-    url = serializers.CharField(max_length=2048, help_text="https URL of the receiver.")
-    event_types = serializers.ListField(
-        child=serializers.CharField(max_length=100), min_length=1, max_length=50,
-        help_text=EVENT_TYPES_HELP,
+    url = serializers.CharField(
+        max_length=2048,
+        help_text="https URL of the receiver, on a public address and port 443 or 80 (400 "
+        "naming the rule otherwise; the deployment's SSRF settings can allow more).",
+    )
+    event_types = EventTypesField(
+        child=serializers.CharField(max_length=100), min_length=1,
+        max_length=services.MAX_EVENT_TYPES,
     )  # fmt: skip
     description = serializers.CharField(
         max_length=500, required=False, allow_blank=True, default=""

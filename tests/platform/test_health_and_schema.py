@@ -80,12 +80,23 @@ def test_the_oauth_endpoints_are_in_the_schema() -> None:
     schema = Client().get("/api/schema/?format=json").json()
     token = schema["paths"]["/oauth2/token"]["post"]
     form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
-    assert form["properties"]["grant_type"]["enum"] == [
+    variants = {v["properties"]["grant_type"]["enum"][0]: v for v in form["oneOf"]}
+    assert list(variants) == [
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:token-exchange",
     ]
-    assert {"assertion", "subject_token", "subject_token_type"} <= set(form["properties"])
+    assert {"client_id", "client_secret"} <= set(variants["client_credentials"]["properties"])
+    jwt_bearer = variants["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+    exchange = variants["urn:ietf:params:oauth:grant-type:token-exchange"]
+    assert jwt_bearer["required"] == ["grant_type", "assertion"]
+    assert {"subject_token", "subject_token_type"} <= set(exchange["required"])
+    # a partner's token is the only credential its grants take: no client credentials
+    for partner_grant in (jwt_bearer, exchange):
+        assert partner_grant["additionalProperties"] is False
+        assert not {"client_id", "client_secret"} & set(partner_grant["properties"])
+    flows = schema["components"]["securitySchemes"]["agentClientCredentials"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == "/oauth2/token"
     assert {"200", "400", "401", "429", "503"} <= set(token["responses"])
     assert token["security"] == [{"clientBasic": []}, {}]
     for path in ["/oauth2/revoke", "/oauth2/introspect"]:

@@ -54,8 +54,9 @@ def test_the_curl_walkthrough_and_the_session_block(make_run: Stack) -> None:
     assert "204" in lines, "the secret was revoked"
     assert "{}" in lines, "/oauth2/revoke answers an empty JSON object"
     assert lines[lines.index("{}") + 1] == "401", "the revoked token is refused"
-    verification = json.loads(out[out.rindex("{\n") :])
+    verification = json.loads(out[out.rindex("\n{\n") :])  # the last document: /audit/verify
     assert verification["valid"] is True and verification["events_checked"] > 5
+    assert verification["complete"] is True
 
     out = run(make_run, block("session")).replace(" ", "")
     assert '"status":"suspended"' in out
