@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from rest_framework.test import APIClient
 
-from agentidp.events import event_record
 from agentidp.tenancy import tenant_context
 from compliance.integrity import checkpoint_publish
 from compliance.merkle import (
@@ -26,6 +25,7 @@ from compliance.merkle import (
 from compliance.models import AuditEvent
 from compliance.tasks import audit_checkpoint_publish_task
 from organizations.models import Organization
+from tests.compliance.attacks import append
 from tests.dbroles import raw_connection
 from tests.factories import TEST_ACTOR, OrganizationFactory
 
@@ -99,12 +99,8 @@ def verify_consistency(
 
 def _events(org: Organization, count: int) -> list[bytes]:
     """Append ``count`` events; every event's chain hash, in order (the tree's leaf data)."""
+    append(org, count)
     with tenant_context(org.id):
-        for n in range(count):
-            event_record(
-                organization_id=org.id, actor=TEST_ACTOR, action="agent.updated",
-                subject_type="agent", subject_id=str(n), data={"n": n},
-            )  # fmt: skip
         hashes = AuditEvent.objects.filter(organization_id=org.id).order_by("sequence")
         return [bytes.fromhex(h) for h in hashes.values_list("hash", flat=True)]
 

@@ -60,18 +60,6 @@ def timed(call: Callable[[], requests.Response]) -> tuple[requests.Response, flo
     return response, time.monotonic() - started
 
 
-def wait_ready(stack: Stack, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{stack.base}/readyz", timeout=3).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("the stack did not recover")
-
-
 def _token(stack: Stack, scope: str, base: str | None = None) -> requests.Response:
     credentials = stack.credentials()
     return requests.post(
@@ -152,7 +140,7 @@ def test_a_frozen_database_is_a_bounded_503_and_leaves_nothing_behind(
         assert int(response.headers["Retry-After"]) > 0
         assert response.headers["Cache-Control"] == "no-store"
 
-    wait_ready(make_run)
+    make_run.wait_ready(timeout=60)
     time.sleep(1)  # the statements the frozen server had queued have run (and were refused)
     admin = _token(make_run, "agents:read audit:read").json()["access_token"]
     # the token just asked for is the only one issued since: none of those answered 503 was
@@ -185,5 +173,5 @@ def test_a_frozen_redis_is_a_bounded_503(make_run: Stack) -> None:
     assert token[0].json()["error"] == "temporarily_unavailable"
     assert api[0].status_code == 503 and api[1] < REDIS_BOUND, api
     assert api[0].headers["Content-Type"] == "application/problem+json"
-    wait_ready(make_run)
+    make_run.wait_ready(timeout=60)
     assert _token(make_run, "agents:read").status_code == 200

@@ -12,7 +12,7 @@ from agentidp.boundary import MAX_JSON_DEPTH, InputRejected, json_parse
 from agentidp.tenancy import tenant_context
 from agents.models import Agent
 from organizations.models import Organization
-from tests.oidc.conftest import Credentialed, basic, token_for  # noqa: F401 - a fixture used
+from tests.oidc.conftest import Credentialed, basic, request_token
 
 PROBLEM = "application/problem+json"
 
@@ -165,11 +165,11 @@ def test_a_huge_page_number_is_past_the_end(api: APIClient) -> None:
 
 
 def test_a_bearer_token_in_the_query_string_is_refused(
-    cred: Credentialed, token_for: Any, caplog: pytest.LogCaptureFixture
+    cred: Credentialed,
 ) -> None:
     """RFC 6750 2.3 lets a server take ``access_token`` from the URI; this one refuses it,
     before anything reads it: URIs are logged, cached and sent on in Referer headers."""
-    token = token_for(cred)
+    token = request_token(cred).json()["access_token"]
     for path in (f"/agents?access_token={token}", f"/agent-info?access_token={token}",
                  f"/agents?ACCESS_TOKEN={token}&page_size=1"):  # fmt: skip
         response = HttpClient().get(path)
