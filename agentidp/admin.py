@@ -144,7 +144,7 @@ def admin_site_configure() -> None:
     admin.site.site_header = "AgentIdP administration"
     admin.site.site_title = "AgentIdP"
     admin.site.index_title = "Organizations, agents, credentials and audit"
-    admin.site.site_url = "/api/docs/"  # "view site": this server's site is its API
+    admin.site.site_url = "/"  # "view site": the landing page (admin, API docs, health, metrics)
     for label in MEANINGLESS_HERE:
         model = apps.get_model(label)
         if admin.site.is_registered(model):

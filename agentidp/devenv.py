@@ -12,6 +12,7 @@ Usage: ``python -m agentidp.devenv run``, ``... test [pytest args]``, ``... mana
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -19,23 +20,63 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("AGENTIDP_DATA_DIR", ROOT / ".agentidp"))
+# Absolute from here on: every path handed to an embedded server (its data, its log) is.
+DATA_DIR = Path(os.environ.get("AGENTIDP_DATA_DIR", ROOT / ".agentidp")).resolve()
 PYTHON = sys.executable
 DB_NAME = os.environ.get("AGENTIDP_DB_NAME", "agentidp")
+# What this checkout's databases on a shared server are named after, so two checkouts never
+# use (or drop) each other's: the test database, the bench database, their Redis databases.
+CHECKOUT_TAG = (
+    os.environ.get("AGENTIDP_CHECKOUT_TAG") or hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+)
+TEST_REDIS_DB = 10 + int(hashlib.sha256(CHECKOUT_TAG.encode()).hexdigest(), 16) % 6  # 10 to 15
+BENCH_REDIS_DB = 1 + int(hashlib.sha256(CHECKOUT_TAG.encode()).hexdigest(), 16) % 7  # 1 to 7
+CREATED_BY = f"agentidp checkout {ROOT} ({CHECKOUT_TAG})"
+CREATED_BY_SQL = CREATED_BY.replace("'", "''")
+SERVER_FILE = "server.json"  # what make run serves: its issuer, host and port
 OWNER_ROLE = os.environ.get("AGENTIDP_OWNER_DB_ROLE", "agentidp_owner")
 APP_ROLE = os.environ.get("AGENTIDP_APP_DB_ROLE", "agentidp_app")
 PLATFORM_ROLE = os.environ.get("AGENTIDP_PLATFORM_DB_ROLE", "agentidp_platform")
 
 
+JSON_LOGS = os.environ.get("AGENTIDP_LOG_FORMAT", "plain") == "json"
+
+
+def _json_line(logger: str, message: str, level: str = "INFO") -> str:
+    from datetime import UTC, datetime
+
+    moment = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return json.dumps({"time": moment, "level": level, "logger": logger, "message": message})
+
+
 def say(message: str) -> None:
-    print(f"[agentidp] {message}", file=sys.stderr, flush=True)
+    """A line of the launcher's own; with ``AGENTIDP_LOG_FORMAT=json``, a JSON object."""
+    line = _json_line("agentidp.devenv", message) if JSON_LOGS else f"[agentidp] {message}"
+    print(line, file=sys.stderr, flush=True)
+
+
+def _relay_as_json(name: str, stream: IO[bytes]) -> None:
+    """A child's output, line by line, as JSON objects: its logging already is one (Django's
+    LOGGING), anything else it prints (a banner) is wrapped as a message of ``<name>``."""
+    for raw in iter(stream.readline, b""):
+        text = raw.decode(errors="replace").rstrip("\n")
+        if not text.strip():
+            continue
+        try:
+            json.loads(text)
+            line = text
+        except ValueError:
+            line = _json_line(name, text)
+        print(line, file=sys.stderr, flush=True)
 
 
 def port_answers(host: str, port: int) -> bool:
@@ -138,11 +179,13 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(self.system_user)
             os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         if not (self.pgdata / "PG_VERSION").exists():
-            subprocess.run(  # noqa: S603 - the initdb pgserver ships
+            done = subprocess.run(  # noqa: S603 - the initdb pgserver ships
                 [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "--auth=trust",
                  "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
-                check=True, stdout=subprocess.DEVNULL, user=self.system_user,
+                capture_output=True, text=True, user=self.system_user, check=False,
             )  # fmt: skip
+            if done.returncode != 0:
+                raise SystemExit(f"initdb failed: {done.stderr.strip()[-2000:]}")
         self.socket_dir = utils.find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
         if self.system_user is not None and self.socket_dir != self.pgdata:
             utils.ensure_prefix_permissions(self.socket_dir)
@@ -257,20 +300,37 @@ def _superuser_sql(superuser_url: str, statements: list[str]) -> None:
             conn.execute(statement.encode())
 
 
-def bootstrap_roles(superuser_url: str, *, recreate: bool = False) -> None:
-    """Create the three roles and the database if missing; idempotent. ``recreate`` drops the
-    database first (``make bench`` starts from nothing every time)."""
+def bootstrap_roles(
+    superuser_url: str, *, database: str | None = DB_NAME, recreate: bool = False
+) -> None:
+    """Create the three roles and ``database`` (``None``: no database; the test runner creates
+    its own) if missing; idempotent. ``recreate`` drops the database first (``make bench``
+    starts from nothing every time), but only one this checkout created: each database it
+    creates says so in its comment, and any other is refused, never dropped."""
     import psycopg
 
+    has_db = None
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         existing = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
-        if recreate:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                [DB_NAME],
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}"'.encode())
-        has_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        if database is not None:
+            found = conn.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                [database],
+            ).fetchone()
+            if found is not None and recreate:
+                if found[0] != CREATED_BY:
+                    raise SystemExit(
+                        f"database {database!r} exists and was not created by this checkout "
+                        f"({found[0] or 'no comment'}); not dropping it"
+                    )
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    [database],
+                )
+                conn.execute(f'DROP DATABASE "{database}"'.encode())
+                say(f"dropped database {database} (this checkout's, to start afresh)")
+                found = None
+            has_db = found
     statements: list[str] = []
     if OWNER_ROLE not in existing:
         statements.append(f'CREATE ROLE "{OWNER_ROLE}" LOGIN NOSUPERUSER CREATEDB BYPASSRLS')
@@ -286,8 +346,10 @@ def bootstrap_roles(superuser_url: str, *, recreate: bool = False) -> None:
         # lets the owner end stale sessions before dropping a test database
         f'GRANT pg_signal_backend TO "{OWNER_ROLE}"',
     ]
-    if not has_db:
-        statements.append(f'CREATE DATABASE "{DB_NAME}" OWNER "{OWNER_ROLE}"')
+    if database is not None and has_db is None:
+        statements.append(f'CREATE DATABASE "{database}" OWNER "{OWNER_ROLE}"')
+        statements.append(f"COMMENT ON DATABASE \"{database}\" IS '{CREATED_BY_SQL}'")
+        say(f"created database {database}")
     _superuser_sql(superuser_url, statements)
 
 
@@ -297,7 +359,12 @@ def _django_url(user: str, host: str, port: str, db: str) -> str:
 
 
 def start_database(
-    services: Services, *, prefer_local: bool, recreate: bool = False, adopt_running: bool = False
+    services: Services,
+    *,
+    prefer_local: bool,
+    recreate: bool = False,
+    adopt_running: bool = False,
+    database: str | None = DB_NAME,
 ) -> None:
     """PostgreSQL for this command (``adopt_running``: an embedded server already up for the
     data directory is used as it is, and not stopped afterwards; else this launcher starts its
@@ -308,7 +375,7 @@ def start_database(
         admin = os.environ.get("DATABASE_ADMIN_URL")
         if admin:
             services.superuser_url = admin
-            bootstrap_roles(admin, recreate=recreate)
+            bootstrap_roles(admin, database=database, recreate=recreate)
         elif recreate:
             raise SystemExit("a fresh database needs DATABASE_ADMIN_URL beside DATABASE_URL")
         say("using the PostgreSQL server from DATABASE_URL")
@@ -336,10 +403,10 @@ def start_database(
             )
         superuser = server.superuser_url()
         host, port = str(server.socket_dir), ""
-    bootstrap_roles(superuser, recreate=recreate)
+    bootstrap_roles(superuser, database=database, recreate=recreate)
     services.superuser_url = superuser
-    services.database_url = _django_url(APP_ROLE, host, port, DB_NAME)
-    services.owner_url = _django_url(OWNER_ROLE, host, port, DB_NAME)
+    services.database_url = _django_url(APP_ROLE, host, port, database or DB_NAME)
+    services.owner_url = _django_url(OWNER_ROLE, host, port, database or DB_NAME)
 
 
 def start_redis(services: Services, *, prefer_local: bool, db: int) -> None:
@@ -395,6 +462,20 @@ def manage(environment: dict[str, str], *args: str) -> str:
         cwd=ROOT,
     )
     return result.stdout.decode()
+
+
+def server_issuer() -> str:
+    """The issuer (public base URL) this data directory's ``make run`` serves: set explicitly
+    (``AGENTIDP_ISSUER``), else what make run recorded when it started, else the one ``PORT``
+    gives. Management commands use it, so what they write (an agent's DID, say) names the
+    server that is really running."""
+    if os.environ.get("AGENTIDP_ISSUER"):
+        return os.environ["AGENTIDP_ISSUER"]
+    try:
+        stored: dict[str, str] = json.loads((DATA_DIR / SERVER_FILE).read_text())
+        return stored["issuer"]
+    except (OSError, ValueError, KeyError):
+        return f"http://localhost:{os.environ.get('PORT', '8000')}"
 
 
 def demo_credentials() -> dict[str, str]:
@@ -468,7 +549,15 @@ def child_program(name: str, command: list[str], environment: dict[str, str]) ->
     handle: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        handle[:] = [subprocess.Popen(command, env=environment, cwd=ROOT)]  # noqa: S603
+        if not JSON_LOGS:
+            handle[:] = [subprocess.Popen(command, env=environment, cwd=ROOT)]  # noqa: S603
+            return
+        process = subprocess.Popen(  # noqa: S603 - our own programs
+            command, env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert process.stdout is not None  # noqa: S101 - piped just now
+        threading.Thread(target=_relay_as_json, args=(name, process.stdout), daemon=True).start()
+        handle[:] = [process]
 
     def alive() -> bool:
         return bool(handle) and handle[0].poll() is None
@@ -511,10 +600,14 @@ def cmd_run() -> int:
         start_database(services, prefer_local=False)
         start_redis(services, prefer_local=False, db=0)
         stored_redis_url.write_text(services.redis_url + "\n")
+        issuer = os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}")
+        (DATA_DIR / SERVER_FILE).write_text(
+            json.dumps({"issuer": issuer, "host": host, "port": port}) + "\n"
+        )
         environment = child_env(
             services,
             DEBUG=os.environ.get("DEBUG", "1"),
-            AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
+            AGENTIDP_ISSUER=issuer,
             # A webhook receiver on this machine is what a developer points a subscription at;
             # a deployment leaves loopback refused (the allowlist is empty by default).
             AGENTIDP_SSRF_ALLOWLIST=os.environ.get("AGENTIDP_SSRF_ALLOWLIST", "127.0.0.1,::1"),
@@ -564,6 +657,7 @@ def cmd_run() -> int:
         )
         say("starting web, worker and beat; Ctrl-C stops them all")
         celery = [PYTHON, "-m", "celery", "-A", "agentidp"]
+        log_level = os.environ.get("LOG_LEVEL", "INFO").upper()
         children = [
             child_program(
                 "web",
@@ -572,12 +666,20 @@ def cmd_run() -> int:
             ),
             child_program(
                 "worker",
-                [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2", "--without-gossip"],
+                [
+                    *celery,
+                    "worker",
+                    "--loglevel",
+                    log_level,
+                    "--concurrency",
+                    "2",
+                    "--without-gossip",
+                ],
                 environment,
             ),
             child_program(
                 "beat",
-                [*celery, "beat", "--loglevel", "INFO", "--schedule", str(DATA_DIR / "beat")],
+                [*celery, "beat", "--loglevel", log_level, "--schedule", str(DATA_DIR / "beat")],
                 environment,
             ),
         ]
@@ -626,8 +728,9 @@ def supervise(programs: list[Program]) -> int:
 def cmd_test(pytest_args: list[str]) -> int:
     services = Services()
     try:
-        start_database(services, prefer_local=True)
-        start_redis(services, prefer_local=True, db=9)
+        # no database of its own on the server: the test runner creates test_agentidp_<tag>
+        start_database(services, prefer_local=True, database=None)
+        start_redis(services, prefer_local=True, db=TEST_REDIS_DB)
         # The suite points the secret store at its own OpenBao server (tests/conftest.py); the
         # flag only lets settings load before that fixture runs.
         environment = child_env(
@@ -664,11 +767,10 @@ def cmd_manage(args: list[str]) -> int:
             services.redis_url = stored.read_text().strip()
         else:
             start_redis(services, prefer_local=False, db=0)
-        port = os.environ.get("PORT", "8000")
         environment = child_env(
             services,
             DEBUG=os.environ.get("DEBUG", "1"),
-            AGENTIDP_ISSUER=os.environ.get("AGENTIDP_ISSUER", f"http://localhost:{port}"),
+            AGENTIDP_ISSUER=server_issuer(),
             LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"),
         )
         return subprocess.call(  # noqa: S603 - our own manage.py
@@ -688,8 +790,8 @@ def _redis_answers(url: str) -> bool:
 def cmd_env() -> int:
     """Print the environment `make test` would use (for running pytest by hand)."""
     services = Services()
-    start_database(services, prefer_local=True)
-    start_redis(services, prefer_local=True, db=9)
+    start_database(services, prefer_local=True, database=None)
+    start_redis(services, prefer_local=True, db=TEST_REDIS_DB)
     for key in ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL"):
         print(f"export {key}={child_env(services)[key]}")
     return 0

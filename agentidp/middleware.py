@@ -147,7 +147,29 @@ class TransportSecurityMiddleware(SecurityMiddleware):
                     "as exposed.",
                     code="https_required",
                 )
+            if not exempt and not self.redirect_host:
+                return _no_https_address(request)
         return cast(HttpResponse, super().__call__(request))
+
+
+def _no_https_address(request: HttpRequest) -> HttpResponse:
+    """A plain-HTTP read with TLS enforced and no HTTPS address to send it to (the issuer is
+    http): redirecting to https on this very host and port would lead nowhere. Say what to do
+    instead: HTML for a browser, a problem for anything else."""
+    detail = (
+        "This deployment serves only HTTPS (AGENTIDP_TLS_ENFORCED), and its issuer "
+        f"({settings.AGENTIDP['ISSUER']}) names no HTTPS address to send you to. Reach it "
+        "through its TLS-terminating proxy (listed in AGENTIDP_TRUSTED_PROXIES), or set "
+        "AGENTIDP_ISSUER to its public https URL."
+    )
+    if "text/html" in request.headers.get("Accept", ""):
+        return HttpResponse(
+            f"<!doctype html><title>HTTPS required</title><h1>HTTPS required</h1><p>{detail}</p>",
+            status=403,
+        )
+    return problem_response(
+        request, status=403, title="HTTPS required", detail=detail, code="https_required"
+    )
 
 
 class ErrorFormatMiddleware:

@@ -3,6 +3,7 @@
 Every option read here is documented in the README's configuration table.
 """
 
+import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -128,6 +129,11 @@ def _with_user(url: str, user: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
+# What this checkout's databases on a shared server are named after (agentidp.devenv).
+CHECKOUT_TAG = (
+    env.str("AGENTIDP_CHECKOUT_TAG", default="")
+    or (hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:8])
+)
 DATABASE_URL = env.str("DATABASE_URL", default="postgres://agentidp_app@127.0.0.1:5432/agentidp")
 DATABASE_OWNER_URL = env.str(
     "DATABASE_OWNER_URL", default=_with_user(DATABASE_URL, "agentidp_owner")
@@ -140,7 +146,8 @@ DATABASES = {
     # the owner's test database waits for no other: the default is only its mirror)
     "owner": {
         **_database(DATABASE_OWNER_URL, application=False),
-        "TEST": {"NAME": "test_agentidp", "DEPENDENCIES": []},
+        # named after the checkout: two checkouts' suites on one server never meet
+        "TEST": {"NAME": f"test_agentidp_{CHECKOUT_TAG}", "DEPENDENCIES": []},
     },
 }
 DATABASE_ROUTERS = ["agentidp.tenancy.MigrationRouter"]
@@ -187,6 +194,10 @@ TLS_ENFORCED = env.bool("AGENTIDP_TLS_ENFORCED", default=not DEBUG)
 ALLOW_PLAIN_HTTP = env.bool("AGENTIDP_ALLOW_PLAIN_HTTP", default=False)
 TRUSTED_PROXIES = env.list("AGENTIDP_TRUSTED_PROXIES", default=[])
 SECURE_SSL_REDIRECT = TLS_ENFORCED
+# Plain-HTTP reads are redirected to the issuer's https origin; with an http issuer there is
+# none to send them to, and they are answered with what to do instead (agentidp.middleware).
+_ISSUER_PARTS = urlsplit(env.str("AGENTIDP_ISSUER", default="http://localhost:8000"))
+SECURE_SSL_HOST = _ISSUER_PARTS.netloc if _ISSUER_PARTS.scheme == "https" else None
 # Probes and the Prometheus scrape stay reachable over plain HTTP inside the deployment.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -247,6 +258,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Workers and beat log through LOGGING above (its format, its redaction), not Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 
 _KEY_PREPUBLISH_SECONDS = env.int("AGENTIDP_KEY_PREPUBLISH_SECONDS", default=3600)
@@ -402,15 +415,29 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_ADMIN_CLASS": "oidc.admin.AccessTokenAdmin",
 }
 
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("AGENTIDP_LOG_FORMAT", default="plain")
+# Routine work (beat's ticks, each task received and done) is DEBUG: an idle deployment says
+# next to nothing at INFO, and failures are still WARNING or ERROR.
+_ROUTINE_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "agentidp.logs.JSONFormatter"},
+    },
     # no credential in any line (agentidp.logs), whichever logger wrote it
-    "filters": {"redact": {"()": "agentidp.logs.RedactCredentials"}},
+    "filters": {
+        "redact": {"()": "agentidp.logs.RedactCredentials"},
+        "probes": {"()": "agentidp.logs.ProbesAtDebug"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["redact"],
+        }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -418,6 +445,14 @@ LOGGING = {
         # Django's own handlers (the development server's access log among them) replaced by
         # ours, so their lines are redacted too
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {
+            "handlers": ["console"],
+            "level": LOG_LEVEL,
+            "propagate": False,
+            "filters": ["probes"],
+        },
+        "celery.beat": {"level": _ROUTINE_LEVEL},
+        "celery.app.trace": {"level": _ROUTINE_LEVEL},
+        "celery.worker.strategy": {"level": _ROUTINE_LEVEL},
     },
 }

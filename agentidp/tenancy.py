@@ -120,7 +120,7 @@ def platform_context(
         )
     )
     PLATFORM_ENTRIES.labels(reason=reason).inc()
-    logger.info(
+    logger.debug(
         "platform context entered",
         extra={"reason": reason, "actor": actor.id if actor else None},
     )
@@ -276,7 +276,7 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
                     _set_organization(cursor, organization_id)
                 if platform_reason:
                     PLATFORM_ENTRIES.labels(reason=platform_reason).inc()
-                    logger.info(
+                    logger.debug(
                         "platform context entered",
                         extra={
                             "reason": platform_reason,

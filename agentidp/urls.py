@@ -44,6 +44,7 @@ router.register(
 )
 
 urlpatterns = [
+    path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("oauth2/token", oidc_views.TokenView.as_view(), name="oauth2-token"),

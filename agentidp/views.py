@@ -13,9 +13,11 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
 
+from agentidp.conf import agentidp_settings
 from agentidp.deadlines import deadline
 from agentidp.errors import standard_problem
 from agentidp.middleware import (
@@ -26,6 +28,13 @@ from agentidp.middleware import (
 )
 
 logger = logging.getLogger("agentidp.health")
+
+
+@safe_methods_only
+def home(request: HttpRequest) -> HttpResponse:
+    """The landing page: where the admin, the API's documentation, discovery, health and
+    metrics are (the admin's "View site" leads here)."""
+    return render(request, "agentidp/home.html", {"issuer": agentidp_settings().issuer})
 
 
 @safe_methods_only

@@ -55,17 +55,20 @@ CONNECTIONS = 16
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 STOCK_PORT = PORT + 1
 RECEIVER_PORT = PORT + 2
-STOCK_DB = "agentidp_bench_stock_dot"
+STOCK_DB = f"agentidp_bench_stock_dot_{devenv.CHECKOUT_TAG}"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def environment() -> dict[str, str]:
     """Every run starts from nothing: new databases, an empty Redis database, new keys."""
     services = devenv.Services()
-    os.environ["AGENTIDP_DB_NAME"] = "agentidp_bench"
-    devenv.DB_NAME = "agentidp_bench"
-    devenv.start_database(services, prefer_local=True, recreate=True)
-    devenv.start_redis(services, prefer_local=True, db=8)
+    # this checkout's own: the database (agentidp_bench_<tag>, dropped and created again, never
+    # one another checkout made) and the Redis database numbered after it, emptied
+    name = f"agentidp_bench_{devenv.CHECKOUT_TAG}"
+    os.environ["AGENTIDP_DB_NAME"] = name
+    devenv.DB_NAME = name
+    devenv.start_database(services, prefer_local=True, recreate=True, database=name)
+    devenv.start_redis(services, prefer_local=True, db=devenv.BENCH_REDIS_DB)
     redis.Redis.from_url(services.redis_url).flushdb()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -95,8 +98,16 @@ def _stock_database(owner_url: str) -> str:
     import psycopg
 
     with psycopg.connect(_libpq(owner_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{STOCK_DB}" WITH (FORCE)'.encode())
+        found = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [STOCK_DB],
+        ).fetchone()
+        if found is not None:
+            if found[0] != devenv.CREATED_BY:
+                raise SystemExit(f"database {STOCK_DB!r} was not created by this checkout")
+            conn.execute(f'DROP DATABASE "{STOCK_DB}" WITH (FORCE)'.encode())
         conn.execute(f'CREATE DATABASE "{STOCK_DB}"'.encode())
+        conn.execute(f"COMMENT ON DATABASE \"{STOCK_DB}\" IS '{devenv.CREATED_BY}'".encode())
     parts = urlsplit(owner_url)
     return urlunsplit(parts._replace(path=f"/{STOCK_DB}"))
 

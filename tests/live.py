@@ -49,7 +49,8 @@ def stack_environment(
     data_dir: Path, port: int, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _STRIPPED}
-    env.update(AGENTIDP_DATA_DIR=str(data_dir), PORT=str(port), **(extra or {}))
+    env.update(AGENTIDP_DATA_DIR=str(data_dir), PORT=str(port))
+    env.update(extra or {})
     return env
 
 
@@ -211,10 +212,15 @@ class Stack:
 
 
 def stack_start(
-    *, demo_passwords: tuple[str, str] | None = None, extra_env: dict[str, str] | None = None
+    *,
+    demo_passwords: tuple[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    relative_data_dir: bool = False,
 ) -> Stack:
     """Start ``make run`` in a fresh data directory whose parents do not exist yet
-    (``extra_env``: settings of this instance, beside what ``make run`` sets)."""
+    (``extra_env``: settings of this instance, beside what ``make run`` sets;
+    ``relative_data_dir``: ``AGENTIDP_DATA_DIR`` given relative to the checkout, as the README's
+    second-instance line gives it)."""
     base_dir = Path(tempfile.mkdtemp(prefix="agentidp-stack-"))
     base_dir.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user under root
     data_dir = base_dir / "fresh-clone" / ".agentidp"
@@ -233,6 +239,8 @@ def stack_start(
         )
     port = free_port()
     log = base_dir / "make-run.log"
+    if relative_data_dir:
+        extra_env = {**(extra_env or {}), "AGENTIDP_DATA_DIR": os.path.relpath(data_dir, ROOT)}
     with log.open("wb") as out:
         # a process group of its own, as a terminal gives `make run`: stopping that group must
         # stop everything the stack started, and nothing of the test run's

@@ -8,6 +8,7 @@ run``, ``make test`` and ``make bench`` themselves are what the suite and CI run
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +18,23 @@ from tests.live import Stack
 pytestmark = pytest.mark.django_db(databases=[])
 
 README = ROOT / "README.md"
+
+
+def _git_status() -> str:
+    done = subprocess.run(  # noqa: S603 - git on our own checkout
+        ["git", "status", "--porcelain", "--untracked-files=all"],  # noqa: S607
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _the_readme_leaves_the_checkout_as_it_found_it() -> Iterator[None]:
+    """Every walkthrough writes only under $DATA: the checkout's git status is the same after
+    the whole README has run as before."""
+    before = _git_status()
+    yield
+    assert _git_status() == before
 
 
 def block(name: str) -> str:
@@ -104,3 +122,9 @@ def test_the_operator_commands(make_run: Stack) -> None:
     assert audit["valid"] is True and audit["organizations_checked"] == 1
     assert (rewrap["organizations_done"], rewrap["values_unreadable"]) == (1, 0)
     assert rewrap["values_reencrypted"] == 0  # already under the newest keys
+
+
+def test_the_did_block(make_run: Stack) -> None:
+    out = run(make_run, block("did"), AGENTIDP_DATA_DIR=str(make_run.data_dir))
+    assert '"didDocument"' in out and "card signature verified with" in out
+    assert (make_run.data_dir / "card.json").exists()

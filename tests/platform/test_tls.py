@@ -25,6 +25,7 @@ PROXY = "10.0.0.7"
 def enforced(settings: Any) -> None:
     settings.TLS_ENFORCED = True
     settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_SSL_HOST = "idp.example"  # from an https AGENTIDP_ISSUER
     settings.SECURE_HSTS_SECONDS = 31536000
     settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     settings.TRUSTED_PROXIES = [PROXY]
@@ -58,8 +59,21 @@ def test_plain_http_api_writes_are_refused_and_reads_redirected(enforced: None, 
     assert write.status_code == 403 and write["Content-Type"] == "application/problem+json"
     assert write.json()["type"] == "urn:agentidp:problem:https_required"
     read = api.get("/agents?limit=1")
-    assert read.status_code == 301 and read["Location"] == "https://testserver/agents?limit=1"
+    assert read.status_code == 301 and read["Location"] == "https://idp.example/agents?limit=1"
     assert HttpClient().get("/healthz").status_code == 200  # probes stay plain inside
+
+
+def test_with_no_https_address_a_read_is_told_what_to_do(enforced: None, settings: Any) -> None:
+    """The issuer is http (no https origin to redirect to): a browser at /admin is not sent to
+    https on this very port, where nothing answers, but told how to reach the deployment."""
+    settings.SECURE_SSL_HOST = None
+    page = HttpClient().get("/admin", headers={"Accept": "text/html"})
+    assert page.status_code == 403 and "Location" not in page
+    assert b"AGENTIDP_TRUSTED_PROXIES" in page.content and b"AGENTIDP_ISSUER" in page.content
+    api = HttpClient().get("/agents")
+    assert api.status_code == 403 and api["Content-Type"] == "application/problem+json"
+    assert api.json()["type"] == "urn:agentidp:problem:https_required"
+    assert HttpClient().get("/healthz").status_code == 200
 
 
 def test_https_is_served_with_hsts(enforced: None, cred: Credentialed) -> None:

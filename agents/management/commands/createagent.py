@@ -41,11 +41,13 @@ class Command(JSONCommand):
                 description=str(options["description"]),
                 capabilities=[str(c) for c in options["capabilities"]],  # type: ignore[union-attr]
             )
+            agent.refresh_from_db(fields=["did"])  # given at registration by the DID app
             document: dict[str, JSONValue] = {
                 "id": str(agent.id),
                 "name": agent.name,
                 "organization": organization.slug,
                 "status": agent.status,
+                "did": agent.did,
             }
             if options["with_credentials"]:
                 # credentials sit above agents; the command line is where both meet
