@@ -43,7 +43,13 @@ def event_record(
 
     ``companion``: the INSERT that made the change, sent in the same statement (one round trip
     on a hot path); its new row's id is left on it as ``inserted_id``.
+
+    A person's events record who they were as they acted (``data.actor``: their username and
+    role), so the log names them even after their login is gone.
     """
+    recorded = dict(data or {})
+    if actor.kind == "user" and actor.display:
+        recorded.setdefault("actor", {"username": actor.display, "role": actor.role or None})
     event = audit_event_append(
         organization_id=organization_id,
         actor_type=actor.kind,
@@ -51,7 +57,7 @@ def event_record(
         action=action,
         subject_type=subject_type,
         subject_id=subject_id,
-        data=data or {},
+        data=recorded,
         outcome=outcome,
         companion=companion,
     )

@@ -133,6 +133,19 @@ class OutboundPolicy:
             low <= port <= high for low, high in self.allowed_ports
         )
 
+    def rules(self) -> str:
+        """What a refused address or port is told: the rules, the same words for both (so a
+        refusal never tells whether something listens at an address or port)."""
+        ports = ", ".join(
+            str(low) if low == high else f"{low}-{high}" for low, high in self.allowed_ports
+        )
+        return (
+            f"{REFUSED} Outbound calls go only to public addresses (never loopback, private, "
+            "link-local such as 169.254.169.254, or other reserved networks), on ports "
+            f"{ports}, and never to a port of this deployment's own services (PostgreSQL, "
+            "Redis, Vault and the like)."
+        )
+
 
 # Ports of infrastructure a deployment runs beside itself, never a webhook receiver's or an
 # issuer's: PostgreSQL, Redis, Vault/OpenBao, NATS, Kafka, RabbitMQ, memcached, etcd, Consul,
@@ -336,12 +349,12 @@ def url_check(url: str | ParsedUrl) -> CheckedUrl:
             raise UrlRefused("unresolvable", "The URL's host could not be resolved.")
     for address in addresses:
         if address_forbidden(address) and not _allowlisted(address, policy):
-            raise UrlRefused(f"address {address}")
+            raise UrlRefused(f"address {address}", policy.rules())
     # the allow list relaxes the address rule only
     if parsed.scheme != "https" and not policy.allow_http:
         raise UrlRefused("plain http", "The URL must use https.")
     if not policy.port_allowed(parsed.port):
-        raise UrlRefused(f"port {parsed.port}")
+        raise UrlRefused(f"port {parsed.port}", policy.rules())
     return CheckedUrl(url=parsed, addresses=addresses)
 
 

@@ -22,6 +22,7 @@ from regopy import Interpreter
 
 from agentidp.lru import BoundedLRU
 from agentidp.principals import Principal
+from organizations.choices import scopes_implied
 
 logger = logging.getLogger("agentidp.policy")
 DECISIONS = Counter("agentidp_policy_decisions_total", "Policy decisions.", ["result"])
@@ -102,7 +103,7 @@ def policy_input(
             "organization_id": str(principal.organization_id)
             if principal.organization_id
             else None,
-            "scopes": sorted(principal.scopes),
+            "scopes": sorted(scopes_implied(principal.scopes)),
             "status": principal.status,
             "platform": principal.is_platform,
             "read_only": principal.read_only,

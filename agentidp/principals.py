@@ -27,6 +27,9 @@ class Principal:
     is_platform: bool = False
     status: str = PrincipalStatus.ACTIVE
     display: str = ""
+    # A staff user's role in their organization (owner, admin, member, auditor; "platform" for
+    # platform staff), "" for every other kind of principal.
+    role: str = ""
     # A federated principal (a partner's agent holding an exchanged token) reads only, unless
     # its partner allows writes.
     read_only: bool = False

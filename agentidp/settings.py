@@ -73,6 +73,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "agentidp.urls"
+LOGIN_URL = "/admin/login/"  # staff log in to the admin (a new member, after setting a password)
 WSGI_APPLICATION = "agentidp.wsgi.application"
 
 TEMPLATES = [

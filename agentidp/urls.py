@@ -1,6 +1,7 @@
 """URL map: the public API paths (no trailing slash), admin, schema, health and metrics."""
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
@@ -45,6 +46,18 @@ router.register(
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # A new member sets their password from the one-time link they were given (Django's own
+    # views and the admin's templates), then logs in to the admin.
+    path(
+        "admin/password/set/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(success_url="/admin/password/set/done/"),
+        name="password_reset_confirm",
+    ),
+    path(
+        "admin/password/set/done/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("oauth2/token", oidc_views.TokenView.as_view(), name="oauth2-token"),

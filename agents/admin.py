@@ -1,27 +1,45 @@
 """Admin for agents and memberships; row visibility comes from RLS, filtered here too."""
 
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import slugify
 
 from agentidp.admin import (
     ManagedByScope,
+    ServiceSaves,
+    action_hidden_fields,
     admin_principal,
+    confirmation_page,
+    confirmed,
+    organization_choice,
+    plural,
     run_service_action,
     scoped_to_principal,
+    shown_once_page,
 )
-from agentidp.errors import DomainError, JSONValue
+from agentidp.errors import DomainError, JSONValue, ValidationFailed
+from agentidp.principals import Principal
 from agents import services
+from agents.choices import AgentStatus
 from agents.models import Agent, OrganizationMember
 from compliance.models import AuditEvent
+from credentials import services as credential_services
 from credentials.models import Client, ClientSecret
-from organizations.choices import DEFAULT_AGENT_SCOPES, Scope
+from oidc.selectors import live_tokens_count
+from oidc.services import agent_tokens_revoke
+from organizations.choices import AGENT_SCOPES, DEFAULT_AGENT_SCOPES, Scope
 from organizations.models import Organization
 
 
@@ -57,20 +75,92 @@ class LinesField(forms.CharField):
 MAX_CAPABILITY_LENGTH = 100
 
 
+class SkillsField(forms.CharField):
+    """Agent-card skills, one a line: ``name: what it does [tag, tag]`` (the description and
+    the tags optional). A skill keeps its id while its name stays; a new one gets the slug of
+    its name."""
+
+    widget = forms.Textarea(attrs={"rows": 5, "cols": 60})
+    known_ids: dict[str, str]
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.known_ids = {}
+
+    def prepare_value(self, value: object) -> object:
+        if not isinstance(value, list):
+            return value
+        lines = []
+        for skill in value:
+            if not isinstance(skill, dict):
+                continue
+            line = str(skill.get("name", ""))
+            if skill.get("description"):
+                line += f": {skill['description']}"
+            tags = skill.get("tags")
+            if isinstance(tags, list) and tags:
+                line += f" [{', '.join(str(t) for t in tags)}]"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def to_python(self, value: object) -> list[JSONValue]:  # type: ignore[override]
+        if isinstance(value, list):
+            return list(value)
+        text = super().to_python(value) or ""
+        skills: list[JSONValue] = []
+        used: set[str] = set()
+        for line in (raw.strip() for raw in text.splitlines()):
+            if not line:
+                continue
+            tags: list[str] = []
+            if line.endswith("]") and "[" in line:
+                line, _, tag_text = line[:-1].rpartition("[")
+                tags = [t.strip() for t in tag_text.split(",") if t.strip()]
+            name, _, description = (part.strip() for part in line.partition(":"))
+            if not name:
+                raise forms.ValidationError(f"{line[:40]}…: a skill needs a name before the colon.")
+            skill_id = self.known_ids.get(name) or slugify(name)[:100] or "skill"
+            base, n = skill_id, 2
+            while skill_id in used:
+                skill_id, n = f"{base}-{n}", n + 1
+            used.add(skill_id)
+            skill: dict[str, JSONValue] = {"id": skill_id, "name": name}
+            if description:
+                skill["description"] = description
+            if tags:
+                skill["tags"] = list(tags)
+            skills.append(skill)
+        return skills
+
+
 class AgentAdminForm(forms.ModelForm[Agent]):
     """Capabilities one per line; the organization choice platform superusers need when
     registering."""
 
-    organization = forms.ModelChoiceField(
-        queryset=Organization.objects.exclude(status="deleted"), required=False
+    for_organization = forms.ModelChoiceField(
+        queryset=Organization.objects.none(), required=False, label="Organization"
     )
     capabilities = LinesField(
         required=False, help_text="One capability per line, for example search or summarize."
+    )
+    skills = SkillsField(
+        required=False,
+        help_text="What the agent card lists, one skill a line: name: what it does [tag, tag] "
+        "(for example invoice-lookup: finds an invoice by number [billing, read]).",
     )
 
     class Meta:
         model = Agent
         fields = ["name", "description", "capabilities", "metadata", "version", "skills", "authors"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        field = self.fields["skills"]
+        if isinstance(field, SkillsField) and isinstance(self.instance.skills, list):
+            field.known_ids = {
+                str(s["name"]): str(s["id"]) for s in self.instance.skills
+                if isinstance(s, dict) and "name" in s and "id" in s
+            }  # fmt: skip
 
     def clean_skills(self) -> list[JSONValue]:
         """The service's own rules, checked here so a bad list is a form error, not a crash."""
@@ -81,33 +171,151 @@ class AgentAdminForm(forms.ModelForm[Agent]):
             raise forms.ValidationError(messages) from exc
 
 
+def _active_secrets(agent_ids: list[uuid.UUID], organization_id: uuid.UUID) -> int:
+    now = timezone.now()
+    return (
+        ClientSecret.objects.filter(
+            organization_id=organization_id, client__agent_id__in=agent_ids, revoked_at=None
+        )
+        .filter(Q(expires_at=None) | Q(expires_at__gt=now))
+        .count()
+    )
+
+
+class AgentService(Protocol):
+    def __call__(
+        self, *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID
+    ) -> object: ...
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One of the lifecycle changes staff make to agents, and what to tell them first."""
+
+    slug: str
+    verb: str  # past tense, for the message afterwards
+    label: str  # the confirm button
+    danger: bool
+    service: AgentService
+    allowed_from: frozenset[str]
+
+
+def _tokens_revoke(*, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID) -> int:
+    return agent_tokens_revoke(actor=actor, organization_id=organization_id, agent_id=agent_id)
+
+
+TRANSITIONS = {
+    t.slug: t
+    for t in (
+        Transition("suspend", "Suspended", "Yes, suspend", True, services.agent_suspend,
+                   frozenset({AgentStatus.ACTIVE})),
+        Transition("reactivate", "Reactivated", "Reactivate", False, services.agent_reactivate,
+                   frozenset({AgentStatus.SUSPENDED})),
+        Transition("decommission", "Decommissioned", "Yes, decommission for good", True,
+                   services.agent_decommission,
+                   frozenset({AgentStatus.ACTIVE, AgentStatus.SUSPENDED})),
+        Transition("revoke-tokens", "Revoked the tokens of", "Yes, revoke every token", True,
+                   _tokens_revoke, frozenset({AgentStatus.ACTIVE, AgentStatus.SUSPENDED})),
+    )
+}  # fmt: skip
+
+
+def transition_consequences(slug: str, agents: list[Agent]) -> list[str]:
+    """What a lifecycle change does to these agents, in numbers."""
+    if not agents:
+        return []
+    organization_id = agents[0].organization_id
+    ids = [a.id for a in agents]
+    tokens = plural(live_tokens_count(organization_id=organization_id, agent_ids=ids), "live token")
+    secrets = plural(_active_secrets(ids, organization_id), "active secret")
+    who = agents[0].name if len(agents) == 1 else plural(len(agents), "agent")
+    if slug == "suspend":
+        return [
+            f"{who} can no longer get tokens or use the API.",
+            f"Revokes {tokens} for good (reactivating does not bring them back).",
+            f"Keeps its {secrets}: once reactivated it asks for new tokens with them.",
+        ]
+    if slug == "decommission":
+        return [
+            f"Decommissions {who} for good: a decommissioned agent is never reactivated.",
+            f"Revokes {secrets} and {tokens}.",
+            "Deactivates its DID: its documents answer 410 Gone.",
+        ]
+    if slug == "revoke-tokens":
+        return [
+            f"Revokes {tokens} of {who} for good.",
+            f"Its {secrets} keep working: it asks for new tokens with them.",
+        ]
+    return [f"{who} may get tokens and use the API again (with new tokens)."]
+
+
 def lifecycle_action(
-    name: str, service: services.TransitionService, verb: str, description: str
-) -> Callable[[admin.ModelAdmin[Agent], HttpRequest, QuerySet[Agent]], None]:
-    """An admin action applying one lifecycle service to each selected agent."""
+    slug: str, description: str
+) -> Callable[[admin.ModelAdmin[Agent], HttpRequest, QuerySet[Agent]], HttpResponse | None]:
+    """A changelist action applying one lifecycle change to the selected agents, after a
+    confirmation page that says what it does in numbers."""
+    transition = TRANSITIONS[slug]
 
     def apply(
         modeladmin: admin.ModelAdmin[Agent], request: HttpRequest, queryset: QuerySet[Agent]
-    ) -> None:
+    ) -> HttpResponse | None:
+        agents = list(queryset)
+        if transition.danger and not confirmed(request):
+            by_organization: dict[uuid.UUID, list[Agent]] = {}
+            for agent in agents:
+                by_organization.setdefault(agent.organization_id, []).append(agent)
+            consequences = [
+                line for group in by_organization.values()
+                for line in transition_consequences(slug, group)
+            ]  # fmt: skip
+            return confirmation_page(
+                request, title=f"{description}?", question=f"{description}:",
+                subjects=[a.name for a in agents], consequences=consequences,
+                confirm_label=transition.label, back_url=request.get_full_path(),
+                back_label="Agents", hidden=action_hidden_fields(request),
+            )  # fmt: skip
         run_service_action(
-            modeladmin,
-            request,
-            queryset,
-            lambda actor, agent: service(
+            modeladmin, request, agents,
+            lambda actor, agent: transition.service(
                 actor=actor, organization_id=agent.organization_id, agent_id=agent.id
             ),
-            verb,
-        )
+            transition.verb,
+        )  # fmt: skip
+        return None
 
-    apply.__name__ = name  # the action's name in the admin's POST
+    apply.__name__ = slug.replace("-", "_")  # the action's name in the admin's POST
     return admin.action(permissions=["write"], description=description)(apply)
+
+
+class SecretIssueForm(forms.Form):
+    expires_at = forms.DateTimeField(
+        required=False,
+        help_text="When the secret stops working (UTC, YYYY-MM-DD HH:MM). Empty: it does not "
+        "expire; rotate it instead.",
+    )
+
+    def clean_expires_at(self) -> datetime | None:
+        value: datetime | None = self.cleaned_data.get("expires_at")
+        if value is not None and value <= timezone.now():
+            raise forms.ValidationError("Must be in the future.")
+        return value
+
+
+class ScopesForm(forms.Form):
+    scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(str(s), f"{s.value}: {s.label}") for s in sorted(AGENT_SCOPES, key=str)],
+        required=False,
+        help_text="What the agent may ask for at the token endpoint (scopes outside this list "
+        "are refused with invalid_scope).",
+    )
 
 
 RECENT_EVENTS = 10
 
 
 @admin.register(Agent)
-class AgentAdmin(ManagedByScope[Agent], admin.ModelAdmin[Agent]):
+class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Agent]):
     """An agent with everything staff look for: its organization, the scopes it may request,
     its secrets (metadata only) and what happened to it lately. Read with ``agents:read``,
     registered, changed and suspended with ``agents:write``."""
@@ -129,21 +337,175 @@ class AgentAdmin(ManagedByScope[Agent], admin.ModelAdmin[Agent]):
         "updated_at",
     ]
     actions = [
-        lifecycle_action("suspend", services.agent_suspend, "Suspended", "Suspend selected agents"),
-        lifecycle_action(
-            "reactivate", services.agent_reactivate, "Reactivated", "Reactivate selected agents"
-        ),
-        lifecycle_action(
-            "decommission",
-            services.agent_decommission,
-            "Decommissioned",
-            "Decommission selected agents (permanent)",
-        ),
+        lifecycle_action("suspend", "Suspend selected agents"),
+        lifecycle_action("reactivate", "Reactivate selected agents"),
+        lifecycle_action("decommission", "Decommission selected agents (permanent)"),
+        lifecycle_action("revoke-tokens", "Revoke every token of selected agents"),
     ]
     list_select_related = ["organization"]
+    change_form_template = "admin/agents/agent/change_form.html"
+
+    # --- the agent's own pages: a secret, its scopes, its lifecycle --------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        own = [
+            path("<uuid:agent_id>/secret/", wrap(self.secret_view), name="agents_agent_secret"),
+            path("<uuid:agent_id>/scopes/", wrap(self.scopes_view), name="agents_agent_scopes"),
+        ]
+        own += [
+            path(
+                f"<uuid:agent_id>/{slug}/",
+                wrap(self.transition_view),
+                {"slug": slug},
+                name=f"agents_agent_{slug.replace('-', '_')}",
+            )  # fmt: skip
+            for slug in TRANSITIONS
+        ]
+        return [*own, *super().get_urls()]
+
+    def _agent(self, request: HttpRequest, agent_id: uuid.UUID) -> Agent:
+        agent = self.get_queryset(request).filter(id=agent_id).first()
+        if agent is None:
+            raise Http404("No such agent.")
+        return agent
+
+    def _page(self, agent: Agent) -> str:
+        return reverse("admin:agents_agent_change", args=[agent.id])
+
+    def _credentials_writer(self, request: HttpRequest) -> bool:
+        return self._holds(request, Scope.CREDENTIALS_WRITE)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        context = {
+            **(extra_context or {}),
+            "agent_writer": self.has_write_permission(request),
+            "credentials_writer": self._credentials_writer(request),
+            "transitions": TRANSITIONS,
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def response_add(
+        self, request: HttpRequest, obj: Agent, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """After registering an agent: its page, where its first secret is issued."""
+        if "_addanother" in request.POST or "_popup" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        self.message_user(
+            request, f"Registered {obj.name}. Issue its first client secret next.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(self._page(obj))
+
+    def secret_view(self, request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
+        agent = self._agent(request, agent_id)
+        if not self._credentials_writer(request):
+            raise Http404("No such page.")
+        form = SecretIssueForm(request.POST if confirmed(request) else None)
+        if confirmed(request) and form.is_valid():
+            try:
+                issued = credential_services.credential_generate(
+                    actor=admin_principal(request), organization_id=agent.organization_id,
+                    agent_id=agent.id, expires_at=form.cleaned_data.get("expires_at"),
+                )  # fmt: skip
+            except DomainError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+                return HttpResponseRedirect(self._page(agent))
+            return shown_once_page(
+                request, title=f"A client secret for {agent.name}",
+                note="Copy the secret now: only a keyed hash of it is kept, so it cannot be "
+                "shown again. The agent authenticates at the token endpoint with both.",
+                rows=[("client_id", issued.client_id), ("client_secret", issued.secret)],
+                back_url=self._page(agent), back_label=f"Back to {agent.name}",
+            )  # fmt: skip
+        active = _active_secrets([agent.id], agent.organization_id)
+        return confirmation_page(
+            request, title=f"Issue a client secret for {agent.name}",
+            question=f"A new client secret for {agent.name}.",
+            consequences=[
+                "Shows the secret once, with the agent's client_id beside it.",
+                f"The agent's {plural(active, 'active secret')} keep working; rotate or revoke "
+                "them separately.",
+            ],
+            confirm_label="Issue the secret", back_url=self._page(agent), back_label=agent.name,
+            form=form, danger=False,
+        )  # fmt: skip
+
+    def scopes_view(self, request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
+        agent = self._agent(request, agent_id)
+        if not self._credentials_writer(request):
+            raise Http404("No such page.")
+        current = credential_services.client_scopes_get(
+            organization_id=agent.organization_id, agent_id=agent.id
+        )
+        form = ScopesForm(
+            request.POST if request.method == "POST" else None, initial={"scopes": current}
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                credential_services.client_scopes_set(
+                    actor=admin_principal(request), organization_id=agent.organization_id,
+                    agent_id=agent.id, scopes=list(form.cleaned_data["scopes"]),
+                )  # fmt: skip
+            except DomainError as exc:
+                form.add_error("scopes", exc.detail)
+            else:
+                self.message_user(
+                    request, f"Saved the scopes {agent.name} may ask for.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(self._page(agent))
+        return TemplateResponse(
+            request, "admin/agents/agent/scopes.html",
+            {**self.admin_site.each_context(request), "title": f"Scopes {agent.name} may ask for",
+             "agent": agent, "form": form, "back_url": self._page(agent), "opts": self.model._meta},
+        )  # fmt: skip
+
+    def transition_view(self, request: HttpRequest, agent_id: uuid.UUID, slug: str) -> HttpResponse:
+        agent = self._agent(request, agent_id)
+        transition = TRANSITIONS[slug]
+        if not self.has_write_permission(request) or agent.status not in transition.allowed_from:
+            raise Http404("No such page.")
+        if confirmed(request):
+            try:
+                result = transition.service(
+                    actor=admin_principal(request), organization_id=agent.organization_id,
+                    agent_id=agent.id,
+                )  # fmt: skip
+            except DomainError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+            else:
+                done = f" ({plural(result, 'token')})" if isinstance(result, int) else ""
+                self.message_user(
+                    request, f"{transition.verb} {agent.name}{done}.", messages.SUCCESS
+                )
+            return HttpResponseRedirect(self._page(agent))
+        titles = {
+            "suspend": f"Suspend {agent.name}?", "reactivate": f"Reactivate {agent.name}?",
+            "decommission": f"Decommission {agent.name}?",
+            "revoke-tokens": f"Revoke every token of {agent.name}?",
+        }  # fmt: skip
+        return confirmation_page(
+            request, title=titles[slug], question=titles[slug],
+            consequences=transition_consequences(slug, [agent]),
+            confirm_label=transition.label, back_url=self._page(agent), back_label=agent.name,
+            danger=transition.danger,
+        )  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Agent]:
         return scoped_to_principal(request, super().get_queryset(request))
+
+    def get_form(
+        self, request: HttpRequest, obj: Agent | None = None, change: bool = False,
+        **kwargs: object,
+    ) -> type[forms.ModelForm[Agent]]:  # fmt: skip
+        form = super().get_form(request, obj, change, **kwargs)
+        organization_choice(form, request, adding=obj is None)
+        return form
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
         columns = ("name", "status", "capability_list", "organization", "created_at")
@@ -162,7 +524,7 @@ class AgentAdmin(ManagedByScope[Agent], admin.ModelAdmin[Agent]):
             "name", "description", "capabilities", "metadata", "version", "skills", "authors"
         )  # fmt: skip
         if obj is None and admin_principal(request).is_platform:
-            fields = ("organization", *fields)
+            fields = ("for_organization", *fields)
         return (*fields, *self.readonly_fields) if obj else fields
 
     @admin.display(description="capabilities")
@@ -188,9 +550,11 @@ class AgentAdmin(ManagedByScope[Agent], admin.ModelAdmin[Agent]):
         now = timezone.now()
         rows = format_html_join(
             "",
-            "<tr><td><code>{}…</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            '<tr><td><a href="{}"><code>{}…</code></a></td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td></tr>",
             (
                 (
+                    reverse("admin:credentials_clientsecret_change", args=[secret.id]),
                     secret.prefix,
                     secret.status_at(now),
                     _when(secret.created_at),
@@ -243,42 +607,35 @@ class AgentAdmin(ManagedByScope[Agent], admin.ModelAdmin[Agent]):
     def has_delete_permission(self, request: HttpRequest, obj: Agent | None = None) -> bool:
         return False  # agents are decommissioned, never deleted
 
-    def save_model(
-        self, request: HttpRequest, obj: Agent, form: forms.ModelForm[Agent], change: bool
-    ) -> None:
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[Agent], change: bool
+    ) -> Agent:
         principal = admin_principal(request)
         data = form.cleaned_data
-        try:
-            if change:
-                changes = {name: data[name] for name in form.changed_data if name in data}
-                saved = services.agent_update(
-                    actor=principal,
-                    organization_id=obj.organization_id,
-                    agent_id=obj.id,
-                    changes=changes,
-                )
-            else:
-                organization = data.get("organization")
-                organization_id = organization.id if organization else principal.organization_id
-                if organization_id is None:
-                    raise forms.ValidationError("Choose an organization.")
-                saved = services.agent_register(
-                    actor=principal,
-                    organization_id=organization_id,
-                    name=data["name"],
-                    description=data.get("description") or "",
-                    capabilities=data.get("capabilities") or [],
-                    metadata=data.get("metadata") or {},
-                )
-        except DomainError as exc:
-            raise forms.ValidationError(exc.detail) from exc
-        obj.pk = saved.pk
-        obj.refresh_from_db()
+        if change:
+            changes = {name: data[name] for name in form.changed_data if name in data}
+            return services.agent_update(
+                actor=principal, organization_id=form.instance.organization_id,
+                agent_id=form.instance.id, changes=changes,
+            )  # fmt: skip
+        organization = data.get("for_organization")
+        organization_id = organization.id if organization else principal.organization_id
+        if organization_id is None:  # a staff login of no organization
+            raise ValidationFailed("Choose an organization.")
+        return services.agent_register(
+            actor=principal, organization_id=organization_id, name=data["name"],
+            description=data.get("description") or "",
+            capabilities=data.get("capabilities") or [], metadata=data.get("metadata") or {},
+            version=data.get("version") or "1.0.0", skills=data.get("skills") or [],
+            authors=list(data.get("authors") or []),
+        )  # fmt: skip
 
 
 @admin.register(OrganizationMember)
 class OrganizationMemberAdmin(
-    ManagedByScope[OrganizationMember], admin.ModelAdmin[OrganizationMember]
+    ServiceSaves[OrganizationMember],
+    ManagedByScope[OrganizationMember],
+    admin.ModelAdmin[OrganizationMember],
 ):
     admin_scope, write_scope = Scope.AGENTS_READ, Scope.MEMBERS_WRITE
     list_display = ["agent", "role", "organization", "created_at"]
@@ -294,16 +651,11 @@ class OrganizationMemberAdmin(
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # members are added through POST /organizations/{id}/members
 
-    def save_model(
-        self,
-        request: HttpRequest,
-        obj: OrganizationMember,
-        form: forms.ModelForm[OrganizationMember],
-        change: bool,
-    ) -> None:
-        services.member_add(
-            actor=admin_principal(request),
-            organization_id=obj.organization_id,
-            agent_id=obj.agent_id,
-            role=obj.role,
-        )
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[OrganizationMember], change: bool
+    ) -> OrganizationMember:
+        member = form.instance
+        return services.member_add(
+            actor=admin_principal(request), organization_id=member.organization_id,
+            agent_id=member.agent_id, role=form.cleaned_data["role"],
+        )  # fmt: skip

@@ -1,6 +1,8 @@
 """Every write to agents and their memberships, with the lifecycle rules."""
 
 import json
+import math
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -275,6 +277,16 @@ class TransitionService(Protocol):
     ) -> Agent: ...
 
 
+def _after_not_before_second(not_before: float) -> None:
+    """A token's ``iat`` is a whole second, and a token issued before ``tokens_not_before`` is
+    refused: a token issued in the second of the last suspension would be refused although
+    issued after the reactivation. So a reactivation that close to it waits for the next whole
+    second (at most one; only a script or a test is that fast)."""
+    wait = math.floor(not_before) + 1 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
 def _agent_transition(
     *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, event: str, reason: str
 ) -> Agent:
@@ -295,6 +307,8 @@ def _agent_transition(
         # Every token issued so far stops for good: reactivation does not revive them.
         agent.tokens_not_before = timezone.now()
         updated.append("tokens_not_before")
+    elif agent.tokens_not_before is not None:
+        _after_not_before_second(agent.tokens_not_before.timestamp())
     agent.save(update_fields=updated)
     agent_status_changed(
         AgentStatusChange(

@@ -1,19 +1,46 @@
-"""Read-only admin for the audit log (the database refuses changes anyway)."""
+"""Read-only admin for the audit log (the database refuses changes anyway), the job runs and
+the auditors' report page."""
 
 import json
-from datetime import date, datetime, time, timedelta
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import cast
 
 from django.contrib import admin
+from django.contrib.admin import ListFilter
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+)
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from agentidp.admin import ManagedByScope, PlatformOnly, admin_principal, scoped_to_principal
 from agentidp.principals import Principal
+from agentidp.tenancy import platform_context, tenant_context
+from compliance.auditlog import (
+    ActorFilter,
+    AuditChangeList,
+    Checkpoints,
+    DateRangeFilter,
+    Names,
+    SubjectFilter,
+    export_response,
+    id_code,
+    subject_url,
+)
 from compliance.controls import controls_evaluate
 from compliance.models import AuditEvent, JobRun
 from compliance.reports import REPORT_MAX_DAYS, report_build, report_pdf
@@ -22,77 +49,168 @@ from organizations.choices import Scope
 from organizations.models import Organization
 
 
-def _short(value: str) -> str:
-    """Ids are UUIDs: the first 8 characters tell them apart on a page (the full id is on
-    the event's page and in search)."""
-    return value[:8] + "…" if len(value) > 12 else value
-
-
 @admin.register(AuditEvent)
 class AuditEventAdmin(ManagedByScope[AuditEvent], admin.ModelAdmin[AuditEvent]):
-    """Compact columns, so the actor and subject fit the page; full values on each event. Read
-    with ``audit:read`` (owners, admins and auditors); nobody changes an event."""
+    """The audit log as a person reads it: who acted by name and role, what, on which subject
+    (its whole id, linked), whether the row still matches its hash; filters by action, actor,
+    subject and dates; the filtered events exported for offline verification. Read with
+    ``audit:read`` (owners, admins and auditors); nobody changes an event."""
 
     admin_scope = Scope.AUDIT_READ
 
-    list_filter = ["action", "outcome", "actor_type", "subject_type"]
-    search_fields = ["subject_id", "actor_id", "action"]
+    search_fields = ["subject_id", "actor_id", "action", "data__actor__username"]
     date_hierarchy = "occurred_at"
     list_select_related = ["organization"]
     ordering = ["-occurred_at"]
     list_per_page = 50
+    list_display_links = ["sequence"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
         return scoped_to_principal(request, super().get_queryset(request))
 
+    def get_changelist(self, request: HttpRequest, **kwargs: object) -> type[ChangeList]:
+        return AuditChangeList
+
     def get_urls(self) -> list[URLPattern]:
-        report = path(
-            "report/",
-            self.admin_site.admin_view(ComplianceReportAdmin.view),
-            name="compliance_report",
-        )
-        return [report, *super().get_urls()]
+        wrap = self.admin_site.admin_view
+        return [
+            path("report/", wrap(ComplianceReportAdmin.view), name="compliance_report"),
+            path("export.<str:fmt>", wrap(self.export_view), name="compliance_auditevent_export"),
+            *super().get_urls(),
+        ]
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, object] | None = None
     ) -> HttpResponse:
+        query = request.GET.urlencode()
+        export = reverse("admin:compliance_auditevent_export", args=["csv"])
         context = {
             **(extra_context or {}),
             "report_allowed": ComplianceReportAdmin.allowed(request),
+            "export_csv": f"{export}?{query}" if query else export,
+            "export_jsonl": export.replace(".csv", ".jsonl") + (f"?{query}" if query else ""),
+            "is_nav_sidebar_enabled": False,  # the log's columns need the page's width
         }
         return super().changelist_view(request, context)
+
+    def export_view(self, request: HttpRequest, fmt: str) -> HttpResponseBase:
+        """The events the list shows with the same filters and search, every page of them."""
+        if fmt not in ("csv", "jsonl"):
+            raise Http404("CSV or JSON Lines.")
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("Unknown filter.")
+        events = changelist.get_queryset(request)
+        principal = admin_principal(request)
+        moment = f"{timezone.now():%Y%m%dT%H%M%SZ}"
+        organization_id = principal.organization_id
+        if principal.is_platform or organization_id is None:
+            return export_response(
+                events, fmt=fmt, name=f"agentidp-audit-{moment}",
+                scope=partial(platform_context, reason="admin:audit-export", actor=principal),
+            )  # fmt: skip
+        slug = Organization.objects.values_list("slug", flat=True).get(id=organization_id)
+        return export_response(
+            events, fmt=fmt, name=f"agentidp-audit-{slug}-{moment}",
+            scope=partial(tenant_context, organization_id),
+        )  # fmt: skip
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
         columns = ("sequence", "when", "action", "outcome", "actor", "subject", "integrity")
         if admin_principal(request).is_platform:
-            return (*columns, "organization")
+            return (*columns, "organization_slug")
         return columns
 
-    def get_list_filter(self, request: HttpRequest) -> tuple[str, ...]:
-        filters = ("action", "outcome", "actor_type", "subject_type")
+    def get_list_filter(self, request: HttpRequest) -> tuple[type[ListFilter] | str, ...]:
+        filters = ("action", ActorFilter, SubjectFilter, DateRangeFilter, "outcome")
         if admin_principal(request).is_platform:
             return ("organization", *filters)
         return filters
 
-    @admin.display(description="when", ordering="occurred_at")
+    def _names(self, event: AuditEvent) -> Names:
+        names = getattr(event, "names", None)
+        return names if isinstance(names, Names) else Names.of([event])
+
+    @admin.display(description="#", ordering="sequence")
+    def sequence(self, event: AuditEvent) -> int:
+        return event.sequence
+
+    @admin.display(description="when (UTC)", ordering="occurred_at")
     def when(self, event: AuditEvent) -> str:
-        return event.occurred_at.strftime("%Y-%m-%d %H:%M:%S")
+        return event.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     @admin.display(description="actor")
     def actor(self, event: AuditEvent) -> str:
-        return f"{event.actor_type} {_short(event.actor_id)}"
+        query = urlencode({"actor": f"{event.actor_type}:{event.actor_id}"})
+        return format_html(
+            '<a href="?{}" title="{}: {}">{}</a>', query, event.actor_type, event.actor_id,
+            self._names(event).actor(event),
+        )  # fmt: skip
 
     @admin.display(description="subject")
     def subject(self, event: AuditEvent) -> str:
-        return f"{event.subject_type} {_short(event.subject_id)}"
+        names = self._names(event)
+        name = names.subject_name(event)
+        return format_html(
+            '<span class="agentidp-kind">{}{}</span><br><a href="{}">{}</a>',
+            event.subject_type.replace("_", " "), f" {name}" if name else "",
+            subject_url(event, platform=names.platform), id_code(event.subject_id),
+        )  # fmt: skip
+
+    @admin.display(description="organization")
+    def organization_slug(self, event: AuditEvent) -> str:
+        return self._names(event).organizations.get(str(event.organization_id), "")
+
+    # --- one event's page -------------------------------------------------------------------
+
+    @admin.display(description="actor")
+    def actor_shown(self, event: AuditEvent) -> str:
+        return format_html(
+            "{}<br>{}",
+            Names.of([event]).actor(event),
+            id_code(f"{event.actor_type}:{event.actor_id}"),
+        )
+
+    @admin.display(description="subject")
+    def subject_shown(self, event: AuditEvent) -> str:
+        names = Names.of([event], platform=True)
+        query = urlencode({"subject": f"{event.subject_type}:{event.subject_id}"})
+        events = f"{reverse('admin:compliance_auditevent_changelist')}?{query}"
+        return format_html(
+            '{} {} (<a href="{}">its page</a>, <a href="{}">its events</a>)',
+            event.subject_type.replace("_", " "), id_code(event.subject_id),
+            subject_url(event, platform=names.platform), events,
+        )  # fmt: skip
+
+    @admin.display(description="data")
+    def data_shown(self, event: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(event.data, indent=2, sort_keys=True))
+
+    @admin.display(description="inclusion proof")
+    def proof_reference(self, event: AuditEvent) -> str:
+        checkpoint = Checkpoints().first_holding(event)
+        if checkpoint is None:
+            return "In the next signed checkpoint (the checkpoint job signs one every hour)."
+        return format_html(
+            "leaf {} of checkpoint #{} (tree size {}, root {}): GET {}",
+            event.sequence - 1, checkpoint.number, checkpoint.tree_size,
+            id_code(checkpoint.root_hash),
+            id_code(f"/audit/{event.id}/proof?tree_size={checkpoint.tree_size}"),
+        )  # fmt: skip
 
     @admin.display(description="integrity")
     def integrity(self, event: AuditEvent) -> str:
         """Whether the row still matches its own hash (the whole chain: verifyauditchain)."""
         return "ok" if audit_event_hash(event) == event.hash else "ALTERED"
 
-    def get_readonly_fields(self, request: HttpRequest, obj: AuditEvent | None = None) -> list[str]:
-        return [field.name for field in AuditEvent._meta.fields]
+    fields = (
+        "sequence", "id", "occurred_at", "organization", "action", "outcome", "actor_shown",
+        "subject_shown", "data_shown", "previous_hash", "hash", "integrity", "proof_reference",
+    )  # fmt: skip
+    readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -105,17 +223,47 @@ class AuditEventAdmin(ManagedByScope[AuditEvent], admin.ModelAdmin[AuditEvent]):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(PlatformOnly, admin.ModelAdmin[JobRun]):
+class JobRunAdmin(PlatformOnly[JobRun], admin.ModelAdmin[JobRun]):
     """Every recorded run of the scheduled compliance jobs, with its outcome and findings
     (the schedules themselves are under Periodic tasks)."""
 
-    list_display = ["job", "outcome", "started_at", "finished_at", "organization_ref"]
+    list_display = ["job", "outcome", "started_at", "finished_at", "organization"]
     list_filter = ["job", "outcome"]
     search_fields = ["job", "organization_ref"]
     date_hierarchy = "started_at"
-    readonly_fields = [
-        "job", "organization_ref", "started_at", "finished_at", "outcome", "detail"
-    ]  # fmt: skip
+    fields = ("job", "organization", "organization_ref", "started_at", "finished_at", "outcome",
+              "detail")  # fmt: skip
+    readonly_fields = fields
+
+    def get_changelist(self, request: HttpRequest, **kwargs: object) -> type[ChangeList]:
+        return JobRunChangeList
+
+    @admin.display(description="organization", ordering="organization_ref")
+    def organization(self, run: JobRun) -> str:
+        """The organization's slug (a deployment-wide run says so)."""
+        if run.organization_ref is None:
+            return "the whole deployment"
+        slug = getattr(run, "organization_slug", None)
+        if slug is None:
+            slug = organization_slugs([run.organization_ref]).get(str(run.organization_ref))
+        return slug or str(run.organization_ref)
+
+
+def organization_slugs(ids: Iterable[uuid.UUID | None]) -> dict[str, str]:
+    wanted = {i for i in ids if i is not None}
+    with platform_context(reason="admin:job-runs"):
+        rows = Organization.objects.filter(id__in=wanted).values_list("id", "slug")
+        return {str(pk): slug for pk, slug in rows}
+
+
+class JobRunChangeList(ChangeList):
+    """The page's runs with their organizations' slugs, looked up once per page."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        slugs = organization_slugs(run.organization_ref for run in self.result_list)
+        for run in self.result_list:
+            run.organization_slug = slugs.get(str(run.organization_ref))
 
 
 class ComplianceReportAdmin:

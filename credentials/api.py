@@ -44,8 +44,9 @@ class GenerateSerializer(StrictSerializer):
 
 class RotateSerializer(StrictSerializer):
     grace_seconds = serializers.IntegerField(
-        min_value=0, max_value=30 * 86400, required=False, allow_null=True, default=None
-    )
+        min_value=0, max_value=services.MAX_GRACE_SECONDS, required=False, allow_null=True,
+        default=None,
+    )  # fmt: skip
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
 

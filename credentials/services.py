@@ -210,6 +210,9 @@ def _credential_get(
     return credential
 
 
+MAX_GRACE_SECONDS = 30 * 86400
+
+
 @transaction.atomic
 def credential_rotate(
     *,
@@ -220,7 +223,13 @@ def credential_rotate(
     grace_seconds: int | None = None,
     expires_at: datetime | None = None,
 ) -> IssuedSecret:
-    """Issue a replacement; the old secret keeps working for the grace period, then stops."""
+    """Issue a replacement; the old secret keeps working for the grace period (the
+    organization's default when ``None``, at most :data:`MAX_GRACE_SECONDS`), then stops."""
+    if grace_seconds is not None and not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ValidationFailed(
+            "The grace period is out of range.",
+            errors={"grace_seconds": [f"From 0 to {MAX_GRACE_SECONDS} seconds (30 days)."]},
+        )
     agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
     old = _credential_get(
         organization_id=organization_id, agent_id=agent.id, credential_id=credential_id

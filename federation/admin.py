@@ -1,22 +1,33 @@
 """Admin for federation partners: registered and changed through the services (so the metadata,
 keys and DID are fetched and checked, and every change is audited), the keys' last fetch and
-its result, and refetch, suspend and reactivate actions."""
-
-import uuid
-from typing import ClassVar
+its result, and refetch, suspend and reactivate actions. Read with ``federation:read``
+(auditors too), changed with ``federation:manage``."""
 
 from django import forms
 from django.contrib import admin
 from django.contrib.postgres.forms import SimpleArrayField
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
-from agentidp.admin import ManagedByScope, admin_principal, run_service_action, scoped_to_principal
-from agentidp.errors import DomainError
+from agentidp.admin import (
+    ConfirmedDelete,
+    ManagedByScope,
+    ServiceSaves,
+    action_hidden_fields,
+    admin_principal,
+    confirmation_page,
+    confirmed,
+    organization_choice,
+    plural,
+    run_service_action,
+    scoped_to_principal,
+)
+from agentidp.errors import ValidationFailed
 from agentidp.principals import Principal
 from federation import services
 from federation.choices import PartnerStatus
 from federation.models import FederationPartner
+from federation.selectors import exchanged_tokens_live
 from organizations.choices import Scope
 from organizations.models import Organization
 
@@ -40,54 +51,45 @@ class PartnerForm(forms.ModelForm[FederationPartner]):
     for_organization = forms.ModelChoiceField(
         queryset=Organization.objects.none(), required=False, label="Organization"
     )
-    actor: ClassVar[Principal | None] = None
 
     class Meta:
         model = FederationPartner
         fields = ["issuer", "jwks_uri", "did", "allowed_organizations", "allowed_scopes",
                   "read_only", "expires_at", "jwks_uri_other_host", "notes", "status"]  # fmt: skip
 
-    def _organization_id(self) -> uuid.UUID:
-        assert self.actor is not None  # noqa: S101 - set by get_form
-        chosen = self.cleaned_data.get("for_organization")
-        if self.actor.is_platform and isinstance(chosen, Organization):
-            return chosen.id
-        if self.actor.organization_id is None:
-            raise forms.ValidationError("Choose an organization.")
-        return self.actor.organization_id
 
-    def clean(self) -> dict[str, object]:
-        data = super().clean() or {}
-        if self.errors:
-            return data
-        assert self.actor is not None  # noqa: S101 - set by get_form
-        try:
-            if self.instance._state.adding:
-                self.instance = services.partner_register(
-                    actor=self.actor, organization_id=self._organization_id(),
-                    issuer=str(data.get("issuer") or ""), jwks_uri=str(data.get("jwks_uri") or ""),
-                    did=str(data.get("did") or ""),
-                    allowed_organizations=list(data.get("allowed_organizations") or []),
-                    allowed_scopes=list(data.get("allowed_scopes") or []),
-                    expires_at=data.get("expires_at"),
-                    notes=str(data.get("notes") or ""), read_only=bool(data.get("read_only")),
-                    jwks_uri_other_host=bool(data.get("jwks_uri_other_host")),
-                )  # fmt: skip
-            else:
-                changes = {f: data[f] for f in self.changed_data if f in services.PARTNER_UPDATABLE}
-                if "allowed_scopes" in changes or "allowed_organizations" in changes:
-                    changes = {
-                        k: list(v) if isinstance(v, list | tuple) else v for k, v in changes.items()
-                    }
-                if changes:
-                    self.instance = services.partner_update(
-                        actor=self.actor, organization_id=self.instance.organization_id,
-                        partner_id=self.instance.id, changes=changes,
-                    )  # fmt: skip
-        except DomainError as exc:
-            messages = [m for problems in exc.errors.values() for m in problems] or [exc.detail]
-            raise forms.ValidationError(messages) from exc
-        return data
+def _registered(actor: Principal, form: forms.ModelForm[FederationPartner]) -> FederationPartner:
+    data = form.cleaned_data
+    chosen = data.get("for_organization")
+    organization_id = chosen.id if actor.is_platform and chosen else actor.organization_id
+    if organization_id is None:
+        raise ValidationFailed(
+            "Choose an organization.", errors={"for_organization": ["Required."]}
+        )
+    return services.partner_register(
+        actor=actor, organization_id=organization_id,
+        issuer=str(data.get("issuer") or ""), jwks_uri=str(data.get("jwks_uri") or ""),
+        did=str(data.get("did") or ""),
+        allowed_organizations=list(data.get("allowed_organizations") or []),
+        allowed_scopes=list(data.get("allowed_scopes") or []), expires_at=data.get("expires_at"),
+        notes=str(data.get("notes") or ""), read_only=bool(data.get("read_only")),
+        jwks_uri_other_host=bool(data.get("jwks_uri_other_host")),
+    )  # fmt: skip
+
+
+def _changed(actor: Principal, form: forms.ModelForm[FederationPartner]) -> FederationPartner:
+    partner = form.instance
+    changes = {
+        f: list(v) if isinstance(v, list | tuple) else v
+        for f, v in form.cleaned_data.items()
+        if f in form.changed_data and f in services.PARTNER_UPDATABLE
+    }
+    if not changes:
+        return partner
+    return services.partner_update(
+        actor=actor, organization_id=partner.organization_id, partner_id=partner.id,
+        changes=changes,
+    )  # fmt: skip
 
 
 READONLY = ("created_by", "created_at", "updated_at", "key_ids", "keys_fetched_at",
@@ -96,9 +98,15 @@ READONLY = ("created_by", "created_at", "updated_at", "key_ids", "keys_fetched_a
 
 @admin.register(FederationPartner)
 class FederationPartnerAdmin(
-    ManagedByScope[FederationPartner], admin.ModelAdmin[FederationPartner]
+    ServiceSaves[FederationPartner],
+    ConfirmedDelete[FederationPartner],
+    ManagedByScope[FederationPartner],
+    admin.ModelAdmin[FederationPartner],
 ):
-    admin_scope = Scope.FEDERATION_MANAGE
+    """A partner issuer with what its keys' last fetch found (when, the result, the error); a
+    registration fetches and checks its metadata, keys and DID before anything is stored."""
+
+    admin_scope, write_scope = Scope.FEDERATION_READ, Scope.FEDERATION_MANAGE
     form = PartnerForm
     list_display = ["issuer", "organization", "current_status", "expires_at", "read_only",
                     "keys_fetched_at", "last_fetch_result", "last_fetch_error"]  # fmt: skip
@@ -145,7 +153,6 @@ class FederationPartnerAdmin(
         **kwargs: object,
     ) -> type[forms.ModelForm[FederationPartner]]:  # fmt: skip
         form = super().get_form(request, obj, change, **kwargs)
-        actor = admin_principal(request)
         if "status" in form.base_fields:
             status = form.base_fields["status"]
             assert isinstance(status, forms.ChoiceField)  # noqa: S101 - a choices field
@@ -153,26 +160,15 @@ class FederationPartnerAdmin(
                 (PartnerStatus.ACTIVE, "Active"),
                 (PartnerStatus.SUSPENDED, "Suspended"),
             ]
-        if actor.is_platform and "for_organization" in form.base_fields:
-            field = form.base_fields["for_organization"]
-            assert isinstance(field, forms.ModelChoiceField)  # noqa: S101 - declared above
-            field.queryset = Organization.objects.order_by("slug")
-            field.required = True
-        return type("BoundPartnerForm", (form,), {"actor": actor})
+        organization_choice(form, request, adding=obj is None)
+        return form
 
-    def save_model(
-        self, request: HttpRequest, obj: FederationPartner,
-        form: forms.ModelForm[FederationPartner], change: bool,
-    ) -> None:  # fmt: skip
-        """The form's clean() already wrote through the services."""
-        saved = form.instance
-        obj.pk, obj._state.adding = saved.pk, False
-
-    def save_related(
-        self, request: HttpRequest, form: forms.ModelForm[FederationPartner],
-        formsets: object, change: bool,
-    ) -> None:  # fmt: skip
-        return  # no related objects; nothing beyond what the services wrote
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[FederationPartner], change: bool
+    ) -> FederationPartner:
+        """Registration fetches and checks the partner's metadata, keys and DID first."""
+        actor = admin_principal(request)
+        return _changed(actor, form) if change else _registered(actor, form)
 
     def delete_model(self, request: HttpRequest, obj: FederationPartner) -> None:
         services.partner_delete(
@@ -206,9 +202,36 @@ class FederationPartnerAdmin(
             verb,
         )  # fmt: skip
 
+    def _cut_off(self, partners: list[FederationPartner]) -> list[str]:
+        return [
+            f"{p.issuer}: its tokens are refused from now on, and the "
+            f"{plural(exchanged_tokens_live(organization_id=p.organization_id, partner_id=p.id), 'local token')} "
+            "exchanged for its tokens that may still be live stop working at their next use."
+            for p in partners
+        ]
+
+    def delete_consequences(self, request: HttpRequest, obj: FederationPartner) -> list[str]:
+        return [
+            *self._cut_off([obj]),
+            "Forgets its cached keys; trusting it again means registering it again.",
+            "The audit log keeps its history (federation.partner_added, federation.partner_removed).",
+        ]
+
     @admin.action(permissions=["write"], description="Suspend")
-    def suspend(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:
+    def suspend(
+        self, request: HttpRequest, queryset: QuerySet[FederationPartner]
+    ) -> HttpResponse | None:
+        partners = list(queryset)
+        if not confirmed(request):
+            return confirmation_page(
+                request, title="Suspend the selected partners?",
+                question="Stop trusting these partners until they are reactivated?",
+                subjects=[p.issuer for p in partners], consequences=self._cut_off(partners),
+                confirm_label="Yes, suspend", back_url=request.get_full_path(),
+                back_label="Federation partners", hidden=action_hidden_fields(request),
+            )  # fmt: skip
         self._set_status(request, queryset, PartnerStatus.SUSPENDED, "Suspended")
+        return None
 
     @admin.action(permissions=["write"], description="Reactivate")
     def reactivate(self, request: HttpRequest, queryset: QuerySet[FederationPartner]) -> None:

@@ -196,9 +196,10 @@ class FederationPartnerViewSet(TenantViewSet):
     """The caller's organization's partners."""
 
     resource_type = "federation_partner"
-    required_scopes = dict.fromkeys(
-        ["list", "retrieve", "partial_update", "destroy", "refresh_keys"], Scope.FEDERATION_MANAGE
-    )
+    required_scopes = {
+        **dict.fromkeys(["list", "retrieve"], Scope.FEDERATION_READ),
+        **dict.fromkeys(["partial_update", "destroy", "refresh_keys"], Scope.FEDERATION_MANAGE),
+    }
     serializer_class = PartnerSerializer
     pagination_class = PageNumberPagination
     queryset = FederationPartner.objects.none()

@@ -1,12 +1,17 @@
 """Reads of federation that cross or precede an organization."""
 
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from agentidp.tenancy import platform_context
+from compliance.models import AuditEvent
 from federation.models import FederationPartner
+from webhooks.choices import EventType
 
 
 def issuer_organizations(issuer: str) -> list[uuid.UUID]:
@@ -28,3 +33,19 @@ def organizations_with_partners(*, reason: str) -> list[str]:
     with platform_context(reason=reason):
         ids = FederationPartner.objects.values_list("organization_id", flat=True).distinct()
         return sorted(str(organization_id) for organization_id in ids)
+
+
+def exchanged_tokens_live(*, organization_id: uuid.UUID, partner_id: uuid.UUID) -> int:
+    """Local tokens issued for the partner's assertions that may still be live: those issued
+    within the longest lifetime an exchanged token can have (each is recorded as
+    ``token.issued`` naming the partner; the tokens themselves are not stored)."""
+    horizon = min(
+        int(settings.AGENTIDP["FEDERATION_TOKEN_LIFETIME_SECONDS"]),
+        int(settings.AGENTIDP["ACCESS_TOKEN_MAX_LIFETIME"]),
+    )
+    return AuditEvent.objects.filter(
+        organization_id=organization_id,
+        action=EventType.TOKEN_ISSUED,
+        occurred_at__gte=timezone.now() - timedelta(seconds=horizon),
+        data__partner_id=str(partner_id),
+    ).count()

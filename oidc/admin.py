@@ -7,12 +7,17 @@ must list the ``jti`` in the revocation list, which only the service does.
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from agentidp.admin import (
     ManagedByScope,
     PlatformOnly,
+    action_hidden_fields,
     admin_principal,
+    confirmation_page,
+    confirmed,
+    plural,
     run_service_action,
     scoped_to_principal,
 )
@@ -24,7 +29,7 @@ from organizations.choices import Scope
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(PlatformOnly, admin.ModelAdmin[SigningKey]):
+class SigningKeyAdmin(PlatformOnly[SigningKey], admin.ModelAdmin[SigningKey]):
     """Each key's status and dates; private parts live only in the secret store. "Rotate now"
     goes through the rotation service, pre-publication rule included."""
 
@@ -83,7 +88,27 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
         return False
 
     @admin.action(permissions=["write"], description="Revoke selected access tokens")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> HttpResponse | None:
+        tokens = list(queryset.select_related("application__agent"))
+        if not confirmed(request):
+            now = timezone.now()
+            live = sum(1 for t in tokens if t.expires > now)
+            agents = {
+                t.application.agent.name for t in tokens if t.application and t.application.agent
+            }
+            return confirmation_page(
+                request, title="Revoke the selected access tokens?",
+                question="Revoke these access tokens now?",
+                subjects=[str(t.jti) for t in tokens],
+                consequences=[
+                    f"Revokes {plural(len(tokens), 'token')} of {plural(len(agents), 'agent')}, "
+                    f"{live} of them still live: the API and introspection refuse them from now on.",
+                    "A service that checks only a token's signature offline accepts it until it "
+                    "expires; the agents' secrets keep working.",
+                ],
+                confirm_label="Yes, revoke", back_url=request.get_full_path(),
+                back_label="Access tokens", hidden=action_hidden_fields(request),
+            )  # fmt: skip
         run_service_action(
             self,
             request,
@@ -96,3 +121,4 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
             ),
             "Revoked",
         )
+        return None

@@ -16,3 +16,4 @@ class RevocationReason(models.TextChoices):
     CREDENTIAL_REVOKED = "credential_revoked", "The secret it was issued with was revoked"
     AGENT_SUSPENDED = "agent_suspended", "Its agent was suspended"
     AGENT_DECOMMISSIONED = "agent_decommissioned", "Its agent was decommissioned"
+    AGENT_TOKENS_REVOKED = "agent_tokens_revoked", "Every token of its agent was revoked"

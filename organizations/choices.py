@@ -23,7 +23,9 @@ class Scope(models.TextChoices):
     CREDENTIALS_WRITE = "credentials:write", "Manage agents' client secrets"
     AUDIT_READ = "audit:read", "Read the audit log"
     MEMBERS_WRITE = "members:write", "Manage the organization's members"
+    WEBHOOKS_READ = "webhooks:read", "See webhook subscriptions and their deliveries"
     WEBHOOKS_MANAGE = "webhooks:manage", "Manage webhook subscriptions and see their deliveries"
+    FEDERATION_READ = "federation:read", "See the organization's trusted partner issuers"
     FEDERATION_MANAGE = "federation:manage", "Manage the organization's trusted partner issuers"
     FEDERATION_VERIFY = "federation:verify", "Verify tokens issued by the organization's partners"
     ADMIN_ORGS = "admin:orgs", "Manage every organization (platform staff only)"
@@ -37,7 +39,9 @@ AGENT_SCOPES = frozenset(
         Scope.AGENTS_WRITE,
         Scope.CREDENTIALS_WRITE,
         Scope.AUDIT_READ,
+        Scope.WEBHOOKS_READ,
         Scope.WEBHOOKS_MANAGE,
+        Scope.FEDERATION_READ,
         Scope.FEDERATION_MANAGE,
         Scope.FEDERATION_VERIFY,
         Scope.OPENID,
@@ -54,6 +58,21 @@ DEFAULT_AGENT_SCOPES = (Scope.AGENTS_READ,)
 
 PLATFORM_SCOPES = frozenset({Scope.ADMIN_ORGS})
 """Scopes only platform staff hold."""
+
+IMPLIED_SCOPES: dict[str, frozenset[str]] = {
+    Scope.WEBHOOKS_MANAGE: frozenset({Scope.WEBHOOKS_READ}),
+    Scope.FEDERATION_MANAGE: frozenset({Scope.FEDERATION_READ}),
+}
+"""What holding a scope grants besides itself: managing something includes seeing it (tokens
+issued with ``webhooks:manage`` before ``webhooks:read`` existed keep reading)."""
+
+
+def scopes_implied(scopes: frozenset[str] | set[str]) -> frozenset[str]:
+    """``scopes`` with everything they imply."""
+    implied = set(scopes)
+    for scope in scopes:
+        implied |= IMPLIED_SCOPES.get(scope, frozenset())
+    return frozenset(implied)
 
 
 class DidKeyAlgorithm(models.TextChoices):
@@ -82,7 +101,10 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     MemberRole.OWNER: _ADMINISTER,
     MemberRole.ADMIN: _ADMINISTER,
     MemberRole.MEMBER: frozenset({Scope.AGENTS_READ}),
-    MemberRole.AUDITOR: frozenset({Scope.AUDIT_READ}),
+    MemberRole.AUDITOR: frozenset(
+        {Scope.AUDIT_READ, Scope.AGENTS_READ, Scope.WEBHOOKS_READ, Scope.FEDERATION_READ}
+    ),
 }
-"""Scopes a staff user holds through the role of their membership. An auditor reads the audit
-log, its proofs, the controls and the compliance report, nothing else."""
+"""Scopes a staff user holds through the role of their membership. A member reads the agents
+(and the organization and its people); an auditor reads everything (the audit log, its proofs,
+the controls and the report, the agents, webhooks and partners) and changes nothing."""

@@ -69,6 +69,8 @@ class StaffMembership(TimestampedModel):
     role = models.CharField(max_length=20, choices=MemberRole.choices, default=MemberRole.ADMIN)
 
     class Meta:
+        verbose_name = "person"
+        verbose_name_plural = "people"
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(role__in=MemberRole.values),

@@ -40,4 +40,5 @@ def staff_session_principal(request: HttpRequest) -> Principal | None:
         is_platform=bool(user.is_superuser),
         status=status,
         display=user.get_username(),
+        role="platform" if user.is_superuser else (membership.role if membership else ""),
     )

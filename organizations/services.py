@@ -1,17 +1,23 @@
 """Every write to organizations and staff membership."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from typing import cast
 
 from django.apps import apps
 from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.models import User as DjangoUser
+from django.contrib.auth.tokens import default_token_generator
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.db.models import Model
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
 from agentidp.boundary import name_checked, slug_checked
-from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
+from agentidp.errors import Conflict, Forbidden, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.principals import Principal
 from agentidp.usage import redis_client, usage_key
@@ -29,6 +35,10 @@ STAFF_PERMISSIONS = (
     ("compliance", "view_auditevent"),
     ("organizations", "view_organization"),
     ("organizations", "view_staffmembership"),
+    ("organizations", "add_staffmembership"),
+    ("organizations", "change_staffmembership"),
+    ("organizations", "delete_staffmembership"),
+    ("organizations", "change_organization"),
     ("credentials", "view_clientsecret"),
     ("webhooks", "view_webhooksubscription"),
     ("webhooks", "add_webhooksubscription"),
@@ -97,6 +107,12 @@ def organization_create(
     return organization
 
 
+PLATFORM_FIELDS = ("plan", "max_agents", "max_tokens_per_month")
+"""What only platform staff change: the commercial terms."""
+SETTING_BOUNDS = {
+    "access_token_lifetime_seconds": (60, 86400),
+    "credential_grace_seconds": (0, 30 * 86400),
+}
 UPDATABLE_FIELDS = (
     "name",
     "plan",
@@ -119,6 +135,18 @@ def organization_update(
         raise ValidationFailed(
             "These fields cannot be changed.", errors={f: ["Not updatable."] for f in unknown}
         )
+    platform_only = sorted(set(changes) & set(PLATFORM_FIELDS))
+    if platform_only and not actor.is_platform:
+        raise Forbidden(
+            "The plan and the quotas are changed by platform staff.",
+            errors={f: ["Platform staff only."] for f in platform_only},
+        )
+    for field, (low, high) in SETTING_BOUNDS.items():
+        value = changes.get(field)
+        if value is not None and (not isinstance(value, int) or not low <= value <= high):
+            raise ValidationFailed(
+                "A setting is out of range.", errors={field: [f"From {low} to {high}."]}
+            )
     plan = changes.get("plan")
     if plan is not None and plan not in Plan.values:
         raise ValidationFailed("Unknown plan.", errors={"plan": [f"Must be one of {Plan.values}."]})
@@ -172,7 +200,10 @@ def _organization_set_status(
 
 @transaction.atomic
 def organization_suspend(*, actor: Principal, organization_id: uuid.UUID) -> Organization:
-    """Suspend a tenant: its agents and staff can no longer act."""
+    """Suspend a tenant: its agents and staff can no longer act. Platform staff only: an
+    organization's own owner would lock themselves out with it."""
+    if not actor.is_platform:
+        raise Forbidden("Only platform staff suspend an organization.")
     return _organization_set_status(
         actor=actor,
         organization_id=organization_id,
@@ -183,7 +214,9 @@ def organization_suspend(*, actor: Principal, organization_id: uuid.UUID) -> Org
 
 @transaction.atomic
 def organization_reactivate(*, actor: Principal, organization_id: uuid.UUID) -> Organization:
-    """Lift a suspension."""
+    """Lift a suspension (platform staff only, as suspending)."""
+    if not actor.is_platform:
+        raise Forbidden("Only platform staff reactivate an organization.")
     return _organization_set_status(
         actor=actor,
         organization_id=organization_id,
@@ -342,3 +375,158 @@ def token_usage_persist(*, organization_id: uuid.UUID, month: date) -> TokenUsag
         client.incrby(key, usage.tokens_issued - counted)
         client.expire(key, 40 * 86400)
     return usage
+
+
+# --- the organization's people -----------------------------------------------------------------
+
+PASSWORD_SETUP_PATH = "/admin/password/set/{uid}/{token}/"  # noqa: S105 - a path
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """A new member, and where they set their password (shown once: it works until they use
+    it or ``PASSWORD_RESET_TIMEOUT`` passes)."""
+
+    membership: StaffMembership
+    setup_path: str
+
+
+def member_get(
+    *, organization_id: uuid.UUID, membership_id: int, for_update: bool = False
+) -> StaffMembership:
+    """One of the organization's staff members (another organization's is the same 404)."""
+    memberships = StaffMembership.objects.select_related("user").filter(
+        organization_id=organization_id, id=membership_id
+    )
+    if for_update:
+        memberships = memberships.select_for_update(of=("self",))
+    found = memberships.first()
+    if found is None:
+        raise NotFound("No such member.")
+    return found
+
+
+def _owners(organization_id: uuid.UUID) -> int:
+    return StaffMembership.objects.filter(
+        organization_id=organization_id, role=MemberRole.OWNER, user__is_active=True
+    ).count()
+
+
+def _owners_only(actor: Principal, *roles: str) -> None:
+    """Only an owner (or platform staff) makes someone an owner, or changes or removes one: an
+    admin cannot take the organization over, nor lock its owners out."""
+    if MemberRole.OWNER in roles and not (actor.is_platform or actor.role == MemberRole.OWNER):
+        raise Forbidden(
+            "Only an owner makes someone an owner, or changes or removes an owner.",
+            errors={"role": ["Owners only."]},
+        )
+
+
+def _member_event(
+    actor: Principal, membership: StaffMembership, action: str, data: dict[str, JSONValue]
+) -> None:
+    event_record(
+        organization_id=membership.organization_id, actor=actor, action=action,
+        subject_type="staff", subject_id=str(membership.user_id),
+        data={"username": membership.user.get_username(), **data},
+    )  # fmt: skip
+
+
+@transaction.atomic
+def member_invite(
+    *, actor: Principal, organization_id: uuid.UUID, username: str, email: str, role: str
+) -> Invitation:
+    """A person joins the organization with ``role``: a new staff login with no usable
+    password yet, and the one-time link where they set it. A username or e-mail address that
+    is already someone's login is refused (a login belongs to one organization)."""
+    organization = organization_get(organization_id=organization_id)
+    if role not in MemberRole.values:
+        raise ValidationFailed(
+            "Unknown role.", errors={"role": [f"One of {', '.join(MemberRole.values)}."]}
+        )
+    _owners_only(actor, role)
+    username = username.strip()
+    email = email.strip()
+    if (
+        not username
+        or len(username) > 150
+        or not all(c.isalnum() or c in "@.+-_" for c in username)
+    ):
+        raise ValidationFailed(
+            "The username is not acceptable.",
+            errors={"username": ["Letters, digits and @ . + - _ only, at most 150."]},
+        )
+    if email:
+        try:
+            validate_email(email)
+        except DjangoValidationError as exc:
+            raise ValidationFailed(
+                "Not an e-mail address.", errors={"email": ["Not an e-mail address."]}
+            ) from exc
+    taken = DjangoUser.objects.filter(username__iexact=username)
+    if email:
+        taken = taken | DjangoUser.objects.filter(email__iexact=email)
+    if taken.exists():
+        raise Conflict(
+            "That username or e-mail address already has a login.",
+            errors={"username": ["Already someone's login."]},
+        )
+    user = DjangoUser(username=username, email=email, is_staff=True)
+    user.set_unusable_password()
+    user.save()
+    user.groups.add(staff_group())
+    membership = StaffMembership.objects.create(user=user, organization=organization, role=role)
+    _member_event(actor, membership, "member.added", {"role": role, "email": email or None})
+    token = default_token_generator.make_token(user)
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    return Invitation(
+        membership=membership, setup_path=PASSWORD_SETUP_PATH.format(uid=uid, token=token)
+    )
+
+
+@transaction.atomic
+def member_role_set(
+    *, actor: Principal, organization_id: uuid.UUID, membership_id: int, role: str
+) -> StaffMembership:
+    """Change a member's role; the organization keeps at least one owner."""
+    if role not in MemberRole.values:
+        raise ValidationFailed(
+            "Unknown role.", errors={"role": [f"One of {', '.join(MemberRole.values)}."]}
+        )
+    organization_get(organization_id=organization_id, for_update=True)  # serializes owner checks
+    membership = member_get(
+        organization_id=organization_id, membership_id=membership_id, for_update=True
+    )
+    previous = membership.role
+    if previous == role:
+        return membership
+    _owners_only(actor, previous, role)
+    if previous == MemberRole.OWNER and _owners(organization_id) <= 1:
+        raise Conflict(
+            "The last owner cannot be demoted: make someone else owner first.",
+            errors={"role": ["The organization's only owner."]},
+        )
+    membership.role = role
+    membership.save(update_fields=["role", "updated_at"])
+    _member_event(actor, membership, "member.role_changed", {"from": previous, "to": role})
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, actor: Principal, organization_id: uuid.UUID, membership_id: int) -> None:
+    """Take a person out of the organization: their login is deactivated (it belongs to this
+    organization only), their sessions end with it. Not the last owner."""
+    organization_get(organization_id=organization_id, for_update=True)
+    membership = member_get(
+        organization_id=organization_id, membership_id=membership_id, for_update=True
+    )
+    _owners_only(actor, membership.role)
+    if membership.role == MemberRole.OWNER and _owners(organization_id) <= 1:
+        raise Conflict("The last owner cannot be removed: make someone else owner first.")
+    if actor.kind == "user" and actor.id == str(membership.user_id):
+        raise Conflict("You cannot remove yourself; another owner or admin can.")
+    user = membership.user
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    _member_event(actor, membership, "member.removed", {"role": membership.role})
+    membership.delete()

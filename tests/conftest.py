@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connections
+from django.db import DatabaseError, connections
 from rest_framework.test import APIClient
 
 from agentidp.secrets import secret_store
@@ -135,11 +135,23 @@ def _no_failed_authentications_remembered() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _app_role_on_test_database(db: None) -> None:
-    """Every test's default connection is the application role on the test database."""
+def _app_role_on_test_database(db: None) -> Iterator[None]:
+    """Every test's default connection is the application role on the test database.
+
+    A test is one transaction around many requests, each of which would have committed as it
+    answered: the commit deadline the last one set is cleared before the test's end checks the
+    deferred constraints, so a long test is not refused as a late commit."""
     default, owner = connections["default"].settings_dict, connections["owner"].settings_dict
     assert default["USER"] != owner["USER"], "tests must not run as the owner role"
     assert default["NAME"] == owner["NAME"] and str(default["NAME"]).startswith("test_")
+    yield
+    connection = connections["default"]
+    if connection.connection is not None and connection.in_atomic_block:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('app.commit_deadline', '', true)")
+        except DatabaseError:
+            pass  # a transaction the test left aborted commits nothing anyway
 
 
 @pytest.fixture

@@ -1,27 +1,37 @@
 """Admin for webhooks: subscriptions (created, changed and rotated through the services, the
 secret shown once and never again), deliveries with filters and their attempts, and the
-redeliver, test and disable actions."""
+redeliver, test and disable actions. Read with ``webhooks:read`` (auditors too), changed with
+``webhooks:manage``."""
 
 import uuid
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.postgres.forms import SimpleArrayField
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 
 from agentidp.admin import (
+    ConfirmedDelete,
     ManagedByScope,
+    ServiceSaves,
     admin_principal,
+    confirmation_page,
+    confirmed,
+    organization_choice,
+    plural,
     run_service_action,
     scoped_to_principal,
+    shown_once_page,
 )
 from agentidp.errors import DomainError
+from agentidp.outbound import outbound_policy
 from agentidp.principals import Principal
 from organizations.choices import Scope
 from organizations.models import Organization
 from webhooks import services
+from webhooks.choices import DeliveryStatus
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 
@@ -60,18 +70,28 @@ def _refusal(exc: DomainError) -> forms.ValidationError:
     )
 
 
-def _secret_page(
-    request: HttpRequest, site: admin.AdminSite, rows: list[dict[str, str]]
-) -> HttpResponse:
+def _secret_page(request: HttpRequest, rows: list[tuple[str, str]]) -> HttpResponse:
     """The new secrets, in this response only: never in a message (the session would keep it),
     a log or a later page."""
-    response = TemplateResponse(
-        request,
-        "admin/webhooks/secret.html",
-        {**site.each_context(request), "rows": rows, "title": "Webhook signing secrets"},
+    return shown_once_page(
+        request, title="Webhook signing secrets",
+        note="Copy each secret to its receiver now: it is kept only in the secret store and is "
+        "never shown again. Receivers verify deliveries with it (Standard Webhooks: webhook-id, "
+        "webhook-timestamp, webhook-signature). After a rotation the old secret keeps signing "
+        "beside the new one until its overlap ends.",
+        rows=rows, back_url=reverse("admin:webhooks_webhooksubscription_changelist"),
+        back_label="Back to webhook subscriptions",
+    )  # fmt: skip
+
+
+def _url_rules() -> str:
+    policy = outbound_policy()
+    scheme = "https (or http, which this deployment allows)" if policy.allow_http else "https"
+    return (
+        f"Where events are POSTed: {scheme}, a public address (never loopback, private or "
+        "link-local networks such as 169.254.169.254), on an allowed port; checked again at "
+        "every delivery."
     )
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 READONLY = ("created_by", "created_at", "updated_at", "secret_rotated_at",
@@ -80,12 +100,17 @@ READONLY = ("created_by", "created_at", "updated_at", "secret_rotated_at",
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(
-    ManagedByScope[WebhookSubscription], admin.ModelAdmin[WebhookSubscription]
+    ServiceSaves[WebhookSubscription],
+    ConfirmedDelete[WebhookSubscription],
+    ManagedByScope[WebhookSubscription],
+    admin.ModelAdmin[WebhookSubscription],
 ):
-    """Only a principal holding ``webhooks:manage`` (owners and admins of the organization,
-    platform staff) sees webhooks in the admin, as in the API."""
+    """Seen with ``webhooks:read`` (auditors), managed with ``webhooks:manage`` (owners and
+    admins of the organization, platform staff), as in the API. A subscription's page sends it
+    a test event, lists its deliveries and deletes it after saying what goes with it."""
 
-    admin_scope = Scope.WEBHOOKS_MANAGE
+    admin_scope, write_scope = Scope.WEBHOOKS_READ, Scope.WEBHOOKS_MANAGE
+    change_form_template = "admin/webhooks/webhooksubscription/change_form.html"
     form = SubscriptionForm
     list_display = ["url", "organization", "active", "event_types", "rate_limit",
                     "disabled_reason", "failing_since", "created_at"]  # fmt: skip
@@ -97,6 +122,86 @@ class WebhookSubscriptionAdmin(
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookSubscription]:
         return scoped_to_principal(request, super().get_queryset(request))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<uuid:subscription_id>/test/", wrap(self.test_view), name="webhooks_webhooksubscription_test"),
+            *super().get_urls(),
+        ]  # fmt: skip
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        deliveries = reverse("admin:webhooks_webhookdelivery_changelist")
+        context = {
+            **(extra_context or {}),
+            "webhook_writer": self.has_write_permission(request),
+            "deliveries_url": f"{deliveries}?subscription__id__exact={object_id}",
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def _subscription(
+        self, request: HttpRequest, subscription_id: uuid.UUID
+    ) -> WebhookSubscription:
+        found = self.get_queryset(request).filter(id=subscription_id).first()
+        if found is None or not self.has_write_permission(request):
+            raise Http404("No such subscription.")
+        return found
+
+    def test_view(self, request: HttpRequest, subscription_id: uuid.UUID) -> HttpResponse:
+        """Send ``webhook.ping`` to this subscription alone, then show its delivery."""
+        subscription = self._subscription(request, subscription_id)
+        page = reverse("admin:webhooks_webhooksubscription_change", args=[subscription.id])
+        if confirmed(request):
+            try:
+                delivery = services.subscription_test(
+                    actor=admin_principal(request), organization_id=subscription.organization_id,
+                    subscription_id=subscription.id,
+                )  # fmt: skip
+            except DomainError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+                return HttpResponseRedirect(page)
+            self.message_user(
+                request, "Sent a test event (webhook.ping). Its delivery is below: reload the "
+                "page in a moment for the receiver's answer.", messages.SUCCESS,
+            )  # fmt: skip
+            return HttpResponseRedirect(
+                reverse("admin:webhooks_webhookdelivery_change", args=[delivery.id])
+            )
+        return confirmation_page(
+            request, title=f"Send a test event to {subscription.url}",
+            question=f"Send a webhook.ping event to {subscription.url}?",
+            consequences=[
+                "Delivers one signed webhook.ping event to this subscription only (no other "
+                "subscription receives it).",
+                "The delivery and the receiver's answer are shown next.",
+            ],
+            confirm_label="Send the test event", back_url=page, back_label=subscription.url,
+            danger=False,
+        )  # fmt: skip
+
+    def delete_consequences(self, request: HttpRequest, obj: WebhookSubscription) -> list[str]:
+        counts = WebhookDelivery.objects.filter(
+            organization_id=obj.organization_id, subscription_id=obj.id
+        ).aggregate(
+            total=Count("id"),
+            pending=Count("id", filter=Q(status=DeliveryStatus.PENDING)),
+            dead=Count("id", filter=Q(status=DeliveryStatus.DEAD_LETTER)),
+        )
+        return [
+            f"No more events are sent to {obj.url}.",
+            f"Deletes its {plural(counts['total'], 'delivery record')}: "
+            f"{plural(counts['pending'], 'pending delivery', 'pending deliveries')} will never "
+            f"be sent and {plural(counts['dead'], 'dead-lettered delivery', 'dead-lettered deliveries')} "
+            "can no longer be replayed.",
+            "Destroys its signing secret in the secret store.",
+            "The audit log keeps the subscription's history (webhook.created, webhook.deleted).",
+        ]
 
     def get_fields(
         self, request: HttpRequest, obj: WebhookSubscription | None = None
@@ -113,11 +218,9 @@ class WebhookSubscriptionAdmin(
         **kwargs: object,
     ) -> type[forms.ModelForm[WebhookSubscription]]:  # fmt: skip
         form = super().get_form(request, obj, change, **kwargs)
-        if admin_principal(request).is_platform and "for_organization" in form.base_fields:
-            field = form.base_fields["for_organization"]
-            assert isinstance(field, forms.ModelChoiceField)  # noqa: S101 - declared above
-            field.queryset = Organization.objects.order_by("slug")
-            field.required = True
+        if "url" in form.base_fields:
+            form.base_fields["url"].help_text = _url_rules()
+        organization_choice(form, request, adding=obj is None)
         return form
 
     def _organization_id(
@@ -131,36 +234,34 @@ class WebhookSubscriptionAdmin(
             raise PermissionError("a staff login without an organization")
         return principal.organization_id
 
-    def save_model(
-        self, request: HttpRequest, obj: WebhookSubscription,
-        form: forms.ModelForm[WebhookSubscription], change: bool,
-    ) -> None:  # fmt: skip
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[WebhookSubscription], change: bool
+    ) -> WebhookSubscription:
         data = form.cleaned_data
         actor = admin_principal(request)
         if change:
+            obj = form.instance
             changes = {
                 f: data[f] for f in form.changed_data if f in services.SUBSCRIPTION_UPDATABLE
             }
-            saved = services.subscription_update(
+            return services.subscription_update(
                 actor=actor, organization_id=obj.organization_id, subscription_id=obj.id,
                 changes=changes,
             )  # fmt: skip
-        else:
-            issued = services.subscription_create(
-                actor=actor, organization_id=self._organization_id(request, form),
-                url=data["url"], event_types=list(data["event_types"]),
-                description=data.get("description") or "", active=data.get("active", True),
-                rate_limit=data.get("rate_limit"),
-            )  # fmt: skip
-            saved = issued.subscription
-            request._webhook_secret = issued.secret  # type: ignore[attr-defined]
-        obj.pk, obj._state.adding = saved.pk, False
+        issued = services.subscription_create(
+            actor=actor, organization_id=self._organization_id(request, form),
+            url=data["url"], event_types=list(data["event_types"]),
+            description=data.get("description") or "", active=data.get("active", True),
+            rate_limit=data.get("rate_limit"),
+        )  # fmt: skip
+        request._webhook_secret = issued.secret  # type: ignore[attr-defined]
+        return issued.subscription
 
     def response_add(
         self, request: HttpRequest, obj: WebhookSubscription, post_url_continue: str | None = None
     ) -> HttpResponse:
         secret = getattr(request, "_webhook_secret", "")
-        return _secret_page(request, self.admin_site, [{"url": obj.url, "secret": secret}])
+        return _secret_page(request, [(obj.url, secret)])
 
     def delete_model(self, request: HttpRequest, obj: WebhookSubscription) -> None:
         services.subscription_delete(
@@ -200,17 +301,17 @@ class WebhookSubscriptionAdmin(
     def rotate_secret(
         self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]
     ) -> HttpResponse | None:
-        rows: list[dict[str, str]] = []
+        rows: list[tuple[str, str]] = []
 
         def rotate(actor: Principal, subscription: WebhookSubscription) -> None:
             issued = services.subscription_secret_rotate(
                 actor=actor, organization_id=subscription.organization_id,
                 subscription_id=subscription.id,
             )  # fmt: skip
-            rows.append({"url": subscription.url, "secret": issued.secret})
+            rows.append((subscription.url, issued.secret))
 
         run_service_action(self, request, queryset, rotate, "Rotated")
-        return _secret_page(request, self.admin_site, rows) if rows else None
+        return _secret_page(request, rows) if rows else None
 
 
 class AttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
@@ -234,9 +335,13 @@ class AttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ManagedByScope[WebhookDelivery], admin.ModelAdmin[WebhookDelivery]):
-    admin_scope = Scope.WEBHOOKS_MANAGE
+    """Every delivery with its status and each attempt's answer (status, an excerpt of the
+    body, the error); a dead-lettered one is replayed from its page or in bulk."""
+
+    admin_scope, write_scope = Scope.WEBHOOKS_READ, Scope.WEBHOOKS_MANAGE
+    change_form_template = "admin/webhooks/webhookdelivery/change_form.html"
     list_display = ["event_type", "subscription", "status", "attempts", "last_http_status",
-                    "next_attempt_at", "created_at", "completed_at"]  # fmt: skip
+                    "last_error", "next_attempt_at", "created_at", "completed_at"]  # fmt: skip
     list_filter = ["status", "event_type", "created_at", "subscription"]
     search_fields = ["event_id", "subscription__url"]
     fields = ("subscription", "event_id", "event_type", "occurred_at", "status", "attempts",
@@ -250,6 +355,55 @@ class WebhookDeliveryAdmin(ManagedByScope[WebhookDelivery], admin.ModelAdmin[Web
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebhookDelivery]:
         return scoped_to_principal(request, super().get_queryset(request))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<uuid:delivery_id>/redeliver/", wrap(self.redeliver_view), name="webhooks_webhookdelivery_redeliver"),
+            *super().get_urls(),
+        ]  # fmt: skip
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "webhook_writer": self.has_write_permission(request)}
+        return super().change_view(request, object_id, form_url, context)
+
+    def redeliver_view(self, request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse:
+        delivery = (
+            self.get_queryset(request).select_related("subscription").filter(id=delivery_id).first()
+        )
+        if delivery is None or not self.has_write_permission(request):
+            raise Http404("No such delivery.")
+        page = reverse("admin:webhooks_webhookdelivery_change", args=[delivery.id])
+        if confirmed(request):
+            try:
+                services.delivery_redeliver(
+                    actor=admin_principal(request), organization_id=delivery.organization_id,
+                    subscription_id=delivery.subscription_id, delivery_id=delivery.id,
+                )  # fmt: skip
+            except DomainError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+            else:
+                self.message_user(
+                    request, "Queued again: reload the page in a moment for the answer.",
+                    messages.SUCCESS,
+                )  # fmt: skip
+            return HttpResponseRedirect(page)
+        return confirmation_page(
+            request, title=f"Send {delivery.event_type} again?",
+            question=f"Send this {delivery.event_type} delivery to {delivery.subscription.url} again?",
+            consequences=[
+                f"Sends the same body with the same webhook-id now ({delivery.get_status_display().lower()} "
+                f"after {plural(delivery.attempts, 'attempt')} so far), with a fresh retry schedule.",
+                "A receiver that already has it can tell by its webhook-id.",
+            ],
+            confirm_label="Send again", back_url=page, back_label=str(delivery), danger=False,
+        )  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -192,10 +192,12 @@ class WebhookViewSet(TenantViewSet):
     """The caller's organization's webhook subscriptions."""
 
     resource_type = "webhook"
-    required_scopes = dict.fromkeys(
-        ["list", "create", "retrieve", "partial_update", "destroy", "test", "rotate_secret"],
-        Scope.WEBHOOKS_MANAGE,
-    )
+    required_scopes = {
+        **dict.fromkeys(["list", "retrieve"], Scope.WEBHOOKS_READ),
+        **dict.fromkeys(
+            ["create", "partial_update", "destroy", "test", "rotate_secret"], Scope.WEBHOOKS_MANAGE
+        ),
+    }
     serializer_class = SubscriptionSerializer
     pagination_class = PageNumberPagination
     queryset = WebhookSubscription.objects.none()
@@ -280,7 +282,10 @@ class WebhookDeliveryViewSet(TenantViewSet):
     """Deliveries of one subscription, with each attempt's outcome."""
 
     resource_type = "webhook_delivery"
-    required_scopes = dict.fromkeys(["list", "retrieve", "redeliver"], Scope.WEBHOOKS_MANAGE)
+    required_scopes = {
+        **dict.fromkeys(["list", "retrieve"], Scope.WEBHOOKS_READ),
+        "redeliver": Scope.WEBHOOKS_MANAGE,
+    }
     serializer_class = DeliverySerializer
     pagination_class = DeliveryCursorPagination
     queryset = WebhookDelivery.objects.none()

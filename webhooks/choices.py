@@ -11,6 +11,7 @@ class EventType(models.TextChoices):
     AGENT_SUSPENDED = "agent.suspended", "An agent was suspended"
     AGENT_REACTIVATED = "agent.reactivated", "A suspended agent was reactivated"
     AGENT_DECOMMISSIONED = "agent.decommissioned", "An agent was decommissioned"
+    AGENT_TOKENS_REVOKED = "agent.tokens_revoked", "Every live token of an agent was revoked"
     CREDENTIAL_GENERATED = "credential.generated", "A client secret was generated"
     CREDENTIAL_ROTATED = "credential.rotated", "A client secret was rotated"
     CREDENTIAL_REVOKED = "credential.revoked", "A client secret was revoked"

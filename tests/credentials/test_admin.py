@@ -16,7 +16,7 @@ from credentials.models import Client as Client_
 from credentials.models import ClientSecret
 from organizations.models import Organization
 from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts, request_token
-from tests.platform.test_admin import _login
+from tests.platform.test_admin import _login, shown_once
 
 CHANGELIST = "/admin/credentials/clientsecret/"
 
@@ -60,7 +60,9 @@ def test_rotate_shows_the_new_secret_once_and_keeps_the_old_one_for_the_grace(
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     page = response.content.decode()
-    new_secret = page.split("<td><code>")[2].split("</code>")[0]
+    shown = shown_once(page)
+    new_secret = shown["client_secret"]
+    assert shown["client_id"] == cred.client_id
     assert new_secret != cred.secret and len(new_secret) >= 40
     assert request_token(auth=basic(cred.client_id, new_secret)).status_code == 200
     assert request_token(cred).status_code == 200  # the old one, within its grace period
@@ -73,8 +75,13 @@ def test_revoke_stops_the_secret_at_once(
     staff: User, cred: Credentialed, org: Organization
 ) -> None:
     assert request_token(cred).status_code == 200
-    response = _act(_login(staff), "revoke", cred.credential_id)
-    assert response.status_code == 302
+    client = _login(staff)
+    asked = _act(client, "revoke", cred.credential_id).content.decode()
+    assert "Revoke the selected secrets?" in asked and "Revokes 1 secret now" in asked
+    assert "Revokes 1 live token" in asked  # the one just issued
+    assert request_token(cred).status_code == 200  # nothing before the answer
+    data = {"action": "revoke", "_selected_action": [str(cred.credential_id)], "confirmed": "yes"}
+    assert client.post(CHANGELIST, data).status_code == 302
     assert request_token(cred).status_code == 401
     assert len(_events(org.id, "credential.revoked")) == 1
 
@@ -114,6 +121,7 @@ def test_the_admin_sets_the_clients_id_token_and_agent_info_algorithms(
     assert changed and changed[-1].data == {
         "id_token_signed_response_alg": "EdDSA",
         "userinfo_signed_response_alg": "ES256",
+        "actor": {"username": superuser.username, "role": "platform"},  # who, by name
     }
     info = Client().get("/agent-info", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert info["Content-Type"] == "application/jwt"

@@ -46,17 +46,27 @@ def test_skills_are_edited_in_the_admin_through_the_service(staff: User, org: Or
         "capabilities": "search",
         "metadata": "{}",
         "version": "2.0.0",
-        "skills": '[{"id": "search", "name": "Search"}]',
+        "skills": "Search: finds documents [web, read]\r\n\r\nSummarize\r\n",
         "authors": "Ops",
     }
     response = client.post(f"/admin/agents/agent/{agent.id}/change/", form)
     assert response.status_code == 302, response.content.decode()[:3000]
     card = client.get(f"/agents/{agent.id}/did/card").json()
-    assert card["version"] == "2.0.0" and card["skills"][0]["id"] == "search"
-    bad = client.post(
-        f"/admin/agents/agent/{agent.id}/change/", {**form, "skills": '[{"id": "x"}]'}
-    )
-    assert bad.status_code == 200 and "name is required." in bad.content.decode()
+    assert card["version"] == "2.0.0"
+    assert card["skills"] == [
+        {
+            "id": "search",
+            "name": "Search",
+            "description": "finds documents",
+            "tags": ["web", "read"],
+        },
+        {"id": "summarize", "name": "Summarize", "description": "", "tags": []},
+    ]
+    page = client.get(f"/admin/agents/agent/{agent.id}/change/").content.decode()
+    assert "Search: finds documents [web, read]" in page  # shown as it was typed
+    for bad_skills, error in ((": no name", "a skill needs a name"), ("x" * 201, "name: text of")):
+        bad = client.post(f"/admin/agents/agent/{agent.id}/change/", {**form, "skills": bad_skills})
+        assert bad.status_code == 200 and error in bad.content.decode(), bad_skills
     with tenant_context(org.id):
         agent.refresh_from_db()
-    assert agent.skills == [{"id": "search", "name": "Search"}]
+    assert [s["id"] for s in agent.skills] == ["search", "summarize"]

@@ -6,10 +6,13 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from agentidp.tenancy import tenant_context
+from compliance.models import AuditEvent
 from federation.models import FederationPartner
+from organizations.choices import MemberRole
 from organizations.models import Organization
 from tests.factories import StaffFactory
 from tests.federation.conftest import MiniIssuer, new_key
+from tests.federation.test_exchange import bearer, exchange, granted
 from tests.platform.test_admin import _login
 
 PARTNERS = "/admin/federation/federationpartner/"
@@ -59,9 +62,13 @@ def test_actions_refetch_suspend_and_reactivate(
     _add(client, mini_issuer)
     partner = _partner(org)
     mini_issuer.keys.append(new_key("EC", "ec-2"))
-    for action in ("refetch_keys", "suspend"):
-        response = client.post(PARTNERS, {"action": action, "_selected_action": [str(partner.id)]})
-        assert response.status_code == 302
+    selected = {"_selected_action": [str(partner.id)]}
+    assert client.post(PARTNERS, {"action": "refetch_keys", **selected}).status_code == 302
+    asked = client.post(PARTNERS, {"action": "suspend", **selected}).content.decode()
+    assert "Suspend the selected partners?" in asked and "0 local tokens" in asked
+    assert _partner(org).effective_status() == "active"  # nothing before the answer
+    suspended = client.post(PARTNERS, {"action": "suspend", "confirmed": "yes", **selected})
+    assert suspended.status_code == 302
     partner = _partner(org)
     assert [k["kid"] for k in partner.jwks["keys"]] == ["ec-1", "ec-2"]
     assert partner.effective_status() == "suspended"
@@ -89,3 +96,42 @@ def test_only_managers_of_the_organization_see_partners(
     assert stranger.get(f"{PARTNERS}{partner.id}/change/").status_code == 302
     member = _login(StaffFactory(organization=org, role="member"))
     assert member.get(PARTNERS).status_code == 403
+
+
+def test_deleting_a_partner_says_what_stops_and_stops_it(
+    staff: User, org: Organization, mini_issuer: MiniIssuer
+) -> None:
+    client = _login(staff)
+    assert _add(client, mini_issuer).startswith("302")
+    partner = _partner(org)
+    exchanged = [granted(exchange(mini_issuer.token())) for _ in range(2)]
+    assert all(bearer(t).get("/agents").status_code == 200 for t in exchanged)
+    page = f"{PARTNERS}{partner.id}/"
+    assert 'value="delete_selected"' not in client.get(PARTNERS).content.decode()
+    asked = client.get(f"{page}delete/").content.decode()
+    assert (
+        f"{mini_issuer.issuer}: its tokens are refused from now on, and the 2 local tokens" in asked
+    )
+    assert all(bearer(t).get("/agents").status_code == 200 for t in exchanged)  # not yet
+    assert client.post(f"{page}delete/", {"confirmed": "yes"}).status_code == 302
+    assert all(bearer(t).get("/agents").status_code == 401 for t in exchanged)
+    assert exchange(mini_issuer.token()).status_code == 400
+    with tenant_context(org.id):
+        (removed,) = AuditEvent.objects.filter(
+            organization_id=org.id, action="federation.partner_removed"
+        )
+    assert removed.data["actor"]["username"] == staff.username
+
+
+def test_an_auditor_sees_partners_and_their_key_fetches_read_only(
+    staff: User, org: Organization, mini_issuer: MiniIssuer
+) -> None:
+    assert _add(_login(staff), mini_issuer).startswith("302")
+    partner = _partner(org)
+    auditor = _login(StaffFactory(organization=org, role=MemberRole.AUDITOR))
+    listing = auditor.get(PARTNERS).content.decode()
+    assert mini_issuer.issuer in listing and "ok" in listing and 'name="action"' not in listing
+    detail = auditor.get(f"{PARTNERS}{partner.id}/change/").content.decode()
+    assert "ec-1" in detail and 'name="_save"' not in detail
+    assert auditor.post(f"{PARTNERS}{partner.id}/delete/", {"confirmed": "yes"}).status_code == 404
+    assert _partner(org).id == partner.id

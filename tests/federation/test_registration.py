@@ -274,14 +274,25 @@ def test_anonymous_and_unscoped_callers_are_refused(
 ) -> None:
     partner = register()
     anonymous = APIClient()
-    auditor = client_for(StaffFactory(organization=org, role="auditor"))
-    for client, status in ((anonymous, 401), (auditor, 403)):
+    member = client_for(StaffFactory(organization=org, role="member"))  # agents:read only
+    for client, status in ((anonymous, 401), (member, 403)):
         assert client.get("/federation/partners").status_code == status
         assert client.get(f"/federation/partners/{partner['id']}").status_code == status
         assert client.post("/federation/trust", {}, format="json").status_code == status
         assert (
             client.post("/federation/verify", {"token": "x"}, format="json").status_code == status
         )
+    auditor = client_for(StaffFactory(organization=org, role="auditor"))  # federation:read
+    assert auditor.get("/federation/partners").status_code == 200
+    assert auditor.get(f"/federation/partners/{partner['id']}").status_code == 200
+    assert auditor.post("/federation/trust", {}, format="json").status_code == 403
+    assert (
+        auditor.patch(
+            f"/federation/partners/{partner['id']}", {"notes": "x"}, format="json"
+        ).status_code
+        == 403
+    )
+    assert auditor.delete(f"/federation/partners/{partner['id']}").status_code == 403
 
 
 def test_the_table_holds_partners_of_one_organization_per_connection(

@@ -142,7 +142,8 @@ def test_a_staff_revocation_is_audited_as_the_staff_members_act(
     client = HttpClient()
     assert client.login(username=superuser.username, password=PASSWORD)
     response = client.post(
-        "/admin/oidc/accesstoken/", {"action": "revoke", "_selected_action": [str(row.pk)]}
+        "/admin/oidc/accesstoken/",
+        {"action": "revoke", "_selected_action": [str(row.pk)], "confirmed": "yes"},
     )
     assert response.status_code == 302, response.content[:500]
     with tenant_context(org.id):

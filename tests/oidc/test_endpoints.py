@@ -117,9 +117,13 @@ def test_revoking_in_the_admin_stops_the_token(
     assert jti in page and token not in page  # metadata only, never the token
     with platform_context(reason="tests"):
         pk = AccessToken.objects.get(jti=jti).pk
+    action = {"action": "revoke", "_selected_action": [pk]}
+    asked = client.post("/admin/oidc/accesstoken/", action).content.decode()
+    assert "Revokes 1 token of 1 agent, 1 of them still live" in asked
+    assert call(token).status_code == 200  # nothing before the answer
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            "/admin/oidc/accesstoken/", {"action": "revoke", "_selected_action": [pk]}, follow=True
+            "/admin/oidc/accesstoken/", {**action, "confirmed": "yes"}, follow=True
         )
     assert "Revoked 1" in response.content.decode()
     assert_invalid_token(call(token))

@@ -1,5 +1,8 @@
 """The admin through a real login: staff see their organization only, by RLS."""
 
+import html
+import re
+
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -11,6 +14,14 @@ from organizations.models import Organization
 from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
 
 PASSWORD = "correct-horse-battery"
+
+
+def shown_once(page: str) -> dict[str, str]:
+    """The label and value of each row of a shown-once page (a secret or a one-time link)."""
+    rows = re.findall(
+        r'<th scope="row">([^<]+)</th>\s*<td><code id="once-\d+">([^<]+)</code>', page
+    )
+    return {label: html.unescape(value) for label, value in rows}
 
 
 def _login(user: User) -> Client:
@@ -107,11 +118,12 @@ def test_superuser_creates_organization_and_edits_quota(superuser: User) -> None
 def test_admin_lifecycle_action_goes_through_the_service(staff: User, org: Organization) -> None:
     target = AgentFactory(organization=org, name="to-suspend")
     client = _login(staff)
-    response = client.post(
-        "/admin/agents/agent/",
-        {"action": "suspend", "_selected_action": [str(target.id)]},
-        follow=True,
-    )
+    action = {"action": "suspend", "_selected_action": [str(target.id)]}
+    asked = client.post("/admin/agents/agent/", action).content.decode()
+    assert "Suspend selected agents?" in asked and "to-suspend" in asked
+    with tenant_context(org.id):
+        assert Agent.objects.get(id=target.id).status == "active"  # nothing before the answer
+    response = client.post("/admin/agents/agent/", {**action, "confirmed": "yes"}, follow=True)
     assert response.status_code == 200
     assert "Suspended 1" in response.content.decode()
     with tenant_context(org.id):
@@ -142,7 +154,8 @@ def test_admin_action_refusal_is_reported(staff: User, org: Organization) -> Non
     target = AgentFactory(organization=org, name="already")
     client = _login(staff)
     client.post(
-        "/admin/agents/agent/", {"action": "decommission", "_selected_action": [str(target.id)]}
+        "/admin/agents/agent/",
+        {"action": "decommission", "_selected_action": [str(target.id)], "confirmed": "yes"},
     )
     response = client.post(
         "/admin/agents/agent/",
@@ -162,26 +175,43 @@ def test_other_tenant_is_invisible_even_to_raw_admin_queryset(
     assert "0 agents" in page
 
 
-def test_an_auditor_reads_the_audit_log_and_the_report_and_nothing_else(
-    org: Organization, agent: Agent
-) -> None:
+def test_an_auditor_reads_everything_and_changes_nothing(org: Organization, agent: Agent) -> None:
     client = _login(StaffFactory(organization=org, role=MemberRole.AUDITOR))
     index = client.get("/admin/").content.decode()
-    assert "/admin/compliance/auditevent/" in index
-    for hidden in ("agents/agent", "credentials", "organizations", "webhooks", "federation"):
-        assert f"/admin/{hidden}" not in index, hidden
+    for shown in (
+        "compliance/auditevent", "agents/agent", "credentials/clientsecret",
+        "organizations/organization", "organizations/staffmembership",
+        "webhooks/webhooksubscription", "webhooks/webhookdelivery", "federation/federationpartner",
+    ):  # fmt: skip
+        assert f"/admin/{shown}/" in index, shown
+        listing = client.get(f"/admin/{shown}/")
+        assert listing.status_code == 200, shown
+        assert 'name="action"' not in listing.content.decode(), shown  # no action offered
+    assert "/add/" not in index  # nothing to add
+    page = client.get(f"/admin/agents/agent/{agent.id}/change/").content.decode()
+    assert agent.name in page and 'name="_save"' not in page
+    assert "/suspend/" not in page and "/secret/" not in page  # no lifecycle or secret buttons
     for path in (
-        "/admin/agents/agent/",
         "/admin/agents/agent/add/",
-        f"/admin/agents/agent/{agent.id}/change/",
-        "/admin/agents/organizationmember/",
-        "/admin/credentials/clientsecret/",
-        f"/admin/organizations/organization/{org.id}/change/",
-        "/admin/oidc/accesstoken/",
+        "/admin/organizations/staffmembership/add/",
+        "/admin/webhooks/webhooksubscription/add/",
     ):
-        assert client.get(path).status_code == 403, path
-    assert client.get("/admin/compliance/auditevent/").status_code == 200
+        assert client.get(path).status_code in {403, 404}, path
+    for path in (
+        f"/admin/agents/agent/{agent.id}/suspend/",
+        f"/admin/agents/agent/{agent.id}/secret/",
+    ):
+        assert client.post(path, {"confirmed": "yes"}).status_code == 404, path
+    assert (
+        client.post(
+            f"/admin/agents/agent/{agent.id}/change/", {"name": "renamed", "metadata": "{}"}
+        ).status_code
+        == 403
+    )
     assert client.get("/admin/compliance/auditevent/report/").status_code == 200
+    with tenant_context(org.id):
+        unchanged = Agent.objects.get(id=agent.id)
+        assert (unchanged.name, unchanged.status) == (agent.name, "active")
 
 
 def test_a_member_reads_agents_but_changes_nothing(org: Organization, agent: Agent) -> None:
@@ -199,6 +229,8 @@ def test_a_member_reads_agents_but_changes_nothing(org: Organization, agent: Age
     page = f"/admin/organizations/organization/{org.id}/change/"
     assert client.post(page, {"name": "taken over"}).status_code == 403
     assert client.get("/admin/compliance/auditevent/").status_code == 403  # no audit:read
+    for path in ("/admin/webhooks/webhooksubscription/", "/admin/federation/federationpartner/"):
+        assert client.get(path).status_code == 403, path  # members see agents and people only
     with tenant_context(org.id):
         unchanged = Agent.objects.get(id=agent.id)
         assert (unchanged.name, unchanged.status) == (agent.name, "active")

@@ -186,7 +186,8 @@ def test_loopback_receivers_are_allowed_but_never_the_stacks_own_services(
     for port in (6379, make_run.redis_port(), 5432, 8200):
         refused = subscribe(f"http://127.0.0.1:{port}/")
         assert refused.status_code == 400, (port, refused.text)
-        assert refused.json()["errors"] == {"url": ["The URL is not allowed."]}
+        (message,) = refused.json()["errors"]["url"]
+        assert message.startswith("The URL is not allowed.") and "never to a port of" in message
     accepted = subscribe(f"http://127.0.0.1:{free_port()}/hook")
     assert accepted.status_code == 201, accepted.text
     requests.delete(
