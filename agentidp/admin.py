@@ -213,7 +213,9 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 ORGANIZATION_CHOICE = "for_organization"
 
 
-def organization_choice(form: type[forms.ModelForm[M]], request: HttpRequest, *, adding: bool) -> None:
+def organization_choice(
+    form: type[forms.ModelForm[M]], request: HttpRequest, *, adding: bool
+) -> None:
     """The organization a new row belongs to: a required choice of every organization for
     platform staff adding one; nobody else sees the field (theirs is their own). The field is
     replaced by a copy: a form's declared fields are shared by every form class the admin
