@@ -324,7 +324,7 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
 
     form = AgentAdminForm
     list_display = ["name", "status", "capability_list", "organization", "created_at"]
-    list_filter = ["status", "created_at"]
+    list_filter = ["organization", "status", "created_at"]
     search_fields = ["name", "description", "id"]
     readonly_fields = [
         "organization_name",
@@ -506,18 +506,6 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
         form = super().get_form(request, obj, change, **kwargs)
         organization_choice(form, request, adding=obj is None)
         return form
-
-    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
-        columns = ("name", "status", "capability_list", "organization", "created_at")
-        if not admin_principal(request).is_platform:
-            # one organization: a column repeating it on every row says nothing
-            return tuple(c for c in columns if c != "organization")
-        return columns
-
-    def get_list_filter(self, request: HttpRequest) -> tuple[str, ...]:
-        if admin_principal(request).is_platform:
-            return ("organization", "status", "created_at")
-        return ("status", "created_at")
 
     def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
         fields: tuple[str, ...] = (

@@ -8,6 +8,8 @@ from django.contrib import admin
 from django.contrib.postgres.forms import SimpleArrayField
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
 from agentidp.admin import (
     ConfirmedDelete,
@@ -109,7 +111,7 @@ class FederationPartnerAdmin(
     admin_scope, write_scope = Scope.FEDERATION_READ, Scope.FEDERATION_MANAGE
     form = PartnerForm
     list_display = ["issuer", "organization", "current_status", "expires_at", "read_only",
-                    "keys_fetched_at", "last_fetch_result", "last_fetch_error"]  # fmt: skip
+                    "last_fetch"]  # fmt: skip
     list_filter = ["status", "last_fetch_result", "read_only"]
     search_fields = ["issuer", "did", "notes"]
     readonly_fields = READONLY
@@ -122,6 +124,14 @@ class FederationPartnerAdmin(
     @admin.display(description="status")
     def current_status(self, partner: FederationPartner) -> str:
         return partner.effective_status()
+
+    @admin.display(description="keys' last fetch", ordering="last_fetch_at")
+    def last_fetch(self, partner: FederationPartner) -> str:
+        if partner.last_fetch_at is None:
+            return "never"
+        when = date_format(localtime(partner.last_fetch_at), "DATETIME_FORMAT")
+        said = f"{partner.get_last_fetch_result_display()}, {when}"
+        return f"{said}: {partner.last_fetch_error}" if partner.last_fetch_error else said
 
     @admin.display(description="keys (kid)")
     def key_ids(self, partner: FederationPartner) -> str:

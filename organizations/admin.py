@@ -248,8 +248,16 @@ class StaffMembershipAdmin(
     one-time link to set their password; the last owner is never removed or demoted."""
 
     admin_scope, write_scope = Scope.AGENTS_READ, Scope.MEMBERS_WRITE
-    list_display = ["username", "email", "role", "active", "last_login", "created_at"]
-    list_filter = ["role"]
+    list_display = [
+        "username",
+        "email",
+        "role",
+        "active",
+        "last_login",
+        "created_at",
+        "organization",
+    ]
+    list_filter = ["organization", "role"]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user", "organization"]
     form = RoleForm
@@ -257,10 +265,6 @@ class StaffMembershipAdmin(
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[StaffMembership]:
         return scoped_to_principal(request, super().get_queryset(request))
-
-    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
-        columns = ("username", "email", "role", "active", "last_login", "created_at")
-        return (*columns, "organization") if admin_principal(request).is_platform else columns
 
     def get_fields(
         self, request: HttpRequest, obj: StaffMembership | None = None

@@ -1,6 +1,10 @@
 """Fixtures shared by the suite. Tests run as the application role: RLS is in force."""
 
+import os
+import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +13,7 @@ from django.contrib.auth.models import User
 from django.db import DatabaseError, connections
 from rest_framework.test import APIClient
 
+from agentidp.devenv import ROOT
 from agentidp.secrets import secret_store
 from agentidp.tenancy import platform_context
 from agents.models import Agent
@@ -155,6 +160,18 @@ def _app_role_on_test_database(db: None) -> Iterator[None]:
 
 
 @pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """Where a test keeps what a person looks at afterwards (screenshots, a report's first
+    page): ``build/test-artifacts/<test>/`` in the checkout (``AGENTIDP_TEST_ARTIFACTS``
+    elsewhere), emptied first; CI keeps the folder."""
+    root = Path(os.environ.get("AGENTIDP_TEST_ARTIFACTS") or ROOT / "build" / "test-artifacts")
+    folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture
 def org() -> Organization:
     return OrganizationFactory()
 
@@ -251,8 +268,12 @@ def run_in_threads() -> Iterator[Callable[..., list[Any]]]:
 def make_run() -> Iterator[Stack]:
     """``make run`` as a new user starts it: a fresh data directory (its parents not yet made),
     embedded PostgreSQL and Redis, the demo seed. The demo passwords start with ``-``, which
-    once made the seed command take them for options."""
-    stack = stack_start(demo_passwords=("-staff-Pa55word-x9", "--platform-Pa55word-y8"))
+    once made the seed command take them for options. Webhook retries come after a second
+    each, so a failing receiver's delivery is dead-lettered within seconds, not hours."""
+    stack = stack_start(
+        demo_passwords=("-staff-Pa55word-x9", "--platform-Pa55word-y8"),
+        extra_env={"AGENTIDP_WEBHOOK_RETRY_SCHEDULE": "1,1"},
+    )
     yield stack
     stack.stop()
 
