@@ -2,7 +2,9 @@
 lease, and records it all as one ``secrets-rotation`` run.
 
 * Client secrets expiring within ``EXPIRY_WARNING_DAYS``, counted per organization (the
-  ``agentidp_credentials_expiring_soon_total`` metric reads the latest run).
+  ``agentidp_credentials_expiring_soon_total`` metric reads the latest run); secrets past
+  their expiry or their rotation's grace revoked (``credential.revoked``, reason
+  ``expired``), so the rotation control counts only what the job failed to fix.
 * Signing keys: a current key older than ``SIGNING_KEY_MAX_AGE_DAYS`` is rotated (the usual
   pre-published next key takes over, ``oidc.services.signing_key_rotate``); one within the
   warning window is reported.
@@ -26,6 +28,7 @@ from agentidp.secrets import secret_store
 from agentidp.tenancy import platform_context
 from compliance.jobs import job_recorded
 from credentials.models import ClientSecret
+from credentials.services import credentials_expired_revoke
 from did.choices import DidKeyStatus
 from did.models import AgentDidKey
 from oidc.choices import KeyStatus
@@ -55,6 +58,7 @@ def secrets_rotation_run() -> dict[str, JSONValue]:
             revoked_at=None, expires_at__gt=now, expires_at__lte=now + warning
         )
         run.detail["credentials_expiring"] = _per_organization(expiring)
+        run.detail["credentials_expired_revoked"] = credentials_expired_revoke(actor=actor)
         run.detail["credentials_expired_unrevoked"] = ClientSecret.objects.filter(
             revoked_at=None, expires_at__lte=now
         ).count()

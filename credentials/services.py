@@ -263,9 +263,14 @@ def credential_rotate(
 
 @transaction.atomic
 def credential_revoke(
-    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, credential_id: uuid.UUID
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    credential_id: uuid.UUID,
+    reason: str = "",
 ) -> ClientSecret:
-    """Stop a secret at once."""
+    """Stop a secret at once (``reason``, when given, is recorded with the event)."""
     agent = agent_get(organization_id=organization_id, agent_id=agent_id)
     credential = _credential_get(
         organization_id=organization_id, agent_id=agent.id, credential_id=credential_id
@@ -285,9 +290,33 @@ def credential_revoke(
         action="credential.revoked",
         subject_type="credential",
         subject_id=str(credential.id),
-        data={"agent_id": str(agent.id), "prefix": credential.prefix},
-    )
+        data={
+            "agent_id": str(agent.id), "prefix": credential.prefix,
+            **({"reason": reason} if reason else {}),
+        },
+    )  # fmt: skip
     return credential
+
+
+def credentials_expired_revoke(*, actor: Principal) -> dict[str, JSONValue]:
+    """Revoke every secret whose expiry (or whose rotation grace) has passed and that nothing
+    revoked yet: an expired secret already fails authentication, and revoking it makes that
+    final, recorded and visible (``credential.revoked`` with ``reason: expired``). The
+    secrets-rotation job calls this in the platform context; ``{organization id: count}``."""
+    expired = ClientSecret.objects.filter(revoked_at=None, expires_at__lte=timezone.now())
+    revoked: dict[str, int] = {}
+    for credential_id, organization_id, agent_id in expired.values_list(
+        "id", "organization_id", "client__agent_id"
+    ).order_by("organization_id", "expires_at"):
+        try:
+            credential_revoke(
+                actor=actor, organization_id=organization_id, agent_id=agent_id,
+                credential_id=credential_id, reason="expired",
+            )  # fmt: skip
+        except (Conflict, NotFound):
+            continue  # revoked or deleted since the query: nothing left to do
+        revoked[str(organization_id)] = revoked.get(str(organization_id), 0) + 1
+    return dict[str, JSONValue](revoked)
 
 
 def client_scopes_get(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> list[str]:
