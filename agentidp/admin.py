@@ -115,6 +115,18 @@ class ManagedByScope(Generic[M]):
     def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
         return self.has_write_permission(request)
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        """The page's own buttons (``writer`` in its template) for a role that may use them."""
+        context = {**(extra_context or {}), "writer": self.has_write_permission(request)}
+        response: HttpResponse = super().change_view(request, object_id, form_url, context)  # type: ignore[misc]
+        return response
+
     # An organization's own staff see one organization: its column and filter would be a word
     # repeated down every row of a page already narrow at 1366 pixels.
     def get_list_display(self, request: HttpRequest) -> "_ListDisplayT[M]":

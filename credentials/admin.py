@@ -118,16 +118,6 @@ class ClientSecretAdmin(ManagedByScope[ClientSecret], admin.ModelAdmin[ClientSec
             *super().get_urls(),
         ]  # fmt: skip
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, object] | None = None,
-    ) -> HttpResponse:
-        context = {**(extra_context or {}), "secret_writer": self.has_write_permission(request)}
-        return super().change_view(request, object_id, form_url, context)
-
     def _secret(self, request: HttpRequest, secret_id: uuid.UUID) -> ClientSecret:
         found = (
             self.get_queryset(request).select_related("client__agent").filter(id=secret_id).first()

@@ -305,16 +305,6 @@ class StaffMembershipAdmin(
             *super().get_urls(),
         ]  # fmt: skip
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, object] | None = None,
-    ) -> HttpResponse:
-        context = {**(extra_context or {}), "people_writer": self.has_write_permission(request)}
-        return super().change_view(request, object_id, form_url, context)
-
     def add_view(
         self,
         request: HttpRequest,

@@ -363,16 +363,6 @@ class WebhookDeliveryAdmin(ManagedByScope[WebhookDelivery], admin.ModelAdmin[Web
             *super().get_urls(),
         ]  # fmt: skip
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, object] | None = None,
-    ) -> HttpResponse:
-        context = {**(extra_context or {}), "webhook_writer": self.has_write_permission(request)}
-        return super().change_view(request, object_id, form_url, context)
-
     def redeliver_view(self, request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse:
         delivery = (
             self.get_queryset(request).select_related("subscription").filter(id=delivery_id).first()
