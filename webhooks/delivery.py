@@ -8,6 +8,7 @@ asks), the last one is a dead letter, 410 disables the subscription. Receivers d
 ``webhook-id``, the audit event's id, the same on every attempt.
 """
 
+import contextlib
 import email.utils
 import logging
 import os
@@ -24,6 +25,7 @@ from django.utils import timezone
 from prometheus_client import Counter, Histogram
 from redis import RedisError
 
+from agentidp.errors import NotFound
 from agentidp.outbound import OutboundResponse, outbound_request
 from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError
@@ -303,6 +305,41 @@ def _record(
     """Write every attempt and each delivery's new state in one transaction; then update the
     subscriptions' failure windows, disabling those gone (410) or failing too long."""
     now = timezone.now()
+    with tenant_context(organization_id):
+        results, deferred = _still_subscribed(organization_id, results, deferred)
+        gone, still_failing = _write(organization_id, results, deferred, options, report, now)
+    _disable_broken(organization_id, gone, still_failing, options, report, now)
+
+
+def _still_subscribed(
+    organization_id: uuid.UUID, results: Sequence[Sent], deferred: Sequence[Claimed]
+) -> tuple[list[Sent], list[Claimed]]:
+    """Lock the subscriptions these deliveries belong to (in one order, before any delivery
+    row, as deleting a subscription does) and keep what is still subscribed: a subscription
+    deleted while its deliveries were in flight takes them with it, attempts and all."""
+    ids = {s.claimed.subscription_id for s in results} | {c.subscription_id for c in deferred}
+    kept = set(
+        WebhookSubscription.objects.filter(organization_id=organization_id, id__in=ids)
+        .order_by("id")
+        .select_for_update(no_key=True)
+        .values_list("id", flat=True)
+    )
+    return (
+        [s for s in results if s.claimed.subscription_id in kept],
+        [c for c in deferred if c.subscription_id in kept],
+    )
+
+
+def _write(
+    organization_id: uuid.UUID,
+    results: Sequence[Sent],
+    deferred: Sequence[Claimed],
+    options: WebhookOptions,
+    report: SendReport,
+    now: datetime,
+) -> tuple[dict[uuid.UUID, str], set[uuid.UUID]]:
+    """The attempts and the deliveries' new states; the subscriptions gone (410) and those
+    still failing."""
     attempts: list[WebhookAttempt] = []
     updates: list[WebhookDelivery] = []
     succeeded_subscriptions: set[uuid.UUID] = set()
@@ -347,28 +384,38 @@ def _record(
                 update.status, update.completed_at = DeliveryStatus.PENDING, None
                 update.next_attempt_at = now + timedelta(seconds=delay)
         updates.append(update)
-    with tenant_context(organization_id):
-        WebhookAttempt.objects.bulk_create(attempts)
-        fields = ["status", "completed_at", "next_attempt_at", "last_http_status", "last_error"]
-        WebhookDelivery.objects.filter(organization_id=organization_id).bulk_update(updates, fields)
-        if deferred:  # over the rate limit: not an attempt; due again next second
-            ids = [c.id for c in deferred]
-            WebhookDelivery.objects.filter(organization_id=organization_id, id__in=ids).update(
-                attempts=F("attempts") - 1, next_attempt_at=now + timedelta(seconds=1)
-            )
-        if succeeded_subscriptions:
-            WebhookSubscription.objects.filter(
-                organization_id=organization_id, id__in=succeeded_subscriptions,
-                failing_since__isnull=False,
-            ).update(failing_since=None)  # fmt: skip
-        still_failing = failed_subscriptions - succeeded_subscriptions
-        if still_failing:
-            WebhookSubscription.objects.filter(
-                organization_id=organization_id, id__in=still_failing, failing_since__isnull=True
-            ).update(failing_since=now)
+    WebhookAttempt.objects.bulk_create(attempts)
+    fields = ["status", "completed_at", "next_attempt_at", "last_http_status", "last_error"]
+    WebhookDelivery.objects.filter(organization_id=organization_id).bulk_update(updates, fields)
+    if deferred:  # over the rate limit: not an attempt; due again next second
+        ids = [c.id for c in deferred]
+        WebhookDelivery.objects.filter(organization_id=organization_id, id__in=ids).update(
+            attempts=F("attempts") - 1, next_attempt_at=now + timedelta(seconds=1)
+        )
+    if succeeded_subscriptions:
+        WebhookSubscription.objects.filter(
+            organization_id=organization_id, id__in=succeeded_subscriptions,
+            failing_since__isnull=False,
+        ).update(failing_since=None)  # fmt: skip
+    still_failing = failed_subscriptions - succeeded_subscriptions
+    if still_failing:
+        WebhookSubscription.objects.filter(
+            organization_id=organization_id, id__in=still_failing, failing_since__isnull=True
+        ).update(failing_since=now)
+    return gone, still_failing
+
+
+def _disable_broken(
+    organization_id: uuid.UUID,
+    gone: dict[uuid.UUID, str],
+    still_failing: set[uuid.UUID],
+    options: WebhookOptions,
+    report: SendReport,
+    now: datetime,
+) -> None:
     system = Principal.system("webhook-delivery", organization_id=organization_id)
     for subscription_id, url in gone.items():
-        with tenant_context(organization_id):
+        with tenant_context(organization_id), contextlib.suppress(NotFound):  # deleted since
             subscription_disable(
                 actor=system, organization_id=organization_id, subscription_id=subscription_id,
                 reason=SubscriptionDisabledReason.GONE, detail=f"{url} answered 410 Gone",

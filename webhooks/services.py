@@ -360,6 +360,16 @@ def subscription_delete(
         for r in (secret_path(subscription), secret_path(subscription, PREVIOUS_SECRET_COLUMN))
         if r
     ]
+    # Locked before anything goes: a worker recording attempts for these deliveries waits,
+    # then finds them gone (it locks the subscription first too), so no attempt slips in
+    # between the two deletes to fail the commit.
+    list(
+        WebhookDelivery.objects.filter(
+            organization_id=organization_id, subscription_id=subscription.id
+        )
+        .select_for_update()
+        .values_list("id", flat=True)
+    )
     WebhookAttempt.objects.filter(
         organization_id=organization_id, delivery__subscription_id=subscription.id
     ).delete()
