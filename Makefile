@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install run test lint pytest bench manage clean browser promtool
+.PHONY: install run test lint pytest bench manage clean browser promtool pdftools
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
@@ -49,7 +49,13 @@ promtool:
 		apt-get install -y -qq prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq prometheus; }; }
 	@command -v promtool >/dev/null || { echo "[agentidp] promtool is required (Debian package prometheus)"; exit 1; }
 
-pytest: $(STAMP) browser promtool
+## Debian's poppler-utils for pdftoppm: the report tests keep a picture of the PDF's first page.
+pdftools:
+	@command -v pdftoppm >/dev/null || { echo "[agentidp] installing poppler-utils (Debian package, for pdftoppm)"; \
+		apt-get install -y -qq poppler-utils >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq poppler-utils; }; }
+	@command -v pdftoppm >/dev/null || { echo "[agentidp] pdftoppm is required (Debian package poppler-utils)"; exit 1; }
+
+pytest: $(STAMP) browser promtool pdftools
 	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 ## Throughput and latency of the bare view, the token endpoint, the API and offline verification.

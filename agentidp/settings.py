@@ -315,6 +315,10 @@ AGENTIDP = {
     # A rotated-out DID key stays in the agent's DID document this long (seconds).
     # Encryption at rest: an organization's data key is replaced (and its data rewrapped) after.
     "DATA_KEY_ROTATION_DAYS": env.int("AGENTIDP_DATA_KEY_ROTATION_DAYS", default=90),
+    # The Prometheus alert rules the alerting control checks (monitoring/prometheus/alerts.yml).
+    "ALERT_RULES": env.str(
+        "AGENTIDP_ALERT_RULES", default=str(BASE_DIR / "monitoring" / "prometheus" / "alerts.yml")
+    ),
     # Secrets rotation (compliance.rotation): what "nearing expiry" means, and key lifetimes.
     "EXPIRY_WARNING_DAYS": env.int("AGENTIDP_EXPIRY_WARNING_DAYS", default=14),
     "SIGNING_KEY_MAX_AGE_DAYS": env.int("AGENTIDP_SIGNING_KEY_MAX_AGE_DAYS", default=90),

@@ -272,7 +272,7 @@ class ConsistencyProofSerializer(serializers.Serializer):  # type: ignore[type-a
     ),
     proof=extend_schema(
         parameters=[ProofQuerySerializer],
-        responses={200: InclusionProofSerializer, **problem_responses(400, 401, 403, 404)},
+        responses={200: InclusionProofSerializer, **problem_responses(400, 401, 403, 404, 409)},
         description="An RFC 9162 inclusion proof of the event in a signed checkpoint's tree "
         "(the latest, or the one of `tree_size`).",
     ),
@@ -366,12 +366,23 @@ class AuditEventViewSet(TenantViewSet):
 # --- controls and the auditors' report ---------------------------------------------------------
 
 
+class ControlDefinitionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    checks = serializers.CharField()
+    kept_true_by = serializers.CharField()
+    fails_when = serializers.CharField()
+
+
 class ControlSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.CharField()
     name = serializers.CharField()
     criteria = serializers.ListField(child=serializers.CharField(), help_text="SOC 2 TSC")
     passing = serializers.BooleanField()
     detail = serializers.CharField(help_text="Why it fails, naming the cause; empty when passing.")
+    summary = serializers.CharField(help_text="What the evidence says, in a sentence.")
+    definition = ControlDefinitionSerializer(
+        help_text="What it checks, which job or setting keeps it true, what makes it fail"
+        " (docs/compliance/controls.md)."
+    )
     checked = serializers.ListField(child=serializers.CharField())
     checked_at = serializers.DateTimeField()
     evidence = serializers.DictField()

@@ -20,7 +20,7 @@ from django.utils import timezone
 from prometheus_client import Counter
 
 from agentidp.conf import agentidp_settings
-from agentidp.errors import JSONValue, NotFound, ValidationFailed
+from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from compliance.merkle import (
     EMPTY_ROOT,
     consistency_ranges,
@@ -151,11 +151,11 @@ def inclusion_proof(
     checkpoint = checkpoint_get(organization_id=organization_id, tree_size=tree_size)
     index = event.sequence - 1
     if index >= checkpoint.tree_size:
-        raise ValidationFailed(
-            "The event is newer than the checkpoint; ask again after the next one.",
-            errors={
-                "tree_size": [f"The event is leaf {index}; the tree has {checkpoint.tree_size}."]
-            },
+        # Not the request's fault: the event is not signed over yet (409, like any state
+        # that a later moment resolves).
+        raise Conflict(
+            f"The event is leaf {index}, newer than checkpoint {checkpoint.number} (a tree of"
+            f" {checkpoint.tree_size}); ask again after the next checkpoint."
         )
     path = hashes_of(
         organization_id=organization_id, ranges=inclusion_ranges(index, checkpoint.tree_size)

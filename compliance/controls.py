@@ -5,6 +5,7 @@ integrity on the recorded job runs, alerting on the rules file against the metri
 process exports, access review on the organization's members.
 """
 
+import functools
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,10 +29,11 @@ from compliance.encryption import ENCRYPTED_COLUMNS, PREFIX, key_encryption_key
 from compliance.integrity import JOB as INTEGRITY_JOB
 from compliance.integrity import audit_integrity_quick_check
 from compliance.models import JobOutcome, JobRun
+from compliance.rotation import JOB as ROTATION_JOB
 from organizations.choices import MemberRole
 from organizations.models import StaffMembership
 
-ALERTS_FILE = Path(settings.BASE_DIR) / "monitoring" / "prometheus" / "alerts.yml"
+DEFINITIONS_FILE = Path(settings.BASE_DIR) / "docs" / "compliance" / "controls.md"
 REQUIRED_ALERTS = (
     "AuthFailureSpike",
     "RateLimitExhaustion",
@@ -58,9 +60,21 @@ class Control:
     checked: list[str] = field(default_factory=list)
     evidence: dict[str, JSONValue] = field(default_factory=dict)
     checked_at: datetime = field(default_factory=timezone.now)
-    # Why it fails, in a sentence naming the cause ("" while it passes, or where the evidence
-    # alone says it).
+    # Why it fails, in a sentence naming the cause ("" while it passes).
     detail: str = ""
+    # What the evidence says, in a sentence, passing or not (the report's summary page).
+    summary: str = ""
+
+    def fail(self, why: str) -> None:
+        """Record a cause of failure (the first one named is the control's ``detail``)."""
+        self.passing = False
+        if not self.detail:
+            self.detail = why
+
+    @property
+    def definition(self) -> dict[str, str]:
+        """What it checks, what keeps it true and what makes it fail (docs/compliance)."""
+        return control_definitions().get(self.id, {})
 
     def as_document(self) -> dict[str, JSONValue]:
         return {
@@ -69,10 +83,44 @@ class Control:
             "criteria": list[JSONValue](self.criteria),
             "passing": self.passing,
             "detail": self.detail,
+            "summary": self.summary,
+            "definition": dict[str, JSONValue](self.definition),
             "checked": list[JSONValue](self.checked),
             "checked_at": self.checked_at.isoformat(),
             "evidence": self.evidence,
         }
+
+
+_DEFINITION = re.compile(r"^## (?P<name>.+?) \{#(?P<id>[a-z_]+)\}$", re.M)
+_PART = re.compile(r"^\*\*(Checks|Kept true by|Fails when):\*\* (.+?)(?=\n\n|\Z)", re.M | re.S)
+_PART_KEYS = {"Checks": "checks", "Kept true by": "kept_true_by", "Fails when": "fails_when"}
+
+
+@functools.cache
+def control_definitions() -> dict[str, dict[str, str]]:
+    """Each control's definition from docs/compliance/controls.md, by control id:
+    ``{"checks", "kept_true_by", "fails_when"}``, each one paragraph of plain text."""
+    text = DEFINITIONS_FILE.read_text()
+    headings = list(_DEFINITION.finditer(text))
+    definitions: dict[str, dict[str, str]] = {}
+    for index, heading in enumerate(headings):
+        end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
+        body = text[heading.end() : end]
+        definitions[heading["id"]] = {
+            _PART_KEYS[label]: " ".join(part.replace("`", "").split())
+            for label, part in _PART.findall(body)
+        }
+    return definitions
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 secret``, ``3 secrets``, ``no secrets``: counts in words for the sentences."""
+    word = one if count == 1 else (many or f"{one}s")
+    return f"{count if count else 'no'} {word}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _encryption(organization_id: uuid.UUID, request: HttpRequest | None) -> Control:
@@ -95,8 +143,10 @@ def _encryption(organization_id: uuid.UUID, request: HttpRequest | None) -> Cont
             count, unencrypted = cursor.fetchone()
             total += int(count)
             plain[f"{column.table}.{column.column}"] = int(unencrypted)
+    kek_name = ""
     try:
         kek = key_encryption_key()
+        kek_name = kek.name
         kek_state: dict[str, JSONValue] = {"kind": kek.name, "version": kek.latest_version()}
         kek_ok = isinstance(secret_store(), VaultSecretStore) or bool(
             settings.DEBUG or settings.AGENTIDP["ALLOW_LOCAL_SECRETS"]
@@ -107,7 +157,25 @@ def _encryption(organization_id: uuid.UUID, request: HttpRequest | None) -> Cont
         "encrypted_values": total, "plaintext_values": plain, "key_encryption_key": kek_state,
         "algorithm": "AES-256-GCM",
     }  # fmt: skip
-    control.passing = kek_ok and not any(plain.values())
+    unencrypted = sum(int(str(n)) for n in plain.values())
+    where = ", ".join(f"{n} in {column}" for column, n in plain.items() if n)
+    control.summary = (
+        f"{_plural(total - unencrypted, 'stored secret value')} encrypted with AES-256-GCM,"
+        f" {unencrypted or 'none'} in plaintext; the key-encryption key is "
+        + (f"{kek_name} (version {kek_state.get('version')})." if kek_name else "unreachable.")
+    )
+    control.passing = True
+    if unencrypted:
+        control.fail(
+            f"{_plural(unencrypted, 'value')} stored in plaintext in an encrypted column: {where}."
+        )
+    if "error" in kek_state:
+        control.fail(f"The key-encryption key cannot be reached: {kek_state['error']}.")
+    elif not kek_ok:
+        control.fail(
+            "The key-encryption key is the local development key, and this deployment allows"
+            " no local secrets: configure Vault Transit."
+        )
     return control
 
 
@@ -129,7 +197,24 @@ def _tls(organization_id: uuid.UUID, request: HttpRequest | None) -> Control:
         "database_sslmode": {alias: _sslmode(db) for alias, db in settings.DATABASES.items()},
         "redis_tls": str(settings.REDIS_URL).startswith("rediss://"),
     }
-    control.passing = bool(settings.TLS_ENFORCED) and settings.SECURE_HSTS_SECONDS > 0 and secure
+    control.passing = True
+    if not settings.TLS_ENFORCED:
+        control.fail(
+            "TLS enforcement is off (AGENTIDP_TLS_ENFORCED=0): this is a plain-HTTP deployment, as"
+            " a development stack is; the control passes once TLS is enforced behind HTTPS."
+        )
+    if settings.SECURE_HSTS_SECONDS <= 0:
+        control.fail("HSTS is off (SECURE_HSTS_SECONDS is 0).")
+    if not secure:
+        control.fail(
+            "This request came over plain HTTP (not HTTPS, and not from a trusted proxy that"
+            " forwarded HTTPS)."
+        )
+    control.summary = (
+        f"TLS enforcement is {'on' if settings.TLS_ENFORCED else 'off'}, HSTS is "
+        + (f"{settings.SECURE_HSTS_SECONDS} seconds" if settings.SECURE_HSTS_SECONDS > 0 else "off")
+        + f", and the request was {'HTTPS' if secure else 'plain HTTP'}."
+    )
     return control
 
 
@@ -158,37 +243,103 @@ def _rotation(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
         "secrets_rotation", "Secrets and key rotation", ["CC6.1", "CC6.6"],
         checked=[
             f"the secrets-rotation job succeeded within {ROTATION_FRESHNESS}",
-            "the organization has no expired client secret left unrevoked",
+            "no client secret that expired (or whose rotation grace ended) before the job's"
+            " latest successful run is left unrevoked",
             "the organization's data key is younger than DATA_KEY_ROTATION_DAYS",
         ],
     )  # fmt: skip
-    run = _last_run("secrets-rotation")
+    run = _last_run(ROTATION_JOB)
+    succeeded = (
+        JobRun.objects.filter(job=ROTATION_JOB, outcome=JobOutcome.SUCCESS)
+        .order_by("-started_at")
+        .first()
+    )
     now = timezone.now()
+    # What the job has failed to fix: secrets already expired when its latest successful run
+    # started (it revokes those); one expired since then is the next run's to revoke.
+    cutoff = succeeded.started_at if succeeded is not None else None
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM credentials_clientsecret WHERE organization_id = %s"
-            " AND revoked_at IS NULL AND expires_at <= now()",
-            [organization_id],
+            "SELECT count(*) FILTER (WHERE expires_at <= %s), count(*) FILTER (WHERE expires_at"
+            " <= %s) FROM credentials_clientsecret WHERE organization_id = %s"
+            " AND revoked_at IS NULL",
+            [cutoff or now, now, organization_id],
         )
-        expired = int(cursor.fetchone()[0])
+        unfixed, expired_now = (int(n) for n in cursor.fetchone())
         cursor.execute(
             "SELECT max(created_at) FROM compliance_datakey WHERE organization_id = %s",
             [organization_id],
         )
         newest_key = cursor.fetchone()[0]
-    max_age = timedelta(days=int(settings.AGENTIDP["DATA_KEY_ROTATION_DAYS"]))
-    fresh = (
-        run is not None
-        and run.outcome == JobOutcome.SUCCESS
-        and now - run.finished_at < ROTATION_FRESHNESS
-    )
-    key_ok = newest_key is None or now - newest_key < max_age
+    unfixed = unfixed if cutoff is not None else 0
+    revoked = _expired_revoked_by_job(organization_id, since=now - timedelta(days=1))
+    days = int(settings.AGENTIDP["DATA_KEY_ROTATION_DAYS"])
+    key_ok = newest_key is None or now - newest_key < timedelta(days=days)
     control.evidence = {
-        **_run_evidence(run), "expired_unrevoked_credentials": expired,
+        **_run_evidence(run),
+        "last_success": succeeded.finished_at.isoformat() if succeeded else None,
+        "expired_unrevoked_credentials": unfixed,
+        "expired_since_last_run": expired_now - unfixed,
+        "expired_revoked_by_job_last_24h": revoked,
         "newest_data_key": newest_key.isoformat() if newest_key else None,
     }  # fmt: skip
-    control.passing = fresh and expired == 0 and key_ok
+    control.summary = (
+        (f"The secrets-rotation job last succeeded at {_when(succeeded.finished_at)}"
+         if succeeded else "The secrets-rotation job has not succeeded yet")
+        + f"; {_plural(revoked, 'expired secret')} revoked by it in the last 24 hours,"
+        f" {_plural(unfixed, 'expired secret')} left unrevoked by it; the newest data key is"
+        + (f" from {_when(newest_key)}." if newest_key else " not made yet (no data encrypted).")
+    )  # fmt: skip
+    control.passing = True
+    if succeeded is None:
+        control.fail(
+            "The secrets-rotation job has not succeeded yet"
+            + (f": its latest run ({_when(run.finished_at)}) failed: {_run_error(run)}."
+               if run is not None else " (beat runs it as it starts, then hourly).")
+        )  # fmt: skip
+    elif now - succeeded.finished_at >= ROTATION_FRESHNESS:
+        control.fail(
+            f"The secrets-rotation job has not succeeded within {_hours(ROTATION_FRESHNESS)}"
+            f" (the latest success finished at {_when(succeeded.finished_at)}"
+            + (f"; the latest run failed: {_run_error(run)}."
+               if run is not None and run.outcome != JobOutcome.SUCCESS
+               else "; is beat or the worker stopped?).")
+        )  # fmt: skip
+    if unfixed:
+        control.fail(
+            f"{_plural(unfixed, 'client secret')} expired before the secrets-rotation job's"
+            f" latest successful run ({_when(succeeded.started_at) if succeeded else ''}) and"
+            f" {'is' if unfixed == 1 else 'are'} still not revoked."
+        )
+    if not key_ok and newest_key is not None:
+        control.fail(
+            f"The organization's newest data key is from {_when(newest_key)}, older than the"
+            f" {days}-day rotation period (the daily rewrap job makes a new one)."
+        )
     return control
+
+
+def _hours(period: timedelta) -> str:
+    hours = period.total_seconds() / 3600
+    if hours >= 1:
+        return f"{hours:g} hours" if hours != 1 else "1 hour"
+    return f"{period.total_seconds() / 60:g} minutes"
+
+
+def _run_error(run: JobRun) -> str:
+    return str(run.detail.get("error") or run.detail.get("signing_rotation_refused") or "it failed")
+
+
+def _expired_revoked_by_job(organization_id: uuid.UUID, *, since: datetime) -> int:
+    """How many of the organization's expired secrets the rotation job revoked since then."""
+    total = 0
+    for detail in JobRun.objects.filter(job=ROTATION_JOB, started_at__gte=since).values_list(
+        "detail", flat=True
+    ):
+        counts = detail.get("credentials_expired_revoked") if isinstance(detail, dict) else None
+        if isinstance(counts, dict):
+            total += int(counts.get(str(organization_id), 0))
+    return total
 
 
 def _alerting(organization_id: uuid.UUID, request: HttpRequest | None) -> Control:
@@ -199,11 +350,17 @@ def _alerting(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
             "every metric its expressions use is exported by this deployment",
         ],
     )  # fmt: skip
+    rules_file = Path(settings.AGENTIDP["ALERT_RULES"])
     try:
-        document = yaml.safe_load(ALERTS_FILE.read_text())
+        document = yaml.safe_load(rules_file.read_text())
         rules = [r for g in document["groups"] for r in g["rules"] if "alert" in r]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        control.evidence = {"error": f"{ALERTS_FILE.name}: {type(exc).__name__}"}
+        control.evidence = {"error": f"{rules_file.name}: {type(exc).__name__}"}
+        control.fail(
+            f"The alert rules file {rules_file.name} cannot be read as Prometheus rules"
+            f" ({type(exc).__name__})."
+        )
+        control.summary = control.detail
         return control
     exported = exported_metric_names()
     missing_metrics: dict[str, JSONValue] = {}
@@ -213,12 +370,28 @@ def _alerting(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
             missing_metrics[str(rule["alert"])] = list[JSONValue](absent)
     names = {str(r["alert"]) for r in rules}
     missing = [name for name in REQUIRED_ALERTS if name not in names]
+    shown = rules_file.relative_to(settings.BASE_DIR) if rules_file.is_relative_to(
+        settings.BASE_DIR) else rules_file  # fmt: skip
     control.evidence = {
-        "rules_file": str(ALERTS_FILE.relative_to(settings.BASE_DIR)),
+        "rules_file": str(shown),
         "alerts": list[JSONValue](sorted(names)), "missing_alerts": list[JSONValue](missing),
         "metrics_not_exported": missing_metrics,
     }  # fmt: skip
-    control.passing = not missing and not missing_metrics
+    control.summary = (
+        f"{_plural(len(names), 'alert rule')} in {shown}, {len(REQUIRED_ALERTS) - len(missing)}"
+        f" of the {len(REQUIRED_ALERTS)} required; {_plural(len(missing_metrics), 'rule')} using"
+        " a metric this deployment does not export."
+    )
+    control.passing = True
+    if missing:
+        control.fail(
+            f"The alert rules lack {_plural(len(missing), 'required alert')}: {', '.join(missing)}."
+        )
+    for alert, unexported in missing_metrics.items():
+        names_absent = ", ".join(str(m) for m in unexported) if isinstance(unexported, list) else ""
+        control.fail(
+            f"The alert {alert} uses metrics this deployment does not export: {names_absent}."
+        )
     return control
 
 
@@ -272,6 +445,17 @@ def _audit_integrity(organization_id: uuid.UUID, request: HttpRequest | None) ->
     }  # fmt: skip
     ran = run is not None and now - run.finished_at < VERIFICATION_FRESHNESS
     signed = checkpoint is not None and now - checkpoint.published_at < CHECKPOINT_FRESHNESS
+    control.summary = (
+        (f"The latest verification of the log ({_when(run.finished_at)}) "
+         + ("passed" if run.outcome == JobOutcome.SUCCESS else "failed")
+         if run is not None else "The log has not been verified yet")
+        + "; "
+        + (f"the newest signed checkpoint, #{checkpoint.number}, covers"
+           f" {_plural(checkpoint.tree_size, 'event')} and was signed at"
+           f" {_when(checkpoint.published_at)}"
+           if checkpoint is not None else "no checkpoint has been signed")
+        + f"; {_plural(len(findings), 'problem')} found in the log now."
+    )  # fmt: skip
     if run is not None and run.outcome != JobOutcome.SUCCESS:
         # the latest verification's own words first: a complete walk names the first event
         found = run.detail.get("first_invalid")
@@ -289,14 +473,17 @@ def _audit_integrity(organization_id: uuid.UUID, request: HttpRequest | None) ->
             f"({findings[0].code})."
         )
     elif not ran:
-        control.detail = f"No complete verification of the log within {VERIFICATION_FRESHNESS}" + (
-            f" (the latest finished {run.finished_at.isoformat()})." if run else " (none yet)."
-        )
+        control.detail = (
+            f"No complete verification of the log within {_hours(VERIFICATION_FRESHNESS)}"
+            + (f" (the latest finished at {_when(run.finished_at)}: is beat or the worker"
+               " stopped?)." if run else " (none yet: beat runs it as it starts, then hourly).")
+        )  # fmt: skip
     elif not signed:
         control.detail = (
-            f"No checkpoint signed within {CHECKPOINT_FRESHNESS}"
-            + (f" (the newest, #{checkpoint.number}, at {checkpoint.published_at.isoformat()})."
-               if checkpoint else " (none yet).")
+            f"No checkpoint signed within {_hours(CHECKPOINT_FRESHNESS)}"
+            + (f" (the newest, #{checkpoint.number}, at {_when(checkpoint.published_at)}: is"
+               " beat or the worker stopped?)." if checkpoint
+               else " (none yet: beat signs one as it starts, then every 10 minutes).")
         )  # fmt: skip
     control.passing = not control.detail
     return control
@@ -326,7 +513,21 @@ def _access_review(organization_id: uuid.UUID, request: HttpRequest | None) -> C
         "members": list[JSONValue](members), "owners": len(owners),
         "stale_privileged": list[JSONValue](stale), "inactive_accounts": list[JSONValue](inactive),
     }  # fmt: skip
-    control.passing = bool(owners) and not stale and not inactive
+    control.summary = (
+        f"{_plural(len(members), 'member')}, {_plural(len(owners), 'owner')};"
+        f" {_plural(len(stale), 'owner or admin', 'owners or admins')} inactive for"
+        f" {ACCESS_REVIEW_INACTIVE_DAYS} days; {_plural(len(inactive), 'deactivated account')}."
+    )
+    control.passing = True
+    if not owners:
+        control.fail("The organization has no owner.")
+    if stale:
+        control.fail(
+            f"Inactive for {ACCESS_REVIEW_INACTIVE_DAYS} days or more, still an owner or admin:"
+            f" {', '.join(str(u) for u in stale)}."
+        )
+    if inactive:
+        control.fail(f"Deactivated accounts still members: {', '.join(str(u) for u in inactive)}.")
     return control
 
 

@@ -652,12 +652,15 @@ def audit_integrity_run_failed(
 
 @dataclass(frozen=True)
 class CheckpointRun:
-    """One run of the checkpoint job for one organization: the newest checkpoint (new or, when
-    the log has not grown, the one before), or the integrity failure that stopped it."""
+    """One run of the checkpoint job for one organization: the checkpoint it signed (every run
+    signs one, grown or not, so its freshness says the job runs), or the integrity failure
+    that stopped it. ``unchanged_since`` is the number of the checkpoint before it when the log
+    had nothing new since that one (beyond that checkpoint's own record)."""
 
     checkpoint: AuditCheckpoint | None
     created: bool = False
     report: IntegrityReport | None = None
+    unchanged_since: int | None = None
 
     def as_document(self) -> dict[str, JSONValue]:
         if self.checkpoint is None:
@@ -666,7 +669,23 @@ class CheckpointRun:
         return {
             "published": self.created, "number": self.checkpoint.number,
             "tree_size": self.checkpoint.tree_size, "root_hash": self.checkpoint.root_hash,
+            "grown": self.unchanged_since is None,
+            "summary": (
+                f"checkpoint {self.checkpoint.number} signed over {self.checkpoint.tree_size}"
+                " events; "
+                + (f"no change since checkpoint {self.unchanged_since}"
+                   if self.unchanged_since is not None else "the log grew")
+            ),
         }  # fmt: skip
+
+
+def _only_its_own_record(organization_id: uuid.UUID, latest: AuditCheckpoint, size: int) -> bool:
+    """Whether all the tree gained since ``latest`` is ``latest``'s own audit.checkpoint event:
+    nothing happened since it (an idle log would otherwise grow by a checkpoint a run)."""
+    return size == latest.tree_size + 1 and AuditEvent.objects.filter(
+        organization_id=organization_id, sequence=size, action=EventType.AUDIT_CHECKPOINT,
+        subject_id=str(latest.id),
+    ).exists()  # fmt: skip
 
 
 @transaction.atomic
@@ -700,9 +719,14 @@ def checkpoint_publish(
         )
         return CheckpointRun(checkpoint=None, report=report)
     latest = checkpoint_latest(organization_id=organization_id)
-    created = latest is None or latest.tree_size != size
-    if created:
-        checkpoint = checkpoint_sign(organization_id=organization_id, size=size, previous=latest)
+    unchanged = latest is not None and (
+        latest.tree_size == size or _only_its_own_record(organization_id, latest, size)
+    )
+    checkpoint = checkpoint_sign(organization_id=organization_id, size=size, previous=latest)
+    if not unchanged:
+        # A checkpoint over new events goes out with them, as an event of its own; one over an
+        # unchanged log is kept here and in the copy outside the database, and adds nothing
+        # to the log, so an idle log stays the size it is.
         event_record(
             organization_id=organization_id, actor=actor, action=EventType.AUDIT_CHECKPOINT,
             subject_type="audit_checkpoint", subject_id=str(checkpoint.id),
@@ -715,10 +739,10 @@ def checkpoint_publish(
                 "signature": checkpoint.signature,
             },
         )  # fmt: skip
-    else:
-        assert latest is not None  # noqa: S101 - not created means there was one
-        checkpoint = latest
     anchor = Anchor.of(checkpoint)
     if copy is None or copy.latest is None or copy.latest.number < checkpoint.number:
         transaction.on_commit(partial(anchor_publish_after_commit, organization_id, anchor))
-    return CheckpointRun(checkpoint=checkpoint, created=created)
+    return CheckpointRun(
+        checkpoint=checkpoint, created=True,
+        unchanged_since=latest.number if unchanged and latest is not None else None,
+    )  # fmt: skip

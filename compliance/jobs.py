@@ -55,3 +55,25 @@ def _record(
             outcome=outcome,
             detail=detail,
         )
+
+
+# The beat jobs the controls are decided on, by the job name their runs are recorded under,
+# in the order a fresh deployment runs them: the log signed, then verified, then the rest.
+CONTROL_JOBS = (
+    ("audit-checkpoint", "compliance.tasks.audit_checkpoint_publish_all_task"),
+    ("audit-chain-verify", "compliance.tasks.audit_chain_verify_all_task"),
+    ("secrets-rotation", "compliance.tasks.secrets_rotation_task"),
+    ("outbox-health", "compliance.tasks.outbox_health_task"),
+)
+
+
+def never_run_jobs() -> list[str]:
+    """The Celery task names of the control jobs with no recorded run: a deployment's beat
+    sends these as it starts (``agentidp.celery``), so a fresh deployment does not fail its
+    controls until each job's first interval has passed."""
+    ran = set(
+        JobRun.objects.filter(job__in=[job for job, _ in CONTROL_JOBS])
+        .values_list("job", flat=True)
+        .distinct()
+    )
+    return [task for job, task in CONTROL_JOBS if job not in ran]

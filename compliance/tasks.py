@@ -1,8 +1,11 @@
 """Celery tasks for the audit log: thin, take ids, enter the tenant context explicitly."""
 
+import logging
 import uuid
 
-from celery import shared_task
+from celery import current_app, shared_task
+from celery.signals import beat_init
+from django.db import DatabaseError
 
 from agentidp.errors import JSONValue
 from agentidp.principals import Principal
@@ -15,7 +18,7 @@ from compliance.integrity import (
     audit_integrity_verify_recorded,
     checkpoint_publish,
 )
-from compliance.jobs import job_recorded
+from compliance.jobs import job_recorded, never_run_jobs
 from compliance.rotation import secrets_rotation_run
 from organizations.tasks import fan_out_per_organization
 
@@ -93,3 +96,22 @@ def secrets_rotation_task() -> dict[str, JSONValue]:
 def outbox_health_task() -> dict[str, JSONValue]:
     """Beat job: pending deliveries, relay lag and dead letters (``compliance.health``)."""
     return outbox_health_run()
+
+
+@beat_init.connect
+def first_runs_send(sender: object = None, **kwargs: object) -> list[str]:
+    """As beat starts, the control jobs that never ran are sent at once: django-celery-beat
+    runs a new interval task only after one interval, and until then the controls they keep
+    true would fail on a deployment doing nothing wrong. Nothing is sent when the database
+    cannot say (beat's own schedule runs them in time). Returns the tasks sent."""
+    logger = logging.getLogger("agentidp.beat")
+    try:
+        due = never_run_jobs()
+    except DatabaseError as exc:
+        logger.warning("first runs of the control jobs not sent: %s", type(exc).__name__)
+        return []
+    for task in due:
+        current_app.send_task(task)
+    if due:
+        logger.info("first runs of the control jobs sent: %s", ", ".join(due))
+    return due

@@ -3,8 +3,11 @@ as a PDF (its text extracted with pypdf), from the API and from the admin."""
 
 import io
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pypdf
@@ -16,6 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from agentidp.tenancy import platform_context, tenant_context
+from compliance.models import JobRun
 from compliance.tasks import (
     audit_chain_verify_task,
     audit_checkpoint_publish_task,
@@ -148,7 +152,8 @@ def test_the_report_as_json_and_as_a_readable_pdf(
     _jobs_run(org)
     report = auditor.get("/compliance/report", **behind_tls_proxy).json()
     assert report["organization"]["slug"] == org.slug
-    assert report["failed_authentications"] == {"total": 3, "by_reason": {"bad_secret": 3}}
+    failed = report["failed_authentications"]
+    assert (failed["total"], failed["by_reason"]) == (3, {"bad_secret": 3})
     assert report["chain_verification"]["verified"] is True
     assert report["latest_checkpoint"]["signature"].count(".") == 2
     assert [m["role"] for m in report["access_review"]] == ["auditor"]
@@ -162,7 +167,7 @@ def test_the_report_as_json_and_as_a_readable_pdf(
     text = _pdf_text(pdf.content)
     for expected in (
         "Encryption at rest", "Encryption in transit (TLS)", "Access review", "Audit log integrity",
-        "Latest signed checkpoint", "Failed client authentications in the period: 3",
+        "the latest signed checkpoint", "3 failed client authentications in the period",
         "bad_secret", org.name, "Dead letters",
     ):  # fmt: skip
         assert expected in text, expected
@@ -200,3 +205,58 @@ def test_an_auditor_downloads_the_report_from_the_admin(
     assert refused.status_code == 200 and "YYYY-MM-DD" in refused.content.decode()
     member = client_for(StaffFactory(organization=org, role="member"))
     assert member.get("/admin/compliance/auditevent/report/").status_code == 403
+
+
+def test_the_pdf_opens_with_a_summary_page_an_auditor_can_hand_on(
+    org: Organization, auditor: APIClient, behind_tls_proxy: dict[str, Any], artifacts: Path
+) -> None:
+    cred = credentialed(org)
+    wrong = {"HTTP_AUTHORIZATION": basic(cred.client_id, "ais_wrong"), **behind_tls_proxy}
+    assert HttpClient().post("/oauth2/token", "grant_type=client_credentials", FORM, **wrong)
+    _jobs_run(org)
+    started = timezone.now() - timedelta(days=2)
+    with platform_context(reason="tests"):  # two days of checkpoint runs: far more than a page
+        JobRun.objects.bulk_create(
+            JobRun(job="audit-checkpoint", organization_ref=org.id, outcome="success",
+                   started_at=started + timedelta(minutes=10 * n),
+                   finished_at=started + timedelta(minutes=10 * n, seconds=1),
+                   detail={"summary": f"checkpoint {n} signed over 9 events"})
+            for n in range(250)
+        )  # fmt: skip
+    report = auditor.get("/compliance/report", **behind_tls_proxy).json()
+    assert report["verdict"] == "fail"  # only an auditor: nobody owns the organization
+    assert report["verdict_sentence"] == "1 of 6 controls fail: Access review. The others pass."
+    assert len([r for r in report["job_runs"] if r["job"] == "audit-checkpoint"]) == 251
+    assert report["failed_authentications"]["sentence"] == (
+        "1 failed client authentication in the period: 1 with a wrong client secret (bad_secret)."
+    )
+    pdf = auditor.get("/compliance/report", HTTP_ACCEPT="application/pdf", **behind_tls_proxy)
+    reader = pypdf.PdfReader(io.BytesIO(pdf.content))
+    first = " ".join(reader.pages[0].extract_text().split())
+    assert "Verdict: FAIL. 1 of 6 controls fail: Access review." in first
+    assert org.name in first and org.slug in first
+    for control in report["controls"]:
+        status = "Pass" if control["passing"] else "Fail"
+        assert f"{control['name']} ({', '.join(control['criteria'])}) {status}" in first, control
+        assert control["summary"].split(";")[0] in first
+    assert "The organization has no owner." in first  # the cause, in a sentence
+    checkpoint = report["latest_checkpoint"]
+    assert f"signed checkpoint number {checkpoint['number']}" in first
+    assert checkpoint["root_hash"] in first.replace(" ", "")
+    assert "{" not in first and '"' not in first  # no JSON dump on the summary page
+    everything = [" ".join(page.extract_text().split()) for page in reader.pages]
+    text = " ".join(everything)
+    assert len(reader.pages) >= 4
+    assert text.count("audit-checkpoint success") == 251  # every run, over several pages
+    assert "audit-checkpoint ran 251 times, 251 succeeded" in text
+    assert "Kept true by: the hourly secrets-rotation job" in text
+    assert "{" not in text  # the details are tables, not JSON
+    for word in ("Passin g", "Pas sing", "Evid ence"):
+        assert word not in text
+    (artifacts / "report.pdf").write_bytes(pdf.content)
+    subprocess.run(  # noqa: S603 - poppler's pdftoppm, installed by make test
+        [shutil.which("pdftoppm") or "pdftoppm", "-png", "-r", "80", "-f", "1", "-l", "1", "-singlefile",
+         str(artifacts / "report.pdf"), str(artifacts / "report-page-1")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert (artifacts / "report-page-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from agentidp.secrets import secret_store
 from agentidp.tenancy import platform_context, tenant_context
-from compliance.models import JobRun
+from compliance.models import AuditEvent, JobRun
 from compliance.tasks import (
     audit_chain_verify_task,
     audit_checkpoint_publish_task,
@@ -95,6 +95,31 @@ def test_checkpoint_publication_is_recorded(org: Organization) -> None:
     published = audit_checkpoint_publish_task(str(org.id))
     run = JobRun.objects.get(job="audit-checkpoint", organization_ref=org.id)
     assert run.outcome == "success" and run.detail["tree_size"] == published["tree_size"]
+
+
+def test_an_idle_log_gets_a_checkpoint_every_run_and_stays_the_size_it_is(
+    org: Organization,
+) -> None:
+    """Signed on schedule, grown or not (the control checks the newest one's age); only a
+    checkpoint over new events is recorded as an event, so idle runs add nothing to the log."""
+    credentialed(org)
+    runs: list[Any] = [audit_checkpoint_publish_task(str(org.id)) for _ in range(3)]
+    assert [r["number"] for r in runs] == [1, 2, 3]
+    assert [r["grown"] for r in runs] == [True, False, False]
+    assert runs[1]["summary"].endswith("no change since checkpoint 1")
+    assert runs[2]["summary"].endswith("no change since checkpoint 2")
+    # the second covers the first's own audit.checkpoint event, the third the same tree
+    assert runs[1]["tree_size"] == runs[0]["tree_size"] + 1 == runs[2]["tree_size"]
+    assert runs[2]["root_hash"] == runs[1]["root_hash"]
+    with tenant_context(org.id):
+        actions = list(
+            AuditEvent.objects.filter(organization_id=org.id).values_list("action", flat=True)
+        )
+    assert len(actions) == runs[2]["tree_size"] and actions.count("audit.checkpoint") == 1
+    recorded = JobRun.objects.filter(job="audit-checkpoint", organization_ref=org.id)
+    assert recorded.filter(outcome="success").count() == 3
+    credentialed(org)  # the log grows again: the next checkpoint is an event again
+    assert audit_checkpoint_publish_task(str(org.id))["grown"] is True
 
 
 def test_outbox_health_reports_relay_lag(org: Organization) -> None:

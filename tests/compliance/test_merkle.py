@@ -249,7 +249,9 @@ def test_refusals_are_problems(api: APIClient, org: Organization) -> None:
     with tenant_context(org.id):
         newest = AuditEvent.objects.filter(organization_id=org.id).order_by("-sequence").first()
     assert newest is not None
-    assert api.get(f"/audit/{newest.id}/proof").status_code == 400
+    pending = api.get(f"/audit/{newest.id}/proof")
+    assert pending.status_code == 409  # not signed over yet: after the next checkpoint
+    assert "ask again after the next checkpoint" in pending.json()["detail"]
 
 
 def test_another_organizations_events_and_checkpoints_are_not_found(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from pypdf import PdfReader
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
@@ -188,7 +188,7 @@ def test_an_owner_runs_the_organization_in_the_admin_alone(
     first = shown_once(page)
     assert set(first) == {"client_id", "client_secret"}
     page.locator("button.agentidp-copy").nth(1).click()
-    assert page.locator("button.agentidp-copy").nth(1).inner_text() == "Copied"
+    expect(page.locator("button.agentidp-copy").nth(1)).to_have_text("Copied")  # it may wait
     shot(page, "secret-shown-once")
     assert token(make_run, first["client_id"], first["client_secret"]).status_code == 200
     page.goto(agent_page)
