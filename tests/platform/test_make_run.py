@@ -225,3 +225,24 @@ def test_verifyauditchain_exits_as_the_readme_says(make_run: Stack) -> None:
     assert through_make.returncode == 2, through_make.stderr
     healthy = make_run.manage("verifyauditchain", "--org", "demo")
     assert healthy.returncode == 0, healthy.stdout
+
+
+def test_a_fresh_stack_passes_its_controls_without_waiting_out_beats_intervals(
+    make_run: Stack,
+) -> None:
+    """Beat sends the control jobs that never ran as it starts (the hourly rotation job
+    would otherwise first run an hour in): every control passes but TLS, which says it is a
+    plain-HTTP stack."""
+    session = make_run.admin_session("demo-admin", make_run.credentials()["staff_password"])
+    deadline = time.monotonic() + 60
+    while True:
+        response = session.get(f"{make_run.base}/compliance/controls", timeout=10)
+        assert response.status_code == 200, response.text
+        failing = {c["id"]: c["detail"] for c in response.json()["controls"] if not c["passing"]}
+        if set(failing) <= {"tls"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert list(failing) == ["tls"], failing
+    assert failing["tls"].startswith("TLS enforcement is off (AGENTIDP_TLS_ENFORCED=0)")
+    controls = {c["id"]: c for c in response.json()["controls"]}
+    assert controls["secrets_rotation"]["evidence"]["last_success"] is not None
