@@ -99,22 +99,18 @@ class LifecycleSerializer(StrictSerializer):
 
 
 class AgentListQuerySerializer(QuerySerializer):
-    status = serializers.ChoiceField(choices=AgentStatus.choices, required=False)
-    name = serializers.CharField(max_length=200, required=False)
+    status = serializers.ChoiceField(
+        choices=AgentStatus.choices, required=False, help_text="Exact status"
+    )
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True,
+        help_text="Case-insensitive substring of the name (empty: any)",
+    )  # fmt: skip
     ordering = serializers.ChoiceField(
         choices=["name", "-name", "created_at", "-created_at", "status", "-status"],
         required=False,
         default="name",
     )
-
-
-LIST_PARAMETERS = [
-    OpenApiParameter("status", str, enum=AgentStatus.values, description="Exact status"),
-    OpenApiParameter("name", str, description="Case-insensitive substring of the name"),
-    OpenApiParameter(
-        "ordering", str, enum=["name", "-name", "created_at", "-created_at", "status", "-status"]
-    ),
-]
 
 
 def _lifecycle_schema() -> dict[str, object]:
@@ -126,7 +122,7 @@ def _lifecycle_schema() -> dict[str, object]:
 
 @extend_schema_view(
     list=extend_schema(
-        parameters=LIST_PARAMETERS,
+        parameters=[AgentListQuerySerializer],
         responses={200: AgentSerializer(many=True), **problem_responses(400, 401, 403)},
     ),
     create=extend_schema(

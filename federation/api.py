@@ -69,7 +69,7 @@ class TrustSerializer(StrictSerializer):
         help_text="The partner's did:web; its document must list the issuer's keys.",
     )  # fmt: skip
     allowed_organizations = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False, default=list,
+        child=serializers.CharField(min_length=1, max_length=200), required=False, default=list,
         max_length=services.MAX_ALLOWED_ORGANIZATIONS,
         help_text="The partner's organization_id values accepted (empty: all).",
     )  # fmt: skip
@@ -95,7 +95,7 @@ class PartnerUpdateSerializer(StrictSerializer):
         choices=[PartnerStatus.ACTIVE, PartnerStatus.SUSPENDED], required=False
     )
     allowed_organizations = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False,
+        child=serializers.CharField(min_length=1, max_length=200), required=False,
         max_length=services.MAX_ALLOWED_ORGANIZATIONS,
     )  # fmt: skip
     allowed_scopes = FederableScopesField(

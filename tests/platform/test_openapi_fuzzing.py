@@ -50,7 +50,7 @@ def schemathesis(stack: Stack, tmp_path: Path, *headers: str, exclude: str = "")
         "run", f"{stack.base}/api/schema/", "--checks", "all",
         *(["--exclude-checks", exclude] if exclude else []),
         "--seed", SEED, "--max-examples", MAX_EXAMPLES, "--generation-deterministic",
-        "--generation-allow-x00", "false", "--workers", "1", "--no-color",
+        "--generation-allow-x00", "false", "--workers", "2", "--no-color",
         "--report", "junit", "--report-junit-path", str(tmp_path / "junit.xml"),
     ]  # fmt: skip
     for header in headers:
