@@ -82,7 +82,7 @@ class AgentWriteSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, trim_whitespace=True)
     description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     capabilities = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, max_length=64
+        child=serializers.CharField(min_length=1, max_length=100), required=False, max_length=64
     )
     metadata = serializers.DictField(required=False)
     version = serializers.CharField(max_length=50, required=False, allow_blank=True)
@@ -90,7 +90,7 @@ class AgentWriteSerializer(StrictSerializer):
         child=serializers.DictField(), required=False, max_length=services.MAX_SKILLS
     )
     authors = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False, max_length=20
+        child=serializers.CharField(min_length=1, max_length=200), required=False, max_length=20
     )
 
 
