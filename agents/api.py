@@ -27,7 +27,7 @@ from agentidp.tenancy import platform_context
 from agents import services
 from agents.choices import AgentStatus
 from agents.models import Agent, OrganizationMember
-from organizations.choices import MemberRole, Scope
+from organizations.choices import AGENT_SCOPES, MemberRole, Scope
 
 
 class AgentSerializer(RenderSerializer):
@@ -98,6 +98,50 @@ class LifecycleSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "enum": ["*"]},
+               {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 100}]}
+)  # fmt: skip
+class DelegationActorsField(serializers.Field):  # type: ignore[type-arg]
+    """``"*"`` or a list of agent ids (UUIDs)."""
+
+    default_error_messages = {"invalid": '"*" or a list of at most 100 agent ids.'}
+
+    def to_internal_value(self, data: object) -> str | list[UUID]:
+        if data == "*":
+            return "*"
+        if not isinstance(data, list) or len(data) > 100:
+            self.fail("invalid")
+        ids: list[UUID] = []
+        for item in data:
+            if not isinstance(item, str):
+                self.fail("invalid")
+            try:
+                ids.append(UUID(item))
+            except ValueError:
+                self.fail("invalid")
+        return ids
+
+    def to_representation(self, value: object) -> object:
+        return value
+
+
+class DelegationSerializer(StrictSerializer):
+    actors = DelegationActorsField(
+        help_text='"*" (any of the organization\'s agents) or the ids of the agents that may act'
+        " for this one (at most 100)."
+    )
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(AGENT_SCOPES)), max_length=50,
+        required=False, default=list,
+        help_text="The scopes they may be handed (within the token they exchange; empty: any).",
+    )  # fmt: skip
+    max_depth = serializers.IntegerField(
+        min_value=1, max_value=10, allow_null=True, required=False, default=None,
+        help_text="How many actors a chain may hold (null: the organization's default, 3).",
+    )  # fmt: skip
+
+
 class AgentListQuerySerializer(QuerySerializer):
     status = serializers.ChoiceField(
         choices=AgentStatus.choices, required=False, help_text="Exact status"
@@ -148,6 +192,11 @@ def _lifecycle_schema() -> dict[str, object]:
     suspend=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
     reactivate=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
     decommission=extend_schema(**_lifecycle_schema()),  # type: ignore[arg-type]
+    delegation=extend_schema(
+        responses={200: DelegationSerializer, **problem_responses(400, 401, 403, 404)},
+        description="Who may act for the agent through token exchange (RFC 8693), with which"
+        " scopes and how long a chain may grow.",
+    ),
 )
 class AgentViewSet(TenantViewSet):
     """The caller's organization's agents and their lifecycle."""
@@ -161,6 +210,8 @@ class AgentViewSet(TenantViewSet):
         "suspend": Scope.AGENTS_WRITE,
         "reactivate": Scope.AGENTS_WRITE,
         "decommission": Scope.AGENTS_WRITE,
+        "delegation": Scope.AGENTS_READ,
+        "delegation_set": Scope.AGENTS_WRITE,
     }
     serializer_class = AgentSerializer
     pagination_class = PageNumberPagination
@@ -229,6 +280,28 @@ class AgentViewSet(TenantViewSet):
     @action(detail=True, methods=["post"])
     def decommission(self, request: Request, pk: str) -> Response:
         return self._transition(request, services.agent_decommission)
+
+    @action(detail=True, methods=["get"])
+    def delegation(self, request: Request, pk: str) -> Response:
+        agent = services.agent_get(
+            organization_id=self.organization_id, agent_id=self.lookup_uuid()
+        )
+        return Response(services.delegation_policy(agent))
+
+    @extend_schema(
+        request=DelegationSerializer,
+        responses={200: DelegationSerializer, **problem_responses(400, 401, 403, 404, 409)},
+        description="Set who may act for the agent through token exchange (agents:write).",
+    )
+    @delegation.mapping.put
+    def delegation_set(self, request: Request, pk: str) -> Response:
+        payload = DelegationSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        agent = services.agent_delegation_set(
+            actor=self.principal, organization_id=self.organization_id,
+            agent_id=self.lookup_uuid(), **payload.validated_data,
+        )  # fmt: skip
+        return Response(services.delegation_policy(agent))
 
 
 class MemberSerializer(serializers.ModelSerializer[OrganizationMember]):

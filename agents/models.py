@@ -9,6 +9,13 @@ from agentidp.models import OrgOwnedModel, TimestampedModel
 from agents.choices import AgentStatus
 from organizations.choices import MemberRole
 
+ANY_ACTOR = "*"
+
+
+def delegation_actors_default() -> list[str]:
+    """Any of the organization's agents may act for a new agent until its policy says who."""
+    return [ANY_ACTOR]
+
 
 class Agent(OrgOwnedModel, TimestampedModel):
     """An AI agent registered by an organization."""
@@ -37,6 +44,12 @@ class Agent(OrgOwnedModel, TimestampedModel):
         editable=False,
         help_text="Tokens issued before this moment are refused (set on suspension).",
     )
+    # Delegation (RFC 8693 token exchange between the organization's agents): which agents may
+    # act for this one ("*": any of the organization's), which of its scopes they may be handed
+    # (empty: any it holds), and how long a chain may grow (null: the organization's default).
+    delegation_actors = models.JSONField(default=delegation_actors_default, blank=True)
+    delegation_scopes = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    delegation_max_depth = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

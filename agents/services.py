@@ -23,8 +23,8 @@ from agentidp.lifecycle import (
 )
 from agentidp.principals import Principal
 from agents.choices import AgentStatus
-from agents.models import Agent, OrganizationMember
-from organizations.choices import MemberRole, OrganizationStatus
+from agents.models import ANY_ACTOR, Agent, OrganizationMember
+from organizations.choices import AGENT_SCOPES, MemberRole, OrganizationStatus
 from organizations.services import organization_get
 
 MAX_CAPABILITIES = 64
@@ -36,6 +36,17 @@ def _agent_by_id() -> tuple[str, list[str]]:
     columns = ", ".join(f'"{field.column}"' for field in fields)
     sql = f"SELECT {columns} FROM agents_agent WHERE organization_id = %s AND id = %s"  # noqa: S608 - column names from the model
     return sql, [field.attname for field in fields]
+
+
+def _agent_from_row(names: list[str], row: Sequence[object]) -> Agent:
+    """``Model.from_db`` after the fields' own conversions (a JSON column arrives as text:
+    the queryset compiler would parse it, ``from_db`` alone does not)."""
+    values = list(row)
+    for index, field in enumerate(Agent._meta.concrete_fields):
+        convert = getattr(field, "from_db_value", None)
+        if convert is not None:
+            values[index] = convert(values[index], None, connection)
+    return Agent.from_db(DEFAULT_DB_ALIAS, names, values)
 
 
 def agent_get(
@@ -58,7 +69,7 @@ def agent_get(
         with connection.cursor() as cursor:
             cursor.execute(sql, [organization_id, agent_id])
             row = cursor.fetchone()
-        agent = Agent.from_db(DEFAULT_DB_ALIAS, names, row) if row is not None else None
+        agent = _agent_from_row(names, row) if row is not None else None
     if agent is None:
         raise NotFound("No such agent.")
     return agent
@@ -408,3 +419,87 @@ def member_add(
         data={"role": role},
     )
     return member
+
+
+# --- delegation (RFC 8693 token exchange between the organization's agents) -----------------
+
+MAX_DELEGATION_ACTORS = 100
+MAX_DELEGATION_DEPTH = 10
+
+
+def delegation_policy(agent: Agent) -> dict[str, JSONValue]:
+    """The agent's delegation policy as the API shows it (``PUT /agents/{id}/delegation``)."""
+    actors = agent.delegation_actors if isinstance(agent.delegation_actors, list) else []
+    return {
+        "actors": ANY_ACTOR if ANY_ACTOR in actors else list[JSONValue](actors),
+        "scopes": list[JSONValue](agent.delegation_scopes),
+        "max_depth": agent.delegation_max_depth,
+    }
+
+
+@transaction.atomic
+def agent_delegation_set(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    actors: str | Sequence[uuid.UUID],
+    scopes: Sequence[str],
+    max_depth: int | None,
+) -> Agent:
+    """Who may act for the agent (``"*"``: any of the organization's agents, or those listed),
+    which of its scopes they may be handed (empty: any it holds) and how long a chain may grow
+    (``None``: the organization's default); recorded as ``agent.delegation_updated``."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
+    if agent.status == AgentStatus.DECOMMISSIONED:
+        raise Conflict("A decommissioned agent cannot be edited.")
+    errors: dict[str, list[str]] = {}
+    listed: list[str] = []
+    if isinstance(actors, str):
+        if actors != ANY_ACTOR:
+            errors["actors"] = ['"*" or a list of agent ids.']
+        listed = [ANY_ACTOR]
+    else:
+        wanted = sorted({str(a) for a in actors})
+        if len(wanted) > MAX_DELEGATION_ACTORS:
+            errors["actors"] = [f"At most {MAX_DELEGATION_ACTORS} agents."]
+        elif str(agent.id) in wanted:
+            errors["actors"] = ["An agent does not act for itself."]
+        else:
+            known = {
+                str(i)
+                for i in Agent.objects.filter(
+                    organization_id=organization_id, id__in=wanted
+                ).values_list("id", flat=True)
+            }
+            unknown = [a for a in wanted if a not in known]
+            if unknown:  # as for any id that names nothing here (another organization's too)
+                raise NotFound(f"No such agent: {', '.join(unknown)}.")
+        listed = wanted
+    unknown_scopes = sorted(set(scopes) - AGENT_SCOPES)
+    if unknown_scopes:
+        errors["scopes"] = [f"Not scopes an agent can hold: {', '.join(unknown_scopes)}."]
+    if max_depth is not None and not 1 <= max_depth <= MAX_DELEGATION_DEPTH:
+        errors["max_depth"] = [f"From 1 to {MAX_DELEGATION_DEPTH}, or null."]
+    if errors:
+        raise ValidationFailed("Invalid delegation policy.", errors=errors)
+    agent.delegation_actors = listed
+    agent.delegation_scopes = sorted(set(scopes))
+    agent.delegation_max_depth = max_depth
+    agent.save(
+        update_fields=[
+            "delegation_actors",
+            "delegation_scopes",
+            "delegation_max_depth",
+            "updated_at",
+        ]
+    )
+    event_record(
+        organization_id=organization_id,
+        actor=actor,
+        action="agent.delegation_updated",
+        subject_type="agent",
+        subject_id=str(agent.id),
+        data=delegation_policy(agent),
+    )
+    return agent

@@ -76,9 +76,18 @@ class AccessToken(OrgOwnedModel, AbstractAccessToken):
     credential_id = models.UUIDField(
         null=True, blank=True, editable=False, help_text="The client secret it was issued with."
     )
+    # A delegated token (token exchange): the jti of the token it was exchanged for, so the
+    # delegation tree is known; null for a token issued to its agent directly.
+    parent_jti = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta(AbstractAccessToken.Meta):
-        indexes = [models.Index(fields=["organization", "expires"], name="oidc_token_org_expires")]
+        indexes = [
+            models.Index(fields=["organization", "expires"], name="oidc_token_org_expires"),
+            models.Index(
+                fields=["parent_jti"], name="oidc_token_parent",
+                condition=models.Q(parent_jti__isnull=False),
+            ),
+        ]  # fmt: skip
 
 
 class RefreshToken(OrgOwnedModel, AbstractRefreshToken):

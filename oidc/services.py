@@ -49,9 +49,11 @@ from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
 from oidc.selectors import live_tokens
 from oidc.tokens import (
     ID_TOKEN_TYPE,
+    Delegation,
     InvalidToken,
     VerifiedToken,
     access_token_verify,
+    chain_actors,
     jws_sign,
     lifetime_capped,
     token_leeway,
@@ -247,8 +249,9 @@ def token_issued_data(
 
 ACCESS_TOKEN_INSERT = """
 INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
-                              scope, expires, resource, created, updated, credential_id)
-VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s, %s)
+                              scope, expires, resource, created, updated, credential_id,
+                              parent_jti)
+VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)
 RETURNING id
 """  # noqa: S105 - SQL, not a secret
 
@@ -263,6 +266,7 @@ def access_token_record(
     audiences: list[str],
     credential_id: uuid.UUID | None,
     id_token: bool,
+    delegation: Delegation | None = None,
 ) -> AccessToken:
     """Persist an issued token and record ``token.issued``: one statement, one round trip.
 
@@ -282,27 +286,35 @@ def access_token_record(
         created=now,
         updated=now,
         credential_id=credential_id,
+        parent_jti=uuid.UUID(delegation.parent_jti) if delegation else None,
     )
     insert = CompanionInsert(
         ACCESS_TOKEN_INSERT,
         [
             issued.organization_id, client.id, issued.token_checksum, issued.jti, scope,
-            issued.expires, json.dumps(audiences), now, now, credential_id,
+            issued.expires, json.dumps(audiences), now, now, credential_id, issued.parent_jti,
         ],
     )  # fmt: skip
+    data = token_issued_data(
+        client_id=client.client_id,
+        scope=scope,
+        audiences=audiences,
+        credential_id=credential_id,
+        id_token=id_token,
+    )
+    if delegation is not None:
+        data.update(
+            grant_type="urn:ietf:params:oauth:grant-type:token-exchange",
+            sub=str(delegation.subject_agent_id), act=delegation.act,
+            parent_jti=delegation.parent_jti, depth=delegation.depth,
+        )  # fmt: skip
     event_record(
         organization_id=client.organization_id,
         actor=client_actor(client),
         action="token.issued",
         subject_type="token",
         subject_id=jti,
-        data=token_issued_data(
-            client_id=client.client_id,
-            scope=scope,
-            audiences=audiences,
-            credential_id=credential_id,
-            id_token=id_token,
-        ),
+        data=data,
         companion=insert,
     )
     issued.id = cast(int, insert.inserted_id)
@@ -449,6 +461,18 @@ SELECT set_config('app.organization_id', %s, true),
 """
 
 
+def _actors_active(organization_id: uuid.UUID, actors: list[str]) -> bool:
+    """Whether every agent of a delegation chain is an active agent of the organization."""
+    try:
+        ids = {uuid.UUID(actor) for actor in actors}
+    except ValueError:
+        return False
+    active = Agent.objects.filter(
+        organization_id=organization_id, id__in=ids, status=AgentStatus.ACTIVE
+    ).count()
+    return active == len(ids)
+
+
 def token_principal(verified: VerifiedToken) -> Principal | str:
     """Who a token whose signature and claims verified stands for, or why it may not be used
     now.
@@ -481,6 +505,9 @@ def token_principal(verified: VerifiedToken) -> Principal | str:
         return "revoked"
     if verified.expires_at - verified.issued_at > lifetime_capped(int(row[4])) + token_leeway():
         return "lifetime"  # longer than its organization lets a token live: not issued here
+    actors = chain_actors(verified.claims.get("act"))
+    if actors and not _actors_active(verified.organization_id, actors):
+        return "actor_inactive"  # someone in the delegation chain may no longer act
     return Principal(
         kind="agent",
         id=verified.subject,

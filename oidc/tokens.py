@@ -52,6 +52,37 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Delegation:
+    """What a validated token exchange between local agents (``oidc.delegation``) hands on to
+    the token it issues: the subject agent, the ``act`` chain, the parent token."""
+
+    subject_agent_id: uuid.UUID
+    act: dict[str, JSONValue]
+    parent_jti: str
+    depth: int
+    # The subject token's expiry (epoch seconds): the new token lives no longer.
+    expires_at: int
+
+
+def chain_depth(act: JSONValue) -> int:
+    """How many actors an ``act`` claim names (its nesting depth; 0 for none)."""
+    depth = 0
+    while isinstance(act, dict):
+        depth += 1
+        act = act.get("act")
+    return depth
+
+
+def chain_actors(act: JSONValue) -> list[str]:
+    """The actors' agent ids, outermost (the latest) first."""
+    actors: list[str] = []
+    while isinstance(act, dict):
+        actors.append(str(act.get("sub", "")))
+        act = act.get("act")
+    return actors
+
+
 @dataclass
 class Issuance:
     """What one token request carries between DOT's hooks (validator, generator, save) and the
@@ -69,6 +100,8 @@ class Issuance:
     retry_after: int | None = None
     # The client's address (agentidp.addresses), which failed authentications are throttled by.
     source_address: str = ""
+    # Set by a token exchange between local agents: the token is issued for its subject.
+    delegation: Delegation | None = None
 
 
 # A WSGI-style environ key (dotted, so no HTTP header can produce it).
@@ -205,14 +238,18 @@ def access_token_generate(request: OAuthRequest) -> str:
     """DOT's ``ACCESS_TOKEN_GENERATOR``: sign the RFC 9068 claims for ``request.client``."""
     client = cast(Client, request.client)
     state = issuance(request)
+    delegation = state.delegation
     state.claims = access_token_claims(
-        agent_id=client.agent_id,
+        agent_id=delegation.subject_agent_id if delegation else client.agent_id,
         client_id=client.client_id,
         organization_id=client.organization_id,
         scope=" ".join(request.scopes or []),
         audiences=state.audiences,
         lifetime=int(request.expires_in or 0),
     )
+    if delegation is not None:
+        # RFC 8693 4.1: who acts for the subject, the earlier actors nested inside
+        state.claims["act"] = delegation.act
     return access_token_sign(state.claims, signing_key_current())
 
 

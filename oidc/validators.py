@@ -23,6 +23,7 @@ from credentials.services import (
     client_load,
     client_secret_check,
 )
+from oidc.delegation import TOKEN_EXCHANGE
 from oidc.keys import signing_key_current
 from oidc.ratelimit import failed_authentication_count, token_request_admit
 from oidc.services import access_token_record, access_token_revoke, client_actor
@@ -188,7 +189,7 @@ class AgentRequestValidator(OAuth2Validator):
         self, client_id: str, grant_type: str, client: Client, request: OAuthRequest,
         *args: object, **kwargs: object,
     ) -> bool:  # fmt: skip
-        return grant_type == "client_credentials"
+        return grant_type in ("client_credentials", TOKEN_EXCHANGE)
 
     def validate_scopes(
         self, client_id: str, scopes: list[str], client: Client, request: OAuthRequest,
@@ -248,6 +249,7 @@ class AgentRequestValidator(OAuth2Validator):
             audiences=list(state.audiences),
             credential_id=state.credential_id,
             id_token="id_token" in token,
+            delegation=state.delegation,
         )
         # Counted against the quota at admission; the metric follows the commit.
         transaction.on_commit(TOKENS_ISSUED.inc)

@@ -20,6 +20,7 @@ from agentidp.errors import NO_STORE, standard_problem
 from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
 from credentials.models import Client
+from oidc.delegation import is_local_exchange
 from oidc.extensions import grant_type_handler
 from oidc.ratelimit import token_request_refund
 from oidc.services import (
@@ -73,9 +74,11 @@ class TokenView(dot_views.TokenView):
                 )
             else:
                 # A grant type an app registered (federation's JWT bearer and token exchange)
-                # is answered by its handler; client_credentials by django-oauth-toolkit.
+                # is answered by its handler; client_credentials, and token exchange by an
+                # authenticated client (delegation between local agents), by
+                # django-oauth-toolkit.
                 handler = grant_type_handler(request.POST.get("grant_type", ""))
-                if handler is not None:
+                if handler is not None and not is_local_exchange(request):
                     response = handler(request)
                 else:
                     response = self._dot_post(request, state, *args, **kwargs)

@@ -29,6 +29,11 @@ class Organization(TimestampedModel):
     credential_grace_seconds = models.PositiveIntegerField(
         default=86400, help_text="How long a rotated client secret keeps working by default."
     )
+    delegation_max_depth = models.PositiveSmallIntegerField(
+        default=3, db_default=3,
+        help_text="How many agents a delegation chain may hold by default (an agent's policy"
+        " may say fewer or more, up to 10).",
+    )  # fmt: skip
 
     did_key_algorithm = models.CharField(
         max_length=10,

@@ -12,6 +12,10 @@ class EventType(models.TextChoices):
     AGENT_REACTIVATED = "agent.reactivated", "A suspended agent was reactivated"
     AGENT_DECOMMISSIONED = "agent.decommissioned", "An agent was decommissioned"
     AGENT_TOKENS_REVOKED = "agent.tokens_revoked", "Every live token of an agent was revoked"
+    AGENT_DELEGATION_UPDATED = (
+        "agent.delegation_updated",
+        "Who may act for an agent, with which scopes, changed",
+    )
     CREDENTIAL_GENERATED = "credential.generated", "A client secret was generated"
     CREDENTIAL_ROTATED = "credential.rotated", "A client secret was rotated"
     CREDENTIAL_REVOKED = "credential.revoked", "A client secret was revoked"

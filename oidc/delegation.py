@@ -1,0 +1,250 @@
+"""RFC 8693 token exchange between an organization's own agents: delegation.
+
+Agent B, authenticated as a client (as for ``client_credentials``), presents an access token
+this deployment issued to agent A (``subject_token``, itself perhaps delegated already) and
+gets a narrower token for A: ``sub`` stays A's, ``act`` names B with the subject token's own
+``act`` nested inside it (RFC 8693 4.1), so a chain A -> B -> C shows C outermost. The token
+records its parent (the subject token's ``jti``), so the delegation tree is known.
+
+What B gets only narrows: the scopes requested, within the subject token's, within what B may
+hold and within what A's delegation policy lets A delegate; a lifetime within the subject
+token's remaining life; A's policy says which agents may act for it and how long a chain may
+grow (the organization's default, at most :data:`HARD_MAX_DEPTH`).
+
+Token exchange *without* client authentication stays the federation grant (a partner's token
+as the only credential, ``federation.grants``): :func:`is_local_exchange` tells them apart.
+Each refusal is an RFC 6749 5.2 error and is audited as ``token.exchange_refused`` with its
+reason.
+"""
+
+import time
+from typing import cast
+
+from django.http import HttpRequest
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.grant_types import ClientCredentialsGrant
+from oauthlib.oauth2.rfc6749.tokens import TokenBase
+
+from agentidp.errors import JSONValue
+from agentidp.events import event_record_after_request
+from agents.choices import AgentStatus
+from agents.models import ANY_ACTOR, Agent
+from credentials.models import Client
+from oidc.extensions import is_delegated
+from oidc.services import client_actor, token_principal
+from oidc.tokens import (
+    Delegation,
+    InvalidToken,
+    VerifiedToken,
+    access_token_verify,
+    chain_depth,
+    issuance,
+)
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN
+TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
+HARD_MAX_DEPTH = 10
+REFUSED_EVENT = "token.exchange_refused"  # noqa: S105 - an event name
+
+
+def is_local_exchange(request: HttpRequest) -> bool:
+    """A token exchange whose caller authenticates as one of this deployment's clients (HTTP
+    Basic, or a client secret in the form): delegation, not federation."""
+    return request.POST.get("grant_type") == TOKEN_EXCHANGE and bool(
+        request.headers.get("Authorization") or "client_secret" in request.POST
+    )
+
+
+class Refused(errors.OAuth2Error):
+    """An RFC 6749 5.2 refusal of the exchange, with the reason it is audited under."""
+
+    def __init__(self, error: str, reason: str, description: str, request: OAuthRequest) -> None:
+        self.error = error
+        self.reason = reason
+        self.status_code = 400
+        super().__init__(description=f"{reason}: {description}", request=request)
+
+
+class TokenExchangeGrant(ClientCredentialsGrant):
+    """oauthlib's client-credentials flow (client authentication, admission, scopes, the token
+    handler and the validator's ``save_bearer_token``), with the subject token checked and the
+    delegation worked out in between."""
+
+    def __init__(self, request_validator: OAuth2Validator) -> None:
+        super().__init__(request_validator)
+        self.register_token_modifier(_issued_token_type)
+
+    def validate_token_request(self, request: OAuthRequest) -> None:
+        if request.grant_type != TOKEN_EXCHANGE:
+            raise errors.UnsupportedGrantTypeError(request=request)
+        self.validate_client_confidential(request)
+        self.validate_grant_type(request)
+        try:
+            delegation, scopes = _delegation(request)
+        except Refused as refused:
+            _refusal_record(request, refused)
+            raise
+        issuance(request).delegation = delegation
+        request.scopes = scopes
+        self.validate_scopes(request)
+
+
+def _issued_token_type(
+    token: dict[str, object],
+    token_handler: TokenBase | None = None,
+    request: OAuthRequest | None = None,
+) -> dict[str, object]:
+    """RFC 8693 2.2.1: the response says what it issued (oauthlib calls it with the token)."""
+    token["issued_token_type"] = ACCESS_TOKEN_TYPE
+    return token
+
+
+def _form(request: OAuthRequest, name: str) -> str:
+    value = getattr(request, name, None)
+    return str(value) if value else ""
+
+
+def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
+    client = cast(Client, request.client)
+    subject_token = _form(request, "subject_token")
+    if not subject_token:
+        raise Refused("invalid_request", "missing", "subject_token is required.", request)
+    if _form(request, "subject_token_type") not in TOKEN_TYPES:
+        raise Refused(
+            "invalid_request", "subject_token_type",
+            f"subject_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}.", request,
+        )  # fmt: skip
+    if _form(request, "requested_token_type") not in ("", ACCESS_TOKEN_TYPE):
+        raise Refused(
+            "invalid_request", "requested_token_type", f"Only {ACCESS_TOKEN_TYPE} is issued.",
+            request,
+        )  # fmt: skip
+    subject = _live_token(request, subject_token, "subject_token")
+    if subject.organization_id != client.organization_id:
+        raise Refused(
+            "invalid_grant", "foreign_subject",
+            "The subject token belongs to another organization (delegation across"
+            " organizations goes through a federation trust).", request,
+        )  # fmt: skip
+    actor_token = _form(request, "actor_token")
+    if actor_token:
+        if _form(request, "actor_token_type") not in TOKEN_TYPES:
+            raise Refused(
+                "invalid_request", "actor_token_type",
+                f"actor_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}.", request,
+            )  # fmt: skip
+        actor = _live_token(request, actor_token, "actor_token")
+        if actor.claims.get("client_id") != client.client_id or "act" in actor.claims:
+            raise Refused(
+                "invalid_grant", "foreign_actor",
+                "The actor token must be the caller's own token, issued to it directly.", request,
+            )  # fmt: skip
+    elif _form(request, "actor_token_type"):
+        raise Refused(
+            "invalid_request", "actor_token", "actor_token_type without actor_token.", request
+        )
+    agent = Agent.objects.filter(organization_id=client.organization_id, id=subject.subject).first()
+    if agent is None or agent.status != AgentStatus.ACTIVE:
+        raise Refused(
+            "invalid_grant", "subject_inactive", "The subject agent is not active.", request
+        )
+    if agent.id == client.agent_id:
+        raise Refused(
+            "invalid_request", "self", "An agent does not exchange its own token for itself.",
+            request,
+        )  # fmt: skip
+    actors = agent.delegation_actors if isinstance(agent.delegation_actors, list) else []
+    if ANY_ACTOR not in actors and str(client.agent_id) not in actors:
+        raise Refused(
+            "invalid_grant", "not_allowed_to_act",
+            f"{agent.name}'s delegation policy does not let this agent act for it.", request,
+        )  # fmt: skip
+    previous = subject.claims.get("act")
+    act: dict[str, JSONValue] = {
+        "sub": str(client.agent_id), "client_id": client.client_id,
+        "organization_id": str(client.organization_id),
+    }  # fmt: skip
+    if isinstance(previous, dict):
+        act["act"] = previous
+    depth = chain_depth(act)
+    limit = min(
+        HARD_MAX_DEPTH, agent.delegation_max_depth or client.organization.delegation_max_depth
+    )
+    if depth > limit:
+        raise Refused(
+            "invalid_request", "chain_too_deep",
+            f"The chain would hold {depth} actors; {agent.name}'s policy allows {limit}.", request,
+        )  # fmt: skip
+    scopes = _scopes(request, client, agent, subject)
+    delegation = Delegation(
+        subject_agent_id=agent.id, act=act, parent_jti=subject.jti, depth=depth,
+        expires_at=subject.expires_at,
+    )  # fmt: skip
+    if delegation.expires_at - int(time.time()) <= 0:
+        raise Refused("invalid_grant", "expired", "The subject token has expired.", request)
+    return delegation, scopes
+
+
+def _live_token(request: OAuthRequest, token: str, name: str) -> VerifiedToken:
+    """A token this deployment issued that the API would accept now (any audience)."""
+    try:
+        verified = access_token_verify(token, any_audience=True)
+    except InvalidToken as invalid:
+        raise Refused(
+            "invalid_grant",
+            invalid.reason,
+            f"The {name} is not a valid token of this deployment.",
+            request,
+        ) from invalid
+    if is_delegated(verified):
+        raise Refused(
+            "invalid_grant", "federated",
+            f"The {name} stands for a partner's agent; it cannot be delegated further.", request,
+        )  # fmt: skip
+    standing = token_principal(verified)
+    if isinstance(standing, str):
+        raise Refused("invalid_grant", standing, f"The {name} cannot be used now.", request)
+    return verified
+
+
+def _scopes(
+    request: OAuthRequest, client: Client, agent: Agent, subject: VerifiedToken
+) -> list[str]:
+    """Requested ∩ the subject token's ∩ what the caller may hold ∩ what A delegates."""
+    allowed = set(subject.scopes) & set(client.allowed_scopes)
+    if agent.delegation_scopes:
+        allowed &= set(agent.delegation_scopes)
+    requested = _form(request, "scope").split()
+    if requested:
+        refused = sorted(set(requested) - allowed)
+        if refused:
+            raise Refused(
+                "invalid_scope", "scope_not_delegable",
+                f"Not within the subject token, the caller's scopes and the delegation policy:"
+                f" {' '.join(refused)}.", request,
+            )  # fmt: skip
+        return sorted(set(requested))
+    if not allowed:
+        raise Refused(
+            "invalid_scope", "scope_not_delegable",
+            "No scope is left to delegate: the subject token, the caller's scopes and the"
+            " delegation policy have none in common.", request,
+        )  # fmt: skip
+    return sorted(allowed)
+
+
+def _refusal_record(request: OAuthRequest, refused: Refused) -> None:
+    client = cast(Client, request.client)
+
+    event_record_after_request(
+        organization_id=client.organization_id,
+        actor=client_actor(client),
+        action=REFUSED_EVENT,
+        subject_type="client",
+        subject_id=client.client_id,
+        data={"reason": refused.reason, "error": refused.error},
+    )

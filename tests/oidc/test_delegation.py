@@ -1,0 +1,246 @@
+"""RFC 8693 token exchange between an organization's agents: an orchestrator hands a narrower
+token to a sub-agent, which hands a narrower one again. ``sub`` stays the first agent's, ``act``
+nests the chain (the latest actor outermost), scopes and lifetime only narrow, the agent's
+delegation policy decides who may act and how deep a chain grows, and every refusal is an
+OAuth error, audited with its reason. Through HTTP and the real database."""
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+import time_machine
+from django.test import Client as HttpClient
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from agentidp.tenancy import tenant_context
+from compliance.models import AuditEvent
+from oidc.models import AccessToken
+from organizations.models import Organization
+from tests.factories import StaffFactory
+from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+SCOPES = ["agents:read", "agents:write", "credentials:write"]
+
+
+def token_for(agent: Credentialed, scope: str = "agents:read agents:write") -> str:
+    response = HttpClient().post(
+        "/oauth2/token", f"grant_type=client_credentials&scope={scope}", FORM,
+        HTTP_AUTHORIZATION=basic(agent.client_id, agent.secret),
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    token: str = response.json()["access_token"]
+    return token
+
+
+def exchange(actor: Credentialed, subject_token: str, **extra: str) -> Any:
+    data = {"grant_type": EXCHANGE, "subject_token": subject_token,
+            "subject_token_type": ACCESS, **extra}  # fmt: skip
+    return HttpClient().post(
+        "/oauth2/token", data, HTTP_AUTHORIZATION=basic(actor.client_id, actor.secret)
+    )
+
+
+def claims(token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return decoded
+
+
+def refused(response: Any, error: str, reason: str) -> None:
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == error, body
+    assert body["error_description"].startswith(f"{reason}:"), body
+
+
+@pytest.fixture
+def trio(org: Organization) -> tuple[Credentialed, Credentialed, Credentialed]:
+    """An orchestrator and two sub-agents, each able to hold the same scopes."""
+    return credentialed(org, SCOPES), credentialed(org, SCOPES), credentialed(org, SCOPES)
+
+
+def test_a_chain_of_three_agents_nests_act_and_narrows_every_step(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization
+) -> None:
+    a, b, c = trio
+    first = token_for(a)
+    given = exchange(b, first, scope="agents:read agents:write")
+    assert given.status_code == 200, given.content
+    body = given.json()
+    assert body["issued_token_type"] == ACCESS and body["token_type"] == "Bearer"
+    at_b = claims(body["access_token"])
+    assert at_b["sub"] == str(a.agent.id) and at_b["client_id"] == b.client_id
+    assert at_b["act"] == {
+        "sub": str(b.agent.id), "client_id": b.client_id, "organization_id": str(org.id)
+    }  # fmt: skip
+    again = exchange(c, body["access_token"], scope="agents:read")
+    assert again.status_code == 200, again.content
+    at_c = claims(again.json()["access_token"])
+    assert at_c["sub"] == str(a.agent.id) and at_c["scope"] == "agents:read"
+    assert at_c["act"]["sub"] == str(c.agent.id)  # the latest actor outermost
+    assert at_c["act"]["act"] == at_b["act"]
+    assert at_c["exp"] <= claims(first)["exp"]  # never outlives what it was exchanged for
+    # the API serves C's token as A's, and introspection shows the chain
+    api = APIClient()
+    bearer: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {again.json()['access_token']}"}
+    assert api.get(f"/agents/{a.agent.id}", **bearer).status_code == 200
+    assert api.post("/agents", {"name": "x"}, format="json", **bearer).status_code == 403
+    introspected = HttpClient().post(
+        "/oauth2/introspect", f"token={again.json()['access_token']}", FORM,
+        HTTP_AUTHORIZATION=basic(c.client_id, c.secret),
+    ).json()  # fmt: skip
+    assert introspected["active"] is True and introspected["act"] == at_c["act"]
+    with tenant_context(org.id):  # the tree is recorded: each token names its parent
+        rows = {str(t.jti): t for t in AccessToken.objects.filter(organization_id=org.id)}
+        issued = AuditEvent.objects.get(
+            organization_id=org.id, action="token.issued", subject_id=at_c["jti"]
+        )
+    assert str(rows[at_c["jti"]].parent_jti) == at_b["jti"]
+    assert str(rows[at_b["jti"]].parent_jti) == claims(first)["jti"]
+    assert rows[claims(first)["jti"]].parent_jti is None
+    assert issued.actor_id == str(c.agent.id) and issued.data["sub"] == str(a.agent.id)
+    assert issued.data["act"] == at_c["act"] and issued.data["depth"] == 2
+
+
+def test_scopes_only_narrow(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization
+) -> None:
+    a, b, _ = trio
+    narrow = credentialed(org, ["agents:read"])
+    subject = token_for(a, "agents:read")
+    refused(exchange(b, subject, scope="agents:write"), "invalid_scope", "scope_not_delegable")
+    # no scope asked: what the subject token, the caller and the policy have in common
+    assert claims(exchange(narrow, token_for(a))
+                  .json()["access_token"])["scope"] == "agents:read"  # fmt: skip
+
+
+def test_the_delegation_policy_decides_who_acts_what_and_how_deep(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    client_for: Callable[..., APIClient],
+) -> None:  # fmt: skip
+    a, b, c = trio
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+    assert admin.get(f"/agents/{a.agent.id}/delegation").json() == {
+        "actors": "*", "scopes": [], "max_depth": None
+    }  # fmt: skip
+    policy = {"actors": [str(b.agent.id)], "scopes": ["agents:read"], "max_depth": 1}
+    put = admin.put(f"/agents/{a.agent.id}/delegation", policy, format="json")
+    assert put.status_code == 200, put.content
+    assert put.json() == policy
+    subject = token_for(a)
+    refused(exchange(c, subject), "invalid_grant", "not_allowed_to_act")
+    refused(exchange(b, subject, scope="agents:write"), "invalid_scope", "scope_not_delegable")
+    at_b = exchange(b, subject)
+    assert claims(at_b.json()["access_token"])["scope"] == "agents:read"
+    admin.put(f"/agents/{a.agent.id}/delegation", {**policy, "actors": "*"}, format="json")
+    refused(exchange(c, at_b.json()["access_token"]), "invalid_request", "chain_too_deep")
+    with tenant_context(org.id):
+        reasons = list(
+            AuditEvent.objects.filter(organization_id=org.id, action="token.exchange_refused")
+            .order_by("sequence").values_list("data__reason", flat=True)
+        )  # fmt: skip
+    assert reasons == ["not_allowed_to_act", "scope_not_delegable", "chain_too_deep"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [({"actors": "all"}, "actors"), ({"actors": ["not-a-uuid"]}, "actors"),
+     ({"actors": "*", "scopes": ["members:write"]}, "scopes[0]"),
+     ({"actors": "*", "max_depth": 11}, "max_depth"), ({"actors": "*", "max_depth": 0}, "max_depth"),
+     ({"actors": "*", "extra": 1}, "extra"), ({"scopes": []}, "actors")],
+)  # fmt: skip
+def test_a_bad_policy_is_a_problem_naming_the_field(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    client_for: Callable[..., APIClient], policy: dict[str, Any], field: str,
+) -> None:  # fmt: skip
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+    response = admin.put(f"/agents/{trio[0].agent.id}/delegation", policy, format="json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert field in response.json()["errors"]
+
+
+def test_a_policy_names_only_the_organizations_other_agents(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    other_org: Organization, client_for: Callable[..., APIClient],
+) -> None:  # fmt: skip
+    a = trio[0]
+    stranger = credentialed(other_org, SCOPES)
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+    foreign = admin.put(
+        f"/agents/{a.agent.id}/delegation", {"actors": [str(stranger.agent.id)]}, format="json"
+    )
+    assert foreign.status_code == 404  # as any id naming nothing here
+    assert str(stranger.agent.id) in foreign.json()["detail"]
+    itself = admin.put(f"/agents/{a.agent.id}/delegation", {"actors": [str(a.agent.id)]},
+                       format="json")  # fmt: skip
+    assert itself.status_code == 400 and "actors" in itself.json()["errors"]
+    member = client_for(StaffFactory(organization=org, role="member"))
+    assert member.get(f"/agents/{a.agent.id}/delegation").status_code == 200
+    assert member.put(f"/agents/{a.agent.id}/delegation", {"actors": "*"},
+                      format="json").status_code == 403  # fmt: skip
+    outsider = client_for(StaffFactory(organization=other_org, role="admin"))
+    assert outsider.get(f"/agents/{a.agent.id}/delegation").status_code == 404
+
+
+def test_refusals_are_oauth_errors(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    other_org: Organization,
+) -> None:  # fmt: skip
+    a, b, c = trio
+    subject = token_for(a)
+    refused(exchange(b, "not.a.token"), "invalid_grant", "malformed")
+    refused(exchange(a, subject), "invalid_request", "self")
+    foreign = credentialed(other_org, SCOPES)
+    refused(exchange(b, token_for(foreign)), "invalid_grant", "foreign_subject")
+    refused(exchange(b, subject, subject_token_type="urn:x"), "invalid_request",
+            "subject_token_type")  # fmt: skip
+    refused(exchange(b, subject, actor_token=token_for(c),
+                     actor_token_type=ACCESS), "invalid_grant", "foreign_actor")  # fmt: skip
+    assert (
+        exchange(b, subject, actor_token=token_for(b), actor_token_type=ACCESS).status_code == 200
+    )
+    wrong = HttpClient().post(
+        "/oauth2/token", {"grant_type": EXCHANGE, "subject_token": subject,
+                          "subject_token_type": ACCESS},
+        HTTP_AUTHORIZATION=basic(b.client_id, "ais_wrong"),
+    )  # fmt: skip
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    # revoked by its own client: nothing can be exchanged for it any more
+    revoked = HttpClient().post(
+        "/oauth2/revoke", f"token={subject}", FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret)
+    )
+    assert revoked.status_code == 200
+    refused(exchange(b, subject), "invalid_grant", "revoked")
+    earlier = token_for(a)
+    with time_machine.travel(timezone.now() + timedelta(hours=2)):
+        refused(exchange(b, earlier), "invalid_grant", "expired")
+
+
+def test_an_actor_that_stops_ends_the_tokens_it_holds_for_others(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    client_for: Callable[..., APIClient],
+) -> None:  # fmt: skip
+    a, b, c = trio
+    at_c = exchange(c, exchange(b, token_for(a)).json()["access_token"]).json()["access_token"]
+    bearer: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {at_c}"}
+    assert APIClient().get("/agents", **bearer).status_code == 200
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+    assert admin.post(f"/agents/{b.agent.id}/suspend", {}, format="json").status_code == 200
+    assert APIClient().get("/agents", **bearer).status_code == 401  # B, in the chain, stopped
+
+
+def test_without_client_authentication_token_exchange_stays_the_federation_grant(
+    trio: tuple[Credentialed, Credentialed, Credentialed],
+) -> None:
+    response = HttpClient().post(
+        "/oauth2/token",
+        {"grant_type": EXCHANGE, "subject_token": token_for(trio[0]), "subject_token_type": ACCESS},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"  # no partner here issued it
+    assert "unknown_issuer" in response.json()["error_description"]
