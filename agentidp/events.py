@@ -50,6 +50,8 @@ def event_record(
     recorded = dict(data or {})
     if actor.kind == "user" and actor.display:
         recorded.setdefault("actor", {"username": actor.display, "role": actor.role or None})
+    if actor.act:  # a delegated token: who acted for the actor, the latest first
+        recorded.setdefault("act", list[JSONValue](actor.act))
     event = audit_event_append(
         organization_id=organization_id,
         actor_type=actor.kind,

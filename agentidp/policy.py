@@ -107,6 +107,7 @@ def policy_input(
             "status": principal.status,
             "platform": principal.is_platform,
             "read_only": principal.read_only,
+            "act": list(principal.act),
         },
         "action": action,
         "safe": safe,

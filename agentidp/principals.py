@@ -33,6 +33,9 @@ class Principal:
     # A federated principal (a partner's agent holding an exchanged token) reads only, unless
     # its partner allows writes.
     read_only: bool = False
+    # A delegated token's chain (RFC 8693 ``act``): the agents acting for this principal, the
+    # latest first; empty when the principal acts itself.
+    act: tuple[str, ...] = ()
 
     # DRF's permission and throttling code asks these of ``request.user``.
     is_authenticated: bool = True

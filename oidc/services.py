@@ -514,6 +514,7 @@ def token_principal(verified: VerifiedToken) -> Principal | str:
         organization_id=verified.organization_id,
         scopes=verified.scopes,
         display=str(verified.claims.get("client_id", "")),
+        act=tuple(actors),
     )
 
 

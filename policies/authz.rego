@@ -1,7 +1,9 @@
 # AgentIdP authorization: every API action is decided here.
 #
 # input.principal: kind (user | agent | federated | system), organization_id, scopes, status,
-#                  platform, read_only (a federated principal whose partner allows no writes)
+#                  platform, read_only (a federated principal whose partner allows no writes),
+#                  act (a delegated token's chain: the ids of the agents acting for it, the
+#                  latest first; empty when it acts itself)
 # input.action:    the API action (list, create, suspend, ...)
 # input.safe:      the request only reads (GET, HEAD, OPTIONS)
 # input.scope:     the scope the action requires

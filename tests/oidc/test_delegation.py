@@ -6,6 +6,7 @@ OAuth error, audited with its reason. Through HTTP and the real database."""
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,6 +16,7 @@ from django.test import Client as HttpClient
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from agentidp.policy import decision_cache, policy_engine
 from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
 from oidc.models import AccessToken
@@ -25,6 +27,7 @@ from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 SCOPES = ["agents:read", "agents:write", "credentials:write"]
+SCOPES_TEXT = " ".join(SCOPES)
 
 
 def token_for(agent: Credentialed, scope: str = "agents:read agents:write") -> str:
@@ -244,3 +247,54 @@ def test_without_client_authentication_token_exchange_stays_the_federation_grant
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"  # no partner here issued it
     assert "unknown_issuer" in response.json()["error_description"]
+
+
+def test_what_a_delegated_token_does_is_audited_as_who_acted_for_whom(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization
+) -> None:
+    a, b, c = trio
+    at_b = exchange(b, token_for(a)).json()["access_token"]
+    at_c = exchange(c, at_b, scope="agents:write").json()["access_token"]
+    created = APIClient().post(
+        "/agents", {"name": "made-by-delegation"}, format="json",
+        HTTP_AUTHORIZATION=f"Bearer {at_c}",
+    )  # fmt: skip
+    assert created.status_code == 201, created.content
+    with tenant_context(org.id):
+        event = AuditEvent.objects.get(
+            organization_id=org.id, action="agent.created", subject_id=created.json()["id"]
+        )
+    assert event.actor_id == str(a.agent.id)  # for A
+    assert event.data["act"] == [str(c.agent.id), str(b.agent.id)]  # by C, through B
+
+
+def test_a_policy_can_refuse_long_chains_for_one_scope(
+    trio: tuple[Credentialed, Credentialed, Credentialed], tmp_path: Path, settings: Any
+) -> None:
+    """The Rego input carries the chain: this policy refuses credentials:write to a chain of
+    more than one actor, and leaves everything else as the shipped policy decides."""
+    a, b, c = trio
+    shipped = Path(settings.AGENTIDP["POLICY"]["PATH"]).read_text()
+    stricter = shipped.replace("\tmay_write\n}", "\tmay_write\n\tshort_enough\n}", 1) + (
+        '\nshort_enough if input.scope != "credentials:write"\n'
+        "\nshort_enough if count(input.principal.act) <= 1\n"
+    )
+    assert stricter != shipped
+    (tmp_path / "authz.rego").write_text(stricter)
+    settings.AGENTIDP = {
+        **settings.AGENTIDP, "POLICY": {**settings.AGENTIDP["POLICY"], "PATH": str(tmp_path / "authz.rego")}
+    }  # fmt: skip
+    policy_engine.cache_clear()
+    decision_cache.clear()
+    try:
+        at_b = exchange(b, token_for(a, SCOPES_TEXT), scope=SCOPES_TEXT).json()["access_token"]
+        at_c = exchange(c, at_b, scope=SCOPES_TEXT).json()["access_token"]
+        path = f"/agents/{c.agent.id}/credentials"
+        one = APIClient().post(path, HTTP_AUTHORIZATION=f"Bearer {at_b}")
+        assert one.status_code == 201, one.content  # one actor: allowed
+        two = APIClient().post(path, HTTP_AUTHORIZATION=f"Bearer {at_c}")
+        assert two.status_code == 403, two.content  # two actors: refused by the policy
+        assert APIClient().get("/agents", HTTP_AUTHORIZATION=f"Bearer {at_c}").status_code == 200
+    finally:
+        policy_engine.cache_clear()
+        decision_cache.clear()
