@@ -81,6 +81,25 @@ def test_the_curl_walkthrough_and_the_session_block(make_run: Stack) -> None:
     assert '"action":"agent.suspended"' in out
 
 
+def test_the_delegation_block(make_run: Stack) -> None:
+    """Three agents: A's token exchanged by B, B's by C; the chain introspected; A's policy
+    then lets only B act for it, so C's direct exchange is refused."""
+    out = run(make_run, block("delegation"))
+    documents = [json.loads(d) for d in re.findall(r"^\{\n.*?^\}$", out, re.M | re.S)]
+    introspected, policy = documents[0], documents[1]
+    assert introspected["active"] is True and introspected["scope"] == "agents:read"
+    chain = introspected["act"]
+    assert chain["sub"] != introspected["sub"] and chain["act"]["sub"] not in (
+        chain["sub"],
+        introspected["sub"],
+    )
+    assert "act" not in chain["act"]  # two actors, C outermost
+    assert policy["actors"] == [chain["act"]["sub"]] and policy["max_depth"] == 2
+    refused = json.loads(out.strip().splitlines()[-1])
+    assert refused["error"] == "invalid_grant"
+    assert refused["error_description"].startswith("not_allowed_to_act:")
+
+
 def test_the_webhooks_block(make_run: Stack) -> None:
     out = run(make_run, block("webhooks"), RECEIVER_PORT=str(free_port()))
     verified = re.findall(r"^verified (\S+) ([0-9a-f-]{36})$", out, re.MULTILINE)
