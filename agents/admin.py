@@ -33,7 +33,7 @@ from agentidp.errors import DomainError, JSONValue, ValidationFailed
 from agentidp.principals import Principal
 from agents import services
 from agents.choices import AgentStatus
-from agents.models import Agent, OrganizationMember
+from agents.models import ANY_ACTOR, Agent, OrganizationMember
 from compliance.models import AuditEvent
 from credentials import services as credential_services
 from credentials.models import Client, ClientSecret
@@ -311,6 +311,35 @@ class ScopesForm(forms.Form):
     )
 
 
+class DelegationForm(forms.Form):
+    """Who may act for an agent through token exchange (RFC 8693), as ``PUT
+    /agents/{id}/delegation`` takes it."""
+
+    any_agent = forms.BooleanField(
+        required=False, label="Any agent of the organization may act for it",
+        help_text="Otherwise only the agents chosen below.",
+    )  # fmt: skip
+    actors = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple, required=False, label="Agents that may act for it"
+    )
+    scopes = forms.MultipleChoiceField(
+        widget=forms.CheckboxSelectMultiple, required=False,
+        choices=[(str(s), f"{s.value}: {s.label}") for s in sorted(AGENT_SCOPES, key=str)],
+        label="Scopes they may be handed",
+        help_text="None chosen: any scope of the token they exchange.",
+    )  # fmt: skip
+    max_depth = forms.IntegerField(
+        required=False, min_value=1, max_value=10, label="Longest chain",
+        help_text="How many agents may act in a chain (empty: the organization's default).",
+    )  # fmt: skip
+
+    def __init__(self, *args: object, others: list[tuple[str, str]], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        field = self.fields["actors"]
+        assert isinstance(field, forms.MultipleChoiceField)  # noqa: S101 - declared above
+        field.choices = others
+
+
 RECENT_EVENTS = 10
 
 
@@ -352,6 +381,11 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
         own = [
             path("<uuid:agent_id>/secret/", wrap(self.secret_view), name="agents_agent_secret"),
             path("<uuid:agent_id>/scopes/", wrap(self.scopes_view), name="agents_agent_scopes"),
+            path(
+                "<uuid:agent_id>/delegation/",
+                wrap(self.delegation_view),
+                name="agents_agent_delegation",
+            ),  # fmt: skip
         ]
         own += [
             path(
@@ -462,6 +496,46 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
         return TemplateResponse(
             request, "admin/agents/agent/scopes.html",
             {**self.admin_site.each_context(request), "title": f"Scopes {agent.name} may ask for",
+             "agent": agent, "form": form, "back_url": self._page(agent), "opts": self.model._meta},
+        )  # fmt: skip
+
+    def delegation_view(self, request: HttpRequest, agent_id: uuid.UUID) -> HttpResponse:
+        agent = self._agent(request, agent_id)
+        if not self._holds(request, Scope.AGENTS_WRITE):
+            raise Http404("No such page.")
+        others = [
+            (str(i), name)
+            for i, name in Agent.objects.filter(organization_id=agent.organization_id)
+            .exclude(id=agent.id)
+            .order_by("name")
+            .values_list("id", "name")
+        ]
+        policy = services.delegation_policy(agent)
+        initial = {
+            "any_agent": policy["actors"] == ANY_ACTOR,
+            "actors": [] if policy["actors"] == ANY_ACTOR else policy["actors"],
+            "scopes": policy["scopes"], "max_depth": policy["max_depth"],
+        }  # fmt: skip
+        form = DelegationForm(
+            request.POST if request.method == "POST" else None, initial=initial, others=others
+        )
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.agent_delegation_set(
+                    actor=admin_principal(request), organization_id=agent.organization_id,
+                    agent_id=agent.id,
+                    actors=ANY_ACTOR if data["any_agent"] else [uuid.UUID(a) for a in data["actors"]],
+                    scopes=list(data["scopes"]), max_depth=data["max_depth"],
+                )  # fmt: skip
+            except DomainError as exc:
+                form.add_error(None, exc.detail)
+            else:
+                self.message_user(request, f"Saved who may act for {agent.name}.", messages.SUCCESS)
+                return HttpResponseRedirect(self._page(agent))
+        return TemplateResponse(
+            request, "admin/agents/agent/delegation.html",
+            {**self.admin_site.each_context(request), "title": f"Who may act for {agent.name}",
              "agent": agent, "form": form, "back_url": self._page(agent), "opts": self.model._meta},
         )  # fmt: skip
 

@@ -5,10 +5,15 @@ DOT's own admin revokes by deleting the row; our tokens are self-contained JWTs,
 must list the ``jti`` in the revocation list, which only the service does.
 """
 
+import uuid
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from agentidp.admin import (
     ManagedByScope,
@@ -23,6 +28,7 @@ from agentidp.admin import (
 )
 from agentidp.errors import DomainError
 from agentidp.secrets import SecretStoreError
+from oidc.delegation import HARD_MAX_DEPTH
 from oidc.models import AccessToken, SigningKey
 from oidc.services import access_token_revoke, signing_key_rotate
 from organizations.choices import Scope
@@ -70,8 +76,8 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
     list_display = ["jti", "application", "scope", "expires", "organization"]
     list_filter = ["expires"]
     search_fields = ["jti", "application__client_id"]
-    fields = ["jti", "application", "scope", "expires", "resource"]
-    readonly_fields = ["jti", "application", "scope", "expires", "resource"]
+    fields = ["jti", "application", "scope", "expires", "resource", "delegation_chain"]
+    readonly_fields = ["jti", "application", "scope", "expires", "resource", "delegation_chain"]
     list_select_related = ["application", "organization"]
     actions = ["revoke"]
 
@@ -86,6 +92,42 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
 
     def has_delete_permission(self, request: HttpRequest, obj: AccessToken | None = None) -> bool:
         return False
+
+    @admin.display(description="delegation chain")
+    def delegation_chain(self, obj: AccessToken) -> str:
+        """The tokens this one was exchanged from, the subject's first, each with its agent."""
+        if obj.parent_jti is None:
+            return "None: issued to its agent directly."
+        chain: list[AccessToken | uuid.UUID] = [obj]
+        current = obj
+        while current.parent_jti is not None and len(chain) <= HARD_MAX_DEPTH:
+            parent = (
+                AccessToken.objects.filter(
+                    organization_id=obj.organization_id, jti=current.parent_jti
+                )
+                .select_related("application__agent")
+                .first()
+            )
+            if parent is None:
+                chain.append(current.parent_jti)  # purged after it expired
+                break
+            chain.append(parent)
+            current = parent
+        steps = []
+        for position, link in enumerate(reversed(chain)):
+            if isinstance(link, uuid.UUID):
+                steps.append(format_html("<li>a token no longer kept (<code>{}</code>)</li>", link))
+                continue
+            agent = link.application.agent.name if link.application else "?"
+            role = "the subject" if position == 0 else "acting for it"
+            if link.pk == obj.pk:
+                steps.append(format_html("<li>{} ({}): this token</li>", agent, role))
+            else:
+                url = reverse("admin:oidc_accesstoken_change", args=[link.pk])
+                steps.append(format_html(
+                    '<li>{} ({}): <a href="{}"><code>{}</code></a></li>', agent, role, url, link.jti
+                ))  # fmt: skip
+        return format_html("<ol>{}</ol>", mark_safe("".join(steps)))  # noqa: S308 - each escaped
 
     @admin.action(permissions=["write"], description="Revoke selected access tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[AccessToken]) -> HttpResponse | None:

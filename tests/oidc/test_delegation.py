@@ -298,3 +298,34 @@ def test_a_policy_can_refuse_long_chains_for_one_scope(
     finally:
         policy_engine.cache_clear()
         decision_cache.clear()
+
+
+def test_staff_set_the_policy_and_read_a_tokens_chain_in_the_admin(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    client_for: Callable[..., APIClient],
+) -> None:  # fmt: skip
+    a, b, c = trio
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+    page = f"/admin/agents/agent/{a.agent.id}/delegation/"
+    assert page in admin.get(f"/admin/agents/agent/{a.agent.id}/change/").content.decode()
+    form = admin.get(page).content.decode()
+    assert b.agent.name in form and c.agent.name in form and a.agent.name in form
+    saved = admin.post(page, {"actors": [str(b.agent.id)], "scopes": ["agents:read"],
+                              "max_depth": "2"})  # fmt: skip
+    assert saved.status_code == 302, saved.content.decode()[-2000:]
+    assert admin.get(f"/agents/{a.agent.id}/delegation").json() == {
+        "actors": [str(b.agent.id)], "scopes": ["agents:read"], "max_depth": 2
+    }  # fmt: skip
+    refused = admin.post(page, {"any_agent": "on", "max_depth": "11"})
+    assert refused.status_code == 200  # the form again, with its error
+    assert "Ensure this value is less than or equal to 10" in refused.content.decode()
+    member = client_for(StaffFactory(organization=org, role="member"))
+    assert member.get(page).status_code == 404
+    assert page not in member.get(f"/admin/agents/agent/{a.agent.id}/change/").content.decode()
+    at_b = exchange(b, token_for(a)).json()["access_token"]
+    with tenant_context(org.id):
+        row = AccessToken.objects.get(organization_id=org.id, jti=claims(at_b)["jti"])
+        parent = AccessToken.objects.get(organization_id=org.id, jti=claims(at_b)["jti"]).parent_jti
+    chain = admin.get(f"/admin/oidc/accesstoken/{row.pk}/change/").content.decode()
+    assert f"{a.agent.name} (the subject)" in chain and str(parent) in chain
+    assert f"{b.agent.name} (acting for it): this token" in chain
