@@ -42,6 +42,7 @@ from oidc.tokens import (
     chain_depth,
     issuance,
 )
+from organizations.models import Organization
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
@@ -171,9 +172,7 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
     if isinstance(previous, dict):
         act["act"] = previous
     depth = chain_depth(act)
-    limit = min(
-        HARD_MAX_DEPTH, agent.delegation_max_depth or client.organization.delegation_max_depth
-    )
+    limit = min(HARD_MAX_DEPTH, agent.delegation_max_depth or _organization_depth(agent))
     if depth > limit:
         raise Refused(
             "invalid_request", "chain_too_deep",
@@ -187,6 +186,16 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
     if delegation.expires_at - int(time.time()) <= 0:
         raise Refused("invalid_grant", "expired", "The subject token has expired.", request)
     return delegation, scopes
+
+
+def _organization_depth(agent: Agent) -> int:
+    """The organization's default longest chain (the client's record carries no such field)."""
+    depth = (
+        Organization.objects.filter(id=agent.organization_id)
+        .values_list("delegation_max_depth", flat=True)
+        .first()
+    )
+    return int(depth or 1)
 
 
 def _live_token(request: OAuthRequest, token: str, name: str) -> VerifiedToken:

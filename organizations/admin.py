@@ -42,12 +42,16 @@ FIELDS = (
     "access_token_lifetime_seconds",
     "credential_grace_seconds",
     "did_key_algorithm",
+    "delegation_max_depth",
     "status",
     "people",
     "created_at",
     "updated_at",
 )
-CHANGE_ONLY = ("access_token_lifetime_seconds", "credential_grace_seconds", "did_key_algorithm")
+CHANGE_ONLY = (
+    "access_token_lifetime_seconds", "credential_grace_seconds", "did_key_algorithm",
+    "delegation_max_depth",
+)  # fmt: skip
 
 
 @admin.register(Organization)

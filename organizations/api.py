@@ -32,6 +32,7 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
             "access_token_lifetime_seconds",
             "credential_grace_seconds",
             "did_key_algorithm",
+            "delegation_max_depth",
             "created_at",
             "updated_at",
         ]
@@ -70,6 +71,10 @@ class OrganizationUpdateSerializer(StrictSerializer):
         required=False,
         help_text="The key type its agents' new DID keys get (Ed25519 or P-256).",
     )
+    delegation_max_depth = serializers.IntegerField(
+        min_value=1, max_value=10, required=False,
+        help_text="How many agents a delegation chain may hold unless an agent's policy says.",
+    )  # fmt: skip
 
 
 @extend_schema_view(

@@ -112,6 +112,7 @@ PLATFORM_FIELDS = ("plan", "max_agents", "max_tokens_per_month")
 SETTING_BOUNDS = {
     "access_token_lifetime_seconds": (60, 86400),
     "credential_grace_seconds": (0, 30 * 86400),
+    "delegation_max_depth": (1, 10),
 }
 UPDATABLE_FIELDS = (
     "name",
@@ -121,6 +122,7 @@ UPDATABLE_FIELDS = (
     "access_token_lifetime_seconds",
     "credential_grace_seconds",
     "did_key_algorithm",
+    "delegation_max_depth",
 )
 
 

@@ -329,3 +329,20 @@ def test_staff_set_the_policy_and_read_a_tokens_chain_in_the_admin(
     chain = admin.get(f"/admin/oidc/accesstoken/{row.pk}/change/").content.decode()
     assert f"{a.agent.name} (the subject)" in chain and str(parent) in chain
     assert f"{b.agent.name} (acting for it): this token" in chain
+
+
+def test_the_organizations_default_depth_is_a_setting(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    platform_api: APIClient,
+) -> None:  # fmt: skip
+    """Owners set it in the admin (tests/platform/test_admin_staff.py), platform staff here."""
+    a, b, c = trio
+    platform = platform_api
+    path = f"/organizations/{org.id}"
+    changed = platform.patch(path, {"delegation_max_depth": 1}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["delegation_max_depth"] == 1
+    assert platform.patch(path, {"delegation_max_depth": 11}, format="json").status_code == 400
+    at_b = exchange(b, token_for(a)).json()["access_token"]
+    refused(exchange(c, at_b), "invalid_request", "chain_too_deep")
+    assert "allows 1" in exchange(c, at_b).json()["error_description"]

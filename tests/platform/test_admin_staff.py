@@ -354,6 +354,7 @@ def test_an_owner_sets_the_organizations_own_settings_only(staff: User, org: Org
         "access_token_lifetime_seconds",
         "credential_grace_seconds",
         "did_key_algorithm",
+        "delegation_max_depth",
     ):
         assert f'name="{editable}"' in form, editable
     for platform_only in ("plan", "max_agents", "max_tokens_per_month"):
@@ -361,16 +362,18 @@ def test_an_owner_sets_the_organizations_own_settings_only(staff: User, org: Org
     saved = client.post(
         page,
         {"name": org.name, "access_token_lifetime_seconds": "600", "credential_grace_seconds": "7200",
-         "did_key_algorithm": "P-256", "plan": "enterprise", "max_agents": "99999"},
+         "did_key_algorithm": "P-256", "delegation_max_depth": "2", "plan": "enterprise",
+         "max_agents": "99999"},
     )  # fmt: skip
     assert saved.status_code == 302, saved.content.decode()[:2000]
     with platform_context(reason="tests"):
         changed = Organization.objects.get(id=org.id)
     assert (changed.access_token_lifetime_seconds, changed.credential_grace_seconds) == (600, 7200)
-    assert changed.did_key_algorithm == "P-256"
+    assert changed.did_key_algorithm == "P-256" and changed.delegation_max_depth == 2
     assert (changed.plan, changed.max_agents) == (org.plan, org.max_agents)  # ignored
     bad = _page(client, page, {"name": org.name, "access_token_lifetime_seconds": "5",
-                               "credential_grace_seconds": "7200", "did_key_algorithm": "P-256"})  # fmt: skip
+                               "credential_grace_seconds": "7200", "did_key_algorithm": "P-256",
+                               "delegation_max_depth": "2"})  # fmt: skip
     assert "greater than or equal to 60" in bad
     (updated,) = _events(org, "organization.updated")
     assert _by(updated, staff)
