@@ -53,6 +53,7 @@ from oidc.tokens import (
     InvalidToken,
     VerifiedToken,
     access_token_verify,
+    act_nested,
     chain_actors,
     jws_sign,
     lifetime_capped,
@@ -544,19 +545,29 @@ class AgentInfo:
 
 
 def agent_info(
-    *, organization_id: uuid.UUID, agent_id: uuid.UUID, client_id: str, scopes: frozenset[str]
+    *,
+    organization_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    client_id: str,
+    scopes: frozenset[str],
+    act: tuple[str, ...] = (),
 ) -> AgentInfo:
     """The agent-identity equivalent of OpenID Connect UserInfo (OIDC Core 5.3) for a verified
     access token: ``sub`` and the organization with ``openid``, the agent's name, status,
     capabilities and last change with ``profile``. Reads in the token's organization (the
-    caller has entered it); a token whose agent or client is gone finds nothing."""
+    caller has entered it); a token whose agent or client is gone finds nothing. A delegated
+    token (``act``: its actors, the latest first) is held by the latest actor's client, and the
+    answer names the chain."""
     agent = Agent.objects.filter(organization_id=organization_id, id=agent_id).first()
+    holder = uuid.UUID(act[0]) if act else agent_id
     client = Client.objects.filter(
-        organization_id=organization_id, agent_id=agent_id, client_id=client_id
+        organization_id=organization_id, agent_id=holder, client_id=client_id
     ).first()
     if agent is None or client is None:
         raise NotFound("The token's agent no longer exists.")
     claims: dict[str, JSONValue] = {"sub": str(agent.id), "organization_id": str(organization_id)}
+    if act:
+        claims["act"] = act_nested(act)
     if agent.did:
         claims["did"] = agent.did
     if Scope.PROFILE in scopes:
@@ -586,7 +597,7 @@ def agent_info_jwt(info: AgentInfo) -> str:
 
 ID_TOKEN_CLAIMS = (
     "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "at_hash", "jti",
-    "organization_id", "agent_name", "agent_status", "capabilities", "updated_at", "did",
+    "organization_id", "agent_name", "agent_status", "capabilities", "updated_at", "did", "act",
 )  # fmt: skip
 """Every claim an id_token or /agent-info may carry (``claims_supported``)."""
 

@@ -74,6 +74,14 @@ def chain_depth(act: JSONValue) -> int:
     return depth
 
 
+def act_nested(actors: Sequence[str]) -> dict[str, JSONValue]:
+    """An ``act`` claim naming ``actors`` (the latest first), each nested in the one after."""
+    act: dict[str, JSONValue] = {"sub": actors[-1]}
+    for actor in reversed(actors[:-1]):
+        act = {"sub": actor, "act": act}
+    return act
+
+
 def chain_actors(act: JSONValue) -> list[str]:
     """The actors' agent ids, outermost (the latest) first."""
     actors: list[str] = []

@@ -226,7 +226,8 @@ class AgentRequestValidator(OAuth2Validator):
         Connect counterpart of its own)."""
         client = cast(Client, request.client)
         state = issuance(request)
-        if Scope.OPENID in (request.scopes or []):
+        # An id_token tells the client how it authenticated; a delegated token is not that.
+        if Scope.OPENID in (request.scopes or []) and state.delegation is None:
             algorithm = client.id_token_signed_response_alg
             token["id_token"] = id_token_sign(
                 id_token_claims(

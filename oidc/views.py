@@ -257,6 +257,7 @@ class AgentInfoView(View):
             agent_id=uuid.UUID(principal.id),
             client_id=principal.display,
             scopes=principal.scopes,
+            act=principal.act,
         )
         if not info.signed_alg:
             return JsonResponse(info.claims, headers=NO_STORE)

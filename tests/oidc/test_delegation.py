@@ -346,3 +346,19 @@ def test_the_organizations_default_depth_is_a_setting(
     at_b = exchange(b, token_for(a)).json()["access_token"]
     refused(exchange(c, at_b), "invalid_request", "chain_too_deep")
     assert "allows 1" in exchange(c, at_b).json()["error_description"]
+
+
+def test_agent_info_names_the_chain_and_no_id_token_is_issued_for_a_delegation(
+    org: Organization,
+) -> None:
+    a = credentialed(org, ["agents:read", "openid", "profile"])
+    b = credentialed(org, ["agents:read", "openid", "profile"])
+    given = exchange(b, token_for(a, "agents:read openid profile"))
+    assert given.status_code == 200, given.content
+    assert "id_token" not in given.json()  # it would describe B's own authentication
+    info = HttpClient().get(
+        "/agent-info", HTTP_AUTHORIZATION=f"Bearer {given.json()['access_token']}"
+    )
+    assert info.status_code == 200, info.content
+    assert info.json()["sub"] == str(a.agent.id) and info.json()["agent_name"] == a.agent.name
+    assert info.json()["act"] == {"sub": str(b.agent.id)}
