@@ -164,6 +164,39 @@ def _token_request() -> JSONObject:
             "required": ["grant_type", "subject_token", "subject_token_type"],
             "additionalProperties": False,
         })  # fmt: skip
+        local_token: JSONObject = {
+            "type": "string", "minLength": 1,
+            "description": "An access token this deployment issued (to an agent of the caller's"
+            " organization, or already delegated)",
+        }  # fmt: skip
+        variants.append({
+            "type": "object",
+            "title": "token-exchange by an authenticated agent (delegation; client_secret_post"
+            " shown, HTTP Basic works too)",
+            "description": "RFC 8693 between the organization's agents: the issued token keeps the"
+            " subject token's sub, its act names the caller with the earlier chain nested, and"
+            " its scopes and lifetime only narrow (the subject agent's delegation policy decides"
+            " who may act, which scopes and how deep). Errors: invalid_grant (the subject or"
+            " actor token expired, revoked, another organization's, or the caller not allowed"
+            " to act), invalid_scope, invalid_request (a chain too deep).",
+            "properties": {
+                "grant_type": {"type": "string", "enum": list[JSONValue](exchange)},
+                "subject_token": local_token,
+                "subject_token_type": {"type": "string", "enum": TOKEN_TYPES},
+                "actor_token": {**local_token, "description": "The caller's own token"},
+                "actor_token_type": {"type": "string", "enum": TOKEN_TYPES},
+                "requested_token_type": {
+                    "type": "string", "enum": ["urn:ietf:params:oauth:token-type:access_token"]
+                },
+                **audience,
+                "client_id": {"type": "string", "description": "client_secret_post"},
+                "client_secret": {"type": "string", "description": "client_secret_post"},
+            },
+            "required": [
+                "grant_type", "subject_token", "subject_token_type", "client_id", "client_secret"
+            ],
+            "additionalProperties": False,
+        })  # fmt: skip
     return {"required": True, "content": {FORM: {"schema": {"oneOf": variants}}}}
 
 

@@ -362,3 +362,16 @@ def test_agent_info_names_the_chain_and_no_id_token_is_issued_for_a_delegation(
     assert info.status_code == 200, info.content
     assert info.json()["sub"] == str(a.agent.id) and info.json()["agent_name"] == a.agent.name
     assert info.json()["act"] == {"sub": str(b.agent.id)}
+
+
+def test_the_caller_may_authenticate_in_the_form(
+    trio: tuple[Credentialed, Credentialed, Credentialed],
+) -> None:
+    a, b, _ = trio
+    response = HttpClient().post(
+        "/oauth2/token",
+        {"grant_type": EXCHANGE, "subject_token": token_for(a), "subject_token_type": ACCESS,
+         "client_id": b.client_id, "client_secret": b.secret},
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    assert claims(response.json()["access_token"])["act"]["sub"] == str(b.agent.id)

@@ -80,12 +80,19 @@ def test_the_oauth_endpoints_are_in_the_schema() -> None:
     schema = Client().get("/api/schema/?format=json").json()
     token = schema["paths"]["/oauth2/token"]["post"]
     form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
-    variants = {v["properties"]["grant_type"]["enum"][0]: v for v in form["oneOf"]}
-    assert list(variants) == [
+    grants = [v["properties"]["grant_type"]["enum"][0] for v in form["oneOf"]]
+    assert grants == [
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:token-exchange",
+        "urn:ietf:params:oauth:grant-type:token-exchange",  # by an agent: delegation
     ]
+    variants = {v["properties"]["grant_type"]["enum"][0]: v for v in form["oneOf"][:3]}
+    delegation = form["oneOf"][3]
+    assert {"actor_token", "actor_token_type", "client_id", "client_secret"} <= set(
+        delegation["properties"]
+    )
+    assert {"subject_token", "client_id", "client_secret"} <= set(delegation["required"])
     assert {"client_id", "client_secret"} <= set(variants["client_credentials"]["properties"])
     jwt_bearer = variants["urn:ietf:params:oauth:grant-type:jwt-bearer"]
     exchange = variants["urn:ietf:params:oauth:grant-type:token-exchange"]
