@@ -17,3 +17,4 @@ class RevocationReason(models.TextChoices):
     AGENT_SUSPENDED = "agent_suspended", "Its agent was suspended"
     AGENT_DECOMMISSIONED = "agent_decommissioned", "Its agent was decommissioned"
     AGENT_TOKENS_REVOKED = "agent_tokens_revoked", "Every token of its agent was revoked"
+    LINEAGE = "lineage", "A token it was exchanged from (at any depth) was revoked"

@@ -354,6 +354,41 @@ def revocations_purge(*, organization_id: uuid.UUID) -> int:
     return deleted
 
 
+DESCENDANTS_SQL = """
+WITH RECURSIVE tree(jti) AS (
+    SELECT t.jti FROM oidc_accesstoken t
+     WHERE t.organization_id = %s AND t.parent_jti = ANY(%s::uuid[])
+  UNION
+    SELECT t.jti FROM oidc_accesstoken t JOIN tree ON t.parent_jti = tree.jti
+     WHERE t.organization_id = %s
+)
+SELECT t.jti, t.expires FROM oidc_accesstoken t JOIN tree USING (jti)
+ WHERE t.organization_id = %s AND t.expires > %s
+"""
+
+
+def _lineage_revoke(*, organization_id: uuid.UUID, roots: list[uuid.UUID]) -> int:
+    """Revoke every live token exchanged from ``roots``, at any depth (the delegation tree
+    below them, one recursive query), in the revoking transaction: the tree goes with its
+    root or not at all, and a crash leaves nothing half done. How many."""
+    if not roots:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            DESCENDANTS_SQL,
+            [organization_id, [str(r) for r in roots], organization_id, organization_id,
+             timezone.now()],
+        )  # fmt: skip
+        below = [(uuid.UUID(str(jti)), expires) for jti, expires in cursor.fetchall()]
+    if not below:
+        return 0
+    _revocations_record(
+        organization_id=organization_id, tokens=below, reason=RevocationReason.LINEAGE
+    )
+    jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in below)
+    return len(below)
+
+
 def access_token_revoke(*, actor: Principal, client: Client, jti: str, expires_at: int) -> bool:
     """Revoke one of the client's tokens: recorded in the database until it would have
     expired, listed in Redis before the transaction commits, audited as ``actor``'s act (the
@@ -372,13 +407,14 @@ def access_token_revoke(*, actor: Principal, client: Client, jti: str, expires_a
         reason=RevocationReason.CLIENT_REQUEST,
     )
     jti_revoke(jti, expires_at=expires_at)
+    derived = _lineage_revoke(organization_id=client.organization_id, roots=[token_id])
     event_record(
         organization_id=client.organization_id,
         actor=actor,
         action="token.revoked",
         subject_type="token",
         subject_id=jti,
-        data={"client_id": client.client_id, "known": known},
+        data={"client_id": client.client_id, "known": known, "derived_revoked": derived},
     )
     return known
 
@@ -394,7 +430,8 @@ def _live_tokens_revoke(
         return 0
     _revocations_record(organization_id=organization_id, tokens=live, reason=reason)
     jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in live)
-    return len(live)
+    derived = _lineage_revoke(organization_id=organization_id, roots=[jti for jti, _ in live])
+    return len(live) + derived
 
 
 @transaction.atomic

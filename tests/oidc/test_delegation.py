@@ -4,6 +4,7 @@ nests the chain (the latest actor outermost), scopes and lifetime only narrow, t
 delegation policy decides who may act and how deep a chain grows, and every refusal is an
 OAuth error, audited with its reason. Through HTTP and the real database."""
 
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from rest_framework.test import APIClient
 from agentidp.policy import decision_cache, policy_engine
 from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
-from oidc.models import AccessToken
+from oidc.models import AccessToken, RevokedToken
 from organizations.models import Organization
 from tests.factories import StaffFactory
 from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
@@ -375,3 +376,64 @@ def test_the_caller_may_authenticate_in_the_form(
     )  # fmt: skip
     assert response.status_code == 200, response.content
     assert claims(response.json()["access_token"])["act"]["sub"] == str(b.agent.id)
+
+
+def _tree(a: Credentialed, b: Credentialed, c: Credentialed) -> tuple[str, str, str]:
+    root = token_for(a)
+    at_b = exchange(b, root).json()["access_token"]
+    at_c = exchange(c, at_b, scope="agents:read").json()["access_token"]
+    return root, at_b, at_c
+
+
+def _accepted(token: str) -> bool:
+    return APIClient().get("/agents", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_revoking_a_token_revokes_every_token_exchanged_from_it(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization
+) -> None:
+    a, b, c = trio
+    root, at_b, at_c = _tree(a, b, c)
+    other_root, other_b, _ = _tree(a, b, c)  # a second tree, left alone
+    assert all(_accepted(t) for t in (root, at_b, at_c))
+    revoked = HttpClient().post(
+        "/oauth2/revoke", f"token={at_b}", FORM, HTTP_AUTHORIZATION=basic(b.client_id, b.secret)
+    )
+    assert revoked.status_code == 200
+    assert _accepted(root)  # above it: untouched
+    assert not _accepted(at_b) and not _accepted(at_c)  # it and everything below it
+    assert _accepted(other_root) and _accepted(other_b)
+    introspected = HttpClient().post(
+        "/oauth2/introspect", f"token={at_c}", FORM, HTTP_AUTHORIZATION=basic(c.client_id, c.secret)
+    )
+    assert introspected.json() == {"active": False}
+    with tenant_context(org.id):
+        reasons = dict(
+            RevokedToken.objects.filter(organization_id=org.id).values_list("jti", "reason")
+        )
+        event = AuditEvent.objects.get(
+            organization_id=org.id, action="token.revoked", subject_id=claims(at_b)["jti"]
+        )
+    assert reasons == {
+        uuid.UUID(claims(at_b)["jti"]): "client_request", uuid.UUID(claims(at_c)["jti"]): "lineage"
+    }  # fmt: skip
+    assert event.data["derived_revoked"] == 1
+
+
+def test_suspending_or_revoking_at_the_root_ends_the_whole_tree(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    client_for: Callable[..., APIClient],
+) -> None:  # fmt: skip
+    a, b, c = trio
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+    _, at_b, at_c = _tree(a, b, c)
+    # the root's secret revoked: its tokens, and every token exchanged from them
+    revoked = admin.delete(f"/agents/{a.agent.id}/credentials/{a.credential_id}")
+    assert revoked.status_code == 204, revoked.content
+    with tenant_context(org.id):
+        lineage = set(
+            RevokedToken.objects.filter(organization_id=org.id, reason="lineage")
+            .values_list("jti", flat=True)
+        )  # fmt: skip
+    assert lineage == {uuid.UUID(claims(t)["jti"]) for t in (at_b, at_c)}
+    assert not _accepted(at_b) and not _accepted(at_c)
