@@ -236,10 +236,6 @@ def shown_once_page(
     return response
 
 
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
-
-
 ORGANIZATION_CHOICE = "for_organization"
 
 

@@ -24,13 +24,13 @@ from agentidp.admin import (
     confirmation_page,
     confirmed,
     organization_choice,
-    plural,
     run_service_action,
     scoped_to_principal,
     shown_once_page,
 )
 from agentidp.errors import DomainError, JSONValue, ValidationFailed
 from agentidp.principals import Principal
+from agentidp.words import plural
 from agents import services
 from agents.choices import AgentStatus
 from agents.models import ANY_ACTOR, Agent, OrganizationMember

@@ -4,7 +4,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Protocol
 
@@ -27,26 +27,24 @@ from agents.models import ANY_ACTOR, Agent, OrganizationMember
 from organizations.choices import AGENT_SCOPES, MemberRole, OrganizationStatus
 from organizations.services import organization_get
 
+# A field's database-to-Python conversion (``Field.from_db_value``).
+Converter = Callable[[object, None, object], object]
 MAX_CAPABILITIES = 64
 
 
 @cache
-def _agent_by_id() -> tuple[str, list[str]]:
+def _agent_by_id() -> tuple[str, list[str], list[tuple[int, Converter]]]:
+    """The statement, the attribute names and the fields' own conversions (a JSON column
+    arrives as text: the queryset compiler would parse it, ``Model.from_db`` does not)."""
     fields = Agent._meta.concrete_fields
     columns = ", ".join(f'"{field.column}"' for field in fields)
     sql = f"SELECT {columns} FROM agents_agent WHERE organization_id = %s AND id = %s"  # noqa: S608 - column names from the model
-    return sql, [field.attname for field in fields]
-
-
-def _agent_from_row(names: list[str], row: Sequence[object]) -> Agent:
-    """``Model.from_db`` after the fields' own conversions (a JSON column arrives as text:
-    the queryset compiler would parse it, ``from_db`` alone does not)."""
-    values = list(row)
-    for index, field in enumerate(Agent._meta.concrete_fields):
-        convert = getattr(field, "from_db_value", None)
-        if convert is not None:
-            values[index] = convert(values[index], None, connection)
-    return Agent.from_db(DEFAULT_DB_ALIAS, names, values)
+    converters = [
+        (index, field.from_db_value)
+        for index, field in enumerate(fields)
+        if hasattr(field, "from_db_value")
+    ]
+    return sql, [field.attname for field in fields], converters
 
 
 def agent_get(
@@ -65,11 +63,16 @@ def agent_get(
             .first()
         )
     else:
-        sql, names = _agent_by_id()
+        sql, names, converters = _agent_by_id()
         with connection.cursor() as cursor:
             cursor.execute(sql, [organization_id, agent_id])
             row = cursor.fetchone()
-        agent = _agent_from_row(names, row) if row is not None else None
+        agent = None
+        if row is not None:
+            values = list(row)
+            for index, convert in converters:
+                values[index] = convert(values[index], None, connection)
+            agent = Agent.from_db(DEFAULT_DB_ALIAS, names, values)
     if agent is None:
         raise NotFound("No such agent.")
     return agent

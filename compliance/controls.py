@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from agentidp.errors import JSONValue
 from agentidp.secrets import SecretStoreError, VaultSecretStore, secret_store
+from agentidp.words import minute_utc, plural
 from compliance.anchors import AnchorCopy, anchor_read
 from compliance.checkpoints import checkpoint_latest
 from compliance.encryption import ENCRYPTED_COLUMNS, PREFIX, key_encryption_key
@@ -113,16 +114,6 @@ def control_definitions() -> dict[str, dict[str, str]]:
     return definitions
 
 
-def _plural(count: int, one: str, many: str | None = None) -> str:
-    """``1 secret``, ``3 secrets``, ``no secrets``: counts in words for the sentences."""
-    word = one if count == 1 else (many or f"{one}s")
-    return f"{count if count else 'no'} {word}"
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _encryption(organization_id: uuid.UUID, request: HttpRequest | None) -> Control:
     control = Control(
         "encryption_at_rest", "Encryption at rest", ["CC6.1", "CC6.7"],
@@ -160,14 +151,14 @@ def _encryption(organization_id: uuid.UUID, request: HttpRequest | None) -> Cont
     unencrypted = sum(int(str(n)) for n in plain.values())
     where = ", ".join(f"{n} in {column}" for column, n in plain.items() if n)
     control.summary = (
-        f"{_plural(total - unencrypted, 'stored secret value')} encrypted with AES-256-GCM,"
+        f"{plural(total - unencrypted, 'stored secret value', zero='no')} encrypted with AES-256-GCM,"
         f" {unencrypted or 'none'} in plaintext; the key-encryption key is "
         + (f"{kek_name} (version {kek_state.get('version')})." if kek_name else "unreachable.")
     )
     control.passing = True
     if unencrypted:
         control.fail(
-            f"{_plural(unencrypted, 'value')} stored in plaintext in an encrypted column: {where}."
+            f"{plural(unencrypted, 'value', zero='no')} stored in plaintext in an encrypted column: {where}."
         )
     if "error" in kek_state:
         control.fail(f"The key-encryption key cannot be reached: {kek_state['error']}.")
@@ -284,36 +275,36 @@ def _rotation(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
         "newest_data_key": newest_key.isoformat() if newest_key else None,
     }  # fmt: skip
     control.summary = (
-        (f"The secrets-rotation job last succeeded at {_when(succeeded.finished_at)}"
+        (f"The secrets-rotation job last succeeded at {minute_utc(succeeded.finished_at)}"
          if succeeded else "The secrets-rotation job has not succeeded yet")
-        + f"; {_plural(revoked, 'expired secret')} revoked by it in the last 24 hours,"
-        f" {_plural(unfixed, 'expired secret')} left unrevoked by it; the newest data key is"
-        + (f" from {_when(newest_key)}." if newest_key else " not made yet (no data encrypted).")
+        + f"; {plural(revoked, 'expired secret', zero='no')} revoked by it in the last 24 hours,"
+        f" {plural(unfixed, 'expired secret', zero='no')} left unrevoked by it; the newest data key is"
+        + (f" from {minute_utc(newest_key)}." if newest_key else " not made yet (no data encrypted).")
     )  # fmt: skip
     control.passing = True
     if succeeded is None:
         control.fail(
             "The secrets-rotation job has not succeeded yet"
-            + (f": its latest run ({_when(run.finished_at)}) failed: {_run_error(run)}."
+            + (f": its latest run ({minute_utc(run.finished_at)}) failed: {_run_error(run)}."
                if run is not None else " (beat runs it as it starts, then hourly).")
         )  # fmt: skip
     elif now - succeeded.finished_at >= ROTATION_FRESHNESS:
         control.fail(
             f"The secrets-rotation job has not succeeded within {_hours(ROTATION_FRESHNESS)}"
-            f" (the latest success finished at {_when(succeeded.finished_at)}"
+            f" (the latest success finished at {minute_utc(succeeded.finished_at)}"
             + (f"; the latest run failed: {_run_error(run)}."
                if run is not None and run.outcome != JobOutcome.SUCCESS
                else "; is beat or the worker stopped?).")
         )  # fmt: skip
     if unfixed:
         control.fail(
-            f"{_plural(unfixed, 'client secret')} expired before the secrets-rotation job's"
-            f" latest successful run ({_when(succeeded.started_at) if succeeded else ''}) and"
+            f"{plural(unfixed, 'client secret', zero='no')} expired before the secrets-rotation job's"
+            f" latest successful run ({minute_utc(succeeded.started_at) if succeeded else ''}) and"
             f" {'is' if unfixed == 1 else 'are'} still not revoked."
         )
     if not key_ok and newest_key is not None:
         control.fail(
-            f"The organization's newest data key is from {_when(newest_key)}, older than the"
+            f"The organization's newest data key is from {minute_utc(newest_key)}, older than the"
             f" {days}-day rotation period (the daily rewrap job makes a new one)."
         )
     return control
@@ -378,14 +369,14 @@ def _alerting(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
         "metrics_not_exported": missing_metrics,
     }  # fmt: skip
     control.summary = (
-        f"{_plural(len(names), 'alert rule')} in {shown}, {len(REQUIRED_ALERTS) - len(missing)}"
-        f" of the {len(REQUIRED_ALERTS)} required; {_plural(len(missing_metrics), 'rule')} using"
+        f"{plural(len(names), 'alert rule', zero='no')} in {shown}, {len(REQUIRED_ALERTS) - len(missing)}"
+        f" of the {len(REQUIRED_ALERTS)} required; {plural(len(missing_metrics), 'rule', zero='no')} using"
         " a metric this deployment does not export."
     )
     control.passing = True
     if missing:
         control.fail(
-            f"The alert rules lack {_plural(len(missing), 'required alert')}: {', '.join(missing)}."
+            f"The alert rules lack {plural(len(missing), 'required alert', zero='no')}: {', '.join(missing)}."
         )
     for alert, unexported in missing_metrics.items():
         names_absent = ", ".join(str(m) for m in unexported) if isinstance(unexported, list) else ""
@@ -446,15 +437,15 @@ def _audit_integrity(organization_id: uuid.UUID, request: HttpRequest | None) ->
     ran = run is not None and now - run.finished_at < VERIFICATION_FRESHNESS
     signed = checkpoint is not None and now - checkpoint.published_at < CHECKPOINT_FRESHNESS
     control.summary = (
-        (f"The latest verification of the log ({_when(run.finished_at)}) "
+        (f"The latest verification of the log ({minute_utc(run.finished_at)}) "
          + ("passed" if run.outcome == JobOutcome.SUCCESS else "failed")
          if run is not None else "The log has not been verified yet")
         + "; "
         + (f"the newest signed checkpoint, #{checkpoint.number}, covers"
-           f" {_plural(checkpoint.tree_size, 'event')} and was signed at"
-           f" {_when(checkpoint.published_at)}"
+           f" {plural(checkpoint.tree_size, 'event', zero='no')} and was signed at"
+           f" {minute_utc(checkpoint.published_at)}"
            if checkpoint is not None else "no checkpoint has been signed")
-        + f"; {_plural(len(findings), 'problem')} found in the log now."
+        + f"; {plural(len(findings), 'problem', zero='no')} found in the log now."
     )  # fmt: skip
     if run is not None and run.outcome != JobOutcome.SUCCESS:
         # the latest verification's own words first: a complete walk names the first event
@@ -475,13 +466,13 @@ def _audit_integrity(organization_id: uuid.UUID, request: HttpRequest | None) ->
     elif not ran:
         control.detail = (
             f"No complete verification of the log within {_hours(VERIFICATION_FRESHNESS)}"
-            + (f" (the latest finished at {_when(run.finished_at)}: is beat or the worker"
+            + (f" (the latest finished at {minute_utc(run.finished_at)}: is beat or the worker"
                " stopped?)." if run else " (none yet: beat runs it as it starts, then hourly).")
         )  # fmt: skip
     elif not signed:
         control.detail = (
             f"No checkpoint signed within {_hours(CHECKPOINT_FRESHNESS)}"
-            + (f" (the newest, #{checkpoint.number}, at {_when(checkpoint.published_at)}: is"
+            + (f" (the newest, #{checkpoint.number}, at {minute_utc(checkpoint.published_at)}: is"
                " beat or the worker stopped?)." if checkpoint
                else " (none yet: beat signs one as it starts, then every 10 minutes).")
         )  # fmt: skip
@@ -514,9 +505,9 @@ def _access_review(organization_id: uuid.UUID, request: HttpRequest | None) -> C
         "stale_privileged": list[JSONValue](stale), "inactive_accounts": list[JSONValue](inactive),
     }  # fmt: skip
     control.summary = (
-        f"{_plural(len(members), 'member')}, {_plural(len(owners), 'owner')};"
-        f" {_plural(len(stale), 'owner or admin', 'owners or admins')} inactive for"
-        f" {ACCESS_REVIEW_INACTIVE_DAYS} days; {_plural(len(inactive), 'deactivated account')}."
+        f"{plural(len(members), 'member', zero='no')}, {plural(len(owners), 'owner', zero='no')};"
+        f" {plural(len(stale), 'owner or admin', 'owners or admins', zero='no')} inactive for"
+        f" {ACCESS_REVIEW_INACTIVE_DAYS} days; {plural(len(inactive), 'deactivated account', zero='no')}."
     )
     control.passing = True
     if not owners:

@@ -7,7 +7,7 @@ As JSON (:func:`report_build`) and as a PDF with tables (:func:`report_pdf`, Rep
 import io
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from django.db.models import Count
@@ -22,6 +22,7 @@ from reportlab.platypus.flowables import Flowable
 
 from agentidp.errors import JSONValue
 from agentidp.principals import Principal
+from agentidp.words import minute_utc, plural
 from compliance.auditlog import Names
 from compliance.checkpoints import checkpoint_document, checkpoint_latest
 from compliance.controls import Control, access_review_members, controls_evaluate
@@ -45,22 +46,13 @@ AUTH_FAILURE_REASONS = {
 }  # fmt: skip
 
 
-def _plural(count: int, one: str, many: str | None = None) -> str:
-    word = one if count == 1 else (many or f"{one}s")
-    return f"{count if count else 'no'} {word}"
-
-
 def _duration(period: timedelta) -> str:
     """``52 minutes``, ``3 hours``, ``2 days``: the longest unit that fits, rounded up."""
     seconds = max(0, int(period.total_seconds()))
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
-            return _plural(-(-seconds // size), unit)
-    return _plural(seconds, "second")
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return plural(-(-seconds // size), unit, zero="no")
+    return plural(seconds, "second", zero="no")
 
 
 def _verdict(controls: list[Control]) -> str:
@@ -94,7 +86,7 @@ def _expired_secrets(organization_id: uuid.UUID, since: datetime, until: datetim
     ]
     unrevoked = sum(1 for _, revoked in ended if revoked is None)
     sentence = (
-        f"{_plural(len(ended), 'client secret')} reached {'its' if len(ended) == 1 else 'their'}"
+        f"{plural(len(ended), 'client secret', zero='no')} reached {'its' if len(ended) == 1 else 'their'}"
         " expiry or the end of a rotation grace in the period"
     )
     if late:
@@ -120,10 +112,10 @@ def _job_summaries(runs: list[JobRun]) -> list[dict[str, JSONValue]]:
             sentence = f"{job} did not run in the period."
         else:
             sentence = (
-                f"{job} ran {_plural(len(mine), 'time')}, {len(mine) - len(failed)} succeeded"
-                + (f" and {len(failed)} failed (the latest failure at {_when(failed[0].started_at)})"
+                f"{job} ran {plural(len(mine), 'time', zero='no')}, {len(mine) - len(failed)} succeeded"
+                + (f" and {len(failed)} failed (the latest failure at {minute_utc(failed[0].started_at)})"
                    if failed else "")
-                + f"; the latest run started at {_when(mine[0].started_at)}."
+                + f"; the latest run started at {minute_utc(mine[0].started_at)}."
             )  # fmt: skip
         summaries.append({
             "job": job, "runs": len(mine), "failed": len(failed), "sentence": sentence,
@@ -139,9 +131,9 @@ def _run_summary(run: JobRun) -> str:
     if run.job == "secrets-rotation":
         revoked = detail.get("credentials_expired_revoked")
         count = sum(int(str(n)) for n in revoked.values()) if isinstance(revoked, dict) else 0
-        return f"{_plural(count, 'expired secret')} revoked"
+        return f"{plural(count, 'expired secret', zero='no')} revoked"
     if run.job == "audit-chain-verify":
-        return f"{_plural(int(str(detail.get('checked') or 0)), 'event')} verified"
+        return f"{plural(int(str(detail.get('checked') or 0)), 'event', zero='no')} verified"
     return ""
 
 
@@ -219,7 +211,7 @@ def report_build(
         "dead_letters": {
             "count": dead_count,
             "sentence": (
-                f"{_plural(dead_count, 'webhook delivery', 'webhook deliveries')} dead-lettered"
+                f"{plural(dead_count, 'webhook delivery', 'webhook deliveries', zero='no')} dead-lettered"
                 " in the period (every retry failed; staff replay them from the admin)."
             ),
             "latest": [
@@ -236,7 +228,7 @@ def report_build(
             "total": total_failed,
             "by_reason": dict[str, JSONValue](failed.most_common()),
             "sentence": (
-                f"{_plural(total_failed, 'failed client authentication')} in the period"
+                f"{plural(total_failed, 'failed client authentication', zero='no')} in the period"
                 + (
                     ": "
                     + "; ".join(
@@ -341,7 +333,7 @@ def _scalar(value: JSONValue) -> str:
 def _when_text(value: JSONValue) -> str:
     if not value:
         return "never"
-    return _when(datetime.fromisoformat(str(value)))
+    return minute_utc(datetime.fromisoformat(str(value)))
 
 
 def _summary_page(report: dict[str, JSONValue]) -> list[Flowable]:
@@ -374,7 +366,7 @@ def _summary_page(report: dict[str, JSONValue]) -> list[Flowable]:
         story += [
             _para(
                 f"Computed against signed checkpoint number {checkpoint.get('number')}: a Merkle"
-                f" tree of {_plural(int(str(checkpoint.get('tree_size'))), 'audit event')},"
+                f" tree of {plural(int(str(checkpoint.get('tree_size'))), 'audit event', zero='no')},"
                 f" signed at {_when_text(checkpoint.get('published_at'))} with key"
                 f" {checkpoint.get('kid')}. Its root hash (SHA-256):"
             ),
@@ -384,7 +376,7 @@ def _summary_page(report: dict[str, JSONValue]) -> list[Flowable]:
         story.append(_para("No checkpoint of the audit log has been signed yet."))
     chain = cast(dict[str, JSONValue], report["chain_verification"])
     story.append(_para(
-        f"The audit log was verified as this report was made: {_plural(int(str(chain['checked'])), 'event')}"
+        f"The audit log was verified as this report was made: {plural(int(str(chain['checked'])), 'event', zero='no')}"
         f" checked, {'no alteration found' if chain['verified'] else 'ALTERED: see Audit log integrity'}."
         " The details, the definitions of the controls and every scheduled job run of the period"
         " follow on the next pages."

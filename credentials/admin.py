@@ -16,13 +16,13 @@ from agentidp.admin import (
     admin_principal,
     confirmation_page,
     confirmed,
-    plural,
     run_service_action,
     scoped_to_principal,
     shown_once_page,
 )
 from agentidp.errors import DomainError
 from agentidp.principals import Principal
+from agentidp.words import plural
 from credentials import services
 from credentials.models import Client, ClientSecret
 from oidc.selectors import live_tokens_count

@@ -20,12 +20,12 @@ from agentidp.admin import (
     confirmation_page,
     confirmed,
     organization_choice,
-    plural,
     run_service_action,
     scoped_to_principal,
 )
 from agentidp.errors import ValidationFailed
 from agentidp.principals import Principal
+from agentidp.words import plural
 from federation import services
 from federation.choices import PartnerStatus
 from federation.models import FederationPartner

@@ -22,12 +22,12 @@ from agentidp.admin import (
     admin_principal,
     confirmation_page,
     confirmed,
-    plural,
     run_service_action,
     scoped_to_principal,
 )
 from agentidp.errors import DomainError
 from agentidp.secrets import SecretStoreError
+from agentidp.words import plural
 from oidc.delegation import HARD_MAX_DEPTH
 from oidc.models import AccessToken, SigningKey
 from oidc.services import access_token_revoke, signing_key_rotate

@@ -19,13 +19,13 @@ from agentidp.admin import (
     admin_principal,
     confirmation_page,
     confirmed,
-    plural,
     run_service_action,
     scoped_to_principal,
     shown_once_page,
 )
 from agentidp.conf import agentidp_settings
 from agentidp.errors import DomainError
+from agentidp.words import plural
 from agents.models import Agent
 from oidc.selectors import live_tokens_count
 from organizations import services

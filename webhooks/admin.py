@@ -20,7 +20,6 @@ from agentidp.admin import (
     confirmation_page,
     confirmed,
     organization_choice,
-    plural,
     run_service_action,
     scoped_to_principal,
     shown_once_page,
@@ -28,6 +27,7 @@ from agentidp.admin import (
 from agentidp.errors import DomainError
 from agentidp.outbound import outbound_policy
 from agentidp.principals import Principal
+from agentidp.words import plural
 from organizations.choices import Scope
 from organizations.models import Organization
 from webhooks import services
