@@ -10,6 +10,8 @@ from agents.choices import AgentStatus
 from organizations.choices import MemberRole
 
 ANY_ACTOR = "*"
+# The longest delegation chain any policy may allow (RFC 8693 act nesting).
+MAX_DELEGATION_DEPTH = 10
 
 
 def delegation_actors_default() -> list[str]:

@@ -23,7 +23,7 @@ from agentidp.lifecycle import (
 )
 from agentidp.principals import Principal
 from agents.choices import AgentStatus
-from agents.models import ANY_ACTOR, Agent, OrganizationMember
+from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH, Agent, OrganizationMember
 from organizations.choices import AGENT_SCOPES, MemberRole, OrganizationStatus
 from organizations.services import organization_get
 
@@ -427,7 +427,6 @@ def member_add(
 # --- delegation (RFC 8693 token exchange between the organization's agents) -----------------
 
 MAX_DELEGATION_ACTORS = 100
-MAX_DELEGATION_DEPTH = 10
 
 
 def delegation_policy(agent: Agent) -> dict[str, JSONValue]:

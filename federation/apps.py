@@ -10,9 +10,10 @@ class FederationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from federation.grants import JWT_BEARER, TOKEN_EXCHANGE, federated_grant
+        from federation.grants import JWT_BEARER, federated_grant
         from federation.principals import federated_principal
         from oidc.extensions import delegated_resolver_register, grant_type_register
+        from oidc.tokens import TOKEN_EXCHANGE
 
         grant_type_register(JWT_BEARER, federated_grant)
         grant_type_register(TOKEN_EXCHANGE, federated_grant)

@@ -30,14 +30,11 @@ from federation.services import (
     token_parsed,
 )
 from federation.verification import Refused
+from oidc.tokens import ACCESS_TOKEN_TYPE, EXCHANGE_TOKEN_TYPES, JWT_TOKEN_TYPE, TOKEN_EXCHANGE
 from oidc.views import oauth_error
 from webhooks.choices import EventType
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
-JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN
-SUBJECT_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
 
 
 class _Invalid(Exception):
@@ -62,7 +59,7 @@ def _assertion(request: HttpRequest, grant_type: str) -> str:
     token = form.get("subject_token", "")
     if not token:
         raise _Invalid("invalid_request", "The subject_token parameter is required.")
-    if form.get("subject_token_type") not in SUBJECT_TOKEN_TYPES:
+    if form.get("subject_token_type") not in EXCHANGE_TOKEN_TYPES:
         raise _Invalid(
             "invalid_request",
             f"subject_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}.",

@@ -28,7 +28,7 @@ from agentidp.admin import (
 from agentidp.errors import DomainError
 from agentidp.secrets import SecretStoreError
 from agentidp.words import plural
-from oidc.delegation import HARD_MAX_DEPTH
+from agents.models import MAX_DELEGATION_DEPTH
 from oidc.models import AccessToken, SigningKey
 from oidc.services import access_token_revoke, signing_key_rotate
 from organizations.choices import Scope
@@ -100,7 +100,7 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
             return "None: issued to its agent directly."
         chain: list[AccessToken | uuid.UUID] = [obj]
         current = obj
-        while current.parent_jti is not None and len(chain) <= HARD_MAX_DEPTH:
+        while current.parent_jti is not None and len(chain) <= MAX_DELEGATION_DEPTH:
             parent = (
                 AccessToken.objects.filter(
                     organization_id=obj.organization_id, jti=current.parent_jti

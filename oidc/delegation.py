@@ -9,7 +9,7 @@ records its parent (the subject token's ``jti``), so the delegation tree is know
 What B gets only narrows: the scopes requested, within the subject token's, within what B may
 hold and within what A's delegation policy lets A delegate; a lifetime within the subject
 token's remaining life; A's policy says which agents may act for it and how long a chain may
-grow (the organization's default, at most :data:`HARD_MAX_DEPTH`).
+grow (the organization's default, at most :data:`MAX_DELEGATION_DEPTH`).
 
 Token exchange *without* client authentication stays the federation grant (a partner's token
 as the only credential, ``federation.grants``): :func:`is_local_exchange` tells them apart.
@@ -30,11 +30,15 @@ from oauthlib.oauth2.rfc6749.tokens import TokenBase
 from agentidp.errors import JSONValue
 from agentidp.events import event_record_after_request
 from agents.choices import AgentStatus
-from agents.models import ANY_ACTOR, Agent
+from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH, Agent
 from credentials.models import Client
 from oidc.extensions import is_delegated
 from oidc.services import client_actor, token_principal
 from oidc.tokens import (
+    ACCESS_TOKEN_TYPE,
+    EXCHANGE_TOKEN_TYPES,
+    JWT_TOKEN_TYPE,
+    TOKEN_EXCHANGE,
     Delegation,
     InvalidToken,
     VerifiedToken,
@@ -44,11 +48,6 @@ from oidc.tokens import (
 )
 from organizations.models import Organization
 
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
-JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN
-TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
-HARD_MAX_DEPTH = 10
 REFUSED_EVENT = "token.exchange_refused"  # noqa: S105 - an event name
 
 
@@ -114,7 +113,7 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
     subject_token = _form(request, "subject_token")
     if not subject_token:
         raise Refused("invalid_request", "missing", "subject_token is required.", request)
-    if _form(request, "subject_token_type") not in TOKEN_TYPES:
+    if _form(request, "subject_token_type") not in EXCHANGE_TOKEN_TYPES:
         raise Refused(
             "invalid_request", "subject_token_type",
             f"subject_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}.", request,
@@ -133,7 +132,7 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
         )  # fmt: skip
     actor_token = _form(request, "actor_token")
     if actor_token:
-        if _form(request, "actor_token_type") not in TOKEN_TYPES:
+        if _form(request, "actor_token_type") not in EXCHANGE_TOKEN_TYPES:
             raise Refused(
                 "invalid_request", "actor_token_type",
                 f"actor_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}.", request,
@@ -172,7 +171,7 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
     if isinstance(previous, dict):
         act["act"] = previous
     depth = chain_depth(act)
-    limit = min(HARD_MAX_DEPTH, agent.delegation_max_depth or _organization_depth(agent))
+    limit = min(MAX_DELEGATION_DEPTH, agent.delegation_max_depth or _organization_depth(agent))
     if depth > limit:
         raise Refused(
             "invalid_request", "chain_too_deep",

@@ -8,6 +8,7 @@ authentication, RFC 6749 error bodies, and the keys and metadata documents.
 from agentidp.errors import JSONValue
 from agentidp.schema import JSONObject
 from oidc.extensions import grant_types_extra
+from oidc.tokens import ACCESS_TOKEN_TYPE, EXCHANGE_TOKEN_TYPES
 from organizations.choices import Scope
 
 FORM = "application/x-www-form-urlencoded"
@@ -93,10 +94,7 @@ def _form(properties: JSONObject, required: list[JSONValue]) -> JSONObject:
     }
 
 
-TOKEN_TYPES: list[JSONValue] = [
-    "urn:ietf:params:oauth:token-type:access_token",
-    "urn:ietf:params:oauth:token-type:jwt",
-]
+TOKEN_TYPES: list[JSONValue] = list(EXCHANGE_TOKEN_TYPES)
 
 
 def _token_request() -> JSONObject:
@@ -157,7 +155,7 @@ def _token_request() -> JSONObject:
                 "subject_token": partner_token,
                 "subject_token_type": {"type": "string", "enum": TOKEN_TYPES},
                 "requested_token_type": {
-                    "type": "string", "enum": ["urn:ietf:params:oauth:token-type:access_token"]
+                    "type": "string", "enum": [ACCESS_TOKEN_TYPE]
                 },
                 **audience, **trusting,
             },
@@ -186,7 +184,7 @@ def _token_request() -> JSONObject:
                 "actor_token": {**local_token, "description": "The caller's own token"},
                 "actor_token_type": {"type": "string", "enum": TOKEN_TYPES},
                 "requested_token_type": {
-                    "type": "string", "enum": ["urn:ietf:params:oauth:token-type:access_token"]
+                    "type": "string", "enum": [ACCESS_TOKEN_TYPE]
                 },
                 **audience,
                 "client_id": {"type": "string", "description": "client_secret_post"},

@@ -9,8 +9,8 @@ from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2 import BackendApplicationServer
 
 from credentials.models import Client
-from oidc.delegation import TOKEN_EXCHANGE, TokenExchangeGrant
-from oidc.tokens import issuance, lifetime_capped
+from oidc.delegation import TokenExchangeGrant
+from oidc.tokens import TOKEN_EXCHANGE, issuance, lifetime_capped
 from oidc.validators import AgentRequestValidator
 
 

@@ -49,6 +49,7 @@ from oidc.revocation import jti_is_revoked, jti_revoke, jtis_cache
 from oidc.selectors import live_tokens
 from oidc.tokens import (
     ID_TOKEN_TYPE,
+    TOKEN_EXCHANGE,
     Delegation,
     InvalidToken,
     VerifiedToken,
@@ -305,7 +306,7 @@ def access_token_record(
     )
     if delegation is not None:
         data.update(
-            grant_type="urn:ietf:params:oauth:grant-type:token-exchange",
+            grant_type=TOKEN_EXCHANGE,
             sub=str(delegation.subject_agent_id), act=delegation.act,
             parent_jti=delegation.parent_jti, depth=delegation.depth,
         )  # fmt: skip

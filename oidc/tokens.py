@@ -52,6 +52,14 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
+# RFC 8693 token exchange: the grant and the token types it takes and issues (the federation
+# grant and the delegation between local agents share them).
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a URN
+EXCHANGE_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
+
+
 @dataclass(frozen=True)
 class Delegation:
     """What a validated token exchange between local agents (``oidc.delegation``) hands on to

@@ -23,11 +23,11 @@ from credentials.services import (
     client_load,
     client_secret_check,
 )
-from oidc.delegation import TOKEN_EXCHANGE
 from oidc.keys import signing_key_current
 from oidc.ratelimit import failed_authentication_count, token_request_admit
 from oidc.services import access_token_record, access_token_revoke, client_actor
 from oidc.tokens import (
+    TOKEN_EXCHANGE,
     InvalidToken,
     access_token_verify,
     id_token_claims,
