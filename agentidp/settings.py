@@ -310,6 +310,8 @@ AGENTIDP = {
     # parties may cache the JWKS for JWKS_MAX_AGE, which must stay below it.
     "KEY_PREPUBLISH_SECONDS": _KEY_PREPUBLISH_SECONDS,
     "JWKS_MAX_AGE": _JWKS_MAX_AGE,
+    # Token status lists (oidc.statuslists): how long a relying party may cache one (its ttl).
+    "STATUS_LIST_TTL": env.int("AGENTIDP_STATUS_LIST_TTL", default=60),
     # Public DID documents: cached in Redis this long (and forgotten on any change).
     "DID_DOCUMENT_CACHE_TTL_SECONDS": env.int("DID_DOCUMENT_CACHE_TTL_SECONDS", default=300),
     # A rotated-out DID key stays in the agent's DID document this long (seconds).

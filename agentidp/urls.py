@@ -64,6 +64,7 @@ urlpatterns = [
     path("oauth2/revoke", oidc_views.RevokeTokenView.as_view(), name="oauth2-revoke"),
     path("oauth2/introspect", oidc_views.IntrospectView.as_view(), name="oauth2-introspect"),
     path(".well-known/jwks.json", oidc_views.jwks, name="jwks"),
+    path("oauth2/status/<int:list_number>", oidc_views.status_list, name="oauth2-status-list"),
     path("agent-info", oidc_views.AgentInfoView.as_view(), name="agent-info"),
     path(
         ".well-known/oauth-authorization-server",

@@ -65,6 +65,7 @@ from credentials.services import client_credentials_parse, client_record_load, s
 from oidc.keys import SigningMaterial, key_ring
 from oidc.ratelimit import token_request_admit, token_request_refund
 from oidc.services import token_issued_data
+from oidc.status import status_index_take
 from oidc.tokens import (
     access_token_claims,
     access_token_sign,
@@ -212,7 +213,8 @@ def _record(client_id: str) -> CachedClient:
 ISSUE_SQL = (
     "SELECT oidc_token_issue(%s::bigint, %s::uuid, %s, string_to_array(%s, ' '), %s, "
     "%s::bigint, %s::integer, %s, %s::uuid, %s, to_timestamp(%s::bigint), '[]'::jsonb, "
-    "%s::uuid, %s::uuid, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s), "
+    "%s::uuid, %s::uuid, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, "
+    "%s::bigint), "
     # the statement's transaction commits only before this (agentidp.deadlines)
     "set_config('app.commit_deadline', %s, true)"
 )
@@ -276,6 +278,7 @@ def _issue(
         if id_signing is None:
             raise Declined("no_key")
     lifetime = lifetime_capped(record.access_token_lifetime_seconds)
+    status_idx = status_index_take()
     claims = access_token_claims(
         agent_id=record.agent_id,
         client_id=record.client_id,
@@ -283,6 +286,7 @@ def _issue(
         scope=scope,
         audiences=[],
         lifetime=lifetime,
+        status_idx=status_idx,
     )
     token = access_token_sign(claims, signing)
     jti = str(claims["jti"])
@@ -325,7 +329,7 @@ def _issue(
                 str(record.pk), str(credential_id), digest, scope, record.plan,
                 str(record.max_tokens_per_month), str(record.access_token_lifetime_seconds),
                 hashlib.sha256(token.encode()).hexdigest(), jti, scope, str(claims["exp"]),
-                *(_text(value) for value in audit), _commit_deadline(),
+                *(_text(value) for value in audit), str(status_idx), _commit_deadline(),
             ],
         )  # fmt: skip
         row = cursor.fetchone()

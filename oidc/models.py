@@ -79,6 +79,8 @@ class AccessToken(OrgOwnedModel, AbstractAccessToken):
     # A delegated token (token exchange): the jti of the token it was exchanged for, so the
     # delegation tree is known; null for a token issued to its agent directly.
     parent_jti = models.UUIDField(null=True, blank=True, editable=False)
+    # Its index in the deployment's token status lists (oidc.status): the ``status`` claim.
+    status_idx = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta(AbstractAccessToken.Meta):
         indexes = [
@@ -114,9 +116,18 @@ class RevokedToken(OrgOwnedModel):
     expires_at = models.DateTimeField(editable=False)
     revoked_at = models.DateTimeField(editable=False)
     reason = models.CharField(max_length=30, choices=RevocationReason.choices, editable=False)
+    # The token's status-list index (null for a token issued before status lists): the bit
+    # the status list sets while this row exists.
+    status_idx = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
-        indexes = [models.Index(fields=["expires_at"], name="oidc_revoked_expires")]
+        indexes = [
+            models.Index(fields=["expires_at"], name="oidc_revoked_expires"),
+            models.Index(
+                fields=["status_idx"], name="oidc_revoked_status",
+                condition=models.Q(status_idx__isnull=False),
+            ),
+        ]  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.jti} ({self.reason})"

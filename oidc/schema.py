@@ -371,6 +371,42 @@ def _paths() -> JSONObject:
             }
             for method in ("get", "post")
         },
+        "/oauth2/status/{list_number}": {
+            "get": {
+                "operationId": "oauth2_status_list",
+                "tags": ["oauth2"],
+                "summary": "A token status list (draft-ietf-oauth-status-list)",
+                "description": (
+                    'Every access token carries `status: {"status_list": {"idx": N, '
+                    '"uri": "..."}}`. This URI answers with the signed status-list token '
+                    "(`typ: statuslist+jwt`, signed by a key in the JWKS): its "
+                    "`status_list.lst` is the base64url, zlib-compressed bit string, one bit "
+                    "per token (`bits: 1`), bit `idx` set once that token is revoked, by itself "
+                    "or with its delegation tree. Updated within a second of a revocation; "
+                    "cacheable for its `ttl` (also the response's max-age). No authentication."
+                ),
+                "security": [{}],
+                "parameters": [
+                    {
+                        "name": "list_number",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The status-list token (a compact JWS)",
+                        "content": {"application/statuslist+jwt": {"schema": {"type": "string"}}},
+                    },
+                    "404": {
+                        "description": "No such list",
+                        "content": {PROBLEM: {"schema": PROBLEM_REF}},
+                    },
+                    **keys_and_metadata_errors,
+                },
+            }
+        },
         "/.well-known/jwks.json": {
             "get": {
                 "operationId": "jwks",

@@ -252,8 +252,8 @@ def token_issued_data(
 ACCESS_TOKEN_INSERT = """
 INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
                               scope, expires, resource, created, updated, credential_id,
-                              parent_jti)
-VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)
+                              parent_jti, status_idx)
+VALUES (%s, %s, '', %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)
 RETURNING id
 """  # noqa: S105 - SQL, not a secret
 
@@ -268,6 +268,7 @@ def access_token_record(
     audiences: list[str],
     credential_id: uuid.UUID | None,
     id_token: bool,
+    status_idx: int | None,
     delegation: Delegation | None = None,
 ) -> AccessToken:
     """Persist an issued token and record ``token.issued``: one statement, one round trip.
@@ -289,12 +290,14 @@ def access_token_record(
         updated=now,
         credential_id=credential_id,
         parent_jti=uuid.UUID(delegation.parent_jti) if delegation else None,
+        status_idx=status_idx,
     )
     insert = CompanionInsert(
         ACCESS_TOKEN_INSERT,
         [
             issued.organization_id, client.id, issued.token_checksum, issued.jti, scope,
             issued.expires, json.dumps(audiences), now, now, credential_id, issued.parent_jti,
+            status_idx,
         ],
     )  # fmt: skip
     data = token_issued_data(
@@ -324,13 +327,15 @@ def access_token_record(
     return issued
 
 
+# A revoked token: its jti, when it expires, its status-list index (None before status lists).
+Revoked = tuple[uuid.UUID, dt.datetime, int | None]
+
+
 def _revocations_record(
-    *,
-    organization_id: uuid.UUID,
-    tokens: list[tuple[uuid.UUID, dt.datetime]],
-    reason: RevocationReason,
+    *, organization_id: uuid.UUID, tokens: list[Revoked], reason: RevocationReason
 ) -> None:
-    """The durable record of revoked tokens (idempotent: a jti is recorded once)."""
+    """The durable record of revoked tokens (idempotent: a jti is recorded once); the status
+    lists read their bits from it."""
     now = timezone.now()
     RevokedToken.objects.bulk_create(
         [
@@ -340,8 +345,9 @@ def _revocations_record(
                 expires_at=expires,
                 revoked_at=now,
                 reason=reason,
+                status_idx=status_idx,
             )
-            for jti, expires in tokens
+            for jti, expires, status_idx in tokens
         ],
         ignore_conflicts=True,
     )
@@ -355,38 +361,45 @@ def revocations_purge(*, organization_id: uuid.UUID) -> int:
     return deleted
 
 
-DESCENDANTS_SQL = """
+# The live tokens exchanged from the roots, at any depth, recorded as revoked (reason lineage)
+# in the same statement: one round trip however large the tree.
+LINEAGE_REVOKE_SQL = """
 WITH RECURSIVE tree(jti) AS (
     SELECT t.jti FROM oidc_accesstoken t
-     WHERE t.organization_id = %s AND t.parent_jti = ANY(%s::uuid[])
+     WHERE t.organization_id = %(org)s AND t.parent_jti = ANY(%(roots)s::uuid[])
   UNION
     SELECT t.jti FROM oidc_accesstoken t JOIN tree ON t.parent_jti = tree.jti
-     WHERE t.organization_id = %s
+     WHERE t.organization_id = %(org)s
+), live AS (
+    SELECT t.jti, t.expires, t.status_idx FROM oidc_accesstoken t JOIN tree USING (jti)
+     WHERE t.organization_id = %(org)s AND t.expires > %(now)s
+), recorded AS (
+    INSERT INTO oidc_revokedtoken (organization_id, jti, expires_at, revoked_at, reason,
+                                   status_idx)
+    SELECT %(org)s, jti, expires, %(now)s, %(reason)s, status_idx FROM live
+    ON CONFLICT (jti) DO NOTHING
 )
-SELECT t.jti, t.expires FROM oidc_accesstoken t JOIN tree USING (jti)
- WHERE t.organization_id = %s AND t.expires > %s
+SELECT jti, expires FROM live
 """
 
 
 def _lineage_revoke(*, organization_id: uuid.UUID, roots: list[uuid.UUID]) -> int:
     """Revoke every live token exchanged from ``roots``, at any depth (the delegation tree
-    below them, one recursive query), in the revoking transaction: the tree goes with its
-    root or not at all, and a crash leaves nothing half done. How many."""
+    below them, one statement), in the revoking transaction: the tree goes with its root or
+    not at all, and a crash leaves nothing half done. How many."""
     if not roots:
         return 0
     with connection.cursor() as cursor:
         cursor.execute(
-            DESCENDANTS_SQL,
-            [organization_id, [str(r) for r in roots], organization_id, organization_id,
-             timezone.now()],
+            LINEAGE_REVOKE_SQL,
+            {
+                "org": organization_id, "roots": [str(r) for r in roots],
+                "now": timezone.now(), "reason": RevocationReason.LINEAGE.value,
+            },
         )  # fmt: skip
-        below = [(uuid.UUID(str(jti)), expires) for jti, expires in cursor.fetchall()]
-    if not below:
-        return 0
-    _revocations_record(
-        organization_id=organization_id, tokens=below, reason=RevocationReason.LINEAGE
-    )
-    jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in below)
+        below = cursor.fetchall()
+    if below:
+        jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in below)
     return len(below)
 
 
@@ -398,13 +411,18 @@ def access_token_revoke(*, actor: Principal, client: Client, jti: str, expires_a
     Returns whether the token was one this server has a record of issuing.
     """
     token_id = uuid.UUID(jti)
-    known = AccessToken.objects.filter(
-        organization_id=client.organization_id, application=client, jti=token_id
-    ).exists()
+    issued = (
+        AccessToken.objects.filter(
+            organization_id=client.organization_id, application=client, jti=token_id
+        )
+        .values_list("id", "status_idx")
+        .first()
+    )
+    known = issued is not None
     expires = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC)
     _revocations_record(
         organization_id=client.organization_id,
-        tokens=[(token_id, expires)],
+        tokens=[(token_id, expires, issued[1] if issued else None)],
         reason=RevocationReason.CLIENT_REQUEST,
     )
     jti_revoke(jti, expires_at=expires_at)
@@ -426,12 +444,14 @@ def _live_tokens_revoke(
     """Revoke every unexpired token of ``tokens`` by the same rule as one revocation: the
     durable record, then the Redis list before the transaction commits (a Redis outage fails
     the change instead of leaving the list behind the database)."""
-    live = list(tokens.filter(expires__gt=timezone.now()).values_list("jti", "expires"))
+    live = list(
+        tokens.filter(expires__gt=timezone.now()).values_list("jti", "expires", "status_idx")
+    )
     if not live:
         return 0
     _revocations_record(organization_id=organization_id, tokens=live, reason=reason)
-    jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in live)
-    derived = _lineage_revoke(organization_id=organization_id, roots=[jti for jti, _ in live])
+    jtis_cache((str(jti), int(expires.timestamp())) for jti, expires, _ in live)
+    derived = _lineage_revoke(organization_id=organization_id, roots=[jti for jti, _, _ in live])
     return len(live) + derived
 
 

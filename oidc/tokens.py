@@ -29,6 +29,7 @@ from agentidp.lru import BoundedLRU
 from credentials.models import Client
 from oidc.keys import SigningMaterial, key_ring, signing_key_current
 from oidc.models import AccessToken
+from oidc.status import status_claim, status_index_take
 
 ALLOWED_ALGORITHMS = frozenset({"ES256", "RS256", "EdDSA"})
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -118,6 +119,8 @@ class Issuance:
     source_address: str = ""
     # Set by a token exchange between local agents: the token is issued for its subject.
     delegation: Delegation | None = None
+    # The token's index in the status lists (oidc.status), once it is signed.
+    status_idx: int | None = None
 
 
 # A WSGI-style environ key (dotted, so no HTTP header can produce it).
@@ -166,8 +169,10 @@ def access_token_claims(
     scope: str,
     audiences: list[str],
     lifetime: int,
+    status_idx: int,
 ) -> dict[str, JSONValue]:
-    """The RFC 9068 claims of a new access token (a fresh ``jti``)."""
+    """The RFC 9068 claims of a new access token (a fresh ``jti``), with its place in the
+    token status lists (``status``, :mod:`oidc.status`)."""
     now = int(time.time())
     audiences = audiences or [api_audience()]
     return {
@@ -181,6 +186,7 @@ def access_token_claims(
         "client_id": client_id,
         "scope": scope,
         "organization_id": str(organization_id),
+        "status": status_claim(status_idx),
     }
 
 
@@ -255,6 +261,7 @@ def access_token_generate(request: OAuthRequest) -> str:
     client = cast(Client, request.client)
     state = issuance(request)
     delegation = state.delegation
+    state.status_idx = status_index_take()
     state.claims = access_token_claims(
         agent_id=delegation.subject_agent_id if delegation else client.agent_id,
         client_id=client.client_id,
@@ -262,6 +269,7 @@ def access_token_generate(request: OAuthRequest) -> str:
         scope=" ".join(request.scopes or []),
         audiences=state.audiences,
         lifetime=int(request.expires_in or 0),
+        status_idx=state.status_idx,
     )
     if delegation is not None:
         # RFC 8693 4.1: who acts for the subject, the earlier actors nested inside

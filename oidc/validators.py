@@ -250,6 +250,7 @@ class AgentRequestValidator(OAuth2Validator):
             audiences=list(state.audiences),
             credential_id=state.credential_id,
             id_token="id_token" in token,
+            status_idx=state.status_idx,
             delegation=state.delegation,
         )
         # Counted against the quota at admission; the metric follows the commit.

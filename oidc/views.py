@@ -30,6 +30,8 @@ from oidc.services import (
     jwks_document,
     token_introspect,
 )
+from oidc.statuslists import MEDIA_TYPE as STATUS_LIST_MEDIA_TYPE
+from oidc.statuslists import status_list_served, status_list_ttl
 from oidc.tokens import ISSUANCE_KEY, Issuance, issuance_attach
 from oidc.validators import AgentRequestValidator
 from organizations.choices import Scope
@@ -190,6 +192,19 @@ def jwks(request: HttpRequest) -> HttpResponse:
     holds the key that signs next."""
     response = HttpResponse(jwks_document(), content_type="application/json")
     response["Cache-Control"] = f"public, max-age={int(settings.AGENTIDP['JWKS_MAX_AGE'])}"
+    return response
+
+
+@safe_methods_only
+def status_list(request: HttpRequest, list_number: int) -> HttpResponse:
+    """A token status list (draft-ietf-oauth-status-list): the signed ``statuslist+jwt`` whose
+    bit ``idx`` is set when the token whose ``status`` claim names this list and ``idx`` has
+    been revoked. Public, cacheable for its ``ttl``."""
+    token = status_list_served(list_number)
+    if token is None:
+        return standard_problem(request, 404, detail="No such status list.")
+    response = HttpResponse(token, content_type=STATUS_LIST_MEDIA_TYPE)
+    response["Cache-Control"] = f"public, max-age={status_list_ttl()}"
     return response
 
 
