@@ -92,3 +92,31 @@ def credentials_revoked(change: CredentialRevocation) -> None:
     """Called by the credential services inside their transaction."""
     for handler in _credential_revocation_handlers:
         handler(change)
+
+
+@dataclass(frozen=True)
+class StaffAccessLost:
+    """A person's login was deactivated or taken out of their organization (in the change's
+    transaction): what they answer for (the agents they sponsor) must stop or move."""
+
+    organization_id: uuid.UUID
+    user_id: int
+    username: str
+    reason: str
+
+
+StaffAccessHandler = Callable[[StaffAccessLost], None]
+_staff_access_handlers: list[StaffAccessHandler] = []
+
+
+def on_staff_access_lost(handler: StaffAccessHandler) -> StaffAccessHandler:
+    """Register ``handler`` (idempotent); called from an AppConfig's ``ready()``."""
+    if handler not in _staff_access_handlers:
+        _staff_access_handlers.append(handler)
+    return handler
+
+
+def staff_access_lost(change: StaffAccessLost) -> None:
+    """Called by the organization's services (and the login's save) inside their transaction."""
+    for handler in _staff_access_handlers:
+        handler(change)

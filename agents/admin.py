@@ -3,12 +3,13 @@
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, QuerySet
+from django.db.models.expressions import CombinedExpression
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -40,7 +41,7 @@ from credentials.models import Client, ClientSecret
 from oidc.selectors import live_tokens_count
 from oidc.services import agent_tokens_revoke
 from organizations.choices import AGENT_SCOPES, DEFAULT_AGENT_SCOPES, Scope
-from organizations.models import Organization
+from organizations.models import Organization, StaffMembership
 
 
 def _when(moment: datetime | None) -> str:
@@ -148,6 +149,8 @@ class AgentAdminForm(forms.ModelForm[Agent]):
         help_text="What the agent card lists, one skill a line: name: what it does [tag, tag] "
         "(for example invoice-lookup: finds an invoice by number [billing, read]).",
     )
+    # its choices (the organization's people) are set per request by AgentAdmin.get_form
+    sponsor_username = forms.ChoiceField(required=False, choices=[], label="Sponsor")
 
     class Meta:
         model = Agent
@@ -155,6 +158,8 @@ class AgentAdminForm(forms.ModelForm[Agent]):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.instance.pk is not None:
+            self.initial.setdefault("sponsor_username", self.instance.sponsor_username or "")
         field = self.fields["skills"]
         if isinstance(field, SkillsField) and isinstance(self.instance.skills, list):
             field.known_ids = {
@@ -343,6 +348,84 @@ class DelegationForm(forms.Form):
 RECENT_EVENTS = 10
 
 
+def _people(organization_id: uuid.UUID | None) -> list[tuple[str, str]]:
+    """The organization's active people, as sponsor choices."""
+    if organization_id is None:
+        return []
+    memberships = StaffMembership.objects.filter(
+        organization_id=organization_id, user__is_active=True
+    ).select_related("user")
+    return [
+        (m.user.get_username(), f"{m.user.get_username()} ({m.get_role_display().lower()})")
+        for m in memberships.order_by("user__username")
+    ]
+
+
+def _lapses_at() -> ExpressionWrapper[CombinedExpression]:
+    """When an agent's attestation lapses, in SQL: its attestation plus its organization's
+    period."""
+    return ExpressionWrapper(
+        F("attested_at") + F("organization__attestation_period_days") * timedelta(days=1),
+        output_field=DateTimeField(),
+    )
+
+
+class AttestationFilter(admin.SimpleListFilter):
+    """Which agents are due: staff find them here and attest in bulk."""
+
+    title = "attestation"
+    parameter_name = "attestation"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Agent]
+    ) -> list[tuple[str, str]]:
+        return [("due", "due within 7 days"), ("lapsed", "lapsed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Agent]) -> QuerySet[Agent]:
+        now = timezone.now()
+        agents = queryset.exclude(status=AgentStatus.DECOMMISSIONED).annotate(
+            lapses_at=_lapses_at()
+        )
+        if self.value() == "due":
+            return agents.filter(
+                lapses_at__gt=now, lapses_at__lte=now + services.ATTESTATION_WARNING
+            )
+        if self.value() == "lapsed":
+            return agents.filter(Q(lapses_at__lte=now) | Q(attested_at__isnull=True))
+        return queryset
+
+
+@admin.action(permissions=["write"], description="Attest selected agents (still needed)")
+def attest_action(
+    modeladmin: admin.ModelAdmin[Agent], request: HttpRequest, queryset: QuerySet[Agent]
+) -> None:
+    """The sponsor (or staff for them) attests in bulk: one attestation each, per
+    organization."""
+    principal = admin_principal(request)
+    by_organization: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for agent in queryset.exclude(status=AgentStatus.DECOMMISSIONED):
+        by_organization.setdefault(agent.organization_id, []).append(agent.id)
+    attested = 0
+    try:
+        for organization_id, ids in by_organization.items():
+            attested += services.agents_attest(
+                actor=principal, organization_id=organization_id, agent_ids=ids
+            )
+    except DomainError as exc:
+        modeladmin.message_user(request, exc.detail, messages.ERROR)
+        return
+    modeladmin.message_user(
+        request, f"Attested {plural(attested, 'agent')}: each runs one more period.",
+        messages.SUCCESS,
+    )  # fmt: skip
+
+
+class KillSwitchForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500, required=False, help_text="Recorded in the audit log with each agent."
+    )
+
+
 @admin.register(Agent)
 class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Agent]):
     """An agent with everything staff look for: its organization, the scopes it may request,
@@ -352,27 +435,33 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
     admin_scope, write_scope = Scope.AGENTS_READ, Scope.AGENTS_WRITE
 
     form = AgentAdminForm
-    list_display = ["name", "status", "capability_list", "organization", "created_at"]
-    list_filter = ["organization", "status", "created_at"]
+    list_display = [
+        "name", "status", "capability_list", "sponsor_name", "attestation", "organization",
+        "created_at",
+    ]  # fmt: skip
+    list_filter = ["organization", "status", AttestationFilter, "created_at"]
     search_fields = ["name", "description", "id"]
     readonly_fields = [
         "organization_name",
         "id",
         "status",
         "allowed_scopes",
+        "attestation",
         "credentials",
         "recent_events",
         "created_at",
         "updated_at",
     ]
     actions = [
+        attest_action,
         lifecycle_action("suspend", "Suspend selected agents"),
         lifecycle_action("reactivate", "Reactivate selected agents"),
         lifecycle_action("decommission", "Decommission selected agents (permanent)"),
         lifecycle_action("revoke-tokens", "Revoke every token of selected agents"),
     ]
-    list_select_related = ["organization"]
+    list_select_related = ["organization", "sponsor"]
     change_form_template = "admin/agents/agent/change_form.html"
+    change_list_template = "admin/agents/agent/change_list.html"
 
     # --- the agent's own pages: a secret, its scopes, its lifecycle --------------------------
 
@@ -386,6 +475,7 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
                 wrap(self.delegation_view),
                 name="agents_agent_delegation",
             ),  # fmt: skip
+            path("kill-switch/", wrap(self.kill_switch_view), name="agents_agent_kill_switch"),
         ]
         own += [
             path(
@@ -579,11 +669,21 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
     ) -> type[forms.ModelForm[Agent]]:  # fmt: skip
         form = super().get_form(request, obj, change, **kwargs)
         organization_choice(form, request, adding=obj is None)
+        organization_id = obj.organization_id if obj else admin_principal(request).organization_id
+        # a field of this class's own (the declared one is shared by every form class)
+        form.base_fields["sponsor_username"] = forms.ChoiceField(
+            label="Sponsor", required=obj is not None,
+            choices=[("", "the person registering it (or the longest-standing owner)")]
+            + _people(organization_id),
+            help_text="The person of the organization who answers for the agent: leaving the"
+            " organization suspends it unless it is reassigned first.",
+        )  # fmt: skip
         return form
 
     def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> tuple[str, ...]:
         fields: tuple[str, ...] = (
-            "name", "description", "capabilities", "metadata", "version", "skills", "authors"
+            "name", "description", "capabilities", "metadata", "version", "skills", "authors",
+            "sponsor_username",
         )  # fmt: skip
         if obj is None and admin_principal(request).is_platform:
             fields = ("for_organization", *fields)
@@ -666,6 +766,88 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
             rows,
         )
 
+    @admin.display(description="sponsor", ordering="sponsor__username")
+    def sponsor_name(self, obj: Agent) -> str:
+        return obj.sponsor_username or "none"
+
+    @admin.display(description="attestation")
+    def attestation(self, obj: Agent) -> str:
+        if obj.status == AgentStatus.DECOMMISSIONED:
+            return "—"
+        lapses = services.attestation_due_at(obj, obj.organization.attestation_period_days)
+        if lapses is None:
+            return "never attested"
+        now = timezone.now()
+        if lapses <= now:
+            return f"lapsed {lapses:%Y-%m-%d}"
+        if lapses - now <= services.ATTESTATION_WARNING:
+            return f"due {lapses:%Y-%m-%d}"
+        return f"until {lapses:%Y-%m-%d}"
+
+    def kill_switch_view(self, request: HttpRequest) -> HttpResponse:
+        """Suspend every active agent of the organization, or of one sponsor, at once, after a
+        page naming how many agents and live tokens that stops."""
+        principal = admin_principal(request)
+        if not self.has_write_permission(request):
+            raise Http404("No such page.")
+        query = request.POST if request.method == "POST" else request.GET
+        organization_id = principal.organization_id
+        if principal.is_platform:
+            try:
+                organization_id = uuid.UUID(str(query.get("organization", "")))
+            except ValueError as exc:
+                raise Http404("Choose an organization.") from exc
+        organization = (
+            Organization.objects.filter(id=organization_id).first() if organization_id else None
+        )
+        if organization is None:
+            raise Http404("No such organization.")
+        sponsor = str(query.get("sponsor", "")).strip() or None
+        back = reverse("admin:agents_agent_changelist")
+        try:
+            scope = services.kill_switch_scope(
+                organization_id=organization.id, sponsor=sponsor,
+                live_tokens=lambda ids: live_tokens_count(
+                    organization_id=organization.id, agent_ids=ids
+                ),
+            )  # fmt: skip
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return HttpResponseRedirect(back)
+        form = KillSwitchForm(request.POST if confirmed(request) else None)
+        if confirmed(request) and form.is_valid():
+            try:
+                count = services.kill_switch(
+                    actor=principal, organization_id=organization.id, sponsor=sponsor,
+                    reason=form.cleaned_data["reason"],
+                )  # fmt: skip
+            except DomainError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+                return HttpResponseRedirect(back)
+            self.message_user(request, f"Suspended {plural(count, 'agent')}.", messages.SUCCESS)
+            return HttpResponseRedirect(back)
+        whose = f"sponsored by {sponsor}" if sponsor else f"of {organization.name}"
+        agents = plural(len(scope.agent_ids), "active agent", zero="no")
+        names = list(
+            Agent.objects.filter(id__in=scope.agent_ids[:50]).order_by("name")
+            .values_list("name", flat=True)
+        )  # fmt: skip
+        return confirmation_page(
+            request, title="Kill switch", question=f"Suspend every active agent {whose}?",
+            subjects=names + ([f"and {len(scope.agent_ids) - 50} more"]
+                              if len(scope.agent_ids) > 50 else []),
+            consequences=[
+                f"Suspends {agents} at once: they can no longer get tokens or use the API.",
+                f"Revokes {plural(scope.live_tokens, 'live token', zero='no')} they hold for good,"
+                " and every token exchanged from them (offline verifiers see it in the token"
+                " status list within a second).",
+                "Keeps their secrets: each one reactivated by itself gets new tokens.",
+            ],
+            confirm_label=f"Yes, suspend {agents}", back_url=back, back_label="Agents",
+            hidden=[("organization", str(organization.id)), ("sponsor", sponsor or "")],
+            form=form,
+        )  # fmt: skip
+
     def has_delete_permission(self, request: HttpRequest, obj: Agent | None = None) -> bool:
         return False  # agents are decommissioned, never deleted
 
@@ -675,11 +857,20 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
         principal = admin_principal(request)
         data = form.cleaned_data
         if change:
-            changes = {name: data[name] for name in form.changed_data if name in data}
-            return services.agent_update(
+            changes = {
+                name: data[name] for name in form.changed_data
+                if name in data and name != "sponsor_username"
+            }  # fmt: skip
+            agent = services.agent_update(
                 actor=principal, organization_id=form.instance.organization_id,
                 agent_id=form.instance.id, changes=changes,
             )  # fmt: skip
+            if "sponsor_username" in form.changed_data:
+                agent = services.agent_sponsor_set(
+                    actor=principal, organization_id=agent.organization_id, agent_id=agent.id,
+                    username=data["sponsor_username"],
+                )  # fmt: skip
+            return agent
         organization = data.get("for_organization")
         organization_id = organization.id if organization else principal.organization_id
         if organization_id is None:  # a staff login of no organization
@@ -690,6 +881,7 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
             capabilities=data.get("capabilities") or [], metadata=data.get("metadata") or {},
             version=data.get("version") or "1.0.0", skills=data.get("skills") or [],
             authors=list(data.get("authors") or []),
+            sponsor=data.get("sponsor_username") or None,
         )  # fmt: skip
 
 

@@ -45,6 +45,13 @@ class AgentSerializer(RenderSerializer):
     authors = serializers.ListField(child=serializers.CharField(), read_only=True)
     did = serializers.CharField(read_only=True)
     status = serializers.ChoiceField(choices=AgentStatus.choices, read_only=True)
+    sponsor = serializers.CharField(
+        source="sponsor_username", read_only=True, allow_null=True,
+        help_text="The username of the person who answers for the agent.",
+    )  # fmt: skip
+    attested_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When its sponsor last attested it."
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
@@ -92,6 +99,43 @@ class AgentWriteSerializer(StrictSerializer):
     authors = serializers.ListField(
         child=serializers.CharField(min_length=1, max_length=200), required=False, max_length=20
     )
+
+
+class AgentCreateSerializer(AgentWriteSerializer):
+    sponsor = serializers.CharField(
+        max_length=150, required=False,
+        help_text="The username of the person of the organization who answers for the agent;"
+        " by default the person creating it, or the creating agent's sponsor.",
+    )  # fmt: skip
+
+
+class SponsorSerializer(StrictSerializer):
+    username = serializers.CharField(
+        max_length=150, help_text="An active person of the agent's organization."
+    )
+
+
+class AttestSerializer(StrictSerializer):
+    agents = serializers.ListField(
+        child=serializers.UUIDField(), min_length=1, max_length=1000,
+        help_text="The agents whose sponsor attests that they are still needed.",
+    )  # fmt: skip
+
+
+class AttestedSerializer(RenderSerializer):
+    attested = serializers.IntegerField(read_only=True)
+
+
+class KillSwitchSerializer(StrictSerializer):
+    sponsor = serializers.CharField(
+        max_length=150, required=False,
+        help_text="Only this sponsor's agents (a username); all of the organization's without.",
+    )  # fmt: skip
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class KillSwitchedSerializer(RenderSerializer):
+    suspended = serializers.IntegerField(read_only=True)
 
 
 class LifecycleSerializer(StrictSerializer):
@@ -170,7 +214,7 @@ def _lifecycle_schema() -> dict[str, object]:
         responses={200: AgentSerializer(many=True), **problem_responses(400, 401, 403)},
     ),
     create=extend_schema(
-        request=AgentWriteSerializer,
+        request=AgentCreateSerializer,
         responses={201: AgentSerializer, **problem_responses(400, 401, 403, 409)},
         parameters=[
             OpenApiParameter(
@@ -212,6 +256,9 @@ class AgentViewSet(TenantViewSet):
         "decommission": Scope.AGENTS_WRITE,
         "delegation": Scope.AGENTS_READ,
         "delegation_set": Scope.AGENTS_WRITE,
+        "sponsor_set": Scope.AGENTS_WRITE,
+        "attest": Scope.AGENTS_WRITE,
+        "kill_switch": Scope.AGENTS_WRITE,
     }
     serializer_class = AgentSerializer
     pagination_class = PageNumberPagination
@@ -220,7 +267,9 @@ class AgentViewSet(TenantViewSet):
     def list(self, request: Request) -> Response:
         query = AgentListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        agents = Agent.objects.filter(organization_id=self.organization_id)
+        agents = Agent.objects.filter(organization_id=self.organization_id).select_related(
+            "sponsor"
+        )
         if "status" in query.validated_data:
             agents = agents.filter(status=query.validated_data["status"])
         if "name" in query.validated_data:
@@ -230,7 +279,7 @@ class AgentViewSet(TenantViewSet):
         return self.get_paginated_response(AgentSerializer(page, many=True).data)
 
     def create(self, request: Request) -> Response:
-        payload = AgentWriteSerializer(data=request.data)
+        payload = AgentCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         agent = services.agent_register(
             actor=self.principal, organization_id=self.organization_id, **payload.validated_data
@@ -302,6 +351,56 @@ class AgentViewSet(TenantViewSet):
             agent_id=self.lookup_uuid(), **payload.validated_data,
         )  # fmt: skip
         return Response(services.delegation_policy(agent))
+
+    @extend_schema(
+        request=SponsorSerializer,
+        responses={200: AgentSerializer, **problem_responses(400, 401, 403, 404, 409)},
+        description="Reassign who answers for the agent: an active person of its organization"
+        " (agents:write). Do it before a sponsor leaves: a sponsor's departure suspends the"
+        " agents they still sponsor.",
+    )
+    @action(detail=True, methods=["put"], url_path="sponsor")
+    def sponsor_set(self, request: Request, pk: str) -> Response:
+        payload = SponsorSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        agent = services.agent_sponsor_set(
+            actor=self.principal, organization_id=self.organization_id,
+            agent_id=self.lookup_uuid(), username=payload.validated_data["username"],
+        )  # fmt: skip
+        return Response(AgentSerializer(agent).data)
+
+    @extend_schema(
+        request=AttestSerializer,
+        responses={200: AttestedSerializer, **problem_responses(400, 401, 403, 404)},
+        description="Attest that these agents are still needed: each attestation runs one more"
+        " of the organization's attestation periods (agents:write). All or none.",
+    )
+    @action(detail=False, methods=["post"])
+    def attest(self, request: Request) -> Response:
+        payload = AttestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        count = services.agents_attest(
+            actor=self.principal, organization_id=self.organization_id,
+            agent_ids=payload.validated_data["agents"],
+        )  # fmt: skip
+        return Response({"attested": count})
+
+    @extend_schema(
+        request=KillSwitchSerializer,
+        responses={200: KillSwitchedSerializer, **problem_responses(400, 401, 403)},
+        description="Suspend every active agent of the organization, or of one sponsor, at once;"
+        " their tokens and every token exchanged from them are revoked (agents:write).",
+    )
+    @action(detail=False, methods=["post"], url_path="kill-switch")
+    def kill_switch(self, request: Request) -> Response:
+        payload = KillSwitchSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        count = services.kill_switch(
+            actor=self.principal, organization_id=self.organization_id,
+            sponsor=payload.validated_data.get("sponsor"),
+            reason=payload.validated_data["reason"],
+        )  # fmt: skip
+        return Response({"suspended": count})
 
 
 class MemberSerializer(serializers.ModelSerializer[OrganizationMember]):

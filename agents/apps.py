@@ -10,7 +10,10 @@ class AgentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from agentidp.lifecycle import on_staff_access_lost
         from agentidp.stamps import stamp_on_change
         from agents.models import Agent
+        from agents.services import sponsor_access_follow
 
         stamp_on_change(Agent)
+        on_staff_access_lost(sponsor_access_follow)

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
@@ -52,6 +53,18 @@ class Agent(OrgOwnedModel, TimestampedModel):
     delegation_actors = models.JSONField(default=delegation_actors_default, blank=True)
     delegation_scopes = ArrayField(models.CharField(max_length=100), default=list, blank=True)
     delegation_max_depth = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The person who answers for the agent: one of the organization's people. An agent loses
+    # its sponsor only if the login is deleted; it is suspended when the sponsor leaves.
+    sponsor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="sponsored_agents", editable=False,
+    )  # fmt: skip
+    attested_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When its sponsor last attested that it is still needed.",
+    )  # fmt: skip
+    # When its sponsor was last warned that the attestation falls due (once per period).
+    attestation_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -68,6 +81,16 @@ class Agent(OrgOwnedModel, TimestampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def sponsor_username(self) -> str | None:
+        """The sponsor's username (read with the agent where the caller joined it)."""
+        if self.sponsor_id is None:
+            return None
+        known = self.__dict__.get("_sponsor_username")
+        if isinstance(known, str):
+            return known
+        return str(self.sponsor.get_username()) if self.sponsor else None
 
 
 class OrganizationMember(OrgOwnedModel, TimestampedModel):

@@ -1,14 +1,18 @@
 """Every write to agents and their memberships, with the lifecycle rules."""
 
+import datetime as dt
 import json
 import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
-from typing import Protocol
+from typing import Protocol, cast
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agentidp.boundary import name_checked, text_refusal
@@ -18,13 +22,16 @@ from agentidp.events import event_record
 from agentidp.lifecycle import (
     AgentRegistration,
     AgentStatusChange,
+    StaffAccessLost,
     agent_registered,
     agent_status_changed,
 )
 from agentidp.principals import Principal
+from agentidp.tenancy import tenant_context
 from agents.choices import AgentStatus
 from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH, Agent, OrganizationMember
 from organizations.choices import AGENT_SCOPES, MemberRole, OrganizationStatus
+from organizations.models import StaffMembership
 from organizations.services import organization_get
 
 # A field's database-to-Python conversion (``Field.from_db_value``).
@@ -38,7 +45,10 @@ def _agent_by_id() -> tuple[str, list[str], list[tuple[int, Converter]]]:
     arrives as text: the queryset compiler would parse it, ``Model.from_db`` does not)."""
     fields = Agent._meta.concrete_fields
     columns = ", ".join(f'"{field.column}"' for field in fields)
-    sql = f"SELECT {columns} FROM agents_agent WHERE organization_id = %s AND id = %s"  # noqa: S608 - column names from the model
+    sql = (
+        f"SELECT {columns}, (SELECT u.username FROM auth_user u WHERE u.id = a.sponsor_id) "  # noqa: S608 - column names from the model
+        "FROM agents_agent a WHERE a.organization_id = %s AND a.id = %s"
+    )
     converters = [
         (index, field.from_db_value)
         for index, field in enumerate(fields)
@@ -69,10 +79,11 @@ def agent_get(
             row = cursor.fetchone()
         agent = None
         if row is not None:
-            values = list(row)
+            values = list(row[:-1])
             for index, convert in converters:
                 values[index] = convert(values[index], None, connection)
             agent = Agent.from_db(DEFAULT_DB_ALIAS, names, values)
+            agent.__dict__["_sponsor_username"] = row[-1]
     if agent is None:
         raise NotFound("No such agent.")
     return agent
@@ -158,8 +169,10 @@ def agent_register(
     version: str = "1.0.0",
     skills: Sequence[JSONValue] = (),
     authors: Sequence[str] = (),
+    sponsor: str | None = None,
 ) -> Agent:
-    """Register an agent within the organization's ``max_agents`` quota.
+    """Register an agent within the organization's ``max_agents`` quota, with its sponsor
+    (:func:`sponsor_resolve`: the person named, or who is creating it) attesting now.
 
     The organization row is locked first, so two registrations at the limit serialize and
     only one can take the last place. Decommissioned agents do not count.
@@ -182,6 +195,7 @@ def agent_register(
             f"The organization's plan allows {organization.max_agents} agents.",
             errors={"max_agents": [f"Limit of {organization.max_agents} reached."]},
         )
+    sponsor_id = sponsor_resolve(actor=actor, organization_id=organization_id, username=sponsor)
     agent = Agent(
         organization_id=organization_id,
         name=name,
@@ -191,6 +205,8 @@ def agent_register(
         version=version,
         skills=checked_skills,
         authors=list(authors),
+        sponsor_id=sponsor_id,
+        attested_at=timezone.now(),
     )
     try:
         with transaction.atomic():
@@ -204,8 +220,11 @@ def agent_register(
         action="agent.created",
         subject_type="agent",
         subject_id=str(agent.id),
-        data={"name": name, "capabilities": recorded_capabilities},
-    )
+        data={
+            "name": name, "capabilities": recorded_capabilities,
+            "sponsor": agent.sponsor_username,
+        },
+    )  # fmt: skip
     agent_registered(
         AgentRegistration(organization_id=organization_id, agent_id=agent.id, actor=actor)
     )
@@ -314,6 +333,9 @@ def _agent_transition(
             f"An agent that is {agent.status} cannot be {event}.",
             errors={"status": [f"Is {agent.status}."]},
         )
+    if target == AgentStatus.ACTIVE:
+        _sponsor_check(agent)
+        _attestation_check(agent)
     previous = agent.status
     agent.status = target
     updated = ["status", "updated_at"]
@@ -505,3 +527,288 @@ def agent_delegation_set(
         data=delegation_policy(agent),
     )
     return agent
+
+
+# --- sponsors and attestation ---------------------------------------------------------------
+
+# How long before an attestation falls due its sponsor is warned (agent.attestation_due).
+ATTESTATION_WARNING = timedelta(days=7)
+SPONSORSHIP = "sponsorship"  # the system actor of suspensions for a sponsor or attestation
+
+
+def _sponsor_membership(organization_id: uuid.UUID, username: str) -> StaffMembership:
+    membership = (
+        StaffMembership.objects.select_related("user")
+        .filter(organization_id=organization_id, user__username=username, user__is_active=True)
+        .first()
+    )
+    if membership is None:  # another organization's person is the same answer as nobody
+        raise ValidationFailed(
+            "The sponsor must be an active person of the agent's organization.",
+            errors={"sponsor": ["Not an active person of this organization."]},
+        )
+    return membership
+
+
+def _longest_standing_owner(organization_id: uuid.UUID) -> int | None:
+    return (
+        StaffMembership.objects.filter(
+            organization_id=organization_id, role=MemberRole.OWNER, user__is_active=True
+        )
+        .order_by("created_at", "id")
+        .values_list("user_id", flat=True)
+        .first()
+    )
+
+
+def _active_person(organization_id: uuid.UUID, user_id: int | None) -> bool:
+    return (
+        user_id is not None
+        and StaffMembership.objects.filter(
+            organization_id=organization_id, user_id=user_id, user__is_active=True
+        ).exists()
+    )
+
+
+def sponsor_resolve(*, actor: Principal, organization_id: uuid.UUID, username: str | None) -> int:
+    """Who sponsors a new agent: the person named; else the person creating it; else, for an
+    agent creating it, that agent's sponsor; else (commands, platform staff) the organization's
+    longest-standing owner. Nobody: 409, since an agent with no sponsor cannot be active."""
+    if username:
+        return int(_sponsor_membership(organization_id, username).user_id)
+    if actor.kind == "user" and actor.id.isdigit():
+        if _active_person(organization_id, int(actor.id)):
+            return int(actor.id)
+    if actor.kind == "agent":
+        creator = Agent.objects.filter(organization_id=organization_id, id=actor.id).first()
+        if creator is not None and _active_person(organization_id, creator.sponsor_id):
+            return int(cast(int, creator.sponsor_id))
+    owner = _longest_standing_owner(organization_id)
+    if owner is None:
+        raise Conflict(
+            "The agent needs a sponsor, and the organization has no active owner: name one.",
+            errors={"sponsor": ["Name an active person of the organization."]},
+        )
+    return int(owner)
+
+
+def _attestation_check(agent: Agent) -> None:
+    period = organization_get(organization_id=agent.organization_id).attestation_period_days
+    lapses = attestation_due_at(agent, period)
+    if lapses is None or lapses <= timezone.now():
+        raise Conflict(
+            "The agent's attestation has lapsed: its sponsor attests first.",
+            errors={"attested_at": ["Lapsed."]},
+        )
+
+
+def _sponsor_check(agent: Agent) -> None:
+    """An agent is active only while an active person of its organization sponsors it."""
+    if not _active_person(agent.organization_id, agent.sponsor_id):
+        raise Conflict(
+            "The agent has no active sponsor: reassign its sponsorship first.",
+            errors={"sponsor": ["No active sponsor."]},
+        )
+
+
+@transaction.atomic
+def agent_sponsor_set(
+    *, actor: Principal, organization_id: uuid.UUID, agent_id: uuid.UUID, username: str
+) -> Agent:
+    """Reassign who answers for the agent (``PUT /agents/{id}/sponsor``), recorded as
+    ``agent.sponsor_changed``."""
+    agent = agent_get(organization_id=organization_id, agent_id=agent_id, for_update=True)
+    if agent.status == AgentStatus.DECOMMISSIONED:
+        raise Conflict("A decommissioned agent cannot be edited.")
+    membership = _sponsor_membership(organization_id, username)
+    previous = agent.sponsor_username
+    agent.sponsor = membership.user
+    agent.save(update_fields=["sponsor", "updated_at"])
+    event_record(
+        organization_id=organization_id, actor=actor, action="agent.sponsor_changed",
+        subject_type="agent", subject_id=str(agent.id),
+        data={"from": previous, "to": membership.user.get_username()},
+    )  # fmt: skip
+    return agent
+
+
+@transaction.atomic
+def agents_attest(
+    *, actor: Principal, organization_id: uuid.UUID, agent_ids: Sequence[uuid.UUID]
+) -> int:
+    """The sponsor (or staff for them) attests that these agents are still needed: each
+    attestation runs one more period, recorded as ``agent.attested``. How many."""
+    agents = list(
+        Agent.objects.select_for_update()
+        .filter(organization_id=organization_id, id__in=list(agent_ids))
+        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .order_by("id")
+    )
+    if len(agents) != len(set(agent_ids)):
+        raise NotFound("No such agent (or it is decommissioned).")
+    now = timezone.now()
+    for agent in agents:
+        agent.attested_at = now
+        agent.attestation_warned_at = None
+        agent.save(update_fields=["attested_at", "attestation_warned_at", "updated_at"])
+        event_record(
+            organization_id=organization_id, actor=actor, action="agent.attested",
+            subject_type="agent", subject_id=str(agent.id),
+            data={"sponsor": agent.sponsor_username, "attested_at": now.isoformat()},
+        )  # fmt: skip
+    return len(agents)
+
+
+def attestation_due_at(agent: Agent, period_days: int) -> dt.datetime | None:
+    """When the agent's current attestation lapses."""
+    if agent.attested_at is None:
+        return None
+    return agent.attested_at + timedelta(days=period_days)
+
+
+def _suspend_for(
+    *, organization_id: uuid.UUID, agents: Sequence[Agent], actor: Principal, reason: str
+) -> int:
+    suspended = 0
+    for agent in agents:
+        itself = actor.kind == "agent" and actor.id == str(agent.id)  # it cannot stop itself
+        if agent.status == AgentStatus.ACTIVE and not itself:
+            _agent_transition(
+                actor=actor, organization_id=organization_id, agent_id=agent.id,
+                event="suspended", reason=reason,
+            )  # fmt: skip
+            suspended += 1
+    return suspended
+
+
+@dataclass(frozen=True)
+class AttestationRun:
+    warned: int
+    suspended: int
+
+
+@transaction.atomic
+def attestations_enforce(*, organization_id: uuid.UUID) -> AttestationRun:
+    """The beat job's work for one organization: warn the sponsors of agents whose attestation
+    lapses within 7 days (``agent.attestation_due``, once per period), and suspend the agents
+    whose attestation has lapsed (the system acting, reason ``attestation_lapsed``)."""
+    organization = organization_get(organization_id=organization_id)
+    period = timedelta(days=organization.attestation_period_days)
+    now = timezone.now()
+    active = Agent.objects.select_for_update().filter(
+        organization_id=organization_id, status=AgentStatus.ACTIVE
+    )
+    lapsed = list(active.filter(Q(attested_at__isnull=True) | Q(attested_at__lte=now - period)))
+    actor = Principal.system(SPONSORSHIP, organization_id=organization_id)
+    suspended = _suspend_for(
+        organization_id=organization_id, agents=lapsed, actor=actor, reason="attestation_lapsed"
+    )
+    due = list(
+        active.filter(
+            attested_at__gt=now - period,
+            attested_at__lte=now - period + ATTESTATION_WARNING,
+            attestation_warned_at__isnull=True,
+        )
+    )
+    for agent in due:
+        agent.attestation_warned_at = now
+        agent.save(update_fields=["attestation_warned_at"])
+        lapses = cast(dt.datetime, agent.attested_at) + period
+        event_record(
+            organization_id=organization_id, actor=actor, action="agent.attestation_due",
+            subject_type="agent", subject_id=str(agent.id),
+            data={"sponsor": agent.sponsor_username, "lapses_at": lapses.isoformat()},
+        )  # fmt: skip
+    return AttestationRun(warned=len(due), suspended=suspended)
+
+
+@dataclass(frozen=True)
+class KillSwitchScope:
+    """What the kill switch would stop: the active agents and how many live tokens they hold."""
+
+    agent_ids: list[uuid.UUID]
+    live_tokens: int
+
+
+def kill_switch_scope(
+    *,
+    organization_id: uuid.UUID,
+    sponsor: str | None,
+    live_tokens: Callable[[list[uuid.UUID]], int],
+) -> KillSwitchScope:
+    """The agents the kill switch would suspend: every active agent of the organization, or of
+    one sponsor (``sponsor``, a username of the organization's people)."""
+    agents = Agent.objects.filter(organization_id=organization_id, status=AgentStatus.ACTIVE)
+    if sponsor:
+        agents = agents.filter(sponsor_id=_sponsor_any(organization_id, sponsor))
+    ids = list(agents.order_by("id").values_list("id", flat=True))
+    return KillSwitchScope(agent_ids=ids, live_tokens=live_tokens(ids) if ids else 0)
+
+
+def _sponsor_any(organization_id: uuid.UUID, username: str) -> int:
+    """A person of the organization, active or not (a departed sponsor's agents may still be
+    stopped)."""
+    user_id = (
+        StaffMembership.objects.filter(organization_id=organization_id, user__username=username)
+        .values_list("user_id", flat=True)
+        .first()
+    )
+    if user_id is None:
+        user_id = (
+            Agent.objects.filter(organization_id=organization_id, sponsor__username=username)
+            .values_list("sponsor_id", flat=True)
+            .first()
+        )
+    if user_id is None:
+        raise ValidationFailed(
+            "No such sponsor in this organization.",
+            errors={"sponsor": ["Not a person of this organization."]},
+        )
+    return int(user_id)
+
+
+@transaction.atomic
+def kill_switch(
+    *, actor: Principal, organization_id: uuid.UUID, sponsor: str | None, reason: str
+) -> int:
+    """Suspend every active agent of the organization, or of one sponsor, at once (their
+    tokens and delegation trees revoked with them); one ``agents.kill_switch`` event besides
+    each agent's ``agent.suspended``. How many agents."""
+    agents = Agent.objects.select_for_update().filter(
+        organization_id=organization_id, status=AgentStatus.ACTIVE
+    )
+    sponsor_id = _sponsor_any(organization_id, sponsor) if sponsor else None
+    if sponsor_id is not None:
+        agents = agents.filter(sponsor_id=sponsor_id)
+    stopped = list(agents.order_by("id"))
+    suspended = _suspend_for(
+        organization_id=organization_id, agents=stopped, actor=actor,
+        reason=reason or "kill switch",
+    )  # fmt: skip
+    event_record(
+        organization_id=organization_id, actor=actor, action="agents.kill_switch",
+        subject_type="organization", subject_id=str(organization_id),
+        data={"sponsor": sponsor or None, "suspended": suspended, "reason": reason},
+    )  # fmt: skip
+    return suspended
+
+
+def sponsor_access_follow(change: StaffAccessLost) -> None:
+    """Lifecycle hook: a sponsor deactivated or removed from the organization leaves no agent
+    active that they answered for; each is suspended at once, the system acting for that
+    reason (reassign the sponsorship first to keep an agent running)."""
+    with tenant_context(change.organization_id):
+        agents = list(
+            Agent.objects.select_for_update()
+            .filter(
+                organization_id=change.organization_id,
+                sponsor_id=change.user_id,
+                status=AgentStatus.ACTIVE,
+            )
+            .order_by("id")
+        )
+        _suspend_for(
+            organization_id=change.organization_id, agents=agents,
+            actor=Principal.system(SPONSORSHIP, organization_id=change.organization_id),
+            reason=f"{change.reason}: {change.username}",
+        )  # fmt: skip

@@ -127,16 +127,22 @@ from agentidp.principals import Principal
 from agentidp.tenancy import platform_context, tenant_context
 from agents.services import agent_register
 from credentials.services import client_scopes_set, credential_generate
-from organizations.services import organization_create
+from organizations.services import organization_create, staff_create
 from oidc.keys import signing_keys_ensure
 from webhooks.services import subscription_create
 actor = Principal.system("bench")
+def organization_new(slug):
+    # an organization with an owner, who sponsors its agents
+    org = organization_create(actor=actor, slug=slug, name="bench", plan="pro")
+    staff_create(actor=actor, organization_id=org.id, username=f"owner-{{slug}}",
+                 password=__import__('uuid').uuid4().hex, role="owner")
+    return org
 creds, oidc, subscribed = [], [], []
 with platform_context(reason="bench"):
     signing_keys_ensure()
 for o in range(10):
     with platform_context(reason="bench"):
-        org = organization_create(actor=actor, slug=f"bench-{{o}}-{{__import__('uuid').uuid4().hex[:6]}}", name="bench", plan="pro")
+        org = organization_new(f"bench-{{o}}-{{__import__('uuid').uuid4().hex[:6]}}")
     for a in range(10):
         with tenant_context(org.id):
             agent = agent_register(actor=actor, organization_id=org.id, name=f"agent-{{a}}")
@@ -152,7 +158,7 @@ for o in range(10):
         oidc.append((issued.client_id, issued.secret))
 for o in range(10):
     with platform_context(reason="bench"):
-        org = organization_create(actor=actor, slug=f"bench-hook-{{o}}-{{__import__('uuid').uuid4().hex[:6]}}", name="bench", plan="pro")
+        org = organization_new(f"bench-hook-{{o}}-{{__import__('uuid').uuid4().hex[:6]}}")
     with tenant_context(org.id):
         subscription_create(actor=actor, organization_id=org.id,
                             url="http://127.0.0.1:{RECEIVER_PORT}/hook", event_types=["token.issued"])
@@ -168,7 +174,7 @@ open({str(WORK / "credentials.txt")!r}, "w").write("\\n".join(
     base64.b64encode(f"{{c}}:{{s}}".encode()).decode() for c, s, _ in creds) + "\\n")
 json.dump(creds, open({str(WORK / "credentials.json")!r}, "w"))
 with platform_context(reason="bench"):
-    org = organization_create(actor=actor, slug=f"bench-federation-{{__import__('uuid').uuid4().hex[:6]}}", name="bench", plan="pro")
+    org = organization_new(f"bench-federation-{{__import__('uuid').uuid4().hex[:6]}}")
 with tenant_context(org.id):
     agent = agent_register(actor=actor, organization_id=org.id, name="verifier")
     issued = credential_generate(actor=actor, organization_id=org.id, agent_id=agent.id)

@@ -24,15 +24,18 @@ from django.utils import timezone
 from agentidp.errors import JSONValue
 from agentidp.secrets import SecretStoreError, VaultSecretStore, secret_store
 from agentidp.words import minute_utc, plural
+from agents.choices import AgentStatus
+from agents.models import Agent
 from compliance.anchors import AnchorCopy, anchor_read
 from compliance.checkpoints import checkpoint_latest
 from compliance.encryption import ENCRYPTED_COLUMNS, PREFIX, key_encryption_key
 from compliance.integrity import JOB as INTEGRITY_JOB
 from compliance.integrity import audit_integrity_quick_check
+from compliance.jobs import ATTESTATION_JOB
 from compliance.models import JobOutcome, JobRun
 from compliance.rotation import JOB as ROTATION_JOB
 from organizations.choices import MemberRole
-from organizations.models import StaffMembership
+from organizations.models import Organization, StaffMembership
 
 DEFINITIONS_FILE = Path(settings.BASE_DIR) / "docs" / "compliance" / "controls.md"
 REQUIRED_ALERTS = (
@@ -542,8 +545,91 @@ def access_review_members(organization_id: uuid.UUID) -> list[dict[str, JSONValu
     return listed
 
 
+ATTESTATION_FRESHNESS = timedelta(hours=2)
+
+
+def _sponsorship(organization_id: uuid.UUID, request: HttpRequest | None) -> Control:
+    period_days = (
+        Organization.objects.filter(id=organization_id)
+        .values_list("attestation_period_days", flat=True)
+        .first()
+    ) or 90
+    control = Control(
+        "agent_sponsorship", "Agent sponsorship and attestation", ["CC6.1", "CC6.2", "CC6.3"],
+        checked=[
+            "every active agent has a sponsor who is an active person of its organization",
+            "every active agent's sponsor attested it within the organization's attestation"
+            f" period ({period_days} days)",
+            f"the attestation job (which suspends lapsed agents) succeeded within"
+            f" {_hours(ATTESTATION_FRESHNESS)}",
+        ],
+    )  # fmt: skip
+    now = timezone.now()
+    people = set(
+        StaffMembership.objects.filter(
+            organization_id=organization_id, user__is_active=True
+        ).values_list("user_id", flat=True)
+    )
+    agents = list(
+        Agent.objects.filter(organization_id=organization_id, status=AgentStatus.ACTIVE)
+        .order_by("name")
+        .values_list("name", "sponsor_id", "attested_at")
+    )
+    lapse = now - timedelta(days=period_days)
+    unsponsored = [name for name, sponsor, _ in agents if sponsor not in people]
+    lapsed = [name for name, _, attested in agents if attested is None or attested <= lapse]
+    run = _last_run(ATTESTATION_JOB, organization_id)
+    succeeded = (
+        JobRun.objects.filter(
+            job=ATTESTATION_JOB, organization_ref=organization_id, outcome=JobOutcome.SUCCESS
+        )
+        .order_by("-started_at")
+        .first()
+    )
+    control.evidence = {
+        **_run_evidence(run),
+        "active_agents": len(agents), "attestation_period_days": period_days,
+        "without_active_sponsor": list[JSONValue](unsponsored),
+        "attestation_lapsed": list[JSONValue](lapsed),
+    }  # fmt: skip
+    control.summary = (
+        f"{plural(len(agents), 'active agent', zero='no')};"
+        f" {plural(len(unsponsored), 'agent', zero='no')} without an active sponsor,"
+        f" {plural(len(lapsed), 'agent', zero='no')} past its {period_days}-day attestation; the"
+        " attestation job "
+        + (f"last succeeded at {minute_utc(succeeded.finished_at)}." if succeeded
+           else "has not succeeded yet.")
+    )  # fmt: skip
+    control.passing = True
+    if unsponsored:
+        control.fail(
+            f"Active without an active sponsor: {', '.join(unsponsored[:10])}"
+            + (f" and {len(unsponsored) - 10} more" if len(unsponsored) > 10 else "")
+            + " (reassign the sponsorship or suspend them)."
+        )
+    if lapsed:
+        control.fail(
+            f"Active past their {period_days}-day attestation: {', '.join(lapsed[:10])}"
+            + (f" and {len(lapsed) - 10} more" if len(lapsed) > 10 else "")
+            + " (their sponsor attests, or the attestation job suspends them)."
+        )
+    if succeeded is None:
+        control.fail(
+            "The attestation job has not succeeded yet"
+            + (f": its latest run ({minute_utc(run.finished_at)}) failed: {_run_error(run)}."
+               if run is not None else " (beat runs it as it starts, then hourly).")
+        )  # fmt: skip
+    elif now - succeeded.finished_at >= ATTESTATION_FRESHNESS:
+        control.fail(
+            f"The attestation job has not succeeded within {_hours(ATTESTATION_FRESHNESS)}"
+            f" (the latest success finished at {minute_utc(succeeded.finished_at)}; is beat or"
+            " the worker stopped?)."
+        )
+    return control
+
+
 EVALUATORS: tuple[Callable[[uuid.UUID, HttpRequest | None], Control], ...] = (
-    _encryption, _tls, _rotation, _alerting, _audit_integrity, _access_review,
+    _encryption, _tls, _rotation, _alerting, _audit_integrity, _access_review, _sponsorship,
 )  # fmt: skip
 
 

@@ -57,6 +57,9 @@ def _record(
         )
 
 
+# The job that warns sponsors and suspends agents whose attestation lapsed (agents.tasks).
+ATTESTATION_JOB = "agent-attestation"
+
 # The beat jobs the controls are decided on, by the job name their runs are recorded under,
 # in the order a fresh deployment runs them: the log signed, then verified, then the rest.
 CONTROL_JOBS = (
@@ -64,6 +67,7 @@ CONTROL_JOBS = (
     ("audit-chain-verify", "compliance.tasks.audit_chain_verify_all_task"),
     ("secrets-rotation", "compliance.tasks.secrets_rotation_task"),
     ("outbox-health", "compliance.tasks.outbox_health_task"),
+    (ATTESTATION_JOB, "agents.tasks.attestations_enforce_all_task"),
 )
 
 

@@ -43,6 +43,7 @@ FIELDS = (
     "credential_grace_seconds",
     "did_key_algorithm",
     "delegation_max_depth",
+    "attestation_period_days",
     "status",
     "people",
     "created_at",
@@ -50,7 +51,7 @@ FIELDS = (
 )
 CHANGE_ONLY = (
     "access_token_lifetime_seconds", "credential_grace_seconds", "did_key_algorithm",
-    "delegation_max_depth",
+    "delegation_max_depth", "attestation_period_days",
 )  # fmt: skip
 
 
@@ -387,6 +388,8 @@ class StaffMembershipAdmin(
                 f"{name} ({membership.get_role_display().lower()}) can no longer log in: their "
                 "login is deactivated, and their open sessions stop working.",
                 "What they did stays in the audit log, under their name.",
+                "Every active agent they sponsor is suspended at once, with its tokens:"
+                " reassign those agents' sponsorship first to keep them running.",
             ],
             confirm_label="Yes, remove", back_url=back, back_label=name,
         )  # fmt: skip

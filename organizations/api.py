@@ -33,6 +33,7 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
             "credential_grace_seconds",
             "did_key_algorithm",
             "delegation_max_depth",
+            "attestation_period_days",
             "created_at",
             "updated_at",
         ]
@@ -74,6 +75,10 @@ class OrganizationUpdateSerializer(StrictSerializer):
     delegation_max_depth = serializers.IntegerField(
         min_value=1, max_value=10, required=False,
         help_text="How many agents a delegation chain may hold unless an agent's policy says.",
+    )  # fmt: skip
+    attestation_period_days = serializers.IntegerField(
+        min_value=7, max_value=3650, required=False,
+        help_text="Days between a sponsor's attestations of each agent (default 90).",
     )  # fmt: skip
 
 

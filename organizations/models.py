@@ -34,6 +34,11 @@ class Organization(TimestampedModel):
         help_text="How many agents a delegation chain may hold by default (an agent's policy"
         " may say fewer or more, up to 10).",
     )  # fmt: skip
+    attestation_period_days = models.PositiveSmallIntegerField(
+        default=90, db_default=90,
+        help_text="How often each agent's sponsor must attest that it is still needed; an"
+        " agent whose attestation lapses is suspended.",
+    )  # fmt: skip
 
     did_key_algorithm = models.CharField(
         max_length=10,

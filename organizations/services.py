@@ -19,6 +19,7 @@ from django.utils.http import urlsafe_base64_encode
 from agentidp.boundary import name_checked, slug_checked
 from agentidp.errors import Conflict, Forbidden, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
+from agentidp.lifecycle import StaffAccessLost, staff_access_lost
 from agentidp.principals import Principal
 from agentidp.usage import redis_client, usage_key
 from organizations.choices import PLAN_QUOTAS, DidKeyAlgorithm, MemberRole, OrganizationStatus, Plan
@@ -113,6 +114,7 @@ SETTING_BOUNDS = {
     "access_token_lifetime_seconds": (60, 86400),
     "credential_grace_seconds": (0, 30 * 86400),
     "delegation_max_depth": (1, 10),
+    "attestation_period_days": (7, 3650),
 }
 UPDATABLE_FIELDS = (
     "name",
@@ -123,6 +125,7 @@ UPDATABLE_FIELDS = (
     "credential_grace_seconds",
     "did_key_algorithm",
     "delegation_max_depth",
+    "attestation_period_days",
 )
 
 
@@ -528,7 +531,38 @@ def member_remove(*, actor: Principal, organization_id: uuid.UUID, membership_id
     if actor.kind == "user" and actor.id == str(membership.user_id):
         raise Conflict("You cannot remove yourself; another owner or admin can.")
     user = membership.user
+    staff_access_lost(
+        StaffAccessLost(
+            organization_id=organization_id, user_id=user.pk, username=user.get_username(),
+            reason="sponsor_removed",
+        )
+    )  # fmt: skip
     user.is_active = False
     user.save(update_fields=["is_active"])
     _member_event(actor, membership, "member.removed", {"role": membership.role})
     membership.delete()
+
+
+def login_deactivation_follow(
+    sender: object,
+    instance: DjangoUser,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: object,
+) -> None:
+    """``pre_save`` receiver on the login model: a login of one of the organizations' people
+    turning inactive, wherever that happens (removing them, or platform staff in Django's own
+    user pages), is announced as lost access in the same transaction."""
+    if instance.is_active or instance.pk is None:
+        return
+    if update_fields is not None and "is_active" not in update_fields:
+        return
+    was_active = DjangoUser.objects.filter(pk=instance.pk, is_active=True).exists()
+    membership = StaffMembership.objects.filter(user_id=instance.pk).first()
+    if not was_active or membership is None:
+        return
+    staff_access_lost(
+        StaffAccessLost(
+            organization_id=membership.organization_id, user_id=instance.pk,
+            username=instance.get_username(), reason="sponsor_deactivated",
+        )
+    )  # fmt: skip

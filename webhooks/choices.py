@@ -16,6 +16,16 @@ class EventType(models.TextChoices):
         "agent.delegation_updated",
         "Who may act for an agent, with which scopes, changed",
     )
+    AGENT_SPONSOR_CHANGED = "agent.sponsor_changed", "An agent's sponsor was reassigned"
+    AGENT_ATTESTED = "agent.attested", "A sponsor attested that an agent is still needed"
+    AGENT_ATTESTATION_DUE = (
+        "agent.attestation_due",
+        "An agent's attestation falls due within 7 days (its sponsor is asked to attest)",
+    )
+    AGENTS_KILL_SWITCH = (
+        "agents.kill_switch",
+        "Every active agent of a sponsor, or of the organization, was suspended at once",
+    )
     CREDENTIAL_GENERATED = "credential.generated", "A client secret was generated"
     CREDENTIAL_ROTATED = "credential.rotated", "A client secret was rotated"
     CREDENTIAL_REVOKED = "credential.revoked", "A client secret was revoked"

@@ -12,7 +12,7 @@ from agents.models import Agent
 from agents.services import agent_register
 from compliance.models import AuditEvent
 from organizations.models import Organization
-from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
+from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory, sponsor_for
 
 
 def _problem(response: Any, status: int) -> dict[str, Any]:
@@ -152,12 +152,16 @@ def test_quota_counts_live_agents_only(api: APIClient) -> None:
     first = AgentFactory(organization=small)
     AgentFactory(organization=small)
     with tenant_context(small.id), pytest.raises(QuotaExceeded):
-        agent_register(actor=TEST_ACTOR, organization_id=small.id, name="third")
+        agent_register(
+            actor=TEST_ACTOR, organization_id=small.id, name="third", sponsor=sponsor_for(small)
+        )
     with tenant_context(small.id):
         from agents.services import agent_decommission
 
         agent_decommission(actor=TEST_ACTOR, organization_id=small.id, agent_id=first.id)
-        assert agent_register(actor=TEST_ACTOR, organization_id=small.id, name="third").name
+        assert agent_register(
+            actor=TEST_ACTOR, organization_id=small.id, name="third", sponsor=sponsor_for(small)
+        ).name
 
 
 def test_quota_exceeded_over_http_is_409(client_for: Callable[..., APIClient]) -> None:
@@ -175,6 +179,7 @@ def test_concurrent_registrations_at_the_limit_never_both_succeed(
     run_in_threads: Callable[..., list[Any]],
 ) -> None:
     (organization,) = run_in_threads(lambda: OrganizationFactory(max_agents=3))
+    (sponsor,) = run_in_threads(lambda: sponsor_for(organization))
     rounds = []
     for attempt in range(3):
 
@@ -182,8 +187,9 @@ def test_concurrent_registrations_at_the_limit_never_both_succeed(
             def run() -> Agent:
                 with tenant_context(organization.id):
                     return agent_register(
-                        actor=TEST_ACTOR, organization_id=organization.id, name=name
-                    )
+                        actor=TEST_ACTOR, organization_id=organization.id, name=name,
+                        sponsor=sponsor,
+                    )  # fmt: skip
 
             return run
 

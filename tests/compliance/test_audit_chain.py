@@ -121,6 +121,7 @@ def test_concurrent_writers_never_fork_the_chain(
                         actor=TEST_ACTOR,
                         organization_id=committed_org.id,
                         name=f"writer-{index}-{n}",
+                        sponsor=f"sponsor-{committed_org.slug}",  # tests.factories
                     )
             return per_writer
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from agentidp.tenancy import platform_context, tenant_context
+from agents.tasks import attestations_enforce_task
 from compliance.models import JobRun
 from compliance.tasks import (
     audit_chain_verify_task,
@@ -58,19 +59,20 @@ def _jobs_run(org: Organization) -> None:
     secrets_rotation_task()
     audit_checkpoint_publish_task(str(org.id))
     audit_chain_verify_task(str(org.id))
+    attestations_enforce_task(str(org.id))
 
 
 def test_every_control_passes_when_the_deployment_does_its_part(
     org: Organization, auditor: APIClient, client_for: Callable[..., APIClient],
     behind_tls_proxy: dict[str, Any],
 ) -> None:  # fmt: skip
-    credentialed(org)
     owner = client_for(StaffFactory(organization=org, role="owner"))  # logged in: last_login
+    credentialed(org)  # the owner sponsors it
     assert owner.get("/agents", **behind_tls_proxy).status_code == 200
     before = _controls(auditor, **behind_tls_proxy)
     assert set(before) == {
         "encryption_at_rest", "tls", "secrets_rotation", "alerting", "audit_integrity",
-        "access_review",
+        "access_review", "agent_sponsorship",
     }  # fmt: skip
     assert before["secrets_rotation"]["passing"] is False  # the job has never run
     assert before["audit_integrity"]["evidence"]["last_run"] is None
@@ -225,7 +227,7 @@ def test_the_pdf_opens_with_a_summary_page_an_auditor_can_hand_on(
         )  # fmt: skip
     report = auditor.get("/compliance/report", **behind_tls_proxy).json()
     assert report["verdict"] == "fail"  # only an auditor: nobody owns the organization
-    assert report["verdict_sentence"] == "1 of 6 controls fail: Access review. The others pass."
+    assert report["verdict_sentence"] == "1 of 7 controls fail: Access review. The others pass."
     assert len([r for r in report["job_runs"] if r["job"] == "audit-checkpoint"]) == 251
     assert report["failed_authentications"]["sentence"] == (
         "1 failed client authentication in the period: 1 with a wrong client secret (bad_secret)."
@@ -233,7 +235,7 @@ def test_the_pdf_opens_with_a_summary_page_an_auditor_can_hand_on(
     pdf = auditor.get("/compliance/report", HTTP_ACCEPT="application/pdf", **behind_tls_proxy)
     reader = pypdf.PdfReader(io.BytesIO(pdf.content))
     first = " ".join(reader.pages[0].extract_text().split())
-    assert "Verdict: FAIL. 1 of 6 controls fail: Access review." in first
+    assert "Verdict: FAIL. 1 of 7 controls fail: Access review." in first
     assert org.name in first and org.slug in first
     for control in report["controls"]:
         status = "Pass" if control["passing"] else "Fail"

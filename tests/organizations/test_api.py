@@ -9,7 +9,7 @@ from agentidp.tenancy import platform_context, tenant_context
 from agents.models import Agent, OrganizationMember
 from compliance.models import AuditEvent
 from organizations.models import Organization
-from tests.factories import AgentFactory, OrganizationFactory
+from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
 
 
 def _events(organization_id: Any) -> list[str]:
@@ -148,5 +148,6 @@ def test_staff_principal_of_suspended_org_is_refused(
 
 def test_new_organization_can_be_used_at_once(platform_api: APIClient) -> None:
     created = platform_api.post("/organizations", {"slug": "fresh"}, format="json").json()
+    StaffFactory(organization=Organization(id=created["id"]), role="owner")  # its sponsor
     agent = AgentFactory(organization=Organization(id=created["id"]), name="first")
     assert agent.organization_id is not None

@@ -23,8 +23,13 @@ def _run(*args: str) -> dict[str, object]:
 def test_createorganization_createagent_createstaff() -> None:
     org = _run("createorganization", "cmd-org", "--name", "Command Org", "--plan", "pro")
     assert org["slug"] == "cmd-org" and org["max_agents"] == 250
-    agent = _run("createagent", "--org", "cmd-org", "worker", "--capability", "search")
+    with pytest.raises(CommandError, match="needs a sponsor"):  # nobody to answer for it yet
+        _run("createagent", "--org", "cmd-org", "worker", "--capability", "search")
     staff = _run("createstaff", "--org", "cmd-org", "cmd-admin", "--role", "auditor")
+    # no owner yet: the one person there is named
+    agent = _run("createagent", "--org", "cmd-org", "worker", "--capability", "search",
+                 "--sponsor", "cmd-admin")  # fmt: skip
+    assert agent["sponsor"] == "cmd-admin"
     assert isinstance(staff["password"], str) and len(staff["password"]) >= 16
     assert authenticate(username="cmd-admin", password=staff["password"]) is not None
     with platform_context(reason="tests"):

@@ -101,6 +101,7 @@ def test_superuser_creates_organization_and_edits_quota(superuser: User) -> None
             "credential_grace_seconds": "3600",
             "did_key_algorithm": "Ed25519",
             "delegation_max_depth": "3",
+            "attestation_period_days": "90",
             "staff_memberships-TOTAL_FORMS": "0",
             "staff_memberships-INITIAL_FORMS": "0",
         },

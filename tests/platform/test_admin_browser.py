@@ -54,6 +54,10 @@ def other_organization(make_run: Stack) -> dict[str, Any]:
     """An organization the demo staff must never see, with an agent of its own."""
     made = make_run.manage("createorganization", "browser-other", "--name", "Other Org")
     assert made.returncode == 0, made.stderr
+    owner = make_run.manage(
+        "createstaff", "--org", "browser-other", "other-owner", "--role", "owner"
+    )
+    assert owner.returncode == 0, owner.stderr  # who sponsors its agent
     agent = make_run.manage("createagent", "--org", "browser-other", "secret-project")
     assert agent.returncode == 0, agent.stderr
     document: dict[str, Any] = json.loads(agent.stdout)

@@ -355,6 +355,7 @@ def test_an_owner_sets_the_organizations_own_settings_only(staff: User, org: Org
         "credential_grace_seconds",
         "did_key_algorithm",
         "delegation_max_depth",
+        "attestation_period_days",
     ):
         assert f'name="{editable}"' in form, editable
     for platform_only in ("plan", "max_agents", "max_tokens_per_month"):
@@ -363,17 +364,18 @@ def test_an_owner_sets_the_organizations_own_settings_only(staff: User, org: Org
         page,
         {"name": org.name, "access_token_lifetime_seconds": "600", "credential_grace_seconds": "7200",
          "did_key_algorithm": "P-256", "delegation_max_depth": "2", "plan": "enterprise",
-         "max_agents": "99999"},
+         "max_agents": "99999", "attestation_period_days": "30"},
     )  # fmt: skip
     assert saved.status_code == 302, saved.content.decode()[:2000]
     with platform_context(reason="tests"):
         changed = Organization.objects.get(id=org.id)
     assert (changed.access_token_lifetime_seconds, changed.credential_grace_seconds) == (600, 7200)
     assert changed.did_key_algorithm == "P-256" and changed.delegation_max_depth == 2
+    assert changed.attestation_period_days == 30
     assert (changed.plan, changed.max_agents) == (org.plan, org.max_agents)  # ignored
     bad = _page(client, page, {"name": org.name, "access_token_lifetime_seconds": "5",
                                "credential_grace_seconds": "7200", "did_key_algorithm": "P-256",
-                               "delegation_max_depth": "2"})  # fmt: skip
+                               "delegation_max_depth": "2", "attestation_period_days": "30"})  # fmt: skip
     assert "greater than or equal to 60" in bad
     (updated,) = _events(org, "organization.updated")
     assert _by(updated, staff)
@@ -392,9 +394,9 @@ def test_an_owner_sets_the_organizations_own_settings_only(staff: User, org: Org
 def test_platform_staff_suspend_an_organization_after_the_numbers(
     superuser: User, org: Organization
 ) -> None:
+    StaffFactory(organization=org, role=MemberRole.OWNER)  # who sponsors its agent
     cred = credentialed(org)
     _live_tokens(cred, 2)
-    StaffFactory(organization=org, role=MemberRole.MEMBER)
     client = _login(superuser)
     selected = {"action": "suspend", "_selected_action": [str(org.id)]}
     asked = _text(_page(client, "/admin/organizations/organization/", selected))

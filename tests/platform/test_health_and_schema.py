@@ -66,7 +66,10 @@ def test_every_error_is_documented_as_problem_json_and_oauth_as_oauth_errors() -
                 if int(status) < 400 or status == "405" and path.startswith("/.well-known"):
                     continue
                 content = set(response.get("content", {}))
-                expected = "application/json" if path.startswith("/oauth2/") else PROBLEM
+                # the OAuth endpoints answer OAuth errors; a token status list is a document
+                # (draft-ietf-oauth-status-list), its absence a problem like any other
+                oauth = path.startswith("/oauth2/") and not path.startswith("/oauth2/status/")
+                expected = "application/json" if oauth else PROBLEM
                 if path.endswith("/did/resolve") and status not in ("405", "503"):
                     # W3C DID Resolution's HTTP binding: errors are resolution results
                     expected = "application/did-resolution"
@@ -127,9 +130,12 @@ def test_the_schema_says_what_the_api_enforces() -> None:
     page = {p["name"]: p["schema"] for p in listing["parameters"]}
     assert page["page"]["minimum"] == 1 and page["page_size"]["maximum"] == 200
     assert "404" in listing["responses"], "a page past the last one"
-    request = schema["components"]["schemas"]["AgentWriteRequest"]
+    request = schema["components"]["schemas"]["AgentCreateRequest"]
     assert request["additionalProperties"] is False
     assert request["properties"]["name"]["pattern"] == "^[^\\x00]*$"
+    assert request["properties"]["sponsor"]["maxLength"] == 150
+    agent = schema["components"]["schemas"]["Agent"]["properties"]
+    assert agent["sponsor"]["nullable"] is True and agent["attested_at"]["format"] == "date-time"
 
 
 @pytest.mark.parametrize(

@@ -131,11 +131,13 @@ def test_the_federation_block(make_run: Stack, partner_run: Stack) -> None:
 def test_the_operator_commands(make_run: Stack) -> None:
     out = run(make_run, block("operators"))
     documents = json.loads("[" + re.sub(r"}\s*{", "},{", out.strip()) + "]")
-    assert [type(d) for d in documents] == [dict] * 7, out
-    organization, researcher, alice, bot, keys, audit, rewrap = documents
+    assert [type(d) for d in documents] == [dict] * 8, out
+    organization, alice, researcher, bob, bot, keys, audit, rewrap = documents
     assert organization["slug"] == "acme"
     assert researcher["name"] == "researcher" and "client_secret" not in researcher
     assert alice["password"] and bot["client_secret"].startswith("ais_")
+    # the first owner sponsors what commands create, unless another person is named
+    assert (researcher["sponsor"], bot["sponsor"]) == ("alice", "bob") and bob["password"]
     assert set(keys["keys"]) == {"ES256", "RS256", "EdDSA"}
     assert keys["keys"]["EdDSA"]["current"] != keys["keys"]["EdDSA"]["next"]
     assert audit["valid"] is True and audit["organizations_checked"] == 1

@@ -28,6 +28,12 @@ class Command(JSONCommand):
         parser.add_argument(
             "--scope", action="append", default=[], dest="scopes", help="allowed scope (repeat)"
         )
+        parser.add_argument(
+            "--sponsor",
+            default=None,
+            help="username of the person who answers for it (default: the organization's"
+            " longest-standing owner)",
+        )
 
     def handle(self, *args: str, **options: str | list[str] | bool) -> None:
         with platform_context(reason=REASON):
@@ -40,6 +46,7 @@ class Command(JSONCommand):
                 name=str(options["name"]),
                 description=str(options["description"]),
                 capabilities=[str(c) for c in options["capabilities"]],  # type: ignore[union-attr]
+                sponsor=str(options["sponsor"]) if options["sponsor"] else None,
             )
             agent.refresh_from_db(fields=["did"])  # given at registration by the DID app
             document: dict[str, JSONValue] = {
@@ -48,6 +55,7 @@ class Command(JSONCommand):
                 "organization": organization.slug,
                 "status": agent.status,
                 "did": agent.did,
+                "sponsor": agent.sponsor_username,
             }
             if options["with_credentials"]:
                 # credentials sit above agents; the command line is where both meet
