@@ -672,8 +672,9 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
         organization_id = obj.organization_id if obj else admin_principal(request).organization_id
         # a field of this class's own (the declared one is shared by every form class)
         form.base_fields["sponsor_username"] = forms.ChoiceField(
-            label="Sponsor", required=obj is not None,
-            choices=[("", "the person registering it (or the longest-standing owner)")]
+            label="Sponsor", required=False,
+            choices=[("", "unchanged" if obj else "the person registering it (or the"
+                      " longest-standing owner)")]
             + _people(organization_id),
             help_text="The person of the organization who answers for the agent: leaving the"
             " organization suspends it unless it is reassigned first.",
@@ -865,7 +866,7 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
                 actor=principal, organization_id=form.instance.organization_id,
                 agent_id=form.instance.id, changes=changes,
             )  # fmt: skip
-            if "sponsor_username" in form.changed_data:
+            if "sponsor_username" in form.changed_data and data["sponsor_username"]:
                 agent = services.agent_sponsor_set(
                     actor=principal, organization_id=agent.organization_id, agent_id=agent.id,
                     username=data["sponsor_username"],

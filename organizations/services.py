@@ -566,3 +566,17 @@ def login_deactivation_follow(
             username=instance.get_username(), reason="sponsor_deactivated",
         )
     )  # fmt: skip
+
+
+def login_deletion_follow(sender: object, instance: DjangoUser, **kwargs: object) -> None:
+    """``pre_delete`` receiver on the login model: deleting a person's login (platform staff
+    in Django's user pages) is lost access too; their agents stop before the login goes."""
+    membership = StaffMembership.objects.filter(user_id=instance.pk).first()
+    if membership is None or not instance.is_active:
+        return  # a deactivated login's agents stopped when it was deactivated
+    staff_access_lost(
+        StaffAccessLost(
+            organization_id=membership.organization_id, user_id=instance.pk,
+            username=instance.get_username(), reason="sponsor_deleted",
+        )
+    )  # fmt: skip

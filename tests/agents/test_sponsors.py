@@ -231,7 +231,7 @@ def test_the_kill_switch_stops_one_sponsors_agents_or_all_of_them(
 ) -> None:
     mine = [credentialed(org, ["agents:read"]) for _ in range(2)]
     others = [credentialed(org, ["agents:read"]) for _ in range(2)]
-    colleague = StaffFactory(organization=org, role=MemberRole.MEMBER)
+    colleague: User = StaffFactory(organization=org, role=MemberRole.MEMBER)
     for agent, sponsor in zip(mine + others, [staff, staff, colleague, colleague], strict=True):
         api.put(f"/agents/{agent.agent.id}/sponsor", {"username": sponsor.username},
                 format="json")  # fmt: skip
@@ -284,3 +284,17 @@ def test_createagent_takes_the_longest_standing_owner_or_the_sponsor_named(
     assert create("--sponsor", colleague.username)["sponsor"] == colleague.username
     with pytest.raises(CommandError, match="sponsor"):
         create("--sponsor", StaffFactory(organization=other_org).username)
+
+
+def test_deleting_a_sponsors_login_stops_their_agents_first(org: Organization) -> None:
+    person = StaffFactory(organization=org, role=MemberRole.ADMIN)
+    theirs = credentialed(org, ["agents:read"])
+    api = APIClient()
+    api.force_login(person)
+    api.put(f"/agents/{theirs.agent.id}/sponsor", {"username": person.username}, format="json")
+    with platform_context(reason="tests"):
+        person.delete()
+    row = agent_row(org, theirs.agent.id)
+    assert (row.status, row.sponsor_id) == ("suspended", None)
+    reason = events(org, "agent.suspended", theirs.agent.id)[-1].data["reason"]
+    assert reason == f"sponsor_deleted: {person.username}"

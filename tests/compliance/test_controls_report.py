@@ -12,6 +12,7 @@ from typing import Any
 
 import pypdf
 import pytest
+import time_machine
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client as HttpClient
@@ -262,3 +263,36 @@ def test_the_pdf_opens_with_a_summary_page_an_auditor_can_hand_on(
         check=True, timeout=60,
     )  # fmt: skip
     assert (artifacts / "report-page-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sponsorship_control_fails_on_an_unanswered_or_lapsed_agent_and_recovers(
+    org: Organization, auditor: APIClient, client_for: Callable[..., APIClient]
+) -> None:
+    owner_login = StaffFactory(organization=org, role="owner")
+    owner = client_for(owner_login)
+    cred = credentialed(org)
+    attestations_enforce_task(str(org.id))
+    control = _controls(auditor)["agent_sponsorship"]
+    assert control["passing"] is True, control["detail"]
+    assert control["evidence"]["active_agents"] == 1
+    # a sponsor gone from under an active agent (a row edited behind the services' back)
+    with tenant_context(org.id), connection.cursor() as cursor:
+        cursor.execute("UPDATE agents_agent SET sponsor_id = NULL WHERE id = %s", [cred.agent.id])
+    control = _controls(auditor)["agent_sponsorship"]
+    assert control["passing"] is False
+    assert control["detail"].startswith(f"Active without an active sponsor: {cred.agent.name}")
+    assert control["evidence"]["without_active_sponsor"] == [cred.agent.name]
+    reassigned = owner.put(f"/agents/{cred.agent.id}/sponsor", {"username": owner_login.username},
+                           format="json")  # fmt: skip
+    assert reassigned.status_code == 200
+    assert _controls(auditor)["agent_sponsorship"]["passing"] is True
+    # an attestation that lapsed: failing until the job suspends the agent or it is attested
+    with time_machine.travel(timezone.now() + timedelta(days=91), tick=False):
+        fresh = client_for(StaffFactory(organization=org, role="auditor"))
+        control = _controls(fresh)["agent_sponsorship"]
+        assert control["passing"] is False
+        assert "past their 90-day attestation" in control["detail"]
+        attestations_enforce_task(str(org.id))
+        control = _controls(fresh)["agent_sponsorship"]
+        assert control["passing"] is True, control["detail"]
+        assert control["evidence"]["active_agents"] == 0  # suspended by the job
