@@ -31,7 +31,7 @@ from agentidp.words import plural
 from organizations.choices import Scope
 from organizations.models import Organization
 from webhooks import services
-from webhooks.choices import DeliveryStatus
+from webhooks.choices import DeliveryStatus, WebhookFormat
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 
@@ -45,10 +45,15 @@ class SubscriptionForm(forms.ModelForm[WebhookSubscription]):
     for_organization = forms.ModelChoiceField(
         queryset=Organization.objects.none(), required=False, label="Organization"
     )
+    format = forms.ChoiceField(
+        choices=WebhookFormat.choices, required=False, initial=WebhookFormat.STANDARD,
+        help_text="set: a signed Security Event Token (RFC 8417, CAEP session-revoked) for each"
+        " revocation among the subscribed events, for Shared Signals receivers.",
+    )  # fmt: skip
 
     class Meta:
         model = WebhookSubscription
-        fields = ["url", "event_types", "active", "description", "rate_limit"]
+        fields = ["url", "event_types", "active", "description", "rate_limit", "format"]
 
     def clean_url(self) -> str:
         try:
@@ -112,7 +117,7 @@ class WebhookSubscriptionAdmin(
     admin_scope, write_scope = Scope.WEBHOOKS_READ, Scope.WEBHOOKS_MANAGE
     change_form_template = "admin/webhooks/webhooksubscription/change_form.html"
     form = SubscriptionForm
-    list_display = ["url", "organization", "active", "event_types", "rate_limit",
+    list_display = ["url", "organization", "active", "event_types", "format", "rate_limit",
                     "disabled_reason", "failing_since", "created_at"]  # fmt: skip
     list_filter = ["active", "disabled_reason", "created_at"]
     search_fields = ["url", "description"]
@@ -206,7 +211,7 @@ class WebhookSubscriptionAdmin(
     def get_fields(
         self, request: HttpRequest, obj: WebhookSubscription | None = None
     ) -> tuple[str, ...]:
-        editable = ("url", "event_types", "active", "description", "rate_limit")
+        editable = ("url", "event_types", "active", "description", "rate_limit", "format")
         if obj is None:
             return (
                 ("for_organization",) if admin_principal(request).is_platform else ()
@@ -242,8 +247,9 @@ class WebhookSubscriptionAdmin(
         if change:
             obj = form.instance
             changes = {
-                f: data[f] for f in form.changed_data if f in services.SUBSCRIPTION_UPDATABLE
-            }
+                f: data[f] for f in form.changed_data
+                if f in services.SUBSCRIPTION_UPDATABLE and not (f == "format" and not data[f])
+            }  # fmt: skip
             return services.subscription_update(
                 actor=actor, organization_id=obj.organization_id, subscription_id=obj.id,
                 changes=changes,
@@ -253,6 +259,7 @@ class WebhookSubscriptionAdmin(
             url=data["url"], event_types=list(data["event_types"]),
             description=data.get("description") or "", active=data.get("active", True),
             rate_limit=data.get("rate_limit"),
+            format=data.get("format") or WebhookFormat.STANDARD,
         )  # fmt: skip
         request._webhook_secret = issued.secret  # type: ignore[attr-defined]
         return issued.subscription

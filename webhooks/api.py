@@ -30,7 +30,13 @@ from agentidp.errors import JSONValue
 from agentidp.schema import problem_responses
 from organizations.choices import Scope
 from webhooks import selectors, services
-from webhooks.choices import FAMILIES, PUBLISHED, DeliveryStatus, SubscriptionDisabledReason
+from webhooks.choices import (
+    FAMILIES,
+    PUBLISHED,
+    DeliveryStatus,
+    SubscriptionDisabledReason,
+    WebhookFormat,
+)
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 EVENT_TYPES_HELP = "Event types (agent.created), families (agent.*) or * for every event."
@@ -61,7 +67,7 @@ class SubscriptionSerializer(serializers.ModelSerializer[WebhookSubscription]):
 
     class Meta:
         model = WebhookSubscription
-        fields = ["id", "url", "event_types", "active", "description", "rate_limit",
+        fields = ["id", "url", "event_types", "active", "description", "rate_limit", "format",
                   "created_at", "updated_at", "created_by", "secret_rotated_at",
                   "previous_secret_expires_at", "failing_since", "disabled_at",
                   "disabled_reason"]  # fmt: skip
@@ -93,6 +99,14 @@ class SubscriptionInputSerializer(StrictSerializer):
     rate_limit = serializers.IntegerField(
         min_value=1, max_value=10000, required=False, allow_null=True, default=None,
         help_text="At most this many deliveries a second (null: no limit).",
+    )  # fmt: skip
+    format = serializers.ChoiceField(
+        choices=WebhookFormat.choices, required=False, default=WebhookFormat.STANDARD,
+        help_text="standard: the Standard Webhooks JSON envelope of every subscribed event. set:"
+        " for each revocation among them (token.revoked, agent.tokens_revoked, agent.suspended,"
+        " agent.decommissioned, credential.revoked, agents.kill_switch), a Security Event Token"
+        " (RFC 8417, application/secevent+jwt, signed by a key in the JWKS) with a CAEP"
+        " session-revoked event naming the tree's root and how many tokens went with it.",
     )  # fmt: skip
 
 

@@ -79,6 +79,26 @@ are delivered to the subscriptions of the organization their ``data.organization
 FAMILIES = frozenset(value.split(".", 1)[0] for value in EventType.values)
 
 
+class WebhookFormat(models.TextChoices):
+    """What a subscription is sent: the Standard Webhooks JSON envelope of every event it
+    subscribes to, or Security Event Tokens (RFC 8417, pushed as RFC 8935 describes) with CAEP
+    payloads, for the revocations among them (:data:`SECURITY_EVENTS`)."""
+
+    STANDARD = "standard", "Standard Webhooks JSON envelope"
+    SET = "set", "Security Event Tokens (RFC 8417, CAEP session-revoked) for revocations"
+
+
+SECURITY_EVENTS = frozenset(
+    {
+        EventType.TOKEN_REVOKED, EventType.AGENT_TOKENS_REVOKED, EventType.AGENT_SUSPENDED,
+        EventType.AGENT_DECOMMISSIONED, EventType.CREDENTIAL_REVOKED,
+        EventType.AGENTS_KILL_SWITCH,
+    }
+)  # fmt: skip
+"""The events a ``set`` subscription is sent: each ends access (tokens, and the trees of
+tokens exchanged from them)."""
+
+
 class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending (first attempt or a retry is due at next_attempt_at)"
     SUCCEEDED = "succeeded", "Succeeded (2xx)"

@@ -32,8 +32,14 @@ from agentidp.secrets import SecretStoreError
 from agentidp.tenancy import tenant_context
 from agentidp.usage import redis_client
 from compliance.encryption import DecryptionFailed, EncryptedColumn, decrypt
-from webhooks.choices import AttemptOutcome, DeliveryStatus, SubscriptionDisabledReason
+from webhooks.choices import (
+    AttemptOutcome,
+    DeliveryStatus,
+    SubscriptionDisabledReason,
+    WebhookFormat,
+)
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
+from webhooks.secevents import MEDIA_TYPE as SECEVENT_MEDIA_TYPE
 from webhooks.services import (
     PREVIOUS_SECRET_COLUMN,
     SECRET_COLUMN,
@@ -84,6 +90,7 @@ class Claimed:
     previous_secret_ref: str
     previous_expires_at: datetime | None
     rate_limit: int | None
+    format: str
 
 
 CLAIM_SQL = """
@@ -100,7 +107,8 @@ UPDATE webhooks_webhookdelivery d
            FOR UPDATE OF dd SKIP LOCKED)
    AND s.id = d.subscription_id
 RETURNING d.id, d.subscription_id, d.event_id, d.occurred_at, d.body, d.attempts, s.url,
-          s.secret_ref, s.previous_secret_ref, s.previous_secret_expires_at, s.rate_limit
+          s.secret_ref, s.previous_secret_ref, s.previous_secret_expires_at, s.rate_limit,
+          s.format
 """
 
 
@@ -120,7 +128,7 @@ def _claim(organization_id: uuid.UUID, options: WebhookOptions) -> list[Claimed]
                 body=str(row[4]).encode(), attempt=int(row[5]), url=str(row[6]),
                 secret_ref=_opened(organization_id, SECRET_COLUMN, row[1], row[7]),
                 previous_secret_ref=_opened(organization_id, PREVIOUS_SECRET_COLUMN, row[1], row[8]),
-                previous_expires_at=row[9], rate_limit=row[10],
+                previous_expires_at=row[9], rate_limit=row[10], format=str(row[11]),
             )
             for row in rows
         ]  # fmt: skip
@@ -176,7 +184,10 @@ def _send_one(claimed: Claimed, options: WebhookOptions) -> Sent:
         )
         return Sent(claimed, started_at, failed)
     headers = {
-        "Content-Type": "application/json",
+        # a Security Event Token is pushed as RFC 8935 says; everything else is JSON
+        "Content-Type": SECEVENT_MEDIA_TYPE
+        if claimed.format == WebhookFormat.SET
+        else "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(int(started_at.timestamp())),
         "webhook-signature": " ".join(signatures),

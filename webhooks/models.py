@@ -11,6 +11,7 @@ from webhooks.choices import (
     DeliveryStatus,
     StreamName,
     SubscriptionDisabledReason,
+    WebhookFormat,
 )
 
 
@@ -25,6 +26,12 @@ class WebhookSubscription(OrgOwnedModel, TimestampedModel):
     )
     active = models.BooleanField(default=True)
     description = models.CharField(max_length=500, blank=True, default="")
+    format = models.CharField(
+        max_length=10, choices=WebhookFormat.choices, default=WebhookFormat.STANDARD,
+        db_default=WebhookFormat.STANDARD,
+        help_text="standard: the JSON envelope of every subscribed event; set: a signed Security"
+        " Event Token (RFC 8417, CAEP) for each revocation among them.",
+    )  # fmt: skip
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="At most this many deliveries a second (empty: no limit)."
     )

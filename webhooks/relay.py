@@ -20,8 +20,16 @@ from prometheus_client import Counter
 from agentidp.tenancy import platform_context, tenant_context
 from compliance.models import AuditChainHead, AuditEvent
 from organizations.models import SYSTEM_ORGANIZATION_ID
-from webhooks.choices import ORGANIZATION_NOTICES, PLATFORM_EVENTS, PUBLISHED, StreamName
+from webhooks.choices import (
+    ORGANIZATION_NOTICES,
+    PLATFORM_EVENTS,
+    PUBLISHED,
+    SECURITY_EVENTS,
+    StreamName,
+    WebhookFormat,
+)
 from webhooks.models import EventCursor, WebhookDelivery, WebhookSubscription
+from webhooks.secevents import security_event_token
 from webhooks.services import envelope, event_type_matches, outlets, webhook_options
 from webhooks.streams import EventStream, StreamMessage, StreamUnavailable, configured_streams
 from webhooks.wakes import deliveries_wake, relay_wake_now
@@ -180,12 +188,18 @@ def _relay_batch(organization_id: uuid.UUID) -> tuple[int, int, bool]:
                 event, subscription
             ):
                 continue
-            body = body or envelope(event).decode()
+            if subscription.format == WebhookFormat.SET:
+                if event.action not in SECURITY_EVENTS:
+                    continue  # a Shared Signals receiver hears of revocations only
+                sent = security_event_token(event, audience=subscription.url).decode()
+            else:
+                body = body or envelope(event).decode()
+                sent = body
             deliveries.append(
                 WebhookDelivery(
                     organization_id=subscription.organization_id, subscription=subscription,
                     event_id=event.id, event_type=event.action, occurred_at=event.occurred_at,
-                    body=body, next_attempt_at=now,
+                    body=sent, next_attempt_at=now,
                 )
             )  # fmt: skip
     if deliveries:

@@ -37,6 +37,7 @@ from webhooks.choices import (
     DeliveryStatus,
     EventType,
     SubscriptionDisabledReason,
+    WebhookFormat,
 )
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from webhooks.wakes import deliveries_wake
@@ -243,7 +244,18 @@ def subscription_get(
 
 def _subscription_data(subscription: WebhookSubscription) -> dict[str, JSONValue]:
     types: list[JSONValue] = [str(t) for t in subscription.event_types]
-    return {"url": subscription.url, "event_types": types, "active": subscription.active}
+    return {
+        "url": subscription.url, "event_types": types, "active": subscription.active,
+        "format": subscription.format,
+    }  # fmt: skip
+
+
+def _format_checked(value: object) -> str:
+    if value not in WebhookFormat.values:
+        raise ValidationFailed(
+            "Unknown format.", errors={"format": [f"One of {', '.join(WebhookFormat.values)}."]}
+        )
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -264,6 +276,7 @@ def subscription_create(
     description: str = "",
     active: bool = True,
     rate_limit: int | None = None,
+    format: str = WebhookFormat.STANDARD,  # noqa: A002 - the API's name for it
 ) -> IssuedSecret:
     """Subscribe ``url`` to ``event_types``; the secret is stored in the secret store first (a
     store that is down fails the request with nothing written)."""
@@ -280,6 +293,7 @@ def subscription_create(
         description=_description_checked(description),
         active=bool(active),
         rate_limit=_rate_limit_checked(rate_limit),
+        format=_format_checked(format),
         created_by=actor.id,
     )
     secret = _secret_new()
@@ -299,7 +313,7 @@ def subscription_create(
     return IssuedSecret(subscription=subscription, secret=secret)
 
 
-SUBSCRIPTION_UPDATABLE = ("url", "event_types", "active", "description", "rate_limit")
+SUBSCRIPTION_UPDATABLE = ("url", "event_types", "active", "description", "rate_limit", "format")
 
 
 @transaction.atomic
@@ -326,6 +340,8 @@ def subscription_update(
         subscription.description = _description_checked(changes["description"])
     if "rate_limit" in changes:
         subscription.rate_limit = _rate_limit_checked(changes["rate_limit"])
+    if "format" in changes:
+        subscription.format = _format_checked(changes["format"])
     if "active" in changes:
         if not isinstance(changes["active"], bool):
             raise ValidationFailed("Invalid active flag.", errors={"active": ["A boolean."]})
