@@ -36,6 +36,8 @@ class ClientRecord:
     capabilities: tuple[str, ...]
     id_token_signed_response_alg: str
     agent_did: str
+    # Who may act for the agent through token exchange ("*": any agent of its organization).
+    delegation_actors: tuple[str, ...] = ("*",)
 
     def refusal(self) -> str:
         """Why this client may not authenticate at all, or ``""``."""

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -515,7 +516,14 @@ def client_record_load(*, client_id: str) -> ClientRecord | None:
         capabilities=tuple(row[12]),
         id_token_signed_response_alg=row[13],
         agent_did=row[14],
+        delegation_actors=_actors(row[15]),
     )
+
+
+def _actors(value: object) -> tuple[str, ...]:
+    """The agent's delegation actors as the function returns them (JSON, as text here)."""
+    loaded = json.loads(value) if isinstance(value, str) else value
+    return tuple(str(a) for a in loaded) if isinstance(loaded, list) else ("*",)
 
 
 def client_load(*, client_id: str) -> Client:

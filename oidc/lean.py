@@ -72,6 +72,7 @@ from oidc.tokens import (
     id_token_claims,
     id_token_sign,
     lifetime_capped,
+    may_act,
 )
 from oidc.validators import TOKENS_ISSUED
 from oidc.views import TOKEN_LATENCY, token_response_headers
@@ -288,6 +289,9 @@ def _issue(
         lifetime=lifetime,
         status_idx=status_idx,
     )
+    allowed = may_act(record.delegation_actors)
+    if allowed is not None:
+        claims["may_act"] = allowed
     token = access_token_sign(claims, signing)
     jti = str(claims["jti"])
     id_token = None

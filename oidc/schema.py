@@ -244,7 +244,13 @@ def _paths() -> JSONObject:
                 "exchange (`subject_token`, `subject_token_type`) take a token issued by a "
                 "partner an organization here trusts, and no client credentials: the answer "
                 "is a short-lived token of that organization for the partner's agent "
-                "(`organization_id` names the organization when several trust the issuer).",
+                "(`organization_id` names the organization when several trust the issuer). "
+                'Every access token carries `status: {"status_list": {"idx": N, "uri": '
+                '"..."}}` (draft-ietf-oauth-status-list; the URI is `GET '
+                "/oauth2/status/{list_number}`, public). A token whose agent restricts who may "
+                'act for it carries `may_act` (RFC 8693 4.4: `{"sub": agent id}`, or an array '
+                "of those when several may). A token exchanged between agents keeps the "
+                "subject's `sub` and carries `act`, the latest actor outermost (RFC 8693 4.1).",
                 "security": CLIENT_AUTH,
                 "requestBody": _token_request(),
                 "responses": {

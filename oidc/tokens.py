@@ -26,6 +26,7 @@ from oauthlib.common import Request as OAuthRequest
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
 from agentidp.lru import BoundedLRU
+from agents.models import ANY_ACTOR
 from credentials.models import Client
 from oidc.keys import SigningMaterial, key_ring, signing_key_current
 from oidc.models import AccessToken
@@ -190,6 +191,16 @@ def access_token_claims(
     }
 
 
+def may_act(actors: Sequence[str]) -> JSONValue | None:
+    """The ``may_act`` claim (RFC 8693 4.4) of a token whose agent restricts who may act for it:
+    the one agent that may, as the RFC's object; several as an array of such objects (none
+    listed: an empty array, nobody may). ``None`` when any agent of the organization may."""
+    if ANY_ACTOR in actors:
+        return None
+    parties: list[JSONValue] = [{"sub": str(actor)} for actor in actors]
+    return parties[0] if len(parties) == 1 else parties
+
+
 def jws_signature(signing: SigningMaterial, signing_input: bytes) -> bytes:
     """The raw JWS signature of ``signing_input`` under ``signing`` (its algorithm's JWA)."""
     signature: bytes = _SIGNERS[signing.algorithm].sign(signing.key, signing_input)
@@ -274,6 +285,11 @@ def access_token_generate(request: OAuthRequest) -> str:
     if delegation is not None:
         # RFC 8693 4.1: who acts for the subject, the earlier actors nested inside
         state.claims["act"] = delegation.act
+    else:
+        record = getattr(client, "record", None)
+        allowed = may_act(record.delegation_actors) if record is not None else None
+        if allowed is not None:
+            state.claims["may_act"] = allowed
     return access_token_sign(state.claims, signing_key_current())
 
 

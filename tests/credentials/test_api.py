@@ -11,7 +11,9 @@ from agentidp.tenancy import tenant_context
 from agents.models import Agent
 from compliance.models import AuditEvent
 from credentials.models import ClientSecret
+from organizations.choices import MemberRole
 from organizations.models import Organization
+from tests.factories import StaffFactory
 from tests.oidc.conftest import Credentialed, basic, request_token
 
 
@@ -100,6 +102,7 @@ def test_decommissioned_agent_cannot_get_credentials(api: APIClient, agent: Agen
 
 
 def test_createagent_with_credentials(org: Organization) -> None:
+    StaffFactory(organization=org, role=MemberRole.OWNER)  # who sponsors it
     out = StringIO()
     call_command(
         "createagent", "--org", org.slug, "cli-agent", "--with-credentials",

@@ -437,3 +437,37 @@ def test_suspending_or_revoking_at_the_root_ends_the_whole_tree(
         )  # fmt: skip
     assert lineage == {uuid.UUID(claims(t)["jti"]) for t in (at_b, at_c)}
     assert not _accepted(at_b) and not _accepted(at_c)
+
+
+def test_a_token_says_who_may_act_for_its_agent_when_the_policy_restricts_it(
+    trio: tuple[Credentialed, Credentialed, Credentialed], org: Organization,
+    client_for: Callable[..., APIClient], django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    a, b, c = trio
+    admin = client_for(StaffFactory(organization=org, role="admin"))
+
+    def actors(value: Any) -> None:
+        body = {"actors": value, "scopes": [], "max_depth": None}
+        with django_capture_on_commit_callbacks(execute=True):  # the commit re-stamps the cache
+            response = admin.put(f"/agents/{a.agent.id}/delegation", body, format="json")
+        assert response.status_code == 200, response.content
+
+    assert "may_act" not in claims(token_for(a))  # any agent of the organization may
+    actors([str(b.agent.id)])
+    # the lean path's cached client record follows the change at once
+    assert claims(token_for(a))["may_act"] == {"sub": str(b.agent.id)}  # RFC 8693 4.4
+    both = sorted([str(b.agent.id), str(c.agent.id)])
+    actors(both)
+    assert claims(token_for(a))["may_act"] == [{"sub": both[0]}, {"sub": both[1]}]
+    full_path = HttpClient().post(  # resource= takes the full path: the same claim
+        "/oauth2/token",
+        "grant_type=client_credentials&scope=agents:read&resource=https://api.example.com",
+        FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret),
+    )  # fmt: skip
+    assert claims(full_path.json()["access_token"])["may_act"] == [
+        {"sub": both[0]}, {"sub": both[1]}
+    ]  # fmt: skip
+    actors([])
+    assert claims(token_for(a))["may_act"] == []  # nobody may
+    actors("*")
+    assert "may_act" not in claims(token_for(a))
