@@ -12,12 +12,16 @@ from typing import Any
 
 import pytest
 from django.test import Client as HttpClient
+from django.test.utils import override_settings
 from jwcrypto import jwk, jws
 from rest_framework.test import APIClient
 
+from agentidp.devenv import free_port
+from agentidp.usage import redis_client
 from organizations.models import Organization
 from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
 from tests.oidc.test_delegation import SCOPES, claims, exchange, token_for
+from tests.oidc.test_revocation import forget_revocation_list
 
 STATUS_TYPE = "application/statuslist+jwt"
 
@@ -149,3 +153,35 @@ def test_an_unknown_list_is_a_problem_not_a_500(
     assert HttpClient().get("/oauth2/status/-1").status_code == 404
     assert HttpClient().get("/oauth2/status/x").status_code == 404
     assert HttpClient().post("/oauth2/status/0").status_code == 405
+
+
+def _usable(token: str) -> bool:
+    return APIClient().get("/agents", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_a_revoked_tree_stays_revoked_when_redis_forgets_and_nothing_applies_without_redis(
+    trio: tuple[Credentialed, Credentialed, Credentialed],
+) -> None:
+    a, b, c = trio
+    root = token_for(a)
+    first = exchange(b, root, scope="agents:read agents:write").json()["access_token"]
+    second = exchange(c, first, scope="agents:read").json()["access_token"]
+    # Redis down: the revocation of the root and of its tree is refused whole, nothing applied
+    try:
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            redis_client.cache_clear()
+            down = HttpClient().post("/oauth2/revoke", f"token={root}", FORM,
+                                     HTTP_AUTHORIZATION=basic(a.client_id, a.secret))  # fmt: skip
+    finally:
+        redis_client.cache_clear()
+    assert down.status_code == 503
+    assert all(_usable(t) for t in (root, first, second))
+    assert all(status_of(t) == 0 for t in (root, first, second))
+    revoked = HttpClient().post(
+        "/oauth2/revoke", f"token={root}", FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret)
+    )
+    assert revoked.status_code == 200
+    forget_revocation_list()  # Redis restarted empty: the database's record rebuilds it
+    assert not any(_usable(t) for t in (root, first, second))
+    for token in (root, first, second):
+        eventually_revoked(token)
