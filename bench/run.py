@@ -6,6 +6,8 @@ Scenarios (keys of ``.agentidp/bench/results.json``):
 - ``bare``: a bare view (``/healthz``: the framework's floor);
 - ``token``: the token endpoint, ``client_credentials`` over 100 agents in 10 organizations,
   every issuance audited;
+- ``token_exchange``: RFC 8693 token exchange between two agents of an organization (each
+  request: a fresh subject token of one agent, exchanged by the next), in the same rounds;
 - ``stock_dot``: the peer, stock django-oauth-toolkit ``client_credentials`` (``bench/stock_dot.py``);
 - ``api_get``: ``GET /agents/{id}`` with a bearer token;
 - ``offline_verify``: a resource server verifying tokens offline with the JWKS, in one process;
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from agentidp import devenv  # noqa: E402 - after the path is set
+from bench.delegation import exchange_pairs, tree_revocation  # noqa: E402
 from bench.webhooks import webhook_figures  # noqa: E402
 
 WORK = devenv.DATA_DIR / "bench"
@@ -87,6 +90,9 @@ def environment() -> dict[str, str]:
         LOG_LEVEL="WARNING",
         # the local webhook receiver, and this deployment as its own federation partner
         AGENTIDP_SSRF_ALLOWLIST="127.0.0.1",
+        # their ports are above 1024 and they speak plain HTTP, as make run's are and do
+        AGENTIDP_SSRF_ALLOWED_PORTS="443,80,1024-65535",
+        AGENTIDP_WEBHOOK_ALLOW_HTTP="1",
     )
     env["STOCK_DATABASE_URL"] = _stock_database(services.owner_url)
     env["BENCH_KEEP"] = repr(services)
@@ -227,9 +233,11 @@ def federation_tokens(base: str) -> None:
 def audit_figures(env: dict[str, str]) -> dict[str, object]:
     """``bench/audit.py`` in a process of its own (it sets Django up)."""
     done = subprocess.run(  # noqa: S603
-        [sys.executable, str(ROOT / "bench" / "audit.py")], env=env, cwd=ROOT, check=True,
+        [sys.executable, str(ROOT / "bench" / "audit.py")], env=env, cwd=ROOT,
         capture_output=True, text=True,
     )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"bench/audit.py failed:\n{done.stderr[-3000:]}")
     figures: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
@@ -331,6 +339,8 @@ class Scenario:
     env: dict[str, str] = field(default_factory=dict)
     floor: bool = False
     run: Callable[[int], dict[str, float]] | None = None
+    # what the scenario needs fresh before each run (not measured)
+    before: Callable[[], None] | None = None
 
 
 def wrk(scenario: Scenario, seconds: int) -> dict[str, float]:
@@ -391,6 +401,8 @@ def offline_verification(base: str, issued: list[str]) -> Callable[[int], dict[s
 
 
 def measure(scenario: Scenario, procs: Processes, seconds: int) -> dict[str, float]:
+    if scenario.before is not None:
+        scenario.before()
     before = procs.sample()
     figures = scenario.run(seconds) if scenario.run else wrk(scenario, seconds)
     after = procs.sample()
@@ -446,7 +458,7 @@ def summarize(
             "non_2xx": int(sum(run["non_2xx"] for run in runs)),
             "floor": scenario.floor,
         }
-        if scenario.key in ("token_openid", "token_subscribed"):
+        if scenario.key in ("token_openid", "token_subscribed", "token_exchange"):
             entry["ratio_to_token"] = round(statistics.median(
                 r[scenario.key]["rps"] / r["token"]["rps"] for r in rounds), 3)  # fmt: skip
         if scenario.key in ("token", "stock_dot"):
@@ -503,6 +515,9 @@ def main() -> int:
             Scenario("bare", "bare view /healthz", "product", f"{base}/healthz"),
             Scenario("token", "POST /oauth2/token", "product", f"{base}/oauth2/token",
                      "token.lua", str(WORK / "credentials.txt")),
+            Scenario("token_exchange", "POST /oauth2/token, token exchange", "product",
+                     f"{base}/oauth2/token", "exchange.lua", str(WORK / "exchange.txt"),
+                     before=exchange_pairs(base, WORK)),
             Scenario("token_subscribed", "POST /oauth2/token, token.issued hook", "product",
                      f"{base}/oauth2/token", "token.lua", str(WORK / "subscribed_credentials.txt")),
             Scenario("token_openid", "POST /oauth2/token scope=openid", "product",
@@ -537,6 +552,8 @@ def main() -> int:
         hooks = webhook_figures(env, RECEIVER_PORT, tree_seconds)
         print("[bench] audit chain, proofs and appends", flush=True)
         audit = audit_figures(env)
+        print("[bench] a 10,000-token delegation tree revoked", flush=True)
+        delegation = tree_revocation(base, WORK)
     finally:
         for process in (server, stock_server):
             process.send_signal(signal.SIGTERM)
@@ -549,6 +566,7 @@ def main() -> int:
         "scenarios": summary,
         "webhooks": hooks,
         "audit": audit,
+        "delegation": delegation,
         "rounds": rounds,
     }  # fmt: skip
     (WORK / "results.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -572,6 +590,12 @@ def main() -> int:
           f"p99 {federated['p99_ms']} ms, {federated_cpu['total']} ms CPU each (audited)")  # fmt: skip
     print(f"an id_token too (scope openid): {summary['token_openid']['ratio_to_token']} of the "
           "plain token's throughput")  # fmt: skip
+    exchanged = summary["token_exchange"]
+    print(f"token exchange between agents: {exchanged['rps']} req/s, {exchanged['ratio_to_token']}"
+          f" of client_credentials (target >= 0.8), p99 {exchanged['p99_ms']} ms; a"
+          f" {delegation['tree_tokens']}-token delegation tree revoked: answered in"
+          f" {delegation['revoke_response_ms']} ms, every token in the status list"
+          f" {delegation['revoked_to_status_list_ms']} ms after the request (target < 1000)")  # fmt: skip
     subscribed = summary["token_subscribed"]
     print(f"with a token.issued webhook subscription: {subscribed['rps']} req/s, "
           f"{subscribed['ratio_to_token']} of the plain token's (no worker running: the request "

@@ -83,7 +83,8 @@ def test_the_curl_walkthrough_and_the_session_block(make_run: Stack) -> None:
 
 def test_the_delegation_block(make_run: Stack) -> None:
     """Three agents: A's token exchanged by B, B's by C; the chain introspected; A's policy
-    then lets only B act for it, so C's direct exchange is refused."""
+    then lets only B act for it, so C's direct exchange is refused; A's sponsor; C's token in
+    the status list, then revoked with A's."""
     out = run(make_run, block("delegation"))
     documents = [json.loads(d) for d in re.findall(r"^\{\n.*?^\}$", out, re.M | re.S)]
     introspected, policy = documents[0], documents[1]
@@ -95,9 +96,12 @@ def test_the_delegation_block(make_run: Stack) -> None:
     )
     assert "act" not in chain["act"]  # two actors, C outermost
     assert policy["actors"] == [chain["act"]["sub"]] and policy["max_depth"] == 2
-    refused = json.loads(out.strip().splitlines()[-1])
+    lines = out.strip().splitlines()
+    refused = json.loads(next(line for line in lines if line.startswith('{"error"')))
     assert refused["error"] == "invalid_grant"
     assert refused["error_description"].startswith("not_allowed_to_act:")
+    # the sponsor, then C's token valid in the status list, revoked with its tree's root
+    assert lines[-5:] == ["demo-admin", "valid", "{}", '{"active": false}', "revoked"], out
 
 
 def test_the_webhooks_block(make_run: Stack) -> None:
