@@ -515,6 +515,22 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
         }
         return super().change_view(request, object_id, form_url, context)
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, object] | None = None
+    ) -> HttpResponse:
+        """The list, with the kill switch for the organization it shows (platform staff: once
+        they have filtered it to one organization)."""
+        principal = admin_principal(request)
+        organization = (
+            request.GET.get("organization__id__exact") if principal.is_platform
+            else str(principal.organization_id or "")
+        )  # fmt: skip
+        kill_switch = ""
+        if organization and self.has_write_permission(request):
+            kill_switch = f"{reverse('admin:agents_agent_kill_switch')}?organization={organization}"
+        context = {**(extra_context or {}), "kill_switch_url": kill_switch}
+        return super().changelist_view(request, context)
+
     def response_add(
         self, request: HttpRequest, obj: Agent, post_url_continue: str | None = None
     ) -> HttpResponse:
@@ -793,11 +809,13 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
             raise Http404("No such page.")
         query = request.POST if request.method == "POST" else request.GET
         organization_id = principal.organization_id
-        if principal.is_platform:
+        if principal.is_platform or query.get("organization"):
             try:
                 organization_id = uuid.UUID(str(query.get("organization", "")))
             except ValueError as exc:
                 raise Http404("Choose an organization.") from exc
+            if not principal.is_platform and organization_id != principal.organization_id:
+                raise Http404("No such organization.")
         organization = (
             Organization.objects.filter(id=organization_id).first() if organization_id else None
         )

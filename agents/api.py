@@ -215,7 +215,7 @@ def _lifecycle_schema() -> dict[str, object]:
     ),
     create=extend_schema(
         request=AgentCreateSerializer,
-        responses={201: AgentSerializer, **problem_responses(400, 401, 403, 409)},
+        responses={201: AgentSerializer, **problem_responses(400, 401, 403, 404, 409)},
         parameters=[
             OpenApiParameter(
                 "Location",
@@ -387,7 +387,7 @@ class AgentViewSet(TenantViewSet):
 
     @extend_schema(
         request=KillSwitchSerializer,
-        responses={200: KillSwitchedSerializer, **problem_responses(400, 401, 403)},
+        responses={200: KillSwitchedSerializer, **problem_responses(400, 401, 403, 404)},
         description="Suspend every active agent of the organization, or of one sponsor, at once;"
         " their tokens and every token exchanged from them are revoked (agents:write).",
     )

@@ -543,8 +543,8 @@ def _sponsor_membership(organization_id: uuid.UUID, username: str) -> StaffMembe
         .first()
     )
     if membership is None:  # another organization's person is the same answer as nobody
-        raise ValidationFailed(
-            "The sponsor must be an active person of the agent's organization.",
+        raise NotFound(
+            "No such active person in the agent's organization (the sponsor must be one).",
             errors={"sponsor": ["Not an active person of this organization."]},
         )
     return membership
@@ -760,7 +760,7 @@ def _sponsor_any(organization_id: uuid.UUID, username: str) -> int:
             .first()
         )
     if user_id is None:
-        raise ValidationFailed(
+        raise NotFound(
             "No such sponsor in this organization.",
             errors={"sponsor": ["Not a person of this organization."]},
         )

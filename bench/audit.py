@@ -61,36 +61,37 @@ def chain_build(organization_id: uuid.UUID, count: int) -> None:
         head = last.values_list("sequence", "hash").first() or (0, "0" * 64)
         sequence, previous = int(head[0]), str(head[1])
         start = datetime.now(tz=UTC)
-        # COPY FROM is refused under row-level security: the owner role writes the rows
-        with connections["owner"].cursor() as cursor:
-            copy_sql = (
-                "COPY compliance_auditevent (id, organization_id, sequence, occurred_at, "
-                "actor_type, actor_id, action, outcome, subject_type, subject_id, data, "
-                "previous_hash, hash) FROM STDIN"
-            )
-            with cursor.cursor.copy(copy_sql) as copy:
-                for n in range(count):
-                    sequence += 1
-                    content = EventContent(
-                        event_id=uuid.uuid4(), organization_id=organization_id,
-                        occurred_at=start + timedelta(microseconds=n), actor_type="system",
-                        actor_id="bench", action="agent.updated", outcome="success",
-                        subject_type="agent", subject_id=str(n), data={"n": n},
-                    )  # fmt: skip
-                    digest = hashlib.sha256(
-                        content.canonical(sequence=sequence, previous_hash=previous)
-                    ).hexdigest()
-                    copy.write_row(
-                        (content.event_id, organization_id, sequence, content.occurred_at,
-                         "system", "bench", "agent.updated", "success", "agent", str(n),
-                         json.dumps({"n": n}), previous, digest)
-                    )  # fmt: skip
-                    previous = digest
-            cursor.execute(
-                "UPDATE compliance_auditchainhead SET sequence = %s, hash = %s"
-                " WHERE organization_id = %s",
-                [sequence, previous, str(organization_id)],
-            )
+    # COPY FROM is refused under row-level security: the owner role writes the rows, outside
+    # the application's transaction (which would sit idle past its timeout meanwhile)
+    with connections["owner"].cursor() as cursor:
+        copy_sql = (
+            "COPY compliance_auditevent (id, organization_id, sequence, occurred_at, "
+            "actor_type, actor_id, action, outcome, subject_type, subject_id, data, "
+            "previous_hash, hash) FROM STDIN"
+        )
+        with cursor.cursor.copy(copy_sql) as copy:
+            for n in range(count):
+                sequence += 1
+                content = EventContent(
+                    event_id=uuid.uuid4(), organization_id=organization_id,
+                    occurred_at=start + timedelta(microseconds=n), actor_type="system",
+                    actor_id="bench", action="agent.updated", outcome="success",
+                    subject_type="agent", subject_id=str(n), data={"n": n},
+                )  # fmt: skip
+                digest = hashlib.sha256(
+                    content.canonical(sequence=sequence, previous_hash=previous)
+                ).hexdigest()
+                copy.write_row(
+                    (content.event_id, organization_id, sequence, content.occurred_at,
+                     "system", "bench", "agent.updated", "success", "agent", str(n),
+                     json.dumps({"n": n}), previous, digest)
+                )  # fmt: skip
+                previous = digest
+        cursor.execute(
+            "UPDATE compliance_auditchainhead SET sequence = %s, hash = %s"
+            " WHERE organization_id = %s",
+            [sequence, previous, str(organization_id)],
+        )
 
 
 def appenders(seconds: float) -> dict[str, float]:

@@ -285,20 +285,7 @@ def _rotation(organization_id: uuid.UUID, request: HttpRequest | None) -> Contro
         + (f" from {minute_utc(newest_key)}." if newest_key else " not made yet (no data encrypted).")
     )  # fmt: skip
     control.passing = True
-    if succeeded is None:
-        control.fail(
-            "The secrets-rotation job has not succeeded yet"
-            + (f": its latest run ({minute_utc(run.finished_at)}) failed: {_run_error(run)}."
-               if run is not None else " (beat runs it as it starts, then hourly).")
-        )  # fmt: skip
-    elif now - succeeded.finished_at >= ROTATION_FRESHNESS:
-        control.fail(
-            f"The secrets-rotation job has not succeeded within {_hours(ROTATION_FRESHNESS)}"
-            f" (the latest success finished at {minute_utc(succeeded.finished_at)}"
-            + (f"; the latest run failed: {_run_error(run)}."
-               if run is not None and run.outcome != JobOutcome.SUCCESS
-               else "; is beat or the worker stopped?).")
-        )  # fmt: skip
+    _job_freshness(control, "secrets-rotation", run, succeeded, ROTATION_FRESHNESS, now)
     if unfixed:
         control.fail(
             f"{plural(unfixed, 'client secret', zero='no')} expired before the secrets-rotation job's"
@@ -322,6 +309,37 @@ def _hours(period: timedelta) -> str:
 
 def _run_error(run: JobRun) -> str:
     return str(run.detail.get("error") or run.detail.get("signing_rotation_refused") or "it failed")
+
+
+def _job_freshness(
+    control: Control,
+    job: str,
+    run: JobRun | None,
+    succeeded: JobRun | None,
+    freshness: timedelta,
+    now: datetime,
+) -> None:
+    """Fail ``control`` unless an hourly ``job`` succeeded within ``freshness``, saying why."""
+    if succeeded is None:
+        control.fail(
+            f"The {job} job has not succeeded yet"
+            + (f": its latest run ({minute_utc(run.finished_at)}) failed: {_run_error(run)}."
+               if run is not None else " (beat runs it as it starts, then hourly).")
+        )  # fmt: skip
+    elif now - succeeded.finished_at >= freshness:
+        control.fail(
+            f"The {job} job has not succeeded within {_hours(freshness)}"
+            f" (the latest success finished at {minute_utc(succeeded.finished_at)}"
+            + (f"; the latest run failed: {_run_error(run)}."
+               if run is not None and run.outcome != JobOutcome.SUCCESS
+               else "; is beat or the worker stopped?).")
+        )  # fmt: skip
+
+
+def _named(names: list[str]) -> str:
+    """Up to ten names, and how many more."""
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return ", ".join(names[:10]) + more
 
 
 def _expired_revoked_by_job(organization_id: uuid.UUID, *, since: datetime) -> int:
@@ -603,28 +621,15 @@ def _sponsorship(organization_id: uuid.UUID, request: HttpRequest | None) -> Con
     control.passing = True
     if unsponsored:
         control.fail(
-            f"Active without an active sponsor: {', '.join(unsponsored[:10])}"
-            + (f" and {len(unsponsored) - 10} more" if len(unsponsored) > 10 else "")
-            + " (reassign the sponsorship or suspend them)."
+            f"Active without an active sponsor: {_named(unsponsored)}"
+            " (reassign the sponsorship or suspend them)."
         )
     if lapsed:
         control.fail(
-            f"Active past their {period_days}-day attestation: {', '.join(lapsed[:10])}"
-            + (f" and {len(lapsed) - 10} more" if len(lapsed) > 10 else "")
-            + " (their sponsor attests, or the attestation job suspends them)."
+            f"Active past their {period_days}-day attestation: {_named(lapsed)}"
+            " (their sponsor attests, or the attestation job suspends them)."
         )
-    if succeeded is None:
-        control.fail(
-            "The attestation job has not succeeded yet"
-            + (f": its latest run ({minute_utc(run.finished_at)}) failed: {_run_error(run)}."
-               if run is not None else " (beat runs it as it starts, then hourly).")
-        )  # fmt: skip
-    elif now - succeeded.finished_at >= ATTESTATION_FRESHNESS:
-        control.fail(
-            f"The attestation job has not succeeded within {_hours(ATTESTATION_FRESHNESS)}"
-            f" (the latest success finished at {minute_utc(succeeded.finished_at)}; is beat or"
-            " the worker stopped?)."
-        )
+    _job_freshness(control, "attestation", run, succeeded, ATTESTATION_FRESHNESS, now)
     return control
 
 

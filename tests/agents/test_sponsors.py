@@ -63,12 +63,14 @@ def test_the_person_who_creates_an_agent_sponsors_it_unless_another_is_named(
     assert named.status_code == 201 and named.json()["sponsor"] == colleague.username
     listed = {a["name"]: a["sponsor"] for a in api.get("/agents").json()["results"]}
     assert listed["mine"] == staff.username and listed["theirs"] == colleague.username
-    # another organization's person, a stranger, hostile text: 400, nothing created
+    # another organization's person or a stranger: 404, a name that names nobody here;
+    # hostile text: 400; nothing created either way
     outsider = StaffFactory(organization=other_org)
-    for sponsor in (outsider.username, "nobody-here", "x\u0000y", "a" * 500, 7, ["a"]):
+    for sponsor, status in ((outsider.username, 404), ("nobody-here", 404), ("x\u0000y", 400),
+                            ("a" * 500, 400), (7, 400), (["a"], 400)):  # fmt: skip
         refused = api.post("/agents", {"name": f"n-{uuid.uuid4().hex[:6]}", "sponsor": sponsor},
                            format="json")  # fmt: skip
-        assert refused.status_code == 400, (sponsor, refused.content)
+        assert refused.status_code == status, (sponsor, refused.content)
         assert refused["Content-Type"] == "application/problem+json"
         problem = refused.json()
         # a NUL is refused by the input boundary before any field is read
@@ -104,8 +106,10 @@ def test_put_sponsor_reassigns_and_refuses_what_is_not_a_person_here(
     assert changed and first and changed[-1].data["from"] == first
     assert changed[-1].data["to"] == colleague.username
     outsider = StaffFactory(organization=other_org)
-    for body in ({"username": outsider.username}, {"username": ""}, {}, {"username": None},
-                 {"username": "x", "extra": 1}):  # fmt: skip
+    nobody = api.put(f"/agents/{agent.id}/sponsor", {"username": outsider.username},
+                     format="json")  # fmt: skip
+    assert nobody.status_code == 404 and "sponsor" in nobody.json()["errors"]
+    for body in ({"username": ""}, {}, {"username": None}, {"username": "x", "extra": 1}):
         bad = api.put(f"/agents/{agent.id}/sponsor", body, format="json")
         assert bad.status_code == 400, (body, bad.content)
     foreign = StaffFactory(organization=other_org)  # another organization's agent: 404
@@ -250,7 +254,7 @@ def test_the_kill_switch_stops_one_sponsors_agents_or_all_of_them(
         2,
         "incident",
     )
-    assert api.post("/agents/kill-switch", {"sponsor": "nobody"}, format="json").status_code == 400
+    assert api.post("/agents/kill-switch", {"sponsor": "nobody"}, format="json").status_code == 404
     everything = api.post("/agents/kill-switch", {}, format="json")
     assert everything.json() == {"suspended": 2}
     with tenant_context(org.id):

@@ -25,6 +25,7 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
 from agentidp.tenancy import platform_context, tenant_context
+from agents.tasks import attestations_enforce_task
 from compliance.jobs import never_run_jobs
 from compliance.models import AuditEvent, JobRun
 from compliance.tasks import (
@@ -219,7 +220,7 @@ def test_every_control_passes_at_every_hour_of_a_day_of_beat(
     assert {
         "compliance.tasks.secrets_rotation_task", "compliance.tasks.audit_chain_verify_all_task",
         "compliance.tasks.audit_checkpoint_publish_all_task", "compliance.tasks.data_rewrap_all_task",
-        "compliance.tasks.outbox_health_task",
+        "compliance.tasks.outbox_health_task", "agents.tasks.attestations_enforce_all_task",
     } <= set(beat.ran)  # fmt: skip
     assert beat.ran.count("compliance.tasks.secrets_rotation_task") >= 26  # hourly, and at start
     with tenant_context(organization.id):
@@ -247,8 +248,8 @@ def passing(
 ) -> tuple[APIClient, Organization]:
     """An organization passing every control: an owner who logged in, an agent with a secret,
     its jobs run. Returns an auditor's client."""
-    credentialed(org)
     owner = StaffFactory(organization=org, role="owner")
+    credentialed(org)  # the owner sponsors it
     with platform_context(reason="tests"):
         User.objects.filter(pk=owner.pk).update(last_login=timezone.now())
     auditor = client_for(StaffFactory(organization=org, role="auditor"))
@@ -261,6 +262,7 @@ def _jobs_run(org: Organization) -> None:
     secrets_rotation_task()
     audit_checkpoint_publish_task(str(org.id))
     audit_chain_verify_task(str(org.id))
+    attestations_enforce_task(str(org.id))
 
 
 def _only_failing(auditor: APIClient, control: str) -> str:
@@ -322,12 +324,17 @@ def test_rotation_fails_when_its_job_stops_and_passes_once_it_runs_again(
         )
     with time_machine.travel(timezone.now() + timedelta(hours=3), tick=False):
         why = _failing(_controls(auditor, **TLS))
-        assert set(why) == {"secrets_rotation", "audit_integrity"}  # both jobs stopped
+        # the hourly jobs stopped
+        assert set(why) == {"secrets_rotation", "audit_integrity", "agent_sponsorship"}
         assert why["secrets_rotation"].startswith(
             "The secrets-rotation job has not succeeded within 2 hours"
         )
+        assert why["agent_sponsorship"].startswith(
+            "The attestation job has not succeeded within 2 hours"
+        )
         audit_checkpoint_publish_task(str(org.id))
         audit_chain_verify_task(str(org.id))
+        attestations_enforce_task(str(org.id))
         assert list(_failing(_controls(auditor, **TLS))) == ["secrets_rotation"]
         detail = secrets_rotation_task()  # the repair: the job runs, and revokes the secret
         assert detail["credentials_expired_revoked"] == {str(org.id): 1}

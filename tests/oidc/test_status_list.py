@@ -60,6 +60,15 @@ def status_of(token: str) -> int:
     return bit(status_list(reference["uri"]), reference["idx"])
 
 
+def revoke(agent: Credentialed, token: str) -> int:
+    """RFC 7009, as the agent holding the token."""
+    response = HttpClient().post(
+        "/oauth2/revoke", f"token={token}", FORM,
+        HTTP_AUTHORIZATION=basic(agent.client_id, agent.secret),
+    )  # fmt: skip
+    return response.status_code
+
+
 def eventually_revoked(token: str) -> None:
     """The list shows the revocation within a second (it is rebuilt at least twice a second)."""
     deadline = time.monotonic() + 1.0
@@ -102,10 +111,7 @@ def test_a_revoked_token_shows_in_the_list_within_a_second_and_no_other(
     a, _, _ = trio
     revoked, kept = token_for(a), token_for(a)
     assert status_of(revoked) == 0
-    response = HttpClient().post(
-        "/oauth2/revoke", f"token={revoked}", FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret)
-    )
-    assert response.status_code == 200
+    assert revoke(a, revoked) == 200
     eventually_revoked(revoked)
     assert status_of(kept) == 0
 
@@ -118,9 +124,7 @@ def test_revoking_the_root_of_a_delegation_tree_sets_every_bit_below_it(
     first = exchange(b, root, scope="agents:read agents:write").json()["access_token"]
     second = exchange(c, first, scope="agents:read").json()["access_token"]
     sibling = token_for(a)  # not in the tree
-    HttpClient().post(
-        "/oauth2/revoke", f"token={root}", FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret)
-    )
+    assert revoke(a, root) == 200
     for token in (root, first, second):
         eventually_revoked(token)
     assert status_of(sibling) == 0
@@ -170,17 +174,13 @@ def test_a_revoked_tree_stays_revoked_when_redis_forgets_and_nothing_applies_wit
     try:
         with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
             redis_client.cache_clear()
-            down = HttpClient().post("/oauth2/revoke", f"token={root}", FORM,
-                                     HTTP_AUTHORIZATION=basic(a.client_id, a.secret))  # fmt: skip
+            down = revoke(a, root)
     finally:
         redis_client.cache_clear()
-    assert down.status_code == 503
+    assert down == 503
     assert all(_usable(t) for t in (root, first, second))
     assert all(status_of(t) == 0 for t in (root, first, second))
-    revoked = HttpClient().post(
-        "/oauth2/revoke", f"token={root}", FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret)
-    )
-    assert revoked.status_code == 200
+    assert revoke(a, root) == 200
     forget_revocation_list()  # Redis restarted empty: the database's record rebuilds it
     assert not any(_usable(t) for t in (root, first, second))
     for token in (root, first, second):
