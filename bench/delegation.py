@@ -1,8 +1,8 @@
 """``make bench``'s delegation figures: the exchange scenario's subject tokens, and the time to
 revoke a delegation tree of 10,000 tokens and see every one of them in the token status list.
 
-The tree: one agent's token, exchanged by a second agent 100 times, each of those exchanged by
-a third agent 99 times (100 + 9,900 derived tokens, two levels below the root), issued over
+The tree: one agent's token, exchanged by a second agent 100 times, each of those exchanged
+99 times by eight more agents (100 + 9,900 derived tokens, two levels below the root), issued over
 HTTP by the running server. Then ``POST /oauth2/revoke`` of the root, and ``GET`` of the
 status lists until every derived token's bit is set: the figure is from the revocation's
 request to the first list showing all 10,000.
@@ -32,9 +32,15 @@ def _claims(token: str) -> dict[str, object]:
 
 
 def _token(base: str, session: requests.Session, basic: str, **form: str) -> str:
-    response = session.post(
-        f"{base}/oauth2/token", data=form, headers={"Authorization": f"Basic {basic}"}, timeout=30
-    )
+    """A token, waiting out the client's rate limit (429 with Retry-After) when it says so."""
+    for _ in range(100):
+        response = session.post(
+            f"{base}/oauth2/token", data=form, headers={"Authorization": f"Basic {basic}"},
+            timeout=30,
+        )  # fmt: skip
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
     response.raise_for_status()
     token: str = response.json()["access_token"]
     return token
@@ -72,9 +78,10 @@ def _bits(base: str, session: requests.Session, uri: str) -> bytes:
 def tree_revocation(base: str, work: Path) -> dict[str, object]:
     """Build the 10,000-token tree, revoke its root, time until the status list shows it all."""
     creds = json.loads((work / "credentials.json").read_text())
-    root_agent, child_agent, grandchild_agent = (
-        base64.b64encode(f"{c}:{s}".encode()).decode() for c, s, _ in creds[:3]
-    )  # three agents of the first organization
+    # agents of the first organization: the root's, the children's, and eight sharing the
+    # grandchildren (each client has its own rate limit)
+    basics = [base64.b64encode(f"{c}:{s}".encode()).decode() for c, s, _ in creds[:10]]
+    root_agent, child_agent, grandchild_agents = basics[0], basics[1], basics[2:]
     session = requests.Session()
     root = _token(base, session, root_agent, grant_type="client_credentials")
     exchange = {"grant_type": EXCHANGE, "subject_token_type": ACCESS}
@@ -85,9 +92,11 @@ def tree_revocation(base: str, work: Path) -> dict[str, object]:
             range(FANOUT[0]),
         ))  # fmt: skip
         grandchildren = list(pool.map(
-            lambda subject: _token(base, requests.Session(), grandchild_agent,
-                                   subject_token=subject, **exchange),
-            [child for child in children for _ in range(FANOUT[1])],
+            lambda n_subject: _token(
+                base, requests.Session(), grandchild_agents[n_subject[0] % len(grandchild_agents)],
+                subject_token=n_subject[1], **exchange,
+            ),
+            enumerate(child for child in children for _ in range(FANOUT[1])),
         ))  # fmt: skip
     built = time.perf_counter() - started
     tree = children + grandchildren
