@@ -847,10 +847,7 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
             return HttpResponseRedirect(back)
         whose = f"sponsored by {sponsor}" if sponsor else f"of {organization.name}"
         agents = plural(len(scope.agent_ids), "active agent", zero="no")
-        names = list(
-            Agent.objects.filter(id__in=scope.agent_ids[:50]).order_by("name")
-            .values_list("name", flat=True)
-        )  # fmt: skip
+        names = scope.names[:50]
         return confirmation_page(
             request, title="Kill switch", question=f"Suspend every active agent {whose}?",
             subjects=names + ([f"and {len(scope.agent_ids) - 50} more"]

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Protocol, cast
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agentidp.boundary import name_checked, text_refusal
@@ -695,9 +695,7 @@ def attestations_enforce(*, organization_id: uuid.UUID) -> AttestationRun:
     organization = organization_get(organization_id=organization_id)
     period = timedelta(days=organization.attestation_period_days)
     now = timezone.now()
-    active = Agent.objects.select_for_update().filter(
-        organization_id=organization_id, status=AgentStatus.ACTIVE
-    )
+    active = _active_agents(organization_id, None).select_for_update()
     lapsed = list(active.filter(Q(attested_at__isnull=True) | Q(attested_at__lte=now - period)))
     actor = Principal.system(SPONSORSHIP, organization_id=organization_id)
     suspended = _suspend_for(
@@ -722,11 +720,21 @@ def attestations_enforce(*, organization_id: uuid.UUID) -> AttestationRun:
     return AttestationRun(warned=len(due), suspended=suspended)
 
 
+def _active_agents(organization_id: uuid.UUID, sponsor_id: int | None) -> QuerySet[Agent]:
+    """The organization's active agents, or those of one sponsor, in a stable order."""
+    agents = Agent.objects.filter(organization_id=organization_id, status=AgentStatus.ACTIVE)
+    if sponsor_id is not None:
+        agents = agents.filter(sponsor_id=sponsor_id)
+    return agents.order_by("id")
+
+
 @dataclass(frozen=True)
 class KillSwitchScope:
-    """What the kill switch would stop: the active agents and how many live tokens they hold."""
+    """What the kill switch would stop: the active agents (ids and names) and how many live
+    tokens they hold."""
 
     agent_ids: list[uuid.UUID]
+    names: list[str]
     live_tokens: int
 
 
@@ -738,11 +746,13 @@ def kill_switch_scope(
 ) -> KillSwitchScope:
     """The agents the kill switch would suspend: every active agent of the organization, or of
     one sponsor (``sponsor``, a username of the organization's people)."""
-    agents = Agent.objects.filter(organization_id=organization_id, status=AgentStatus.ACTIVE)
-    if sponsor:
-        agents = agents.filter(sponsor_id=_sponsor_any(organization_id, sponsor))
-    ids = list(agents.order_by("id").values_list("id", flat=True))
-    return KillSwitchScope(agent_ids=ids, live_tokens=live_tokens(ids) if ids else 0)
+    sponsor_id = _sponsor_any(organization_id, sponsor) if sponsor else None
+    rows = list(_active_agents(organization_id, sponsor_id).values_list("id", "name"))
+    ids = [agent_id for agent_id, _ in rows]
+    return KillSwitchScope(
+        agent_ids=ids, names=sorted(name for _, name in rows),
+        live_tokens=live_tokens(ids) if ids else 0,
+    )  # fmt: skip
 
 
 def _sponsor_any(organization_id: uuid.UUID, username: str) -> int:
@@ -774,13 +784,8 @@ def kill_switch(
     """Suspend every active agent of the organization, or of one sponsor, at once (their
     tokens and delegation trees revoked with them); one ``agents.kill_switch`` event besides
     each agent's ``agent.suspended``. How many agents."""
-    agents = Agent.objects.select_for_update().filter(
-        organization_id=organization_id, status=AgentStatus.ACTIVE
-    )
     sponsor_id = _sponsor_any(organization_id, sponsor) if sponsor else None
-    if sponsor_id is not None:
-        agents = agents.filter(sponsor_id=sponsor_id)
-    stopped = list(agents.order_by("id"))
+    stopped = list(_active_agents(organization_id, sponsor_id).select_for_update())
     suspended = _suspend_for(
         organization_id=organization_id, agents=stopped, actor=actor,
         reason=reason or "kill switch",
@@ -798,15 +803,7 @@ def sponsor_access_follow(change: StaffAccessLost) -> None:
     active that they answered for; each is suspended at once, the system acting for that
     reason (reassign the sponsorship first to keep an agent running)."""
     with tenant_context(change.organization_id):
-        agents = list(
-            Agent.objects.select_for_update()
-            .filter(
-                organization_id=change.organization_id,
-                sponsor_id=change.user_id,
-                status=AgentStatus.ACTIVE,
-            )
-            .order_by("id")
-        )
+        agents = list(_active_agents(change.organization_id, change.user_id).select_for_update())
         _suspend_for(
             organization_id=change.organization_id, agents=agents,
             actor=Principal.system(SPONSORSHIP, organization_id=change.organization_id),

@@ -72,7 +72,6 @@ from oidc.tokens import (
     id_token_claims,
     id_token_sign,
     lifetime_capped,
-    may_act,
 )
 from oidc.validators import TOKENS_ISSUED
 from oidc.views import TOKEN_LATENCY, token_response_headers
@@ -288,10 +287,8 @@ def _issue(
         audiences=[],
         lifetime=lifetime,
         status_idx=status_idx,
+        actors=record.delegation_actors,
     )
-    allowed = may_act(record.delegation_actors)
-    if allowed is not None:
-        claims["may_act"] = allowed
     token = access_token_sign(claims, signing)
     jti = str(claims["jti"])
     id_token = None

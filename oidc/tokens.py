@@ -171,12 +171,14 @@ def access_token_claims(
     audiences: list[str],
     lifetime: int,
     status_idx: int,
+    actors: Sequence[str] = (ANY_ACTOR,),
 ) -> dict[str, JSONValue]:
     """The RFC 9068 claims of a new access token (a fresh ``jti``), with its place in the
-    token status lists (``status``, :mod:`oidc.status`)."""
+    token status lists (``status``, :mod:`oidc.status`), and ``may_act`` when ``actors``
+    (who may act for the token's agent) is not everyone."""
     now = int(time.time())
     audiences = audiences or [api_audience()]
-    return {
+    claims: dict[str, JSONValue] = {
         "iss": agentidp_settings().issuer,
         "sub": str(agent_id),
         "aud": audiences[0] if len(audiences) == 1 else list(audiences),
@@ -189,6 +191,10 @@ def access_token_claims(
         "organization_id": str(organization_id),
         "status": status_claim(status_idx),
     }
+    allowed = may_act(actors)
+    if allowed is not None:
+        claims["may_act"] = allowed
+    return claims
 
 
 def may_act(actors: Sequence[str]) -> JSONValue | None:
@@ -273,6 +279,8 @@ def access_token_generate(request: OAuthRequest) -> str:
     state = issuance(request)
     delegation = state.delegation
     state.status_idx = status_index_take()
+    record = getattr(client, "record", None)  # a delegated token's subject is not the client
+    actors = record.delegation_actors if record is not None and delegation is None else (ANY_ACTOR,)
     state.claims = access_token_claims(
         agent_id=delegation.subject_agent_id if delegation else client.agent_id,
         client_id=client.client_id,
@@ -281,15 +289,11 @@ def access_token_generate(request: OAuthRequest) -> str:
         audiences=state.audiences,
         lifetime=int(request.expires_in or 0),
         status_idx=state.status_idx,
+        actors=actors,
     )
     if delegation is not None:
         # RFC 8693 4.1: who acts for the subject, the earlier actors nested inside
         state.claims["act"] = delegation.act
-    else:
-        record = getattr(client, "record", None)
-        allowed = may_act(record.delegation_actors) if record is not None else None
-        if allowed is not None:
-            state.claims["may_act"] = allowed
     return access_token_sign(state.claims, signing_key_current())
 
 

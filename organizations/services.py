@@ -537,10 +537,11 @@ def member_remove(*, actor: Principal, organization_id: uuid.UUID, membership_id
             reason="sponsor_removed",
         )
     )  # fmt: skip
-    user.is_active = False
-    user.save(update_fields=["is_active"])
     _member_event(actor, membership, "member.removed", {"role": membership.role})
     membership.delete()
+    # a login of nobody's now: its deactivation announces nothing more (the removal did)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
 
 
 def login_deactivation_follow(
