@@ -18,8 +18,10 @@ reason.
 """
 
 import time
+import uuid
 from typing import cast
 
+from django.db import connection
 from django.http import HttpRequest
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request as OAuthRequest
@@ -184,7 +186,19 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
     )  # fmt: skip
     if delegation.expires_at - int(time.time()) <= 0:
         raise Refused("invalid_grant", "expired", "The subject token has expired.", request)
+    if not _parent_live(client.organization_id, subject.jti):
+        raise Refused("invalid_grant", "revoked", "The subject_token cannot be used now.", request)
     return delegation, scopes
+
+
+def _parent_live(organization_id: uuid.UUID, jti: str) -> bool:
+    """Whether the subject token is unrevoked in the database, read once the organization's
+    audit chain head is held (to the commit): a revocation of its tree either committed
+    before, and is seen, or waits for this token, and revokes it too."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT oidc_delegation_parent_live(%s, %s)", [organization_id, jti])
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def _organization_depth(agent: Agent) -> int:

@@ -56,22 +56,35 @@ from redis import RedisError
 from agentidp.addresses import client_address
 from agentidp.boundary import text_refusal
 from agentidp.deadlines import commit_deadline, commit_deadlines
+from agentidp.errors import JSONValue
 from agentidp.events import events_committed
 from agentidp.lru import BoundedLRU
 from agentidp.middleware import unavailable_response
+from agents.choices import AgentStatus
+from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH
 from compliance.services import EventContent, SQLValue, audit_append_arguments
 from credentials.records import ClientRecord
 from credentials.services import client_credentials_parse, client_record_load, secret_index
+from oidc.extensions import is_delegated
 from oidc.keys import SigningMaterial, key_ring
 from oidc.ratelimit import token_request_admit, token_request_refund
 from oidc.services import token_issued_data
 from oidc.status import status_index_take
 from oidc.tokens import (
+    ACCESS_TOKEN_TYPE,
+    EXCHANGE_TOKEN_TYPES,
+    TOKEN_EXCHANGE,
+    InvalidToken,
+    VerifiedToken,
     access_token_claims,
     access_token_sign,
+    access_token_verify,
+    chain_actors,
+    chain_depth,
     id_token_claims,
     id_token_sign,
     lifetime_capped,
+    token_leeway,
 )
 from oidc.validators import TOKENS_ISSUED
 from oidc.views import TOKEN_LATENCY, token_response_headers
@@ -83,6 +96,7 @@ TOKEN_PATH = "/oauth2/token"  # noqa: S105 - a path
 MAX_BODY = 4096
 FORM = "application/x-www-form-urlencoded"
 LEAN_FIELDS = frozenset({"grant_type", "scope", "client_id", "client_secret"})
+EXCHANGE_FIELDS = LEAN_FIELDS | {"subject_token", "subject_token_type", "requested_token_type"}
 
 LEAN_REQUESTS = Counter(
     "agentidp_token_lean_total",
@@ -144,10 +158,14 @@ class TokenRequest:
     client_id: str
     secret: str
     scopes: tuple[str, ...] | None  # None: the client's default (all its allowed scopes)
+    # A token exchange between the organization's agents: the token exchanged.
+    subject_token: str | None = None
 
 
 def token_request_parse(request: HttpRequest) -> TokenRequest:
-    """The request, if it is a plain ``client_credentials`` one the lean path can answer."""
+    """The request, if it is a plain ``client_credentials`` one the lean path can answer, or a
+    plain token exchange between local agents (a subject access token, no actor token,
+    audience or resource)."""
     meta = request.META
     if meta.get("QUERY_STRING") or meta.get("CONTENT_TYPE", "").split(";")[0].strip() != FORM:
         raise Declined("shape")
@@ -162,9 +180,10 @@ def token_request_parse(request: HttpRequest) -> TokenRequest:
     except (UnicodeDecodeError, ValueError) as exc:
         raise Declined("shape") from exc
     form = dict(pairs)
-    if len(form) != len(pairs) or not LEAN_FIELDS.issuperset(form):
+    if len(form) != len(pairs):
         raise Declined("shape")
-    if form.get("grant_type") != "client_credentials":
+    subject_token = _exchange_subject(form)
+    if not (EXCHANGE_FIELDS if subject_token else LEAN_FIELDS).issuperset(form):
         raise Declined("shape")
     authorization = meta.get("HTTP_AUTHORIZATION", "")
     if authorization and ("client_id" in form or "client_secret" in form):
@@ -182,7 +201,25 @@ def token_request_parse(request: HttpRequest) -> TokenRequest:
         scopes = tuple(scope.split(" "))
         if text_refusal(scope) or "" in scopes or len(set(scopes)) != len(scopes):
             raise Declined("scope")
-    return TokenRequest(client_id=client_id, secret=secret, scopes=scopes)
+    return TokenRequest(
+        client_id=client_id, secret=secret, scopes=scopes, subject_token=subject_token
+    )
+
+
+def _exchange_subject(form: dict[str, str]) -> str | None:
+    """The subject token of a token exchange the lean path can answer, None for
+    ``client_credentials``; anything else is declined."""
+    grant_type = form.get("grant_type")
+    if grant_type == "client_credentials":
+        return None
+    if (
+        grant_type != TOKEN_EXCHANGE
+        or form.get("subject_token_type") not in EXCHANGE_TOKEN_TYPES
+        or form.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE
+        or not form.get("subject_token")
+    ):
+        raise Declined("shape")
+    return form["subject_token"]
 
 
 def _authorized(record: ClientRecord, digest: str, scopes: tuple[str, ...] | None) -> uuid.UUID:
@@ -255,7 +292,10 @@ def token_issue_lean(request: HttpRequest) -> bytes:
             credential_id = _authorized(record, digest, asked.scopes)
         else:
             _HIT.inc()
-        body = _issue(record, credential_id, digest, asked.scopes, signing)
+        if asked.subject_token is None:
+            body = _issue(record, credential_id, digest, asked.scopes, signing)
+        else:
+            body = _exchange(record, credential_id, digest, asked, signing, admission.stamp)
     except BaseException:
         token_request_refund(admission.reserved)
         raise
@@ -366,6 +406,180 @@ def _text(value: SQLValue) -> SQLValue:
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
+
+
+# --- token exchange between the organization's agents ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectPolicy:
+    """What the lean path needs of a subject agent's delegation policy (``oidc.delegation``
+    decides the same on the full path), valid while its organization's stamp is ``stamp``."""
+
+    status: str
+    actors: tuple[str, ...]
+    scopes: frozenset[str]
+    max_depth: int
+    stamp: str
+
+
+# Subject agents' policies by agent id, beside the client records and under the same stamps:
+# read after the admission that told the stamp, so a change the read missed gives a new one.
+policy_cache: BoundedLRU[uuid.UUID, SubjectPolicy] = BoundedLRU(
+    max_entries=int(settings.AGENTIDP["CLIENT_CACHE_ENTRIES"]),
+    max_age=float(settings.AGENTIDP["CLIENT_CACHE_SECONDS"]),
+)
+
+# One scalar subquery after set_config: the select list runs in order, so RLS sees the
+# organization (a WHERE clause of this statement would be filtered before it is set).
+POLICY_SQL = """
+SELECT set_config('app.organization_id', %s, true),
+       (SELECT json_build_array(a.status, a.delegation_actors, a.delegation_scopes,
+                                least(%s, coalesce(nullif(a.delegation_max_depth, 0),
+                                                   o.delegation_max_depth)))
+          FROM agents_agent a JOIN organizations_organization o ON o.id = a.organization_id
+         WHERE a.id = %s::uuid AND a.organization_id = %s::uuid)
+"""
+
+# oidc_token_issue's arguments, then the delegation's: the subject agent, the parent token, its
+# iat, the chain's depth and its earlier actors.
+EXCHANGE_SQL = ISSUE_SQL.replace("oidc_token_issue(", "oidc_token_exchange(").replace(
+    "%s::bigint), set_config",
+    "%s::bigint, %s::uuid, %s::uuid, %s::double precision, %s::integer, "
+    "string_to_array(%s, ' ')::uuid[]), set_config",
+)
+
+
+def _policy(agent_id: uuid.UUID, organization_id: uuid.UUID, stamp: str) -> SubjectPolicy:
+    cached = policy_cache.get(agent_id)
+    if cached is not None and cached.stamp == stamp:
+        return cached
+    with connection.cursor() as cursor:
+        cursor.execute(
+            POLICY_SQL,
+            [str(organization_id), MAX_DELEGATION_DEPTH, str(agent_id), str(organization_id)],
+        )
+        row = cursor.fetchone()
+    found = row[1] if row else None
+    if isinstance(found, str):
+        found = json.loads(found)  # json may come as text
+    if not isinstance(found, list) or len(found) != 4 or not isinstance(found[1], list):
+        raise Declined("subject")
+    status, actors, scopes, max_depth = found
+    policy = SubjectPolicy(
+        status=str(status), actors=tuple(str(actor) for actor in actors),
+        scopes=frozenset(scopes or ()), max_depth=int(max_depth or 1), stamp=stamp,
+    )  # fmt: skip
+    policy_cache.put(agent_id, policy)
+    return policy
+
+
+def _subject(record: ClientRecord, token: str) -> tuple[VerifiedToken, uuid.UUID]:
+    """The subject token and its agent, if the full path would accept them as they look here
+    (the database re-checks revocation and standing)."""
+    try:
+        subject = access_token_verify(token, any_audience=True)
+        agent_id = uuid.UUID(subject.subject)
+    except (InvalidToken, ValueError) as exc:
+        raise Declined("subject") from exc
+    if (
+        is_delegated(subject)
+        or subject.organization_id != record.organization_id
+        or agent_id == record.agent_id
+        or subject.expires_at - subject.issued_at
+        > lifetime_capped(record.access_token_lifetime_seconds) + token_leeway()
+    ):
+        raise Declined("subject")
+    return subject, agent_id
+
+
+def _exchange(
+    record: ClientRecord,
+    credential_id: uuid.UUID,
+    digest: str,
+    asked: TokenRequest,
+    signing: SigningMaterial,
+    stamp: str,
+) -> bytes:
+    """A delegated token for the subject token's agent, acting through ``record``'s: what
+    ``oidc.delegation`` would issue, recorded and audited by ``oidc_token_exchange``, which
+    re-checks the policy, the chain and the subject token's standing in the database."""
+    subject, agent_id = _subject(record, cast(str, asked.subject_token))
+    policy = _policy(agent_id, record.organization_id, stamp)
+    if policy.status != AgentStatus.ACTIVE or (
+        ANY_ACTOR not in policy.actors and str(record.agent_id) not in policy.actors
+    ):
+        raise Declined("subject")
+    allowed = subject.scopes & set(record.allowed_scopes)
+    if policy.scopes:
+        allowed &= policy.scopes
+    granted = sorted(set(asked.scopes) if asked.scopes is not None else allowed)
+    if not granted or not allowed.issuperset(granted):
+        raise Declined("scope")
+    previous = subject.claims.get("act")
+    act: dict[str, JSONValue] = {
+        "sub": str(record.agent_id), "client_id": record.client_id,
+        "organization_id": str(record.organization_id),
+    }  # fmt: skip
+    if isinstance(previous, dict):
+        act["act"] = previous
+    depth = chain_depth(act)
+    lifetime = min(
+        lifetime_capped(record.access_token_lifetime_seconds),
+        subject.expires_at - int(time.time()),
+    )
+    if depth > policy.max_depth or lifetime <= 0:
+        raise Declined("subject")
+    scope = " ".join(granted)
+    status_idx = status_index_take()
+    claims = access_token_claims(
+        agent_id=agent_id, client_id=record.client_id, organization_id=record.organization_id,
+        scope=scope, audiences=[], lifetime=lifetime, status_idx=status_idx,
+    )  # fmt: skip
+    claims["act"] = act
+    token = access_token_sign(claims, signing)
+    jti = str(claims["jti"])
+    data = token_issued_data(
+        client_id=record.client_id, scope=scope, audiences=[], credential_id=credential_id,
+        id_token=False,
+    )  # fmt: skip
+    data.update(
+        grant_type=TOKEN_EXCHANGE, sub=str(agent_id), act=act, parent_jti=subject.jti,
+        depth=depth,
+    )  # fmt: skip
+    audit = audit_append_arguments(
+        EventContent.new(
+            organization_id=record.organization_id, actor_type="agent",
+            actor_id=str(record.agent_id), action="token.issued", outcome="success",
+            subject_type="token", subject_id=jti, data=data,
+        )
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(
+            EXCHANGE_SQL,
+            [
+                str(record.pk), str(credential_id), digest, scope, record.plan,
+                str(record.max_tokens_per_month), str(record.access_token_lifetime_seconds),
+                hashlib.sha256(token.encode()).hexdigest(), jti, scope, str(claims["exp"]),
+                *(_text(value) for value in audit), str(status_idx), str(agent_id),
+                subject.jti, str(subject.issued_at), str(depth),
+                " ".join(chain_actors(previous)), _commit_deadline(),
+            ],
+        )  # fmt: skip
+        row = cursor.fetchone()
+    if not row or row[0] is not True:
+        # The database disagrees (revoked, suspended, a policy changed): the full path says why.
+        client_cache.forget(record.client_id)
+        policy_cache.forget(agent_id)
+        raise Declined("recheck")
+    TOKENS_ISSUED.inc()
+    events_committed(record.organization_id)
+    return json.dumps(
+        {
+            "access_token": token, "expires_in": lifetime, "token_type": "Bearer",
+            "scope": scope, "issued_token_type": ACCESS_TOKEN_TYPE,
+        }
+    ).encode()  # fmt: skip
 
 
 # --- the middleware --------------------------------------------------------------------------

@@ -383,6 +383,11 @@ SELECT jti, expires FROM live
 """
 
 
+AUDIT_HEAD_LOCK_SQL = (
+    "SELECT 1 FROM compliance_auditchainhead WHERE organization_id = %s FOR UPDATE"
+)
+
+
 def _lineage_revoke(*, organization_id: uuid.UUID, roots: list[uuid.UUID]) -> int:
     """Revoke every live token exchanged from ``roots``, at any depth (the delegation tree
     below them, one statement), in the revoking transaction: the tree goes with its root or
@@ -390,6 +395,9 @@ def _lineage_revoke(*, organization_id: uuid.UUID, roots: list[uuid.UUID]) -> in
     if not roots:
         return 0
     with connection.cursor() as cursor:
+        # Held to the commit: a token exchanged from the tree meanwhile waits, then finds its
+        # parent revoked; one committed first is read below (oidc_delegation_parent_live).
+        cursor.execute(AUDIT_HEAD_LOCK_SQL, [organization_id])
         cursor.execute(
             LINEAGE_REVOKE_SQL,
             {

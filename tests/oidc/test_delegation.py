@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
 import pytest
@@ -45,8 +46,9 @@ def exchange(actor: Credentialed, subject_token: str, **extra: str) -> Any:
     data = {"grant_type": EXCHANGE, "subject_token": subject_token,
             "subject_token_type": ACCESS, **extra}  # fmt: skip
     return HttpClient().post(
-        "/oauth2/token", data, HTTP_AUTHORIZATION=basic(actor.client_id, actor.secret)
-    )
+        "/oauth2/token", urlencode(data), FORM,
+        HTTP_AUTHORIZATION=basic(actor.client_id, actor.secret),
+    )  # fmt: skip
 
 
 def claims(token: str) -> dict[str, Any]:
