@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -327,6 +327,12 @@ class DelegationForm(forms.Form):
     actors = forms.MultipleChoiceField(
         widget=forms.CheckboxSelectMultiple, required=False, label="Agents that may act for it"
     )
+    trusted_actors = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=4000,
+        label="Agents of other organizations",
+        help_text="Their agent ids, one per line: agents of organizations this one trusts to act"
+        " for its agents (a federation partner for this deployment that allows delegation).",
+    )  # fmt: skip
     scopes = forms.MultipleChoiceField(
         widget=forms.CheckboxSelectMultiple, required=False,
         choices=[(str(s), f"{s.value}: {s.label}") for s in sorted(AGENT_SCOPES, key=str)],
@@ -343,6 +349,13 @@ class DelegationForm(forms.Form):
         field = self.fields["actors"]
         assert isinstance(field, forms.MultipleChoiceField)  # noqa: S101 - declared above
         field.choices = others
+
+    def clean_trusted_actors(self) -> list[uuid.UUID]:
+        lines = str(self.cleaned_data.get("trusted_actors") or "").split()
+        try:
+            return [uuid.UUID(line) for line in lines]
+        except ValueError as exc:
+            raise forms.ValidationError("Agent ids (UUIDs), one per line.") from exc
 
 
 RECENT_EVENTS = 10
@@ -617,9 +630,12 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
             .values_list("id", "name")
         ]
         policy = services.delegation_policy(agent)
+        listed = [] if policy["actors"] == ANY_ACTOR else cast(list[str], policy["actors"])
+        own = {i for i, _ in others}
         initial = {
             "any_agent": policy["actors"] == ANY_ACTOR,
-            "actors": [] if policy["actors"] == ANY_ACTOR else policy["actors"],
+            "actors": [a for a in listed if a in own],
+            "trusted_actors": "\n".join(a for a in listed if a not in own),
             "scopes": policy["scopes"], "max_depth": policy["max_depth"],
         }  # fmt: skip
         form = DelegationForm(
@@ -631,7 +647,9 @@ class AgentAdmin(ServiceSaves[Agent], ManagedByScope[Agent], admin.ModelAdmin[Ag
                 services.agent_delegation_set(
                     actor=admin_principal(request), organization_id=agent.organization_id,
                     agent_id=agent.id,
-                    actors=ANY_ACTOR if data["any_agent"] else [uuid.UUID(a) for a in data["actors"]],
+                    actors=ANY_ACTOR if data["any_agent"] else [
+                        *(uuid.UUID(a) for a in data["actors"]), *data["trusted_actors"]
+                    ],
                     scopes=list(data["scopes"]), max_depth=data["max_depth"],
                 )  # fmt: skip
             except DomainError as exc:

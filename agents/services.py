@@ -27,7 +27,8 @@ from agentidp.lifecycle import (
     agent_status_changed,
 )
 from agentidp.principals import Principal
-from agentidp.tenancy import tenant_context
+from agentidp.tenancy import platform_context, tenant_context
+from agentidp.trust import delegation_trust
 from agents.choices import AgentStatus
 from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH, Agent, OrganizationMember
 from organizations.choices import AGENT_SCOPES, MemberRole, OrganizationStatus
@@ -497,6 +498,7 @@ def agent_delegation_set(
                 ).values_list("id", flat=True)
             }
             unknown = [a for a in wanted if a not in known]
+            unknown = [a for a in unknown if not _trusted_actor(organization_id, a)]
             if unknown:  # as for any id that names nothing here (another organization's too)
                 raise NotFound(f"No such agent: {', '.join(unknown)}.")
         listed = wanted
@@ -527,6 +529,23 @@ def agent_delegation_set(
         data=delegation_policy(agent),
     )
     return agent
+
+
+def _trusted_actor(organization_id: uuid.UUID, agent_id: str) -> bool:
+    """Whether ``agent_id`` is an active agent of another organization that this one trusts
+    to act for its agents (a partner entry for this deployment that allows delegation): only
+    then may a policy name it. Anything else is, to the caller, an id that names nothing."""
+    try:
+        wanted = uuid.UUID(agent_id)
+    except ValueError:
+        return False
+    with platform_context(reason="delegation-policy"):
+        found = (
+            Agent.objects.filter(id=wanted, status=AgentStatus.ACTIVE)
+            .values_list("organization_id", flat=True)
+            .first()
+        )
+    return found is not None and delegation_trust(organization_id, found) is not None
 
 
 # --- sponsors and attestation ---------------------------------------------------------------

@@ -57,7 +57,8 @@ class PartnerForm(forms.ModelForm[FederationPartner]):
     class Meta:
         model = FederationPartner
         fields = ["issuer", "jwks_uri", "did", "allowed_organizations", "allowed_scopes",
-                  "read_only", "expires_at", "jwks_uri_other_host", "notes", "status"]  # fmt: skip
+                  "read_only", "allow_delegation", "expires_at", "jwks_uri_other_host", "notes",
+                  "status"]  # fmt: skip
 
 
 def _registered(actor: Principal, form: forms.ModelForm[FederationPartner]) -> FederationPartner:
@@ -76,6 +77,7 @@ def _registered(actor: Principal, form: forms.ModelForm[FederationPartner]) -> F
         allowed_scopes=list(data.get("allowed_scopes") or []), expires_at=data.get("expires_at"),
         notes=str(data.get("notes") or ""), read_only=bool(data.get("read_only")),
         jwks_uri_other_host=bool(data.get("jwks_uri_other_host")),
+        allow_delegation=bool(data.get("allow_delegation")),
     )  # fmt: skip
 
 
@@ -146,12 +148,12 @@ class FederationPartnerAdmin(
     ) -> tuple[str, ...]:
         if obj is None:
             registration = ("issuer", "jwks_uri", "did", "allowed_organizations",
-                            "allowed_scopes", "read_only", "expires_at", "jwks_uri_other_host",
-                            "notes")  # fmt: skip
+                            "allowed_scopes", "read_only", "allow_delegation", "expires_at",
+                            "jwks_uri_other_host", "notes")  # fmt: skip
             platform = admin_principal(request).is_platform
             return (("for_organization",) if platform else ()) + registration
         return ("issuer", "jwks_uri", "did", "status", "allowed_organizations", "allowed_scopes",
-                "read_only", "expires_at", "notes", *READONLY)  # fmt: skip
+                "read_only", "allow_delegation", "expires_at", "notes", *READONLY)  # fmt: skip
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: FederationPartner | None = None

@@ -14,6 +14,12 @@ from federation.choices import PartnerStatus, Rejection
 from federation.models import FederationPartner
 from organizations.choices import Scope
 
+ALLOW_DELEGATION_HELP = (
+    "Only for this deployment's own issuer (its other organizations, allowed_organizations): "
+    "their agents may act for this organization's agents through token exchange where an "
+    "agent's delegation policy names them."
+)
+
 
 @extend_schema_field(
     {
@@ -37,7 +43,8 @@ class PartnerSerializer(serializers.ModelSerializer[FederationPartner]):
     class Meta:
         model = FederationPartner
         fields = ["id", "issuer", "jwks_uri", "did", "allowed_organizations", "allowed_scopes",
-                  "read_only", "status", "expires_at", "jwks_uri_other_host", "notes",
+                  "read_only", "allow_delegation", "status", "expires_at", "jwks_uri_other_host",
+                  "notes",
                   "created_by", "created_at", "updated_at", "keys", "keys_fetched_at",
                   "last_fetch_at", "last_fetch_result", "last_fetch_error"]  # fmt: skip
         read_only_fields = fields
@@ -88,6 +95,9 @@ class TrustSerializer(StrictSerializer):
         required=False, default=False,
         help_text="Allow a jwks_uri on another host than the issuer.",
     )  # fmt: skip
+    allow_delegation = serializers.BooleanField(
+        required=False, default=False, help_text=ALLOW_DELEGATION_HELP
+    )
 
 
 class PartnerUpdateSerializer(StrictSerializer):
@@ -104,6 +114,7 @@ class PartnerUpdateSerializer(StrictSerializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     notes = serializers.CharField(max_length=services.MAX_NOTES, required=False, allow_blank=True)
     read_only = serializers.BooleanField(required=False)  # type: ignore[assignment]
+    allow_delegation = serializers.BooleanField(required=False, help_text=ALLOW_DELEGATION_HELP)
 
 
 class VerifySerializer(StrictSerializer):

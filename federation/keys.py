@@ -29,6 +29,7 @@ from jwcrypto import jwk
 from prometheus_client import Counter
 from redis import RedisError
 
+from agentidp.conf import agentidp_settings
 from agentidp.deferred import defer_after_request
 from agentidp.errors import JSONValue
 from agentidp.lru import BoundedLRU
@@ -38,6 +39,7 @@ from federation.choices import KeysFetchResult, Rejection
 from federation.fetch import FetchFailed, did_keys_check, jwks_fetch
 from federation.models import FederationPartner
 from federation.verification import Refused
+from oidc.services import jwks_document
 
 logger = logging.getLogger("agentidp.federation")
 
@@ -126,12 +128,28 @@ def keys_forget(partner_id: uuid.UUID) -> None:
         logger.warning("federation JWKS cache not cleared: Redis unavailable")
 
 
+def local_jwks_uri() -> str:
+    """Where this deployment publishes its keys (a partner that is this deployment)."""
+    return f"{agentidp_settings().issuer}/.well-known/jwks.json"
+
+
+def local_keys() -> list[dict[str, JSONValue]]:
+    """This deployment's own published keys, read here rather than fetched over the network."""
+    document = json.loads(jwks_document())
+    keys = document.get("keys") if isinstance(document, dict) else None
+    return [key for key in keys if isinstance(key, dict)] if isinstance(keys, list) else []
+
+
 def keys_refresh(partner: FederationPartner) -> KeySet:
     """Fetch the partner's JWKS now (and cross-check its DID), cache it and record the
-    outcome on the partner's row; :class:`FetchFailed` when it cannot be had."""
+    outcome on the partner's row; :class:`FetchFailed` when it cannot be had. A partner that
+    is this deployment has its keys read from the deployment's own."""
     now = timezone.now()
     try:
-        keys = jwks_fetch(partner.jwks_uri)
+        if partner.is_local:
+            keys = local_keys()
+        else:
+            keys = jwks_fetch(partner.jwks_uri)
         if partner.did:
             did_keys_check(partner.did, partner.issuer, keys)
     except FetchFailed as failure:

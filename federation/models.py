@@ -7,6 +7,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
+from agentidp.conf import agentidp_settings
 from agentidp.models import OrgOwnedModel, TimestampedModel
 from federation.choices import KeysFetchResult, PartnerStatus
 
@@ -43,6 +44,12 @@ class FederationPartner(OrgOwnedModel, TimestampedModel):
     jwks_uri_other_host = models.BooleanField(
         default=False, help_text="The jwks_uri may be on another host than the issuer."
     )
+    allow_delegation = models.BooleanField(
+        default=False,
+        help_text="Only for this deployment's own issuer (its other organizations): their "
+        "agents may act for this organization's agents through token exchange, where an "
+        "agent's delegation policy names them.",
+    )
     created_by = models.CharField(max_length=200, editable=False)
     notes = models.TextField(blank=True, default="", max_length=2000)
     # The partner's metadata and public keys as last fetched (public material only).
@@ -65,6 +72,11 @@ class FederationPartner(OrgOwnedModel, TimestampedModel):
 
     def __str__(self) -> str:
         return self.issuer
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the partner is this deployment itself: its other organizations."""
+        return self.issuer == agentidp_settings().issuer
 
     def effective_status(self, now: dt.datetime | None = None) -> str:
         """``expired`` once ``expires_at`` has passed, whatever is stored."""

@@ -8,8 +8,11 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from agentidp.tenancy import platform_context
+from agentidp.conf import agentidp_settings
+from agentidp.tenancy import platform_context, tenant_context
+from agentidp.trust import DelegationTrust
 from compliance.models import AuditEvent
+from federation.choices import PartnerStatus
 from federation.models import FederationPartner
 from webhooks.choices import EventType
 
@@ -49,3 +52,29 @@ def exchanged_tokens_live(*, organization_id: uuid.UUID, partner_id: uuid.UUID) 
         occurred_at__gte=timezone.now() - timedelta(seconds=horizon),
         data__partner_id=str(partner_id),
     ).count()
+
+
+def local_delegation_trust(
+    subject_organization: uuid.UUID, actor_organization: uuid.UUID
+) -> DelegationTrust | None:
+    """``subject_organization``'s active partner entry for this deployment's own issuer that
+    allows delegation and lists ``actor_organization`` (or lists none: every organization),
+    read in ``subject_organization``."""
+    if subject_organization == actor_organization:
+        return None
+    with tenant_context(subject_organization):
+        partner = (
+            FederationPartner.objects.filter(
+                organization_id=subject_organization,
+                issuer=agentidp_settings().issuer,
+                allow_delegation=True,
+            )
+            .only("status", "expires_at", "allowed_organizations", "allowed_scopes")
+            .first()
+        )
+    if partner is None or partner.effective_status() != PartnerStatus.ACTIVE:
+        return None
+    allowed = partner.allowed_organizations
+    if allowed and str(actor_organization) not in allowed:
+        return None
+    return DelegationTrust(scopes=frozenset(partner.allowed_scopes))

@@ -30,7 +30,15 @@ from agentidp.principals import Principal
 from did.web import InvalidDid, url_for_did
 from federation.choices import PartnerStatus, Rejection
 from federation.fetch import FetchFailed, did_keys_check, jwks_fetch, metadata_discover, same_host
-from federation.keys import keys_for, keys_forget, keys_refresh, keys_stale, keys_store
+from federation.keys import (
+    keys_for,
+    keys_forget,
+    keys_refresh,
+    keys_stale,
+    keys_store,
+    local_jwks_uri,
+    local_keys,
+)
 from federation.models import FederationPartner
 from federation.verification import (
     ParsedToken,
@@ -66,7 +74,11 @@ MAX_NOTES = 2000
 MAX_REMOTE_SUBJECT = 128
 MAX_ASSERTION_LIFETIME = 86400  # an assertion's exp at most this far ahead
 PARTNER_UPDATABLE = frozenset(
-    {"status", "allowed_organizations", "allowed_scopes", "expires_at", "notes", "read_only"}
+    {"status", "allowed_organizations", "allowed_scopes", "expires_at", "notes", "read_only",
+     "allow_delegation"}
+)  # fmt: skip
+LOCAL_ONLY = (
+    "Only this deployment's own issuer (its other organizations) may be allowed to delegate."
 )
 METADATA_KEPT = ("issuer", "jwks_uri", "token_endpoint", "grant_types_supported",
                  "id_token_signing_alg_values_supported", "scopes_supported")  # fmt: skip
@@ -181,6 +193,7 @@ def _partner_data(partner: FederationPartner) -> dict[str, JSONValue]:
         "allowed_organizations": list(partner.allowed_organizations),
         "allowed_scopes": list(partner.allowed_scopes),
         "read_only": partner.read_only,
+        "allow_delegation": partner.allow_delegation,
         "status": partner.effective_status(),
         "expires_at": partner.expires_at.isoformat() if partner.expires_at else None,
     }
@@ -203,18 +216,27 @@ def partner_register(
     notes: str = "",
     read_only: bool = True,
     jwks_uri_other_host: bool = False,
+    allow_delegation: bool = False,
 ) -> FederationPartner:
     """Trust ``issuer`` after fetching and checking its metadata, its JWKS and (given) its DID
     document. Anything unreachable, invalid or inconsistent refuses the registration with the
-    field it concerns, and nothing is stored."""
+    field it concerns, and nothing is stored.
+
+    This deployment's own issuer is a partner too (its other organizations, listed in
+    ``allowed_organizations``): nothing is fetched, its keys are the deployment's own, and
+    only such a partner may ``allow_delegation`` (their agents acting for this
+    organization's, ``oidc.delegation``)."""
     issuer = issuer_checked(issuer)
     scopes = scopes_checked(list(allowed_scopes))
     organizations = organizations_checked(list(allowed_organizations))
     expires = expires_checked(expires_at)
     notes = notes_checked(notes)
     did = did_checked(did)
-    if not isinstance(read_only, bool) or not isinstance(jwks_uri_other_host, bool):
+    if not all(isinstance(f, bool) for f in (read_only, jwks_uri_other_host, allow_delegation)):
         raise ValidationFailed("Flags must be booleans.")
+    local = issuer == agentidp_settings().issuer
+    if allow_delegation and not local:
+        raise _refused("allow_delegation", LOCAL_ONLY)
     existing = FederationPartner.objects.filter(organization_id=organization_id)
     if existing.filter(issuer=issuer).exists():
         raise Conflict(
@@ -222,6 +244,43 @@ def partner_register(
         )
     if existing.count() >= MAX_PARTNERS:
         raise Conflict(f"An organization may have at most {MAX_PARTNERS} partners.")
+    if local:
+        if did or jwks_uri:
+            raise _refused("issuer", "This deployment's own keys are used: no jwks_uri or did.")
+        metadata: dict[str, JSONValue] = {"issuer": issuer}
+        jwks_uri, keys = local_jwks_uri(), local_keys()
+    else:
+        metadata, jwks_uri, keys = _remote_keys(issuer, jwks_uri, did, jwks_uri_other_host)
+    now = timezone.now()
+    kept: dict[str, JSONValue] = {k: metadata[k] for k in METADATA_KEPT if k in metadata}
+    try:
+        with transaction.atomic():
+            partner = FederationPartner.objects.create(
+                organization_id=organization_id, issuer=issuer, jwks_uri=jwks_uri, did=did,
+                allowed_organizations=organizations, allowed_scopes=scopes, read_only=read_only,
+                expires_at=expires, jwks_uri_other_host=jwks_uri_other_host,
+                allow_delegation=allow_delegation,
+                created_by=actor.id[:200], notes=notes, metadata=kept, jwks={"keys": list(keys)},
+                keys_fetched_at=now, last_fetch_at=now, last_fetch_result="ok",
+            )  # fmt: skip
+            event_record(
+                organization_id=organization_id, actor=actor,
+                action=EventType.FEDERATION_PARTNER_ADDED, subject_type="federation_partner",
+                subject_id=str(partner.id), data=_partner_data(partner),
+            )  # fmt: skip
+    except IntegrityError as exc:  # a concurrent registration of the same issuer
+        raise Conflict(
+            "This issuer is already a partner.", errors={"issuer": ["Already a partner."]}
+        ) from exc
+    # Cached at once (a rolled-back registration leaves only an entry no partner id names).
+    keys_store(partner.id, list(keys), now.timestamp())
+    return partner
+
+
+def _remote_keys(
+    issuer: str, jwks_uri: str, did: str, jwks_uri_other_host: bool
+) -> tuple[dict[str, JSONValue], str, list[dict[str, JSONValue]]]:
+    """A remote issuer's metadata, its jwks_uri and its keys (checked against its DID)."""
     try:
         metadata = metadata_discover(issuer)
     except FetchFailed as failure:
@@ -245,29 +304,7 @@ def partner_register(
             did_keys_check(did, issuer, keys)
     except FetchFailed as failure:
         raise _fetched(failure) from failure
-    now = timezone.now()
-    kept: dict[str, JSONValue] = {k: metadata[k] for k in METADATA_KEPT if k in metadata}
-    try:
-        with transaction.atomic():
-            partner = FederationPartner.objects.create(
-                organization_id=organization_id, issuer=issuer, jwks_uri=jwks_uri, did=did,
-                allowed_organizations=organizations, allowed_scopes=scopes, read_only=read_only,
-                expires_at=expires, jwks_uri_other_host=jwks_uri_other_host,
-                created_by=actor.id[:200], notes=notes, metadata=kept, jwks={"keys": list(keys)},
-                keys_fetched_at=now, last_fetch_at=now, last_fetch_result="ok",
-            )  # fmt: skip
-            event_record(
-                organization_id=organization_id, actor=actor,
-                action=EventType.FEDERATION_PARTNER_ADDED, subject_type="federation_partner",
-                subject_id=str(partner.id), data=_partner_data(partner),
-            )  # fmt: skip
-    except IntegrityError as exc:  # a concurrent registration of the same issuer
-        raise Conflict(
-            "This issuer is already a partner.", errors={"issuer": ["Already a partner."]}
-        ) from exc
-    # Cached at once (a rolled-back registration leaves only an entry no partner id names).
-    keys_store(partner.id, list(keys), now.timestamp())
-    return partner
+    return metadata, jwks_uri, list(keys)
 
 
 @transaction.atomic
@@ -297,6 +334,13 @@ def partner_update(
         if not isinstance(changes["read_only"], bool):
             raise _refused("read_only", "A boolean.")
         partner.read_only = changes["read_only"]
+    if "allow_delegation" in changes:
+        allow = changes["allow_delegation"]
+        if not isinstance(allow, bool):
+            raise _refused("allow_delegation", "A boolean.")
+        if allow and not partner.is_local:
+            raise _refused("allow_delegation", LOCAL_ONLY)
+        partner.allow_delegation = allow
     if "status" in changes:
         status = changes["status"]
         if status not in (PartnerStatus.ACTIVE, PartnerStatus.SUSPENDED):

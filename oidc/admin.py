@@ -109,14 +109,22 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
                 .first()
             )
             if parent is None:
-                chain.append(current.parent_jti)  # purged after it expired
+                # purged after it expired, or another organization's (a trusted one's agent
+                # was handed a token for this one's: delegation across organizations)
+                chain.append(current.parent_jti)
                 break
             chain.append(parent)
             current = parent
         steps = []
         for position, link in enumerate(reversed(chain)):
             if isinstance(link, uuid.UUID):
-                steps.append(format_html("<li>a token no longer kept (<code>{}</code>)</li>", link))
+                steps.append(
+                    format_html(
+                        "<li>a token not kept here: another organization's, or expired"
+                        " (<code>{}</code>)</li>",
+                        link,
+                    )
+                )
                 continue
             agent = link.application.agent.name if link.application else "?"
             role = "the subject" if position == 0 else "acting for it"

@@ -31,6 +31,8 @@ from oauthlib.oauth2.rfc6749.tokens import TokenBase
 
 from agentidp.errors import JSONValue
 from agentidp.events import event_record_after_request
+from agentidp.tenancy import tenant_context
+from agentidp.trust import DelegationTrust, delegation_trust
 from agents.choices import AgentStatus
 from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH, Agent
 from credentials.models import Client
@@ -125,13 +127,32 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
             "invalid_request", "requested_token_type", f"Only {ACCESS_TOKEN_TYPE} is issued.",
             request,
         )  # fmt: skip
-    subject = _live_token(request, subject_token, "subject_token")
-    if subject.organization_id != client.organization_id:
-        raise Refused(
-            "invalid_grant", "foreign_subject",
-            "The subject token belongs to another organization (delegation across"
-            " organizations goes through a federation trust).", request,
-        )  # fmt: skip
+    subject = _verified(request, subject_token, "subject_token")
+    organization_id = subject.organization_id
+    trust: DelegationTrust | None = None
+    if organization_id != client.organization_id:
+        trust = delegation_trust(organization_id, client.organization_id)
+        if trust is None:
+            raise Refused(
+                "invalid_grant", "foreign_subject",
+                "The subject token belongs to another organization, which does not trust this"
+                " one's agents to act for its own (a partner entry for this deployment that"
+                " allows delegation).", request,
+            )  # fmt: skip
+    _actor_checked(request, client)
+    # The subject side is read in the subject's organization (the caller's, or one that
+    # trusts it); the token itself is the caller's and is recorded in the caller's.
+    with tenant_context(organization_id):
+        _standing(request, subject, "subject_token")
+        delegation, scopes = _delegated(request, client, subject, trust)
+        if not _parent_live(organization_id, subject.jti):
+            raise Refused(
+                "invalid_grant", "revoked", "The subject_token cannot be used now.", request
+            )
+    return delegation, scopes
+
+
+def _actor_checked(request: OAuthRequest, client: Client) -> None:
     actor_token = _form(request, "actor_token")
     if actor_token:
         if _form(request, "actor_token_type") not in EXCHANGE_TOKEN_TYPES:
@@ -139,17 +160,26 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
                 "invalid_request", "actor_token_type",
                 f"actor_token_type must be {ACCESS_TOKEN_TYPE} or {JWT_TOKEN_TYPE}.", request,
             )  # fmt: skip
-        actor = _live_token(request, actor_token, "actor_token")
+        actor = _verified(request, actor_token, "actor_token")
         if actor.claims.get("client_id") != client.client_id or "act" in actor.claims:
             raise Refused(
                 "invalid_grant", "foreign_actor",
                 "The actor token must be the caller's own token, issued to it directly.", request,
             )  # fmt: skip
+        _standing(request, actor, "actor_token")
     elif _form(request, "actor_token_type"):
         raise Refused(
             "invalid_request", "actor_token", "actor_token_type without actor_token.", request
         )
-    agent = Agent.objects.filter(organization_id=client.organization_id, id=subject.subject).first()
+
+
+def _delegated(
+    request: OAuthRequest, client: Client, subject: VerifiedToken, trust: DelegationTrust | None
+) -> tuple[Delegation, list[str]]:
+    """What A's policy lets the caller be handed, read in A's organization."""
+    agent = Agent.objects.filter(
+        organization_id=subject.organization_id, id=subject.subject
+    ).first()
     if agent is None or agent.status != AgentStatus.ACTIVE:
         raise Refused(
             "invalid_grant", "subject_inactive", "The subject agent is not active.", request
@@ -160,7 +190,9 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
             request,
         )  # fmt: skip
     actors = agent.delegation_actors if isinstance(agent.delegation_actors, list) else []
-    if ANY_ACTOR not in actors and str(client.agent_id) not in actors:
+    # "*" is any agent of A's own organization; another organization's is named or refused
+    allowed = str(client.agent_id) in actors or (trust is None and ANY_ACTOR in actors)
+    if not allowed:
         raise Refused(
             "invalid_grant", "not_allowed_to_act",
             f"{agent.name}'s delegation policy does not let this agent act for it.", request,
@@ -179,20 +211,18 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
             "invalid_request", "chain_too_deep",
             f"The chain would hold {depth} actors; {agent.name}'s policy allows {limit}.", request,
         )  # fmt: skip
-    scopes = _scopes(request, client, agent, subject)
+    scopes = _scopes(request, client, agent, subject, trust)
     delegation = Delegation(
         subject_agent_id=agent.id, act=act, parent_jti=subject.jti, depth=depth,
-        expires_at=subject.expires_at,
+        expires_at=subject.expires_at, organization_id=subject.organization_id,
     )  # fmt: skip
     if delegation.expires_at - int(time.time()) <= 0:
         raise Refused("invalid_grant", "expired", "The subject token has expired.", request)
-    if not _parent_live(client.organization_id, subject.jti):
-        raise Refused("invalid_grant", "revoked", "The subject_token cannot be used now.", request)
     return delegation, scopes
 
 
 def _parent_live(organization_id: uuid.UUID, jti: str) -> bool:
-    """Whether the subject token is unrevoked in the database, read once the organization's
+    """Whether the subject token is unrevoked in the database, read once its organization's
     audit chain head is held (to the commit): a revocation of its tree either committed
     before, and is seen, or waits for this token, and revokes it too."""
     with connection.cursor() as cursor:
@@ -211,8 +241,8 @@ def _organization_depth(agent: Agent) -> int:
     return int(depth or 1)
 
 
-def _live_token(request: OAuthRequest, token: str, name: str) -> VerifiedToken:
-    """A token this deployment issued that the API would accept now (any audience)."""
+def _verified(request: OAuthRequest, token: str, name: str) -> VerifiedToken:
+    """A token this deployment issued, checked offline (any audience)."""
     try:
         verified = access_token_verify(token, any_audience=True)
     except InvalidToken as invalid:
@@ -227,19 +257,30 @@ def _live_token(request: OAuthRequest, token: str, name: str) -> VerifiedToken:
             "invalid_grant", "federated",
             f"The {name} stands for a partner's agent; it cannot be delegated further.", request,
         )  # fmt: skip
-    standing = token_principal(verified)
-    if isinstance(standing, str):
-        raise Refused("invalid_grant", standing, f"The {name} cannot be used now.", request)
     return verified
 
 
+def _standing(request: OAuthRequest, verified: VerifiedToken, name: str) -> None:
+    """Refused unless the API would accept the token now."""
+    standing = token_principal(verified)
+    if isinstance(standing, str):
+        raise Refused("invalid_grant", standing, f"The {name} cannot be used now.", request)
+
+
 def _scopes(
-    request: OAuthRequest, client: Client, agent: Agent, subject: VerifiedToken
+    request: OAuthRequest,
+    client: Client,
+    agent: Agent,
+    subject: VerifiedToken,
+    trust: DelegationTrust | None,
 ) -> list[str]:
-    """Requested ∩ the subject token's ∩ what the caller may hold ∩ what A delegates."""
+    """Requested ∩ the subject token's ∩ what the caller may hold ∩ what A delegates (∩ what
+    A's organization lets another organization's agents be handed)."""
     allowed = set(subject.scopes) & set(client.allowed_scopes)
     if agent.delegation_scopes:
         allowed &= set(agent.delegation_scopes)
+    if trust is not None:
+        allowed &= trust.scopes
     requested = _form(request, "scope").split()
     if requested:
         refused = sorted(set(requested) - allowed)

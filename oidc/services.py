@@ -22,7 +22,8 @@ from agentidp.events import event_record
 from agentidp.lifecycle import AgentStatusChange, CredentialRevocation
 from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError, secret_store
-from agentidp.tenancy import organization_applied
+from agentidp.tenancy import organization_applied, tenant_context
+from agentidp.trust import delegation_trust
 from agentidp.usage import redis_client
 from agents.choices import AgentStatus
 from agents.models import Agent
@@ -56,6 +57,7 @@ from oidc.tokens import (
     access_token_verify,
     act_nested,
     chain_actors,
+    chain_members,
     jws_sign,
     lifetime_capped,
     token_leeway,
@@ -249,6 +251,10 @@ def token_issued_data(
     }
 
 
+# Recorded in the subject agent's organization when an agent of another one (trusted to act for
+# its agents) is handed a token for it.
+DELEGATED_EVENT = "token.delegated"  # noqa: S105 - an event name
+
 ACCESS_TOKEN_INSERT = """
 INSERT INTO oidc_accesstoken (organization_id, application_id, token, token_checksum, jti,
                               scope, expires, resource, created, updated, credential_id,
@@ -307,12 +313,17 @@ def access_token_record(
         credential_id=credential_id,
         id_token=id_token,
     )
+    across = delegation is not None and delegation.organization_id not in (
+        None, client.organization_id
+    )  # fmt: skip
     if delegation is not None:
         data.update(
             grant_type=TOKEN_EXCHANGE,
             sub=str(delegation.subject_agent_id), act=delegation.act,
             parent_jti=delegation.parent_jti, depth=delegation.depth,
         )  # fmt: skip
+        if across:
+            data["organization_id"] = str(delegation.organization_id)
     event_record(
         organization_id=client.organization_id,
         actor=client_actor(client),
@@ -322,6 +333,17 @@ def access_token_record(
         data=data,
         companion=insert,
     )
+    if delegation is not None and delegation.organization_id is not None and across:
+        # The subject's organization keeps its own record of who was handed its agent's token.
+        with tenant_context(delegation.organization_id):
+            event_record(
+                organization_id=delegation.organization_id,
+                actor=client_actor(client),
+                action=DELEGATED_EVENT,
+                subject_type="token",
+                subject_id=jti,
+                data={**data, "caller_organization_id": str(client.organization_id)},
+            )
     issued.id = cast(int, insert.inserted_id)
     issued._state.adding = False
     return issued
@@ -361,26 +383,10 @@ def revocations_purge(*, organization_id: uuid.UUID) -> int:
     return deleted
 
 
-# The live tokens exchanged from the roots, at any depth, recorded as revoked (reason lineage)
-# in the same statement: one round trip however large the tree.
-LINEAGE_REVOKE_SQL = """
-WITH RECURSIVE tree(jti) AS (
-    SELECT t.jti FROM oidc_accesstoken t
-     WHERE t.organization_id = %(org)s AND t.parent_jti = ANY(%(roots)s::uuid[])
-  UNION
-    SELECT t.jti FROM oidc_accesstoken t JOIN tree ON t.parent_jti = tree.jti
-     WHERE t.organization_id = %(org)s
-), live AS (
-    SELECT t.jti, t.expires, t.status_idx FROM oidc_accesstoken t JOIN tree USING (jti)
-     WHERE t.organization_id = %(org)s AND t.expires > %(now)s
-), recorded AS (
-    INSERT INTO oidc_revokedtoken (organization_id, jti, expires_at, revoked_at, reason,
-                                   status_idx)
-    SELECT %(org)s, jti, expires, %(now)s, %(reason)s, status_idx FROM live
-    ON CONFLICT (jti) DO NOTHING
-)
-SELECT jti, expires FROM live
-"""
+# The live tokens exchanged from the roots, at any depth and in any organization (a trusted
+# organization's agent may have exchanged one), recorded as revoked (reason lineage) in the
+# same statement: one round trip however large the tree.
+LINEAGE_REVOKE_SQL = "SELECT jti, expires FROM oidc_lineage_revoke(%s::uuid[], %s, %s)"
 
 
 AUDIT_HEAD_LOCK_SQL = (
@@ -400,11 +406,8 @@ def _lineage_revoke(*, organization_id: uuid.UUID, roots: list[uuid.UUID]) -> in
         cursor.execute(AUDIT_HEAD_LOCK_SQL, [organization_id])
         cursor.execute(
             LINEAGE_REVOKE_SQL,
-            {
-                "org": organization_id, "roots": [str(r) for r in roots],
-                "now": timezone.now(), "reason": RevocationReason.LINEAGE.value,
-            },
-        )  # fmt: skip
+            [[str(r) for r in roots], timezone.now(), RevocationReason.LINEAGE.value],
+        )
         below = cursor.fetchall()
     if below:
         jtis_cache((str(jti), int(expires.timestamp())) for jti, expires in below)
@@ -528,16 +531,45 @@ SELECT set_config('app.organization_id', %s, true),
 """
 
 
-def _actors_active(organization_id: uuid.UUID, actors: list[str]) -> bool:
-    """Whether every agent of a delegation chain is an active agent of the organization."""
+def _actors_active(organization_id: uuid.UUID, act: JSONValue) -> bool:
+    """Whether every agent of a delegation chain is active in its organization, and every
+    other organization in it is still trusted by ``organization_id`` to act for its agents."""
+    by_organization: dict[uuid.UUID, set[uuid.UUID]] = {}
     try:
-        ids = {uuid.UUID(actor) for actor in actors}
+        for agent, organization in chain_members(act, organization_id):
+            by_organization.setdefault(uuid.UUID(organization), set()).add(uuid.UUID(agent))
     except ValueError:
         return False
-    active = Agent.objects.filter(
+    ids = by_organization.pop(organization_id, set())
+    if ids and Agent.objects.filter(
         organization_id=organization_id, id__in=ids, status=AgentStatus.ACTIVE
-    ).count()
-    return active == len(ids)
+    ).count() != len(ids):
+        return False
+    if not by_organization:
+        return True
+    try:
+        return all(
+            _trusted_actors_active(organization_id, organization, actors)
+            for organization, actors in by_organization.items()
+        )
+    finally:
+        # the reads above entered other organizations: the transaction acts for this one again
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('app.organization_id', %s, true)", [str(organization_id)]
+            )
+
+
+def _trusted_actors_active(
+    organization_id: uuid.UUID, actor_organization: uuid.UUID, actors: set[uuid.UUID]
+) -> bool:
+    if delegation_trust(organization_id, actor_organization) is None:
+        return False
+    with tenant_context(actor_organization):
+        active = Agent.objects.filter(
+            organization_id=actor_organization, id__in=actors, status=AgentStatus.ACTIVE
+        ).count()
+    return active == len(actors)
 
 
 def token_principal(verified: VerifiedToken) -> Principal | str:
@@ -573,7 +605,7 @@ def token_principal(verified: VerifiedToken) -> Principal | str:
     if verified.expires_at - verified.issued_at > lifetime_capped(int(row[4])) + token_leeway():
         return "lifetime"  # longer than its organization lets a token live: not issued here
     actors = chain_actors(verified.claims.get("act"))
-    if actors and not _actors_active(verified.organization_id, actors):
+    if actors and not _actors_active(verified.organization_id, verified.claims.get("act")):
         return "actor_inactive"  # someone in the delegation chain may no longer act
     return Principal(
         kind="agent",

@@ -73,6 +73,9 @@ class Delegation:
     depth: int
     # The subject token's expiry (epoch seconds): the new token lives no longer.
     expires_at: int
+    # The subject agent's organization: the token's ``organization_id``. Another than the
+    # caller's only through a trust that allows it (``agentidp.trust``).
+    organization_id: uuid.UUID | None = None
 
 
 def chain_depth(act: JSONValue) -> int:
@@ -90,6 +93,16 @@ def act_nested(actors: Sequence[str]) -> dict[str, JSONValue]:
     for actor in reversed(actors[:-1]):
         act = {"sub": actor, "act": act}
     return act
+
+
+def chain_members(act: JSONValue, organization_id: uuid.UUID) -> list[tuple[str, str]]:
+    """The actors' agent ids with their organizations (``organization_id`` for an actor that
+    names none), outermost first."""
+    members: list[tuple[str, str]] = []
+    while isinstance(act, dict):
+        members.append((str(act.get("sub", "")), str(act.get("organization_id", organization_id))))
+        act = act.get("act")
+    return members
 
 
 def chain_actors(act: JSONValue) -> list[str]:
@@ -284,7 +297,7 @@ def access_token_generate(request: OAuthRequest) -> str:
     state.claims = access_token_claims(
         agent_id=delegation.subject_agent_id if delegation else client.agent_id,
         client_id=client.client_id,
-        organization_id=client.organization_id,
+        organization_id=(delegation and delegation.organization_id) or client.organization_id,
         scope=" ".join(request.scopes or []),
         audiences=state.audiences,
         lifetime=int(request.expires_in or 0),
