@@ -12,12 +12,15 @@ never a secret value.
 """
 
 import base64
+import fcntl
 import json
 import os
 import secrets
+import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import cast
@@ -225,12 +228,32 @@ class LocalSecretStore(SecretStore):
         blob = nonce + self._aead.encrypt(
             nonce, json.dumps(content).encode(), b"agentidp-local-secrets"
         )
+        # A temporary file of this write's own beside the store, then one atomic rename:
+        # a reader in any process sees the old file or the new one, whole.
+        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(blob)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The store to this process alone while it reads, changes and writes it back: web
+        workers, Celery and commands each hold their own, so a thread lock is not enough
+        (two writers at once would each drop the other's change)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-        os.replace(temporary, self.path)
+        with self._lock:
+            fd = os.open(
+                self.path.with_name(f".{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing releases the lock
 
     def read(self, path: str) -> SecretData:
         with self._lock:
@@ -240,13 +263,13 @@ class LocalSecretStore(SecretStore):
         return dict(content[path])
 
     def write(self, path: str, data: SecretData) -> None:
-        with self._lock:
+        with self._writing():
             content = self._load()
             content[path] = dict(data)
             self._save(content)
 
     def delete(self, path: str) -> None:
-        with self._lock:
+        with self._writing():
             content = self._load()
             content.pop(path, None)
             self._save(content)

@@ -132,6 +132,38 @@ def test_local_store_encrypts_at_rest(tmp_path: Path) -> None:
         reopened.read("orgs/a/key")
 
 
+WRITER = """
+import sys
+from pathlib import Path
+from agentidp.secrets import LocalSecretStore
+store = LocalSecretStore(path=Path(sys.argv[1]), key_path=Path(sys.argv[2]))
+for n in range(40):
+    store.write(f"writer-{sys.argv[3]}/{n}", {"n": str(n)})
+    store.read(f"writer-{sys.argv[3]}/{n}")
+"""
+
+
+def test_local_store_keeps_every_write_of_processes_writing_at_once(tmp_path: Path) -> None:
+    """Web workers, Celery and commands each open the store: four processes writing at once
+    lose no write and never leave a file that does not decrypt."""
+    path, key_path = tmp_path / "s.enc", tmp_path / "s.key"
+    LocalSecretStore(path=path, key_path=key_path).write("first", {"v": "1"})
+    writers = [
+        subprocess.Popen(  # noqa: S603 - our own code
+            [sys.executable, "-c", WRITER, str(path), str(key_path), str(n)],
+            stderr=subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
+    failures = [w.communicate(timeout=120)[1].decode() for w in writers if w.wait(120) != 0]
+    assert not failures, failures[0][-2000:]
+    store = LocalSecretStore(path=path, key_path=key_path)
+    for n in range(4):
+        for m in range(40):
+            assert store.read(f"writer-{n}/{m}") == {"n": str(m)}, (n, m)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.enc.lock", "s.enc", "s.key"]
+
+
 def test_local_store_with_the_wrong_key_fails_cleanly(tmp_path: Path) -> None:
     LocalSecretStore(path=tmp_path / "s.enc", key_path=tmp_path / "a.key").write("x", {"v": SECRET})
     other = LocalSecretStore(path=tmp_path / "s.enc", key_path=tmp_path / "b.key")
