@@ -165,7 +165,8 @@ def _token_request() -> JSONObject:
         local_token: JSONObject = {
             "type": "string", "minLength": 1,
             "description": "An access token this deployment issued (to an agent of the caller's"
-            " organization, or already delegated)",
+            " organization or of one that trusts it to act for its agents, or already"
+            " delegated)",
         }  # fmt: skip
         variants.append({
             "type": "object",
@@ -174,9 +175,13 @@ def _token_request() -> JSONObject:
             "description": "RFC 8693 between the organization's agents: the issued token keeps the"
             " subject token's sub, its act names the caller with the earlier chain nested, and"
             " its scopes and lifetime only narrow (the subject agent's delegation policy decides"
-            " who may act, which scopes and how deep). Errors: invalid_grant (the subject or"
-            " actor token expired, revoked, another organization's, or the caller not allowed"
-            " to act), invalid_scope, invalid_request (a chain too deep).",
+            " who may act, which scopes and how deep). Another organization's subject token"
+            " only where that organization trusts the caller's (a federation partner for this"
+            " deployment with allow_delegation) and its agent's policy names the caller; the"
+            " token is then that organization's, its act naming the caller's. Errors:"
+            " invalid_grant (the subject or actor token expired, revoked, of an organization"
+            " that does not trust the caller's: foreign_subject, or the caller not allowed to"
+            " act), invalid_scope, invalid_request (a chain too deep).",
             "properties": {
                 "grant_type": {"type": "string", "enum": list[JSONValue](exchange)},
                 "subject_token": local_token,
