@@ -29,7 +29,6 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types import ClientCredentialsGrant
 from oauthlib.oauth2.rfc6749.tokens import TokenBase
 
-from agentidp.errors import JSONValue
 from agentidp.events import event_record_after_request
 from agentidp.tenancy import tenant_context
 from agentidp.trust import DelegationTrust, delegation_trust
@@ -47,6 +46,7 @@ from oidc.tokens import (
     InvalidToken,
     VerifiedToken,
     access_token_verify,
+    act_claim,
     chain_depth,
     issuance,
 )
@@ -197,13 +197,10 @@ def _delegated(
             "invalid_grant", "not_allowed_to_act",
             f"{agent.name}'s delegation policy does not let this agent act for it.", request,
         )  # fmt: skip
-    previous = subject.claims.get("act")
-    act: dict[str, JSONValue] = {
-        "sub": str(client.agent_id), "client_id": client.client_id,
-        "organization_id": str(client.organization_id),
-    }  # fmt: skip
-    if isinstance(previous, dict):
-        act["act"] = previous
+    act = act_claim(
+        agent_id=client.agent_id, client_id=client.client_id,
+        organization_id=client.organization_id, previous=subject.claims.get("act"),
+    )  # fmt: skip
     depth = chain_depth(act)
     limit = min(MAX_DELEGATION_DEPTH, agent.delegation_max_depth or _organization_depth(agent))
     if depth > limit:

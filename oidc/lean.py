@@ -35,7 +35,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -79,6 +79,7 @@ from oidc.tokens import (
     access_token_claims,
     access_token_sign,
     access_token_verify,
+    act_claim,
     chain_actors,
     chain_depth,
     id_token_claims,
@@ -363,18 +364,7 @@ def _issue(
             ),
         )
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            ISSUE_SQL,
-            [
-                str(record.pk), str(credential_id), digest, scope, record.plan,
-                str(record.max_tokens_per_month), str(record.access_token_lifetime_seconds),
-                hashlib.sha256(token.encode()).hexdigest(), jti, scope, str(claims["exp"]),
-                *(_text(value) for value in audit), str(status_idx), _commit_deadline(),
-            ],
-        )  # fmt: skip
-        row = cursor.fetchone()
-    if not row or row[0] is not True:
+    if not _recorded(ISSUE_SQL, record, credential_id, digest, token, claims, audit, status_idx):
         # The database disagrees with the cached record: read it again next time, and let the
         # full path answer this request with the reason.
         client_cache.forget(record.client_id)
@@ -390,6 +380,35 @@ def _issue(
     if id_token is not None:
         document["id_token"] = id_token
     return json.dumps(document).encode()
+
+
+def _recorded(
+    sql: str,
+    record: ClientRecord,
+    credential_id: uuid.UUID,
+    digest: str,
+    token: str,
+    claims: dict[str, JSONValue],
+    audit: Sequence[SQLValue],
+    status_idx: int,
+    delegation: Sequence[str] = (),
+) -> bool:
+    """Run the one statement that re-checks, records and audits a token (``oidc_token_issue``,
+    or ``oidc_token_exchange`` with the delegation's arguments); whether it wrote it."""
+    scope = str(claims["scope"])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                str(record.pk), str(credential_id), digest, scope, record.plan,
+                str(record.max_tokens_per_month), str(record.access_token_lifetime_seconds),
+                hashlib.sha256(token.encode()).hexdigest(), str(claims["jti"]), scope,
+                str(claims["exp"]), *(_text(value) for value in audit), str(status_idx),
+                *delegation, _commit_deadline(),
+            ],
+        )  # fmt: skip
+        row = cursor.fetchone()
+    return bool(row) and row[0] is True
 
 
 def _commit_deadline() -> str:
@@ -517,12 +536,10 @@ def _exchange(
     if not granted or not allowed.issuperset(granted):
         raise Declined("scope")
     previous = subject.claims.get("act")
-    act: dict[str, JSONValue] = {
-        "sub": str(record.agent_id), "client_id": record.client_id,
-        "organization_id": str(record.organization_id),
-    }  # fmt: skip
-    if isinstance(previous, dict):
-        act["act"] = previous
+    act = act_claim(
+        agent_id=record.agent_id, client_id=record.client_id,
+        organization_id=record.organization_id, previous=previous,
+    )  # fmt: skip
     depth = chain_depth(act)
     lifetime = min(
         lifetime_capped(record.access_token_lifetime_seconds),
@@ -554,20 +571,12 @@ def _exchange(
             subject_type="token", subject_id=jti, data=data,
         )
     )  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(
-            EXCHANGE_SQL,
-            [
-                str(record.pk), str(credential_id), digest, scope, record.plan,
-                str(record.max_tokens_per_month), str(record.access_token_lifetime_seconds),
-                hashlib.sha256(token.encode()).hexdigest(), jti, scope, str(claims["exp"]),
-                *(_text(value) for value in audit), str(status_idx), str(agent_id),
-                subject.jti, str(subject.issued_at), str(depth),
-                " ".join(chain_actors(previous)), _commit_deadline(),
-            ],
-        )  # fmt: skip
-        row = cursor.fetchone()
-    if not row or row[0] is not True:
+    recorded = _recorded(
+        EXCHANGE_SQL, record, credential_id, digest, token, claims, audit, status_idx,
+        delegation=[str(agent_id), subject.jti, str(subject.issued_at), str(depth),
+                    " ".join(chain_actors(previous))],
+    )  # fmt: skip
+    if not recorded:
         # The database disagrees (revoked, suspended, a policy changed): the full path says why.
         client_cache.forget(record.client_id)
         policy_cache.forget(agent_id)

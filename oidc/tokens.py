@@ -78,6 +78,19 @@ class Delegation:
     organization_id: uuid.UUID | None = None
 
 
+def act_claim(
+    *, agent_id: uuid.UUID, client_id: str, organization_id: uuid.UUID, previous: JSONValue
+) -> dict[str, JSONValue]:
+    """The ``act`` claim of a token exchanged by ``agent_id`` (RFC 8693 4.1): the caller, the
+    subject token's own ``act`` nested inside it."""
+    act: dict[str, JSONValue] = {
+        "sub": str(agent_id), "client_id": client_id, "organization_id": str(organization_id),
+    }  # fmt: skip
+    if isinstance(previous, dict):
+        act["act"] = previous
+    return act
+
+
 def chain_depth(act: JSONValue) -> int:
     """How many actors an ``act`` claim names (its nesting depth; 0 for none)."""
     depth = 0

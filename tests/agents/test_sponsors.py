@@ -26,7 +26,7 @@ from organizations.choices import MemberRole
 from organizations.models import Organization
 from tests.factories import StaffFactory
 from tests.oidc.conftest import FORM, basic, credentialed
-from tests.oidc.test_delegation import token_for
+from tests.oidc.conftest import agent_token as token_for
 
 
 def events(org: Organization, action: str, subject: uuid.UUID | None = None) -> list[AuditEvent]:

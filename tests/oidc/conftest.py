@@ -85,3 +85,50 @@ def token_for() -> Callable[..., str]:
         return token
 
     return issue
+
+
+# --- token exchange (RFC 8693) between agents ------------------------------------------------
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+DELEGATION_SCOPES = ["agents:read", "agents:write", "credentials:write"]
+
+
+@pytest.fixture
+def trio(org: Organization) -> tuple[Credentialed, Credentialed, Credentialed]:
+    """An orchestrator and two sub-agents, each able to hold the same scopes."""
+    scopes = DELEGATION_SCOPES
+    return credentialed(org, scopes), credentialed(org, scopes), credentialed(org, scopes)
+
+
+def agent_token(agent: Credentialed, scope: str = "agents:read agents:write") -> str:
+    """The agent's own token (client_credentials, as OAuth clients send it)."""
+    response = request_token(agent, scope=scope)
+    assert response.status_code == 200, response.content
+    token: str = response.json()["access_token"]
+    return token
+
+
+def exchange(
+    actor: Credentialed, subject_token: str, *, lean_form: bool = True, **extra: str
+) -> Any:
+    """``actor`` exchanges ``subject_token`` as OAuth clients send it (a urlencoded form: the
+    lean path's), or as a multipart body (which only the full path reads)."""
+    data = {"grant_type": EXCHANGE, "subject_token": subject_token,
+            "subject_token_type": ACCESS, **extra}  # fmt: skip
+    auth = basic(actor.client_id, actor.secret)
+    if lean_form:
+        return HttpClient().post("/oauth2/token", urlencode(data), FORM, HTTP_AUTHORIZATION=auth)
+    return HttpClient().post("/oauth2/token", data, HTTP_AUTHORIZATION=auth)
+
+
+def claims(token: str) -> dict[str, Any]:
+    return jwt_parts(token)[1]
+
+
+def refused(response: Any, error: str, reason: str) -> None:
+    """An RFC 6749 5.2 refusal whose description starts with its audited reason."""
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == error, body
+    assert body["error_description"].startswith(f"{reason}:"), body

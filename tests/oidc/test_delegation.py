@@ -9,9 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
-import jwt
 import pytest
 import time_machine
 from django.test import Client as HttpClient
@@ -24,49 +22,21 @@ from compliance.models import AuditEvent
 from oidc.models import AccessToken, RevokedToken
 from organizations.models import Organization
 from tests.factories import StaffFactory
-from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
+from tests.oidc.conftest import (
+    ACCESS,
+    EXCHANGE,
+    FORM,
+    Credentialed,
+    basic,
+    claims,
+    credentialed,
+    exchange,
+    refused,
+)
+from tests.oidc.conftest import agent_token as token_for
 
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 SCOPES = ["agents:read", "agents:write", "credentials:write"]
 SCOPES_TEXT = " ".join(SCOPES)
-
-
-def token_for(agent: Credentialed, scope: str = "agents:read agents:write") -> str:
-    response = HttpClient().post(
-        "/oauth2/token", f"grant_type=client_credentials&scope={scope}", FORM,
-        HTTP_AUTHORIZATION=basic(agent.client_id, agent.secret),
-    )  # fmt: skip
-    assert response.status_code == 200, response.content
-    token: str = response.json()["access_token"]
-    return token
-
-
-def exchange(actor: Credentialed, subject_token: str, **extra: str) -> Any:
-    data = {"grant_type": EXCHANGE, "subject_token": subject_token,
-            "subject_token_type": ACCESS, **extra}  # fmt: skip
-    return HttpClient().post(
-        "/oauth2/token", urlencode(data), FORM,
-        HTTP_AUTHORIZATION=basic(actor.client_id, actor.secret),
-    )  # fmt: skip
-
-
-def claims(token: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return decoded
-
-
-def refused(response: Any, error: str, reason: str) -> None:
-    assert response.status_code == 400, response.content
-    body = response.json()
-    assert body["error"] == error, body
-    assert body["error_description"].startswith(f"{reason}:"), body
-
-
-@pytest.fixture
-def trio(org: Organization) -> tuple[Credentialed, Credentialed, Credentialed]:
-    """An orchestrator and two sub-agents, each able to hold the same scopes."""
-    return credentialed(org, SCOPES), credentialed(org, SCOPES), credentialed(org, SCOPES)
 
 
 def test_a_chain_of_three_agents_nests_act_and_narrows_every_step(

@@ -7,9 +7,7 @@ tree still ends with its root, in both organizations. Through HTTP and the real 
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
-import jwt
 import pytest
 from django.test import Client as HttpClient
 from rest_framework.test import APIClient
@@ -19,43 +17,19 @@ from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
 from oidc.models import AccessToken, RevokedToken
 from tests.factories import OrganizationFactory, StaffFactory
-from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
+from tests.oidc.conftest import (
+    DELEGATION_SCOPES,
+    FORM,
+    basic,
+    claims,
+    credentialed,
+    exchange,
+    refused,
+)
+from tests.oidc.conftest import agent_token as token_for
 from tests.oidc.test_status_list import eventually_revoked
 
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
-SCOPES = ["agents:read", "agents:write", "credentials:write"]
-
-
-def token_for(agent: Credentialed, scope: str = "agents:read agents:write") -> str:
-    response = HttpClient().post(
-        "/oauth2/token", urlencode({"grant_type": "client_credentials", "scope": scope}), FORM,
-        HTTP_AUTHORIZATION=basic(agent.client_id, agent.secret),
-    )  # fmt: skip
-    assert response.status_code == 200, response.content
-    token: str = response.json()["access_token"]
-    return token
-
-
-def exchange(actor: Credentialed, subject_token: str, **extra: str) -> Any:
-    data = {"grant_type": EXCHANGE, "subject_token": subject_token,
-            "subject_token_type": ACCESS, **extra}  # fmt: skip
-    return HttpClient().post(
-        "/oauth2/token", urlencode(data), FORM,
-        HTTP_AUTHORIZATION=basic(actor.client_id, actor.secret),
-    )  # fmt: skip
-
-
-def claims(token: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return decoded
-
-
-def refused(response: Any, error: str, reason: str) -> None:
-    assert response.status_code == 400, response.content
-    body = response.json()
-    assert body["error"] == error, body
-    assert body["error_description"].startswith(f"{reason}:"), body
+SCOPES = DELEGATION_SCOPES
 
 
 def accepted(token: str) -> bool:

@@ -8,11 +8,9 @@ import time
 import uuid
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
-from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -27,40 +25,19 @@ from oidc.services import agent_tokens_revoke
 from organizations.models import Organization
 from tests.dbroles import raw_connection
 from tests.factories import TEST_ACTOR, OrganizationFactory, StaffFactory
-from tests.oidc.conftest import FORM, Credentialed, basic, credentialed, jwt_parts, statements
-from tests.oidc.test_lean_path import lean
+from tests.oidc.conftest import (
+    ACCESS,
+    DELEGATION_SCOPES,
+    Credentialed,
+    credentialed,
+    exchange,
+    jwt_parts,
+    statements,
+)
+from tests.oidc.conftest import agent_token as token_for
+from tests.oidc.test_lean_path import lean, same_records
 
-EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS = "urn:ietf:params:oauth:token-type:access_token"
-SCOPES = ["agents:read", "agents:write", "credentials:write"]
-
-
-def token_for(agent: Credentialed, scope: str = "agents:read agents:write") -> str:
-    response = HttpClient().post(
-        "/oauth2/token", urlencode({"grant_type": "client_credentials", "scope": scope}), FORM,
-        HTTP_AUTHORIZATION=basic(agent.client_id, agent.secret),
-    )  # fmt: skip
-    assert response.status_code == 200, response.content
-    token: str = response.json()["access_token"]
-    return token
-
-
-def exchange(
-    actor: Credentialed, subject_token: str, *, lean_form: bool = True, **extra: str
-) -> Any:
-    """As OAuth clients send it (a urlencoded form: the lean path's), or as a multipart body
-    (which only the full path reads)."""
-    data = {"grant_type": EXCHANGE, "subject_token": subject_token,
-            "subject_token_type": ACCESS, **extra}  # fmt: skip
-    auth = basic(actor.client_id, actor.secret)
-    if lean_form:
-        return HttpClient().post("/oauth2/token", urlencode(data), FORM, HTTP_AUTHORIZATION=auth)
-    return HttpClient().post("/oauth2/token", data, HTTP_AUTHORIZATION=auth)
-
-
-@pytest.fixture
-def trio(org: Organization) -> tuple[Credentialed, Credentialed, Credentialed]:
-    return credentialed(org, SCOPES), credentialed(org, SCOPES), credentialed(org, SCOPES)
+SCOPES = DELEGATION_SCOPES
 
 
 def test_a_cached_exchange_costs_one_statement(
@@ -120,21 +97,7 @@ def test_lean_and_full_exchanges_answer_the_same(
     for claim in ("iss", "sub", "aud", "client_id", "scope", "organization_id", "act"):
         assert lean_claims[claim] == full_claims[claim], claim
     assert lean_claims["act"]["act"]["sub"] == str(b.agent.id)  # C outermost, B inside
-    with tenant_context(org.id):
-        events = {
-            e.subject_id: e
-            for e in AuditEvent.objects.filter(organization_id=org.id, action="token.issued")
-        }
-        rows = {str(t.jti): t for t in AccessToken.objects.filter(organization_id=org.id)}
-    lean_event, full_event = events[lean_claims["jti"]], events[full_claims["jti"]]
-    assert lean_event.data == full_event.data
-    assert (lean_event.actor_type, lean_event.actor_id) == (
-        full_event.actor_type,
-        full_event.actor_id,
-    )
-    lean_row, full_row = rows[lean_claims["jti"]], rows[full_claims["jti"]]
-    for column in ("scope", "resource", "credential_id", "application_id", "parent_jti"):
-        assert getattr(lean_row, column) == getattr(full_row, column), column
+    same_records(org, lean_claims["jti"], full_claims["jti"], "parent_jti")
 
 
 def test_the_database_refuses_what_a_stale_policy_would_allow(

@@ -10,7 +10,6 @@ import time
 import zlib
 from typing import Any
 
-import pytest
 from django.test import Client as HttpClient
 from django.test.utils import override_settings
 from jwcrypto import jwk, jws
@@ -18,9 +17,8 @@ from rest_framework.test import APIClient
 
 from agentidp.devenv import free_port
 from agentidp.usage import redis_client
-from organizations.models import Organization
-from tests.oidc.conftest import FORM, Credentialed, basic, credentialed
-from tests.oidc.test_delegation import SCOPES, claims, exchange, token_for
+from tests.oidc.conftest import FORM, Credentialed, basic, claims, exchange
+from tests.oidc.conftest import agent_token as token_for
 from tests.oidc.test_revocation import forget_revocation_list
 
 STATUS_TYPE = "application/statuslist+jwt"
@@ -75,11 +73,6 @@ def eventually_revoked(token: str) -> None:
     while status_of(token) != 1:
         assert time.monotonic() < deadline, "the status list did not show the revocation in 1 s"
         time.sleep(0.1)
-
-
-@pytest.fixture
-def trio(org: Organization) -> tuple[Credentialed, Credentialed, Credentialed]:
-    return credentialed(org, SCOPES), credentialed(org, SCOPES), credentialed(org, SCOPES)
 
 
 def test_every_token_names_its_place_in_a_status_list(

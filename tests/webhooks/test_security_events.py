@@ -14,8 +14,8 @@ from rest_framework.test import APIClient
 from standardwebhooks import Webhook
 
 from organizations.models import Organization
-from tests.oidc.conftest import FORM, basic, credentialed
-from tests.oidc.test_delegation import claims, exchange, token_for
+from tests.oidc.conftest import FORM, basic, claims, credentialed, exchange
+from tests.oidc.conftest import agent_token as token_for
 from tests.webhooks.conftest import Receiver, subscribe
 from webhooks.delivery import deliveries_send
 from webhooks.relay import relay_run
