@@ -20,6 +20,7 @@ from tests.factories import OrganizationFactory, StaffFactory
 from tests.oidc.conftest import (
     DELEGATION_SCOPES,
     FORM,
+    Credentialed,
     basic,
     claims,
     credentialed,
@@ -248,3 +249,31 @@ def test_a_partner_that_is_this_deployment_uses_its_own_keys(pair: Pair) -> None
     assert off.status_code == 200 and off.json()["allow_delegation"] is False
     bad = pair.x_admin.patch(url, {"allow_delegation": "yes please"}, format="json")
     assert bad.status_code == 400
+
+
+def test_the_acting_agent_revokes_its_token_and_it_is_in_the_status_list(pair: Pair) -> None:
+    """B's token across organizations is B's: B revokes it at /oauth2/revoke like any of its
+    tokens, and what was exchanged from it goes too; Y cannot introspect X's token, X can."""
+    assert pair.trust().status_code == 201
+    assert pair.policy([str(pair.b.agent.id), str(pair.c.agent.id)]).status_code == 200
+    at_b = exchange(pair.b, token_for(pair.a)).json()["access_token"]
+    at_c = exchange(pair.c, at_b).json()["access_token"]
+
+    def introspected(agent: Credentialed, token: str) -> bool:
+        response = HttpClient().post(
+            "/oauth2/introspect", f"token={token}", FORM,
+            HTTP_AUTHORIZATION=basic(agent.client_id, agent.secret),
+        )  # fmt: skip
+        active: bool = response.json()["active"]
+        return active
+
+    assert introspected(pair.a, at_b) and not introspected(pair.b, at_b)
+    revoked = HttpClient().post(
+        "/oauth2/revoke", f"token={at_b}", FORM,
+        HTTP_AUTHORIZATION=basic(pair.b.client_id, pair.b.secret),
+    )  # fmt: skip
+    assert revoked.status_code == 200
+    assert not accepted(at_b) and not accepted(at_c)
+    eventually_revoked(at_b)
+    eventually_revoked(at_c)
+    assert not introspected(pair.a, at_b)
