@@ -74,6 +74,15 @@ def _set_organization(cursor: CursorWrapper, organization_id: UUID | None) -> No
     cursor.execute("SELECT set_config('app.organization_id', %s, true)", [value])
 
 
+def organization_enter(organization_id: UUID, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Set ``organization_id`` on the current transaction again (after reads that entered
+    other organizations through nested :func:`tenant_context` blocks, which restore the outer
+    state's organization, not what SQL set since) and note it as applied."""
+    with connections[using].cursor() as cursor:
+        _set_organization(cursor, organization_id)
+    organization_applied(organization_id)
+
+
 @contextmanager
 def tenant_context(organization_id: UUID, *, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """Run the block in a transaction that sees only ``organization_id``'s rows.

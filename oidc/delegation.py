@@ -33,7 +33,7 @@ from agentidp.events import event_record_after_request
 from agentidp.tenancy import tenant_context
 from agentidp.trust import DelegationTrust, delegation_trust
 from agents.choices import AgentStatus
-from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH, Agent
+from agents.models import MAX_DELEGATION_DEPTH, Agent
 from credentials.models import Client
 from oidc.extensions import is_delegated
 from oidc.services import client_actor, token_principal
@@ -48,7 +48,9 @@ from oidc.tokens import (
     access_token_verify,
     act_claim,
     chain_depth,
+    delegable_scopes,
     issuance,
+    may_act_for,
 )
 from organizations.models import Organization
 
@@ -190,9 +192,7 @@ def _delegated(
             request,
         )  # fmt: skip
     actors = agent.delegation_actors if isinstance(agent.delegation_actors, list) else []
-    # "*" is any agent of A's own organization; another organization's is named or refused
-    allowed = str(client.agent_id) in actors or (trust is None and ANY_ACTOR in actors)
-    if not allowed:
+    if not may_act_for(actors, client.agent_id, across=trust is not None):
         raise Refused(
             "invalid_grant", "not_allowed_to_act",
             f"{agent.name}'s delegation policy does not let this agent act for it.", request,
@@ -273,11 +273,10 @@ def _scopes(
 ) -> list[str]:
     """Requested ∩ the subject token's ∩ what the caller may hold ∩ what A delegates (∩ what
     A's organization lets another organization's agents be handed)."""
-    allowed = set(subject.scopes) & set(client.allowed_scopes)
-    if agent.delegation_scopes:
-        allowed &= set(agent.delegation_scopes)
-    if trust is not None:
-        allowed &= trust.scopes
+    allowed = delegable_scopes(
+        subject.scopes, client.allowed_scopes, agent.delegation_scopes,
+        trust.scopes if trust is not None else None,
+    )  # fmt: skip
     requested = _form(request, "scope").split()
     if requested:
         refused = sorted(set(requested) - allowed)

@@ -61,7 +61,7 @@ from agentidp.events import events_committed
 from agentidp.lru import BoundedLRU
 from agentidp.middleware import unavailable_response
 from agents.choices import AgentStatus
-from agents.models import ANY_ACTOR, MAX_DELEGATION_DEPTH
+from agents.models import MAX_DELEGATION_DEPTH
 from compliance.services import EventContent, SQLValue, audit_append_arguments
 from credentials.records import ClientRecord
 from credentials.services import client_credentials_parse, client_record_load, secret_index
@@ -74,6 +74,7 @@ from oidc.tokens import (
     ACCESS_TOKEN_TYPE,
     EXCHANGE_TOKEN_TYPES,
     TOKEN_EXCHANGE,
+    Delegation,
     InvalidToken,
     VerifiedToken,
     access_token_claims,
@@ -82,9 +83,11 @@ from oidc.tokens import (
     act_claim,
     chain_actors,
     chain_depth,
+    delegable_scopes,
     id_token_claims,
     id_token_sign,
     lifetime_capped,
+    may_act_for,
     token_leeway,
 )
 from oidc.validators import TOKENS_ISSUED
@@ -525,13 +528,11 @@ def _exchange(
     re-checks the policy, the chain and the subject token's standing in the database."""
     subject, agent_id = _subject(record, cast(str, asked.subject_token))
     policy = _policy(agent_id, record.organization_id, stamp)
-    if policy.status != AgentStatus.ACTIVE or (
-        ANY_ACTOR not in policy.actors and str(record.agent_id) not in policy.actors
+    if policy.status != AgentStatus.ACTIVE or not may_act_for(
+        policy.actors, record.agent_id, across=False
     ):
         raise Declined("subject")
-    allowed = subject.scopes & set(record.allowed_scopes)
-    if policy.scopes:
-        allowed &= policy.scopes
+    allowed = delegable_scopes(subject.scopes, record.allowed_scopes, policy.scopes)
     granted = sorted(set(asked.scopes) if asked.scopes is not None else allowed)
     if not granted or not allowed.issuperset(granted):
         raise Declined("scope")
@@ -558,11 +559,11 @@ def _exchange(
     jti = str(claims["jti"])
     data = token_issued_data(
         client_id=record.client_id, scope=scope, audiences=[], credential_id=credential_id,
-        id_token=False,
-    )  # fmt: skip
-    data.update(
-        grant_type=TOKEN_EXCHANGE, sub=str(agent_id), act=act, parent_jti=subject.jti,
-        depth=depth,
+        id_token=False, caller_organization_id=record.organization_id,
+        delegation=Delegation(
+            subject_agent_id=agent_id, act=act, parent_jti=subject.jti, depth=depth,
+            expires_at=subject.expires_at, organization_id=record.organization_id,
+        ),
     )  # fmt: skip
     audit = audit_append_arguments(
         EventContent.new(

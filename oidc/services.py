@@ -22,7 +22,7 @@ from agentidp.events import event_record
 from agentidp.lifecycle import AgentStatusChange, CredentialRevocation
 from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError, secret_store
-from agentidp.tenancy import organization_applied, tenant_context
+from agentidp.tenancy import organization_applied, organization_enter, tenant_context
 from agentidp.trust import delegation_trust
 from agentidp.usage import redis_client
 from agents.choices import AgentStatus
@@ -240,15 +240,28 @@ def token_issued_data(
     audiences: list[str],
     credential_id: uuid.UUID | None,
     id_token: bool,
+    delegation: Delegation | None = None,
+    caller_organization_id: uuid.UUID | None = None,
 ) -> dict[str, JSONValue]:
-    """The data of a ``token.issued`` event, whichever path issued the token."""
-    return {
+    """The data of a ``token.issued`` event, whichever path issued the token; for a token
+    exchange, who it is for and the chain (and the subject's organization when it is not the
+    caller's)."""
+    data: dict[str, JSONValue] = {
         "client_id": client_id,
         "scope": scope,
         "aud": [str(audience) for audience in audiences],
         "credential_id": str(credential_id) if credential_id else None,
         "id_token": id_token,
     }
+    if delegation is not None:
+        data.update(
+            grant_type=TOKEN_EXCHANGE,
+            sub=str(delegation.subject_agent_id), act=delegation.act,
+            parent_jti=delegation.parent_jti, depth=delegation.depth,
+        )  # fmt: skip
+        if delegation.organization_id != caller_organization_id:
+            data["organization_id"] = str(delegation.organization_id)
+    return data
 
 
 # Recorded in the subject agent's organization when an agent of another one (trusted to act for
@@ -312,18 +325,9 @@ def access_token_record(
         audiences=audiences,
         credential_id=credential_id,
         id_token=id_token,
+        delegation=delegation,
+        caller_organization_id=client.organization_id,
     )
-    across = delegation is not None and delegation.organization_id not in (
-        None, client.organization_id
-    )  # fmt: skip
-    if delegation is not None:
-        data.update(
-            grant_type=TOKEN_EXCHANGE,
-            sub=str(delegation.subject_agent_id), act=delegation.act,
-            parent_jti=delegation.parent_jti, depth=delegation.depth,
-        )  # fmt: skip
-        if across:
-            data["organization_id"] = str(delegation.organization_id)
     event_record(
         organization_id=client.organization_id,
         actor=client_actor(client),
@@ -333,7 +337,7 @@ def access_token_record(
         data=data,
         companion=insert,
     )
-    if delegation is not None and delegation.organization_id is not None and across:
+    if delegation is not None and delegation.organization_id != client.organization_id:
         # The subject's organization keeps its own record of who was handed its agent's token.
         with tenant_context(delegation.organization_id):
             event_record(
@@ -554,10 +558,7 @@ def _actors_active(organization_id: uuid.UUID, act: JSONValue) -> bool:
         )
     finally:
         # the reads above entered other organizations: the transaction acts for this one again
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT set_config('app.organization_id', %s, true)", [str(organization_id)]
-            )
+        organization_enter(organization_id)
 
 
 def _trusted_actors_active(

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -75,7 +75,31 @@ class Delegation:
     expires_at: int
     # The subject agent's organization: the token's ``organization_id``. Another than the
     # caller's only through a trust that allows it (``agentidp.trust``).
-    organization_id: uuid.UUID | None = None
+    organization_id: uuid.UUID
+
+
+def may_act_for(actors: Sequence[str], agent_id: uuid.UUID, *, across: bool) -> bool:
+    """Whether a delegation policy's ``actors`` let ``agent_id`` act: listed, or ``"*"`` (any
+    agent of the policy's own organization; another organization's must be listed)."""
+    return str(agent_id) in actors or (not across and ANY_ACTOR in actors)
+
+
+def delegable_scopes(
+    subject: Iterable[str],
+    caller: Iterable[str],
+    policy: Iterable[str],
+    trust: Iterable[str] | None = None,
+) -> set[str]:
+    """What a token exchange may hand on: the subject token's scopes ∩ what the caller may hold
+    ∩ what the subject's policy delegates (none listed: any) ∩ what a trust across
+    organizations caps."""
+    allowed = set(subject) & set(caller)
+    listed = set(policy)
+    if listed:
+        allowed &= listed
+    if trust is not None:
+        allowed &= set(trust)
+    return allowed
 
 
 def act_claim(
@@ -310,7 +334,7 @@ def access_token_generate(request: OAuthRequest) -> str:
     state.claims = access_token_claims(
         agent_id=delegation.subject_agent_id if delegation else client.agent_id,
         client_id=client.client_id,
-        organization_id=(delegation and delegation.organization_id) or client.organization_id,
+        organization_id=delegation.organization_id if delegation else client.organization_id,
         scope=" ".join(request.scopes or []),
         audiences=state.audiences,
         lifetime=int(request.expires_in or 0),
