@@ -617,6 +617,10 @@ def cmd_run() -> int:
                 "AGENTIDP_SSRF_ALLOWED_PORTS", "443,80,1024-65535"
             ),
             AGENTIDP_WEBHOOK_ALLOW_HTTP=os.environ.get("AGENTIDP_WEBHOOK_ALLOW_HTTP", "1"),
+            # an API or MCP server a developer runs on this machine may be registered
+            AGENTIDP_RESOURCE_ALLOW_LOOPBACK_HTTP=os.environ.get(
+                "AGENTIDP_RESOURCE_ALLOW_LOOPBACK_HTTP", "1"
+            ),
             # web, worker and beat write their metrics here; /metrics sums them all
             PROMETHEUS_MULTIPROC_DIR=str(metrics_directory()),
         )

@@ -351,6 +351,10 @@ AGENTIDP = {
     "SSRF_ALLOWED_PORTS": env.list("AGENTIDP_SSRF_ALLOWED_PORTS", default=["443", "80"]),
     "SSRF_RESOLVER": env.str("AGENTIDP_SSRF_RESOLVER", default="agentidp.outbound.system_resolve"),
     "WEBHOOK_ALLOW_HTTP": env.bool("AGENTIDP_WEBHOOK_ALLOW_HTTP", default=False),
+    # Registered resources (oidc.resources): http identifiers on loopback, for development.
+    "RESOURCE_ALLOW_LOOPBACK_HTTP": env.bool(
+        "AGENTIDP_RESOURCE_ALLOW_LOOPBACK_HTTP", default=False
+    ),
     # Webhook delivery: seconds between attempts (the last failure after the last entry is a
     # dead letter), +/- jitter as a fraction, and when a failing subscription is disabled.
     "WEBHOOK_RETRY_SCHEDULE": env.list(

@@ -15,6 +15,7 @@ from did import views as did_views
 from did.api import AgentDidKeysViewSet
 from federation.api import FederationPartnerViewSet, FederationViewSet
 from oidc import views as oidc_views
+from oidc.api import ResourceAgentGrantViewSet, ResourceRoleGrantViewSet, ResourceViewSet
 from organizations.api import OrganizationViewSet
 from webhooks.api import WebhookDeliveryViewSet, WebhookViewSet
 
@@ -33,6 +34,15 @@ router.register(r"agents/(?P<agent_pk>[^/]+)/scopes", AgentScopesViewSet, basena
 router.register(
     r"agents/(?P<agent_pk>[^/]+)/did/keys", AgentDidKeysViewSet, basename="agent-did-keys"
 )
+router.register("resources", ResourceViewSet, basename="resource")
+router.register(
+    r"resources/(?P<resource_pk>[^/]+)/grants", ResourceAgentGrantViewSet,
+    basename="resource-grant",
+)  # fmt: skip
+router.register(
+    r"resources/(?P<resource_pk>[^/]+)/roles", ResourceRoleGrantViewSet,
+    basename="resource-role-grant",
+)  # fmt: skip
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("compliance", ComplianceViewSet, basename="compliance")
 router.register("webhooks", WebhookViewSet, basename="webhook")

@@ -30,7 +30,14 @@ from federation.services import (
     token_parsed,
 )
 from federation.verification import Refused
-from oidc.tokens import ACCESS_TOKEN_TYPE, EXCHANGE_TOKEN_TYPES, JWT_TOKEN_TYPE, TOKEN_EXCHANGE
+from oidc.resources import TARGET_REFUSED_EVENT, is_platform_audience
+from oidc.tokens import (
+    ACCESS_TOKEN_TYPE,
+    EXCHANGE_TOKEN_TYPES,
+    JWT_TOKEN_TYPE,
+    TOKEN_EXCHANGE,
+    api_audience,
+)
 from oidc.views import oauth_error
 from webhooks.choices import EventType
 
@@ -107,6 +114,21 @@ def federated_grant(request: HttpRequest) -> HttpResponse:
         audiences = _audiences(request)
         parsed = token_parsed(assertion)
         organization_id = _organization(request, parsed.issuer)
+        if not is_platform_audience(audiences):
+            event_record_after_request(
+                organization_id=organization_id,
+                actor=federated_actor(organization_id=organization_id, subject=parsed.issuer),
+                action=TARGET_REFUSED_EVENT,
+                subject_type="federation_partner",
+                subject_id=parsed.issuer[:200],
+                data={"reason": "partner_resource", "error": "invalid_target",
+                      "resources": list[JSONValue](audiences[:5])},
+            )  # fmt: skip
+            raise _Invalid(
+                "invalid_target",
+                "A partner's token is exchanged for the platform API only "
+                f"({api_audience()}), not for the organization's registered resources.",
+            )
     except _Invalid as invalid:
         return oauth_error(invalid.error, invalid.description, 400)
     except Refused as refused:

@@ -44,6 +44,7 @@ from oidc.tokens import (
     TOKEN_EXCHANGE,
     Delegation,
     InvalidToken,
+    Target,
     VerifiedToken,
     access_token_verify,
     act_claim,
@@ -52,6 +53,7 @@ from oidc.tokens import (
     issuance,
     may_act_for,
 )
+from oidc.validators import AgentRequestValidator
 from organizations.models import Organization
 
 REFUSED_EVENT = "token.exchange_refused"  # noqa: S105 - an event name
@@ -89,8 +91,11 @@ class TokenExchangeGrant(ClientCredentialsGrant):
             raise errors.UnsupportedGrantTypeError(request=request)
         self.validate_client_confidential(request)
         self.validate_grant_type(request)
+        client = cast(Client, request.client)
+        # A registered resource (RFC 8707) is resolved for the caller, in its organization.
+        target = cast(AgentRequestValidator, self.request_validator).target(request, client)
         try:
-            delegation, scopes = _delegation(request)
+            delegation, scopes = _delegation(request, target)
         except Refused as refused:
             _refusal_record(request, refused)
             raise
@@ -114,7 +119,7 @@ def _form(request: OAuthRequest, name: str) -> str:
     return str(value) if value else ""
 
 
-def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
+def _delegation(request: OAuthRequest, target: Target | None) -> tuple[Delegation, list[str]]:
     client = cast(Client, request.client)
     subject_token = _form(request, "subject_token")
     if not subject_token:
@@ -141,12 +146,14 @@ def _delegation(request: OAuthRequest) -> tuple[Delegation, list[str]]:
                 " one's agents to act for its own (a partner entry for this deployment that"
                 " allows delegation).", request,
             )  # fmt: skip
+    if target is not None:
+        _target_checked(request, subject, target, trust)
     _actor_checked(request, client)
     # The subject side is read in the subject's organization (the caller's, or one that
     # trusts it); the token itself is the caller's and is recorded in the caller's.
     with tenant_context(organization_id):
         _standing(request, subject, "subject_token")
-        delegation, scopes = _delegated(request, client, subject, trust)
+        delegation, scopes = _delegated(request, client, subject, trust, target)
         if not _parent_live(organization_id, subject.jti):
             raise Refused(
                 "invalid_grant", "revoked", "The subject_token cannot be used now.", request
@@ -175,8 +182,32 @@ def _actor_checked(request: OAuthRequest, client: Client) -> None:
         )
 
 
+def _target_checked(
+    request: OAuthRequest, subject: VerifiedToken, target: Target, trust: DelegationTrust | None
+) -> None:
+    """A token for a registered resource is exchanged only from one for that resource (the
+    audience only narrows), between agents of the resource's organization."""
+    if trust is not None:
+        raise Refused(
+            "invalid_target", "foreign_resource",
+            "Across organizations, tokens are exchanged for the platform API only.", request,
+        )  # fmt: skip
+    audiences = subject.claims.get("aud")
+    listed = audiences if isinstance(audiences, list) else [audiences]
+    if target.identifier not in listed:
+        raise Refused(
+            "invalid_target", "audience_widened",
+            "The subject token is not for this resource: an exchange only narrows its audience.",
+            request,
+        )  # fmt: skip
+
+
 def _delegated(
-    request: OAuthRequest, client: Client, subject: VerifiedToken, trust: DelegationTrust | None
+    request: OAuthRequest,
+    client: Client,
+    subject: VerifiedToken,
+    trust: DelegationTrust | None,
+    target: Target | None,
 ) -> tuple[Delegation, list[str]]:
     """What A's policy lets the caller be handed, read in A's organization."""
     agent = Agent.objects.filter(
@@ -208,7 +239,7 @@ def _delegated(
             "invalid_request", "chain_too_deep",
             f"The chain would hold {depth} actors; {agent.name}'s policy allows {limit}.", request,
         )  # fmt: skip
-    scopes = _scopes(request, client, agent, subject, trust)
+    scopes = _scopes(request, client, agent, subject, trust, target)
     delegation = Delegation(
         subject_agent_id=agent.id, act=act, parent_jti=subject.jti, depth=depth,
         expires_at=subject.expires_at, organization_id=subject.organization_id,
@@ -270,11 +301,14 @@ def _scopes(
     agent: Agent,
     subject: VerifiedToken,
     trust: DelegationTrust | None,
+    target: Target | None,
 ) -> list[str]:
-    """Requested ∩ the subject token's ∩ what the caller may hold ∩ what A delegates (∩ what
-    A's organization lets another organization's agents be handed)."""
+    """Requested ∩ the subject token's ∩ what the caller may hold (on the resource, for a
+    registered one) ∩ what A delegates (∩ what A's organization lets another organization's
+    agents be handed)."""
+    caller = target.granted if target is not None else client.allowed_scopes
     allowed = delegable_scopes(
-        subject.scopes, client.allowed_scopes, agent.delegation_scopes,
+        subject.scopes, caller, agent.delegation_scopes,
         trust.scopes if trust is not None else None,
     )  # fmt: skip
     requested = _form(request, "scope").split()

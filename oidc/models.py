@@ -6,9 +6,10 @@ from django.conf import settings
 from django.db import models
 from oauth2_provider.models import AbstractAccessToken, AbstractIDToken, AbstractRefreshToken
 
-from agentidp.models import OrgOwnedModel
+from agentidp.models import OrgOwnedModel, TimestampedModel
 from credentials.choices import SigningAlgorithm
 from oidc.choices import KeyStatus, RevocationReason
+from organizations.choices import MemberRole
 
 
 class SigningKey(models.Model):
@@ -158,3 +159,82 @@ class AssertionUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issuer_sha256[:12]}/{self.jti_sha256[:12]}"
+
+
+class Resource(OrgOwnedModel, TimestampedModel):
+    """A resource server of the organization's (an API, an MCP server): the ``aud`` of the
+    tokens issued for it, the scopes it defines, and how its tokens are made.
+
+    The identifier is unique across the deployment: two organizations naming one server would
+    let either mint tokens the other's server accepts."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    identifier = models.CharField(
+        max_length=2048, unique=True,
+        help_text="The resource indicator (RFC 8707) agents ask for and tokens name as aud: an "
+        "absolute https URI without a fragment (http only on loopback, in development).",
+    )  # fmt: skip
+    name = models.CharField(max_length=200)
+    # [{"name": "tools:call", "description": "..."}]: the scopes only this resource's tokens hold.
+    scopes = models.JSONField(default=list, blank=True)
+    access_token_lifetime = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Seconds its tokens live (empty: the organization's lifetime); never longer than "
+        "the organization's lifetime.",
+    )  # fmt: skip
+    signing_algorithm = models.CharField(
+        max_length=10, choices=SigningAlgorithm.choices, default=SigningAlgorithm.ES256
+    )
+    dpop_required = models.BooleanField(
+        default=False, help_text="Only sender-constrained (DPoP, RFC 9449) tokens are issued."
+    )
+    created_by = models.CharField(max_length=200, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["identifier"]
+        indexes = [models.Index(fields=["organization", "identifier"], name="oidc_resource_org")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.identifier})"
+
+    @property
+    def scope_names(self) -> list[str]:
+        return [str(scope["name"]) for scope in self.scopes if isinstance(scope, dict)]
+
+
+class ResourceGrant(OrgOwnedModel, TimestampedModel):
+    """Which of a resource's scopes an agent, or every agent holding a role, may be issued."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="grants")
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    role = models.CharField(
+        max_length=20, blank=True, choices=MemberRole.choices,
+        help_text="Every agent holding this role in the organization (instead of one agent).",
+    )  # fmt: skip
+    scopes = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["resource", "role"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(agent__isnull=False) & models.Q(role=""))
+                | (models.Q(agent__isnull=True) & ~models.Q(role="")),
+                name="%(app_label)s_%(class)s_agent_or_role",
+            ),
+            models.UniqueConstraint(
+                fields=["resource", "agent"],
+                condition=models.Q(agent__isnull=False),
+                name="%(app_label)s_%(class)s_agent_once",
+            ),  # fmt: skip
+            models.UniqueConstraint(
+                fields=["resource", "role"],
+                condition=~models.Q(role=""),
+                name="%(app_label)s_%(class)s_role_once",
+            ),  # fmt: skip
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id or self.role}: {' '.join(map(str, self.scopes))}"

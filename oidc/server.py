@@ -16,10 +16,14 @@ from oidc.validators import AgentRequestValidator
 
 def access_token_lifetime(request: OAuthRequest) -> int:
     """The client's organization's lifetime, capped by ``AGENTIDP_ACCESS_TOKEN_MAX_LIFETIME``;
-    a delegated token's by its subject token's remaining life too."""
+    a registered resource's token by the resource's shorter one, a delegated token's by its
+    subject token's remaining life too."""
     client = cast(Client, request.client)
     lifetime = lifetime_capped(client.organization.access_token_lifetime_seconds)
-    delegation = issuance(request).delegation
+    state = issuance(request)
+    if state.target is not None and state.target.lifetime:
+        lifetime = min(lifetime, state.target.lifetime)
+    delegation = state.delegation
     if delegation is not None:
         lifetime = min(lifetime, delegation.expires_at - int(time.time()))
     return lifetime

@@ -151,6 +151,20 @@ def chain_actors(act: JSONValue) -> list[str]:
     return actors
 
 
+@dataclass(frozen=True)
+class Target:
+    """A registered resource a token request names (``resource``/``audience``, RFC 8707), with
+    what the requesting agent may be issued for it (:mod:`oidc.resources`)."""
+
+    identifier: str
+    resource_id: uuid.UUID
+    scopes: frozenset[str]
+    granted: frozenset[str]
+    lifetime: int | None
+    signing_algorithm: str
+    dpop_required: bool
+
+
 @dataclass
 class Issuance:
     """What one token request carries between DOT's hooks (validator, generator, save) and the
@@ -172,6 +186,9 @@ class Issuance:
     delegation: Delegation | None = None
     # The token's index in the status lists (oidc.status), once it is signed.
     status_idx: int | None = None
+    # The registered resource the token is for (None: the platform API), once resolved.
+    target: Target | None = None
+    target_resolved: bool = False
 
 
 # A WSGI-style environ key (dotted, so no HTTP header can produce it).
@@ -344,7 +361,8 @@ def access_token_generate(request: OAuthRequest) -> str:
     if delegation is not None:
         # RFC 8693 4.1: who acts for the subject, the earlier actors nested inside
         state.claims["act"] = delegation.act
-    return access_token_sign(state.claims, signing_key_current())
+    algorithm = state.target.signing_algorithm if state.target is not None else None
+    return access_token_sign(state.claims, signing_key_current(algorithm))
 
 
 def _b64_encode(data: bytes) -> str:

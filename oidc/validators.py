@@ -25,10 +25,18 @@ from credentials.services import (
 )
 from oidc.keys import signing_key_current
 from oidc.ratelimit import failed_authentication_count, token_request_admit
+from oidc.resources import (
+    TARGET_SYNTAX,
+    TargetRefused,
+    is_platform_audience,
+    target_refusal_record,
+    target_resolve,
+)
 from oidc.services import access_token_record, access_token_revoke, client_actor
 from oidc.tokens import (
     TOKEN_EXCHANGE,
     InvalidToken,
+    Target,
     access_token_verify,
     id_token_claims,
     id_token_sign,
@@ -195,22 +203,63 @@ class AgentRequestValidator(OAuth2Validator):
         self, client_id: str, scopes: list[str], client: Client, request: OAuthRequest,
         *args: object, **kwargs: object,
     ) -> bool:  # fmt: skip
-        try:
-            issuance(request).audiences = requested_audiences(request)
-        except ValueError as exc:
+        target = self.target(request, client)
+        if target is None:
+            return client.record.scopes_allowed(scopes)
+        if not scopes:
             raise CustomOAuth2Error(
-                error="invalid_target",
-                description="resource and audience must be absolute URIs without a fragment",
+                error="invalid_scope",
+                description="The agent holds no scope on this resource.",
                 status_code=400,
                 request=request,
-            ) from exc
-        return client.record.scopes_allowed(scopes)
+            )
+        if target.dpop_required:
+            raise CustomOAuth2Error(
+                error="invalid_request",
+                description="This resource accepts only DPoP-bound tokens (RFC 9449), which "
+                "need a DPoP proof.",
+                status_code=400,
+                request=request,
+            )
+        return set(scopes) <= target.granted
 
     def get_default_scopes(
         self, client_id: str, request: OAuthRequest, *args: object, **kwargs: object
     ) -> list[str]:
         client = cast(Client, request.client)
+        target = self.target(request, client)
+        if target is not None:
+            return sorted(target.granted)
         return list(client.allowed_scopes)
+
+    def target(self, request: OAuthRequest, client: Client) -> Target | None:
+        """The registered resource the request names (resolved once per request), or None
+        for the platform API; ``invalid_target`` (RFC 8707), audited, for anything else."""
+        state = issuance(request)
+        if state.target_resolved:
+            return state.target
+        try:
+            state.audiences = requested_audiences(request)
+            if not is_platform_audience(state.audiences):
+                state.target = target_resolve(
+                    organization_id=client.organization_id,
+                    audiences=state.audiences,
+                    agent_id=client.agent_id,
+                )
+        except ValueError as exc:
+            target_refusal_record(client, TargetRefused("not_a_uri", TARGET_SYNTAX))
+            raise CustomOAuth2Error(
+                error="invalid_target", description=TARGET_SYNTAX, status_code=400,
+                request=request,
+            ) from exc  # fmt: skip
+        except TargetRefused as refused:
+            target_refusal_record(client, refused, state.audiences)
+            raise CustomOAuth2Error(
+                error="invalid_target", description=refused.description, status_code=400,
+                request=request,
+            ) from refused  # fmt: skip
+        state.target_resolved = True
+        return state.target
 
     def save_bearer_token(
         self, token: dict[str, object], request: OAuthRequest, *args: object, **kwargs: object

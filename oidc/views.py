@@ -46,6 +46,9 @@ TOKEN_LATENCY = Histogram(
 BASIC_CHALLENGE = 'Basic realm="agentidp", error="invalid_client"'
 
 
+REPEATABLE = frozenset({"resource", "audience"})
+
+
 class TokenView(dot_views.TokenView):
     """DOT's token endpoint (the full path: every refusal, and what the lean path declines),
     adding ``Retry-After`` on 429 and 503, ``WWW-Authenticate`` on 401 and the latency
@@ -57,7 +60,12 @@ class TokenView(dot_views.TokenView):
         state = Issuance(source_address=client_address(request))
         request.META[ISSUANCE_KEY] = state
         try:
-            repeated = sorted(key for key, values in request.POST.lists() if len(values) > 1)
+            # resource (RFC 8707 2) and audience (RFC 8693 2.1) may be repeated; the rest not
+            repeated = sorted(
+                key
+                for key, values in request.POST.lists()
+                if len(values) > 1 and key not in REPEATABLE
+            )
             scheme = request.headers.get("Authorization", "").split(" ", 1)[0].lower()
             if scheme and scheme != "basic":
                 # RFC 6749 2.3: clients authenticate here with HTTP Basic or in the form; any

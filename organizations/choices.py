@@ -28,6 +28,8 @@ class Scope(models.TextChoices):
     FEDERATION_READ = "federation:read", "See the organization's trusted partner issuers"
     FEDERATION_MANAGE = "federation:manage", "Manage the organization's trusted partner issuers"
     FEDERATION_VERIFY = "federation:verify", "Verify tokens issued by the organization's partners"
+    RESOURCES_READ = "resources:read", "See the organization's registered resource servers"
+    RESOURCES_MANAGE = "resources:manage", "Register resource servers and grant their scopes"
     ADMIN_ORGS = "admin:orgs", "Manage every organization (platform staff only)"
     OPENID = "openid", "OpenID Connect: an id_token, and the agent's identity at /agent-info"
     PROFILE = "profile", "The agent's name, status and capabilities at /agent-info"
@@ -44,6 +46,8 @@ AGENT_SCOPES = frozenset(
         Scope.FEDERATION_READ,
         Scope.FEDERATION_MANAGE,
         Scope.FEDERATION_VERIFY,
+        Scope.RESOURCES_READ,
+        Scope.RESOURCES_MANAGE,
         Scope.OPENID,
         Scope.PROFILE,
     }
@@ -62,6 +66,7 @@ PLATFORM_SCOPES = frozenset({Scope.ADMIN_ORGS})
 IMPLIED_SCOPES: dict[str, frozenset[str]] = {
     Scope.WEBHOOKS_MANAGE: frozenset({Scope.WEBHOOKS_READ}),
     Scope.FEDERATION_MANAGE: frozenset({Scope.FEDERATION_READ}),
+    Scope.RESOURCES_MANAGE: frozenset({Scope.RESOURCES_READ}),
 }
 """What holding a scope grants besides itself: managing something includes seeing it (tokens
 issued with ``webhooks:manage`` before ``webhooks:read`` existed keep reading)."""
@@ -102,9 +107,16 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     MemberRole.ADMIN: _ADMINISTER,
     MemberRole.MEMBER: frozenset({Scope.AGENTS_READ}),
     MemberRole.AUDITOR: frozenset(
-        {Scope.AUDIT_READ, Scope.AGENTS_READ, Scope.WEBHOOKS_READ, Scope.FEDERATION_READ}
-    ),
+        {
+            Scope.AUDIT_READ,
+            Scope.AGENTS_READ,
+            Scope.WEBHOOKS_READ,
+            Scope.FEDERATION_READ,
+            Scope.RESOURCES_READ,
+        }
+    ),  # fmt: skip
 }
 """Scopes a staff user holds through the role of their membership. A member reads the agents
 (and the organization and its people); an auditor reads everything (the audit log, its proofs,
-the controls and the report, the agents, webhooks and partners) and changes nothing."""
+the controls and the report, the agents, webhooks, partners and resources) and changes
+nothing."""

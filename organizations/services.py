@@ -50,6 +50,10 @@ STAFF_PERMISSIONS = (
     ("federation", "add_federationpartner"),
     ("federation", "change_federationpartner"),
     ("federation", "delete_federationpartner"),
+    ("oidc", "view_resource"),
+    ("oidc", "add_resource"),
+    ("oidc", "change_resource"),
+    ("oidc", "delete_resource"),
 )
 
 

@@ -33,6 +33,13 @@ class EventType(models.TextChoices):
     CREDENTIAL_CLIENT_CHANGED = "credential.client_changed", "An agent's client metadata changed"
     TOKEN_ISSUED = "token.issued", "An access token was issued"  # noqa: S105 - an event name
     TOKEN_REVOKED = "token.revoked", "An access token was revoked"  # noqa: S105 - an event name
+    RESOURCE_CREATED = "resource.created", "A resource server was registered"
+    RESOURCE_UPDATED = "resource.updated", "A registered resource server changed"
+    RESOURCE_DELETED = "resource.deleted", "A resource server was removed from the registry"
+    RESOURCE_GRANT_CHANGED = (
+        "resource.grant_changed",
+        "Which of a resource's scopes an agent or a role may be issued changed",
+    )
     KEY_PUBLISHED = "key.published", "A signing key was published in the JWKS"
     KEY_ACTIVATED = "key.activated", "A signing key started signing"
     KEY_RETIRED = "key.retired", "A signing key stopped signing (still verifies)"

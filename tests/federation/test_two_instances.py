@@ -94,11 +94,37 @@ def did_of(b: Stack) -> str:
     return str(document["id"])
 
 
+def a_registered_at_b(b: Stack) -> None:
+    """B's organization registers A's deployment as a resource (only a registered resource is
+    ever a token's aud) and grants its demo agent agents:read there; once per B."""
+    issuer = agentidp_settings().issuer
+    token = b.as_demo_agent(
+        "/oauth2/token", grant_type="client_credentials", scope="resources:manage"
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    listed = requests.get(f"{b.base}/resources", headers=headers, timeout=10).json()["results"]
+    known = [r for r in listed if r["identifier"] == issuer]
+    if known:
+        return
+    created = requests.post(
+        f"{b.base}/resources", headers=headers, timeout=10,
+        json={"identifier": issuer, "name": "Deployment A",
+              "scopes": [{"name": "agents:read", "description": "Read A's agents"}]},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    granted = requests.put(
+        f"{b.base}/resources/{created.json()['id']}/grants/{jwt_parts(token)[1]['sub']}",
+        headers=headers, json={"scopes": ["agents:read"]}, timeout=10,
+    )  # fmt: skip
+    assert granted.status_code == 200, granted.text
+
+
 def b_token(b: Stack) -> str:
     """A fresh token of B's demo agent, meant for A (its aud is A's issuer)."""
+    a_registered_at_b(b)
     response = b.as_demo_agent(
         "/oauth2/token", grant_type="client_credentials", scope="agents:read",
-        audience=agentidp_settings().issuer,
+        resource=agentidp_settings().issuer,
     )  # fmt: skip
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]

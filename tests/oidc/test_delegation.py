@@ -20,6 +20,7 @@ from agentidp.policy import decision_cache, policy_engine
 from agentidp.tenancy import tenant_context
 from compliance.models import AuditEvent
 from oidc.models import AccessToken, RevokedToken
+from oidc.tokens import api_audience
 from organizations.models import Organization
 from tests.factories import StaffFactory
 from tests.oidc.conftest import (
@@ -433,7 +434,7 @@ def test_a_token_says_who_may_act_for_its_agent_when_the_policy_restricts_it(
     assert claims(token_for(a))["may_act"] == [{"sub": both[0]}, {"sub": both[1]}]
     full_path = HttpClient().post(  # resource= takes the full path: the same claim
         "/oauth2/token",
-        "grant_type=client_credentials&scope=agents:read&resource=https://api.example.com",
+        f"grant_type=client_credentials&scope=agents:read&resource={api_audience()}",
         FORM, HTTP_AUTHORIZATION=basic(a.client_id, a.secret),
     )  # fmt: skip
     assert claims(full_path.json()["access_token"])["may_act"] == [

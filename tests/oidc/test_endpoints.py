@@ -7,6 +7,7 @@ from django.test import Client as HttpClient
 
 from agentidp.tenancy import platform_context, tenant_context
 from compliance.models import AuditEvent
+from oidc.tokens import api_audience
 from organizations.models import Organization
 from tests.factories import OrganizationFactory
 from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts
@@ -50,10 +51,10 @@ def test_revocation_requires_client_authentication(cred: Credentialed) -> None:
 
 
 def test_introspection(cred: Credentialed, token_for: Callable[..., str]) -> None:
-    token = token_for(cred, resource="https://svc.example")
+    token = token_for(cred, resource=api_audience())
     body = _post("/oauth2/introspect", cred, token=token).json()
     assert body["active"] is True
-    assert body["sub"] == str(cred.agent.id) and body["aud"] == "https://svc.example"
+    assert body["sub"] == str(cred.agent.id) and body["aud"] == api_audience()
     assert body["client_id"] == cred.client_id and body["token_type"] == "Bearer"
     assert _post("/oauth2/introspect", cred, token="garbage").json() == {"active": False}
     missing = _post("/oauth2/introspect", cred)

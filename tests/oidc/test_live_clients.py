@@ -15,6 +15,7 @@ from django.test import override_settings
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
+from oidc.tokens import api_audience
 from organizations.models import Organization
 from tests.factories import OrganizationFactory
 from tests.oidc.conftest import Credentialed, credentialed
@@ -42,7 +43,7 @@ def test_authlib_token_verified_by_pyjwt_with_the_jwks(
         scope="agents:read",
     )
     token = session.fetch_token(
-        f"{base}/oauth2/token", grant_type="client_credentials", resource="https://svc.example"
+        f"{base}/oauth2/token", grant_type="client_credentials", resource=api_audience()
     )
     assert token["token_type"].lower() == "bearer" and token["scope"] == "agents:read"
 
@@ -55,7 +56,7 @@ def test_authlib_token_verified_by_pyjwt_with_the_jwks(
         access_token,
         signing_key,
         algorithms=["ES256"],
-        audience="https://svc.example",
+        audience=api_audience(),
         issuer=settings.AGENTIDP["ISSUER"],
         options={"require": ["exp", "iat", "nbf", "jti", "sub", "aud", "iss"]},
     )

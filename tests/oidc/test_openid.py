@@ -24,7 +24,7 @@ from compliance.models import AuditEvent
 from credentials.services import client_signing_set
 from oidc.keys import key_ring
 from oidc.services import signing_key_rotate
-from oidc.tokens import InvalidToken, id_token_verify
+from oidc.tokens import InvalidToken, api_audience, id_token_verify
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, OrganizationFactory
 from tests.oidc.conftest import (
@@ -141,7 +141,7 @@ def test_openid_scope_adds_an_id_token_with_the_agents_claims(
     oidc_cred: Credentialed, settings: Any, path: str
 ) -> None:
     # The full path answers whatever the lean one declines: a resource indicator, for one.
-    extra = {"resource": "https://svc.example"} if path == "full" else {}
+    extra = {"resource": api_audience()} if path == "full" else {}
     body = _tokens(oidc_cred, scope="openid profile", **extra)
     issuer = settings.AGENTIDP["ISSUER"]
     header, _ = jwt_parts(body["id_token"])
@@ -173,10 +173,12 @@ def test_no_id_token_without_openid(oidc_cred: Credentialed) -> None:
     assert event.data["id_token"] is False
 
 
-@pytest.mark.parametrize("extra", [{}, {"resource": "https://svc.example"}])
+@pytest.mark.parametrize("extra", [{}, {"resource": "platform"}])
 def test_openid_for_a_client_not_allowed_it_is_invalid_scope(
     cred: Credentialed, extra: dict[str, str]
 ) -> None:
+    if extra:
+        extra = {"resource": api_audience()}
     response = request_token(cred, scope="openid agents:read", **extra)
     assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
 
@@ -192,7 +194,7 @@ def test_the_client_chooses_its_id_token_algorithm_through_the_api(
     assert response.status_code == 200, response.content
     assert response.json()["id_token_signed_response_alg"] == algorithm
     assert api.get(path).json() == response.json()
-    for extra in ({}, {"resource": "https://svc.example"}):
+    for extra in ({}, {"resource": api_audience()}):
         token = _tokens(oidc_cred, scope="openid", **extra)["id_token"]
         assert jwt_parts(token)[0]["alg"] == algorithm
         claims = _verify(token, oidc_cred.client_id, settings.AGENTIDP["ISSUER"])

@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 
 from agentidp.devenv import free_port
 from agentidp.usage import redis_client
+from oidc.tokens import api_audience
 from tests.oidc.conftest import FORM, Credentialed, basic, claims, exchange
 from tests.oidc.conftest import agent_token as token_for
 from tests.oidc.test_revocation import forget_revocation_list
@@ -82,7 +83,7 @@ def test_every_token_names_its_place_in_a_status_list(
     lean = token_for(a)  # a plain request: the lean path
     full = HttpClient().post(  # resource= goes down the full path
         "/oauth2/token",
-        "grant_type=client_credentials&scope=agents:read&resource=https://api.example.com",
+        f"grant_type=client_credentials&scope=agents:read&resource={api_audience()}",
         FORM,
         HTTP_AUTHORIZATION=basic(a.client_id, a.secret),
     )

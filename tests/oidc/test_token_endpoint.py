@@ -13,6 +13,7 @@ from compliance.models import AuditEvent
 from credentials.models import ClientSecret
 from credentials.services import credential_revoke, credential_rotate
 from oidc.models import AccessToken
+from oidc.tokens import api_audience
 from organizations.models import Organization
 from organizations.services import organization_suspend
 from tests.factories import TEST_ACTOR, OrganizationFactory
@@ -96,11 +97,15 @@ def test_scope_outside_the_agents_allowance(cred: Credentialed) -> None:
     _error(request_token(cred, scope="agents:read made:up"), 400, "invalid_scope")
 
 
-def test_resource_and_audience_set_aud(cred: Credentialed) -> None:
-    token = request_token(cred, resource="https://svc.example/api").json()["access_token"]
-    assert jwt_parts(token)[1]["aud"] == "https://svc.example/api"
-    token = request_token(cred, audience="https://other.example").json()["access_token"]
-    assert jwt_parts(token)[1]["aud"] == "https://other.example"
+def test_resource_and_audience_name_only_the_platform_api_or_a_registered_resource(
+    cred: Credentialed,
+) -> None:
+    token = request_token(cred, resource=api_audience()).json()["access_token"]
+    assert jwt_parts(token)[1]["aud"] == api_audience()
+    token = request_token(cred, audience=api_audience()).json()["access_token"]
+    assert jwt_parts(token)[1]["aud"] == api_audience()
+    _error(request_token(cred, resource="https://svc.example/api"), 400, "invalid_target")
+    _error(request_token(cred, audience="https://other.example"), 400, "invalid_target")
     _error(request_token(cred, resource="not-a-uri"), 400, "invalid_target")
 
 

@@ -28,6 +28,8 @@ TENANT_TABLES = [
     "oidc_accesstoken",
     "oidc_idtoken",
     "oidc_refreshtoken",
+    "oidc_resource",
+    "oidc_resourcegrant",
     "oidc_revokedtoken",
     "organizations_staffmembership",
     "organizations_tokenusage",
