@@ -41,7 +41,7 @@ def register(api: APIClient, identifier: str = MCP, **fields: Any) -> Any:
     return api.post("/resources", body, format="json")
 
 
-def grant(api: APIClient, resource_id: str, agent_id: Any, scopes: list[str]) -> Any:
+def grant(api: APIClient, resource_id: str, agent_id: Any, scopes: Any) -> Any:
     return api.put(f"/resources/{resource_id}/grants/{agent_id}", {"scopes": scopes}, format="json")
 
 
@@ -403,7 +403,9 @@ def test_a_resource_scope_named_like_the_platforms_opens_nothing_on_the_platform
     grant(api, partner["id"], writer.agent.id, ["agents:write"])
     token = request_token(writer, resource="https://partner.example").json()["access_token"]
     assert claims(token)["scope"] == "agents:write"
-    bearer = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-    assert HttpClient().get("/agents", **bearer).status_code == 401
-    created = HttpClient().post("/agents", {"name": "x"}, content_type="application/json", **bearer)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert HttpClient().get("/agents", headers=bearer).status_code == 401
+    created = HttpClient().post(
+        "/agents", {"name": "x"}, content_type="application/json", headers=bearer
+    )
     assert created.status_code == 401
