@@ -9,6 +9,7 @@ from rest_framework.authentication import BaseAuthentication, CSRFCheck
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 
+from agentidp.errors import bearer_challenge
 from agentidp.principals import Principal
 
 
@@ -35,4 +36,4 @@ class PrincipalAuthentication(BaseAuthentication):
             raise PermissionDenied(f"CSRF Failed: {reason}")
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="agentidp"'
+        return bearer_challenge()

@@ -8,6 +8,8 @@ from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from agentidp.conf import agentidp_settings
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
 FieldErrors = dict[str, list[str]]
@@ -246,3 +248,27 @@ def standard_problem(
     return problem_response(
         request, status=status, title=title, detail=detail or default, code=code, headers=headers
     )
+
+
+# RFC 9728 3.1: the metadata of the resource {issuer}/api (the platform API's audience).
+PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
+
+
+def protected_resource_metadata_url() -> str:
+    """Where the platform API's RFC 9728 metadata is: the well-known path with the resource's
+    path (``/api``) after it."""
+    return f"{agentidp_settings().issuer}{PROTECTED_RESOURCE_PATH}/api"
+
+
+def bearer_challenge(**params: str) -> str:
+    """The ``WWW-Authenticate`` of every refusal of the platform API (RFC 6750 3; ``error``,
+    ``error_description``, ``scope`` as given), naming its metadata document (RFC 9728 5.1)
+    so a client learns from a 401 alone which authorization server to ask."""
+    attributes = {"realm": "agentidp", **params,
+                  "resource_metadata": protected_resource_metadata_url()}  # fmt: skip
+    quoted = (value.replace("\\", "\\\\").replace('"', '\\"') for value in attributes.values())
+    return "Bearer " + ", ".join(f'{k}="{v}"' for k, v in zip(attributes, quoted, strict=True))
+
+
+def _dummy_get_response(request: HttpRequest) -> None:  # pragma: no cover - never called
+    return None

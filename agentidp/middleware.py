@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentidp.boundary import InputRejected, texts_check
-from agentidp.errors import OAUTH_ENDPOINTS, problem_response, standard_problem
+from agentidp.errors import OAUTH_ENDPOINTS, bearer_challenge, problem_response, standard_problem
 from agentidp.secrets import SecretStoreUnavailable
 
 logger = logging.getLogger("agentidp.errors")
@@ -275,10 +275,15 @@ def credential_in_query(request: HttpRequest) -> HttpResponse | None:
     )
     if not found:
         return None
-    headers = {} if oauth else {
-        "WWW-Authenticate": 'Bearer realm="agentidp", error="invalid_request", '
-        'error_description="no token in the URI"'
-    }  # fmt: skip
+    headers = (
+        {}
+        if oauth
+        else {
+            "WWW-Authenticate": bearer_challenge(
+                error="invalid_request", error_description="no token in the URI"
+            )
+        }
+    )
     where = "the request body" if oauth else "the Authorization header"
     return standard_problem(
         request, 400,

@@ -38,7 +38,7 @@ from prometheus_client import Counter
 from agentidp.conf import agentidp_settings
 from agentidp.deadlines import commit_deadlines
 from agentidp.deferred import deferred_begin, deferred_run
-from agentidp.errors import TenancyError, standard_problem
+from agentidp.errors import TenancyError, bearer_challenge, standard_problem
 from agentidp.middleware import UNAVAILABLE, exception_response
 from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
 
@@ -304,7 +304,7 @@ def invalid_token_response(request: HttpRequest) -> HttpResponse:
         request,
         401,
         detail="The access token is invalid.",
-        headers={"WWW-Authenticate": 'Bearer realm="agentidp", error="invalid_token"'},
+        headers={"WWW-Authenticate": bearer_challenge(error="invalid_token")},
     )
 
 

@@ -86,6 +86,18 @@ urlpatterns = [
         oidc_views.authorization_server_metadata,
         name="openid-configuration",
     ),
+    # RFC 9728: the platform API's metadata, at the path its resource ({issuer}/api) derives
+    # and at the bare well-known path
+    path(
+        ".well-known/oauth-protected-resource/api",
+        oidc_views.ProtectedResourceMetadataView.as_view(),
+        name="oauth-protected-resource-api",
+    ),
+    path(
+        ".well-known/oauth-protected-resource",
+        oidc_views.ProtectedResourceMetadataView.as_view(),
+        name="oauth-protected-resource",
+    ),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics, name="prometheus-django-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

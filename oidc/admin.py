@@ -5,8 +5,10 @@ DOT's own admin revokes by deleting the row; our tokens are self-contained JWTs,
 must list the ``jti`` in the revocation list, which only the service does.
 """
 
+import copy
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -16,22 +18,28 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from agentidp.admin import (
+    ORGANIZATION_CHOICE,
+    ConfirmedDelete,
     ManagedByScope,
     PlatformOnly,
+    ServiceSaves,
     action_hidden_fields,
     admin_principal,
     confirmation_page,
     confirmed,
+    organization_choice,
     run_service_action,
     scoped_to_principal,
 )
-from agentidp.errors import DomainError
+from agentidp.errors import DomainError, JSONValue, ValidationFailed
 from agentidp.secrets import SecretStoreError
 from agentidp.words import plural
-from agents.models import MAX_DELEGATION_DEPTH
-from oidc.models import AccessToken, SigningKey
+from agents.models import MAX_DELEGATION_DEPTH, Agent
+from oidc import resources
+from oidc.models import AccessToken, Resource, ResourceGrant, SigningKey
 from oidc.services import access_token_revoke, signing_key_rotate
 from organizations.choices import Scope
+from organizations.models import Organization
 
 
 @admin.register(SigningKey)
@@ -172,3 +180,257 @@ class AccessTokenAdmin(ManagedByScope[AccessToken], admin.ModelAdmin[AccessToken
             "Revoked",
         )
         return None
+
+
+# --- the resource registry ---------------------------------------------------------------------
+
+
+def scopes_text(scopes: object) -> str:
+    """A resource's scopes as the admin edits them: one per line, the name then its
+    description."""
+    items = scopes if isinstance(scopes, list) else []
+    return "\n".join(
+        f"{s.get('name', '')} {s.get('description', '')}".rstrip()
+        for s in items
+        if isinstance(s, dict)
+    )
+
+
+def scopes_parsed(text: str) -> list[dict[str, JSONValue]]:
+    parsed: list[dict[str, JSONValue]] = []
+    for line in text.splitlines():
+        if line.strip():
+            name, _, description = line.strip().partition(" ")
+            parsed.append({"name": name, "description": description.strip()})
+    return parsed
+
+
+class ResourceForm(forms.ModelForm[Resource]):
+    """Registration or a change, saved through the registry's services (every rule and the
+    audit event there); the scopes as lines of ``name description``."""
+
+    scopes_lines = forms.CharField(
+        label="Scopes", required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="One per line: the scope's name (such as tools:call), a space, what it lets "
+        "an agent do.",
+    )  # fmt: skip
+    for_organization = forms.ModelChoiceField(
+        queryset=Organization.objects.none(), required=False, label="Organization"
+    )
+
+    class Meta:
+        model = Resource
+        fields = ["identifier", "name", "access_token_lifetime", "signing_algorithm",
+                  "dpop_required"]  # fmt: skip
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.instance.pk and "scopes_lines" in self.fields:
+            self.fields["scopes_lines"].initial = scopes_text(self.instance.scopes)
+
+
+class GrantForm(forms.ModelForm[ResourceGrant]):
+    """Which of a resource's scopes one agent, or every agent of a role, may be issued."""
+
+    scopes_text = forms.CharField(
+        label="Scopes", required=False,
+        help_text="The resource's scope names, separated by spaces (empty: remove the grant).",
+    )  # fmt: skip
+
+    class Meta:
+        model = ResourceGrant
+        fields = ["resource", "agent", "role"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.instance.pk:
+            self.fields["scopes_text"].initial = " ".join(map(str, self.instance.scopes))
+
+
+@admin.register(Resource)
+class ResourceAdmin(
+    ServiceSaves[Resource],
+    ConfirmedDelete[Resource],
+    ManagedByScope[Resource],
+    admin.ModelAdmin[Resource],
+):
+    """The organization's APIs and MCP servers: the identifier tokens name as ``aud``, the
+    scopes they define, how their tokens are made; read with ``resources:read`` (auditors
+    too), changed with ``resources:manage``."""
+
+    admin_scope, write_scope = Scope.RESOURCES_READ, Scope.RESOURCES_MANAGE
+    form = ResourceForm
+    list_display = ["identifier", "name", "organization", "scope_list", "signing_algorithm",
+                    "dpop_required"]  # fmt: skip
+    list_filter = ["organization", "dpop_required", "signing_algorithm"]
+    search_fields = ["identifier", "name"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    list_select_related = ["organization"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Resource]:
+        return scoped_to_principal(request, super().get_queryset(request))
+
+    @admin.display(description="scopes")
+    def scope_list(self, resource: Resource) -> str:
+        return " ".join(resource.scope_names)
+
+    def get_fields(self, request: HttpRequest, obj: Resource | None = None) -> tuple[str, ...]:
+        fields = ("identifier", "name", "scopes_lines", "access_token_lifetime",
+                  "signing_algorithm", "dpop_required")  # fmt: skip
+        if obj is None:
+            platform = admin_principal(request).is_platform
+            return ((ORGANIZATION_CHOICE,) if platform else ()) + fields
+        return (*fields, "created_by", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Resource | None = None) -> list[str]:
+        fixed = ["created_by", "created_at", "updated_at"]
+        return fixed if obj is None else ["identifier", *fixed]
+
+    def get_form(
+        self, request: HttpRequest, obj: Resource | None = None, change: bool = False,
+        **kwargs: object,
+    ) -> type[forms.ModelForm[Resource]]:  # fmt: skip
+        form = super().get_form(request, obj, change, **kwargs)
+        organization_choice(form, request, adding=obj is None)
+        return form
+
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[Resource], change: bool
+    ) -> Resource:
+        actor = admin_principal(request)
+        data = form.cleaned_data
+        scopes = scopes_parsed(str(data.get("scopes_lines") or ""))
+        if change:
+            resource = form.instance
+            changes: dict[str, JSONValue] = {
+                name: data.get(name)
+                for name in ("name", "access_token_lifetime", "signing_algorithm",
+                             "dpop_required")
+                if name in form.changed_data
+            }  # fmt: skip
+            if "scopes_lines" in form.changed_data:
+                changes["scopes"] = list[JSONValue](scopes)
+            if not changes:
+                return resource
+            return resources.resource_update(
+                actor=actor, organization_id=resource.organization_id,
+                resource_id=resource.id, changes=changes,
+            )  # fmt: skip
+        chosen = data.get(ORGANIZATION_CHOICE)
+        organization_id = chosen.id if actor.is_platform and chosen else actor.organization_id
+        if organization_id is None:
+            raise ValidationFailed(
+                "Choose an organization.", errors={ORGANIZATION_CHOICE: ["Required."]}
+            )
+        return resources.resource_create(
+            actor=actor, organization_id=organization_id,
+            identifier=str(data.get("identifier") or ""), name=str(data.get("name") or ""),
+            scopes=scopes, access_token_lifetime=data.get("access_token_lifetime"),
+            signing_algorithm=str(data.get("signing_algorithm") or "ES256"),
+            dpop_required=bool(data.get("dpop_required")),
+        )  # fmt: skip
+
+    def delete_model(self, request: HttpRequest, obj: Resource) -> None:
+        resources.resource_delete(
+            actor=admin_principal(request), organization_id=obj.organization_id,
+            resource_id=obj.id,
+        )  # fmt: skip
+
+    def delete_consequences(self, request: HttpRequest, obj: Resource) -> list[str]:
+        grants = ResourceGrant.objects.filter(
+            organization_id=obj.organization_id, resource_id=obj.id
+        ).count()
+        return [
+            f"No new token names {obj.identifier}; its {plural(grants, 'grant')} go with it.",
+            "Tokens already issued for it live out their lifetime (at most "
+            f"{obj.access_token_lifetime or 'the organization'}'s).",
+            "The audit log keeps its history (resource.created, resource.deleted).",
+        ]
+
+
+@admin.register(ResourceGrant)
+class ResourceGrantAdmin(
+    ServiceSaves[ResourceGrant],
+    ConfirmedDelete[ResourceGrant],
+    ManagedByScope[ResourceGrant],
+    admin.ModelAdmin[ResourceGrant],
+):
+    """Which of a resource's scopes each agent, or every agent holding a role, may be issued
+    (``PUT /resources/{id}/grants/{agent_id}`` and ``/roles/{role}`` in the API)."""
+
+    admin_scope, write_scope = Scope.RESOURCES_READ, Scope.RESOURCES_MANAGE
+    form = GrantForm
+    list_display = ["resource", "holder", "scope_list", "updated_at"]
+    list_filter = ["resource", "role"]
+    list_select_related = ["resource", "agent"]
+    fields = ["resource", "agent", "role", "scopes_text"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ResourceGrant]:
+        return scoped_to_principal(request, super().get_queryset(request))
+
+    @admin.display(description="agent or role")
+    def holder(self, grant: ResourceGrant) -> str:
+        return grant.agent.name if grant.agent else f"every {grant.role}"
+
+    @admin.display(description="scopes")
+    def scope_list(self, grant: ResourceGrant) -> str:
+        return " ".join(map(str, grant.scopes))
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ResourceGrant | None = None
+    ) -> list[str]:
+        return [] if obj is None else ["resource", "agent", "role"]
+
+    def get_form(
+        self, request: HttpRequest, obj: ResourceGrant | None = None, change: bool = False,
+        **kwargs: object,
+    ) -> type[forms.ModelForm[ResourceGrant]]:  # fmt: skip
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is None:
+            for name, model in (("resource", Resource), ("agent", Agent)):
+                field = form.base_fields.get(name)
+                if isinstance(field, forms.ModelChoiceField):
+                    field = copy.deepcopy(field)
+                    field.queryset = scoped_to_principal(request, model.objects.all())
+                    form.base_fields[name] = field
+        return form
+
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[ResourceGrant], change: bool
+    ) -> ResourceGrant:
+        actor = admin_principal(request)
+        data = form.cleaned_data
+        grant = form.instance
+        resource = grant.resource if change else data.get("resource")
+        if not isinstance(resource, Resource):
+            raise ValidationFailed("Choose a resource.", errors={"resource": ["Required."]})
+        agent = grant.agent if change else data.get("agent")
+        role = grant.role if change else str(data.get("role") or "")
+        if agent is not None and agent.organization_id != resource.organization_id:
+            raise ValidationFailed(
+                "The agent is not of the resource's organization.",
+                errors={"agent": ["An agent of the resource's organization."]},
+            )
+        saved = resources.grant_set(
+            actor=actor, organization_id=resource.organization_id, resource_id=resource.id,
+            agent_id=agent.id if agent is not None else None, role=role,
+            scopes=str(data.get("scopes_text") or "").split(),
+        )  # fmt: skip
+        if saved is None:
+            raise ValidationFailed(
+                "Name at least one scope (delete the grant to remove it).",
+                errors={"scopes_text": ["At least one of the resource's scopes."]},
+            )
+        return saved
+
+    def delete_model(self, request: HttpRequest, obj: ResourceGrant) -> None:
+        resources.grant_set(
+            actor=admin_principal(request), organization_id=obj.organization_id,
+            resource_id=obj.resource_id, agent_id=obj.agent_id, role=obj.role, scopes=[],
+        )  # fmt: skip
+
+    def delete_consequences(self, request: HttpRequest, obj: ResourceGrant) -> list[str]:
+        return [
+            f"{self.holder(obj)} is no longer issued {self.scope_list(obj) or 'anything'} for "
+            f"{obj.resource.identifier}; tokens already issued live out their lifetime."
+        ]

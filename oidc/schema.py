@@ -103,8 +103,21 @@ def _token_request() -> JSONObject:
     authenticates itself)."""
     audience: JSONObject = {
         "scope": {"type": "string", "description": "Space-separated scopes"},
-        "resource": {"type": "string", "format": "uri", "description": "RFC 8707"},
-        "audience": {"type": "string", "format": "uri"},
+        "resource": {
+            "type": "string",
+            "format": "uri",
+            "description": "RFC 8707: the platform API's audience ({issuer}/api, the default) "
+            "or one resource registered by the token's organization (POST /resources); "
+            "anything else, or several, is invalid_target. For a registered resource, scope "
+            "names its scopes, within what the agent (or its role) is granted; none asks for "
+            "all of those.",
+        },
+        "audience": {
+            "type": "string",
+            "format": "uri",
+            "description": "RFC 8693: read like resource. A partner's token is exchanged for "
+            "the platform API only.",
+        },
     }
     trusting: JSONObject = {
         "organization_id": {
@@ -243,8 +256,10 @@ def _paths() -> JSONObject:
                 "tags": ["oauth2"],
                 "summary": "Issue an access token (client_credentials, RFC 6749 4.4; or for "
                 "a partner's token: JWT bearer, RFC 7523, or token exchange, RFC 8693)",
-                "description": "RFC 9068 JWT access tokens. `resource` (RFC 8707, repeatable) "
-                "or `audience` sets `aud`; absent, the token is for this API. With `openid` "
+                "description": "RFC 9068 JWT access tokens. `resource` (RFC 8707) or `audience` "
+                "sets `aud`: this API's own (the default), or one resource the organization "
+                "registered, with that resource's scopes, lifetime and signing algorithm "
+                "(anything else is `invalid_target`). With `openid` "
                 "granted, an id_token too. The JWT bearer grant (`assertion`) and token "
                 "exchange (`subject_token`, `subject_token_type`) take a token issued by a "
                 "partner an organization here trusts, and no client credentials: the answer "
@@ -468,6 +483,45 @@ def _paths() -> JSONObject:
                     "openid_configuration",
                     "OpenID Connect discovery (the same document)",
                 ),
+            )
+        },
+        **{
+            path: {
+                "get": {
+                    "operationId": operation_id,
+                    "tags": ["discovery"],
+                    "summary": "RFC 9728 protected resource metadata of this API (the resource "
+                    "{issuer}/api; named by resource_metadata in every 401's WWW-Authenticate)",
+                    "security": [{}],
+                    "responses": {
+                        "200": _json(
+                            "Metadata",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "resource": {"type": "string", "format": "uri"},
+                                    "authorization_servers": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                    "scopes_supported": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                    "bearer_methods_supported": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                },
+                                "required": ["resource", "authorization_servers"],
+                            },
+                        ),
+                    },
+                }
+            }
+            for path, operation_id in (
+                ("/.well-known/oauth-protected-resource/api", "oauth_protected_resource_api"),
+                ("/.well-known/oauth-protected-resource", "oauth_protected_resource"),
             )
         },
     }

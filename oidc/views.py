@@ -11,12 +11,14 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider import views as dot_views
 from oauth2_provider.signals import app_authorized
+from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error
 from prometheus_client import Histogram
 
 from agentidp.addresses import client_address
-from agentidp.errors import NO_STORE, standard_problem
+from agentidp.conf import agentidp_settings
+from agentidp.errors import NO_STORE, bearer_challenge, standard_problem
 from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
 from credentials.models import Client
@@ -32,9 +34,9 @@ from oidc.services import (
 )
 from oidc.statuslists import MEDIA_TYPE as STATUS_LIST_MEDIA_TYPE
 from oidc.statuslists import status_list_served, status_list_ttl
-from oidc.tokens import ISSUANCE_KEY, Issuance, issuance_attach
+from oidc.tokens import ISSUANCE_KEY, Issuance, api_audience, issuance_attach
 from oidc.validators import AgentRequestValidator
-from organizations.choices import Scope
+from organizations.choices import AGENT_SCOPES, Scope
 
 TOKEN_LATENCY = Histogram(
     "agentidp_token_endpoint_seconds",
@@ -224,19 +226,15 @@ def authorization_server_metadata(request: HttpRequest) -> JsonResponse:
     return response
 
 
-BEARER_REALM = 'Bearer realm="agentidp"'
-
-
 def _bearer_problem(
     request: HttpRequest, status: int, detail: str, error: str | None = None, scope: str = ""
 ) -> HttpResponse:
     """An RFC 6750 3.1 refusal: the challenge names the error (none when no token was sent),
     the body is the API's problem document."""
-    challenge = BEARER_REALM
-    if error:
-        challenge += f', error="{error}"'
+    params = {"error": error} if error else {}
     if scope:
-        challenge += f', scope="{scope}"'
+        params["scope"] = scope
+    challenge = bearer_challenge(**params)
     return standard_problem(request, status, detail=detail, headers={"WWW-Authenticate": challenge})
 
 
@@ -285,3 +283,32 @@ class AgentInfoView(View):
         if not info.signed_alg:
             return JsonResponse(info.claims, headers=NO_STORE)
         return HttpResponse(agent_info_jwt(info), content_type="application/jwt", headers=NO_STORE)
+
+
+class ProtectedResourceMetadataView(OAuthProtectedResourceMetadataView):
+    """RFC 9728 metadata of the platform API (the resource ``{issuer}/api``, its tokens'
+    audience), built on django-oauth-toolkit's view: this deployment is its authorization
+    server, its scopes are the agents', and a bearer token goes in the header only."""
+
+    def get_resource(self, request: HttpRequest) -> str:
+        return api_audience()
+
+    def get_authorization_servers(self, request: HttpRequest) -> list[str]:
+        return [agentidp_settings().issuer]
+
+    def get_scopes_supported(self) -> list[str]:
+        return sorted(str(scope) for scope in AGENT_SCOPES)
+
+    def get_bearer_methods_supported(self) -> list[str]:
+        return ["header"]
+
+    def get_resource_name(self) -> str:
+        return "AgentIdP API"
+
+    def get_resource_documentation(self) -> str:
+        return f"{agentidp_settings().issuer}/api/docs/"
+
+    def get(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        response: HttpResponse = super().get(request, *args, **kwargs)
+        response["Cache-Control"] = "public, max-age=300"
+        return response

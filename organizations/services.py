@@ -54,6 +54,10 @@ STAFF_PERMISSIONS = (
     ("oidc", "add_resource"),
     ("oidc", "change_resource"),
     ("oidc", "delete_resource"),
+    ("oidc", "view_resourcegrant"),
+    ("oidc", "add_resourcegrant"),
+    ("oidc", "change_resourcegrant"),
+    ("oidc", "delete_resourcegrant"),
 )
 
 

@@ -14,6 +14,7 @@ from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext, override_settings
 from jwcrypto import jws
 
+from agentidp.conf import agentidp_settings
 from agentidp.tenancy import tenant_context
 from agents.services import agent_reactivate, agent_suspend
 from compliance.models import AuditEvent
@@ -22,6 +23,11 @@ from oidc.revocation import jti_revoke
 from organizations.models import Organization
 from tests.factories import TEST_ACTOR, AgentFactory, OrganizationFactory
 from tests.oidc.conftest import Credentialed, basic, credentialed, jwt_parts, statements
+
+
+def _metadata() -> str:
+    """The platform API's RFC 9728 metadata URL, which every challenge names."""
+    return f"{agentidp_settings().issuer}/.well-known/oauth-protected-resource/api"
 
 
 def b64(data: bytes) -> str:
@@ -35,7 +41,9 @@ def call(token: str, path: str = "/agents", method: str = "get", **kwargs: Any) 
 
 def assert_invalid_token(response: Any) -> None:
     assert response.status_code == 401, response.content
-    assert response["WWW-Authenticate"] == 'Bearer realm="agentidp", error="invalid_token"'
+    assert response["WWW-Authenticate"] == (
+        f'Bearer realm="agentidp", error="invalid_token", resource_metadata="{_metadata()}"'
+    )
     assert response.json()["detail"] == "The access token is invalid."
 
 

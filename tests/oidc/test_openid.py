@@ -16,6 +16,7 @@ from django.test import Client as HttpClient
 from django.test.utils import override_settings
 from rest_framework.test import APIClient
 
+from agentidp.conf import agentidp_settings
 from agentidp.devenv import free_port
 from agentidp.tenancy import platform_context, tenant_context
 from agentidp.usage import redis_client
@@ -39,6 +40,11 @@ from tests.oidc.test_bearer import b64
 
 OPENID = ["openid", "profile", "agents:read"]
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+
+
+def _metadata() -> str:
+    """The platform API's RFC 9728 metadata URL, which every challenge names."""
+    return f"{agentidp_settings().issuer}/.well-known/oauth-protected-resource/api"
 
 
 @pytest.fixture
@@ -279,7 +285,9 @@ def test_agent_info_refuses_forged_id_tokens(oidc_cred: Credentialed, alg: str) 
     _tokens(oidc_cred, scope="openid")  # the keys exist
     response = _info(_forged_id_token(oidc_cred, alg))
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Bearer realm="agentidp", error="invalid_token"'
+    assert response["WWW-Authenticate"] == (
+        f'Bearer realm="agentidp", error="invalid_token", resource_metadata="{_metadata()}"'
+    )
     assert response["Content-Type"] == "application/problem+json"
 
 
@@ -311,7 +319,9 @@ def test_agent_info_refusals_follow_rfc_6750(
 ) -> None:  # fmt: skip
     missing = HttpClient().get("/agent-info")
     assert missing.status_code == 401
-    assert missing["WWW-Authenticate"] == 'Bearer realm="agentidp"'
+    assert missing["WWW-Authenticate"] == (
+        f'Bearer realm="agentidp", resource_metadata="{_metadata()}"'
+    )
     assert missing["Content-Type"] == "application/problem+json"
     session = client_for(staff).get("/agent-info")
     assert session.status_code == 401
@@ -319,7 +329,8 @@ def test_agent_info_refusals_follow_rfc_6750(
     refused = _info(no_openid)
     assert refused.status_code == 403
     assert refused["WWW-Authenticate"] == (
-        'Bearer realm="agentidp", error="insufficient_scope", scope="openid"'
+        'Bearer realm="agentidp", error="insufficient_scope", scope="openid", '
+        f'resource_metadata="{_metadata()}"'
     )
     token = _tokens(oidc_cred, scope="openid")["access_token"]
     in_uri = HttpClient().get(f"/agent-info?access_token={token}")

@@ -184,6 +184,7 @@ def test_an_auditor_reads_everything_and_changes_nothing(org: Organization, agen
         "compliance/auditevent", "agents/agent", "credentials/clientsecret",
         "organizations/organization", "organizations/staffmembership",
         "webhooks/webhooksubscription", "webhooks/webhookdelivery", "federation/federationpartner",
+        "oidc/resource", "oidc/resourcegrant",
     ):  # fmt: skip
         assert f"/admin/{shown}/" in index, shown
         listing = client.get(f"/admin/{shown}/")
