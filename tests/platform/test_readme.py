@@ -104,6 +104,21 @@ def test_the_delegation_block(make_run: Stack) -> None:
     assert lines[-5:] == ["demo-admin", "valid", "{}", '{"active": false}', "revoked"], out
 
 
+def test_the_resources_block(make_run: Stack) -> None:
+    """An MCP server registered with two scopes, one granted: its token, the refusals, and
+    the API's metadata reached from a 401."""
+    out = run(make_run, block("resources"))
+    lines = out.strip().splitlines()
+    assert lines[0] == "['tools:call']", out
+    assert lines[1] == "tools:call 600", out
+    assert json.loads(lines[2])["error"] == "invalid_scope", out
+    assert json.loads(lines[3])["error"] == "invalid_target", out
+    assert (
+        "resource_metadata=" in lines[4] and "/.well-known/oauth-protected-resource/api" in lines[4]
+    )
+    assert lines[5] == f"['{make_run.base}']", out
+
+
 def test_the_webhooks_block(make_run: Stack) -> None:
     out = run(make_run, block("webhooks"), RECEIVER_PORT=str(free_port()))
     verified = re.findall(r"^verified (\S+) ([0-9a-f-]{36})$", out, re.MULTILINE)
