@@ -10,7 +10,12 @@ from agentidp import views
 from agentidp.metrics import metrics
 from agents.api import AgentViewSet, OrganizationMemberViewSet
 from compliance.api import AuditEventViewSet, ComplianceViewSet
-from credentials.api import AgentClientViewSet, AgentCredentialViewSet, AgentScopesViewSet
+from credentials.api import (
+    AgentClientViewSet,
+    AgentCredentialViewSet,
+    AgentKeyViewSet,
+    AgentScopesViewSet,
+)
 from did import views as did_views
 from did.api import AgentDidKeysViewSet
 from federation.api import FederationPartnerViewSet, FederationViewSet
@@ -31,6 +36,7 @@ router.register(
     r"agents/(?P<agent_pk>[^/]+)/credentials", AgentCredentialViewSet, basename="agent-credential"
 )
 router.register(r"agents/(?P<agent_pk>[^/]+)/scopes", AgentScopesViewSet, basename="agent-scopes")
+router.register(r"agents/(?P<agent_pk>[^/]+)/keys", AgentKeyViewSet, basename="agent-key")
 router.register(
     r"agents/(?P<agent_pk>[^/]+)/did/keys", AgentDidKeysViewSet, basename="agent-did-keys"
 )

@@ -1,5 +1,7 @@
 """Admin for agents' clients and secrets: metadata only, with rotate and revoke actions."""
 
+import copy
+import json
 import uuid
 
 from django import forms
@@ -8,8 +10,10 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from jwcrypto import jwk
 
 from agentidp.admin import (
+    ConfirmedDelete,
     ManagedByScope,
     ServiceSaves,
     action_hidden_fields,
@@ -20,11 +24,13 @@ from agentidp.admin import (
     scoped_to_principal,
     shown_once_page,
 )
-from agentidp.errors import DomainError
+from agentidp.errors import DomainError, JSONValue, ValidationFailed
 from agentidp.principals import Principal
 from agentidp.words import plural
+from agents.models import Agent
+from credentials import keys as agent_keys
 from credentials import services
-from credentials.models import Client, ClientSecret
+from credentials.models import AgentKey, Client, ClientSecret
 from oidc.selectors import live_tokens_count
 from organizations.choices import Scope
 from organizations.models import Organization
@@ -301,3 +307,132 @@ class ClientAdmin(ServiceSaves[Client], ManagedByScope[Client], admin.ModelAdmin
             userinfo_signed_response_alg=form.cleaned_data["userinfo_signed_response_alg"],
         )  # fmt: skip
         return client
+
+
+def public_key_read(text: str) -> dict[str, JSONValue]:
+    """A pasted or uploaded public key: a JWK (JSON) or a PEM public key."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped)
+        except ValueError as exc:
+            raise ValidationFailed(
+                "Not valid JSON.", errors={"public_key": ["A JWK as JSON, or a PEM key."]}
+            ) from exc
+        if not isinstance(value, dict):
+            raise ValidationFailed("Not a JWK.", errors={"public_key": ["A JWK object."]})
+        return value
+    try:
+        key = jwk.JWK.from_pem(stripped.encode())
+    except (ValueError, TypeError, jwk.InvalidJWKValue) as exc:
+        raise ValidationFailed(
+            "Not a public key.", errors={"public_key": ["A JWK as JSON, or a PEM public key."]}
+        ) from exc
+    if key.has_private:
+        raise ValidationFailed(
+            "A private key.", errors={"public_key": ["Paste the public key only."]}
+        )
+    exported: dict[str, JSONValue] = dict(key.export_public(as_dict=True))
+    return exported
+
+
+class AgentKeyForm(forms.ModelForm[AgentKey]):
+    """Paste a public key (JWK or PEM), upload its file, or give a JWKS URI."""
+
+    public_key = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="A public JWK (JSON) or a PEM public key: EC P-256, Ed25519 or RSA 2048+.",
+    )  # fmt: skip
+    public_key_file = forms.FileField(
+        required=False, label="or upload it", help_text="A .pem or .jwk file (at most 8 KB)."
+    )
+    jwks_uri = forms.CharField(max_length=2048, required=False, label="or a JWKS URI")
+
+    class Meta:
+        model = AgentKey
+        fields = ["agent"]
+
+
+@admin.register(AgentKey)
+class AgentKeyAdmin(
+    ServiceSaves[AgentKey],
+    ConfirmedDelete[AgentKey],
+    ManagedByScope[AgentKey],
+    admin.ModelAdmin[AgentKey],
+):
+    """Agents' public keys for private_key_jwt (no secret needed): registered and removed
+    through the key services (checks, audit, revoking the tokens issued on a removed key)."""
+
+    admin_scope, write_scope = Scope.AGENTS_READ, Scope.CREDENTIALS_WRITE
+    form = AgentKeyForm
+    list_display = ["kid", "agent", "algorithm", "jwks_uri", "created_at", "last_used_at"]
+    list_select_related = ["agent"]
+    search_fields = ["kid", "agent__name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AgentKey]:
+        return scoped_to_principal(request, super().get_queryset(request))
+
+    def has_change_permission(self, request: HttpRequest, obj: AgentKey | None = None) -> bool:
+        return False if obj is not None else super().has_change_permission(request, obj)
+
+    def get_fields(self, request: HttpRequest, obj: AgentKey | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("agent", "public_key", "public_key_file", "jwks_uri")
+        return ("agent", "kid", "algorithm", "public_jwk", "jwks_uri", "created_by",
+                "created_at", "last_used_at")  # fmt: skip
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: AgentKey | None = None
+    ) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        return self.get_fields(request, obj)
+
+    def get_form(
+        self, request: HttpRequest, obj: AgentKey | None = None, change: bool = False,
+        **kwargs: object,
+    ) -> type[forms.ModelForm[AgentKey]]:  # fmt: skip
+        form = super().get_form(request, obj, change, **kwargs)
+        field = form.base_fields.get("agent")
+        if isinstance(field, forms.ModelChoiceField):
+            field = copy.deepcopy(field)
+            field.queryset = scoped_to_principal(request, Agent.objects.all())
+            form.base_fields["agent"] = field
+        return form
+
+    def service_save(
+        self, request: HttpRequest, form: forms.ModelForm[AgentKey], change: bool
+    ) -> AgentKey:
+        data = form.cleaned_data
+        agent = data.get("agent")
+        if not isinstance(agent, Agent):
+            raise ValidationFailed("Choose an agent.", errors={"agent": ["Required."]})
+        upload = data.get("public_key_file")
+        text = str(data.get("public_key") or "")
+        if upload is not None:
+            if upload.size > 8192:
+                raise ValidationFailed("Too large.", errors={"public_key_file": ["At most 8 KB."]})
+            text = upload.read().decode("utf-8", "replace")
+        uri = str(data.get("jwks_uri") or "")
+        if bool(text.strip()) == bool(uri):
+            raise ValidationFailed(
+                "Give a public key or a JWKS URI.",
+                errors={"public_key": ["Paste or upload a public key, or give a JWKS URI."]},
+            )
+        return agent_keys.key_add(
+            actor=admin_principal(request), organization_id=agent.organization_id,
+            agent_id=agent.id, jwk_value=public_key_read(text) if text.strip() else None,
+            jwks_uri=uri or None,
+        )  # fmt: skip
+
+    def delete_model(self, request: HttpRequest, obj: AgentKey) -> None:
+        agent_keys.key_delete(
+            actor=admin_principal(request), organization_id=obj.organization_id,
+            agent_id=obj.agent_id, kid=obj.kid,
+        )  # fmt: skip
+
+    def delete_consequences(self, request: HttpRequest, obj: AgentKey) -> list[str]:
+        return [
+            f"Assertions signed with {obj.kid} are refused from now on.",
+            "Tokens issued on its assertions are revoked, with every token exchanged from them.",
+        ]

@@ -3,7 +3,12 @@
 import uuid
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    extend_schema_view,
+)
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -11,9 +16,10 @@ from rest_framework.response import Response
 
 from agentidp.api import StrictSerializer, TenantViewSet
 from agentidp.schema import problem_responses
+from credentials import keys as agent_key_services
 from credentials import services
 from credentials.choices import SigningAlgorithm
-from credentials.models import ClientSecret
+from credentials.models import AgentKey, ClientSecret
 from organizations.choices import AGENT_SCOPES, Scope
 
 
@@ -231,3 +237,80 @@ class AgentClientViewSet(TenantViewSet):
             userinfo_signed_response_alg=payload.validated_data.get("userinfo_signed_response_alg"),
         )
         return Response(ClientMetadataSerializer(metadata).data)
+
+
+class AgentKeySerializer(serializers.ModelSerializer[AgentKey]):
+    """A registered public key (never a private one: none is accepted)."""
+
+    class Meta:
+        model = AgentKey
+        fields = ["id", "kid", "algorithm", "public_jwk", "jwks_uri", "created_at", "created_by",
+                  "last_used_at"]  # fmt: skip
+        read_only_fields = fields
+
+
+class AgentKeyInputSerializer(StrictSerializer):
+    jwk = serializers.DictField(
+        required=False,
+        help_text="A public JWK (RFC 7517): EC P-256 (ES256), OKP Ed25519 (EdDSA) or RSA of "
+        "2048 bits or more (PS256, RS256); kid defaults to its RFC 7638 thumbprint.",
+    )
+    jwks_uri = serializers.CharField(
+        max_length=2048, required=False,
+        help_text="An https URL of a JWK Set, fetched now and then (cached) through the "
+        "outbound guard.",
+    )  # fmt: skip
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: AgentKeySerializer(many=True), **problem_responses(400, 401, 403, 404)}),
+    create=extend_schema(
+        request=AgentKeyInputSerializer,
+        responses={201: AgentKeySerializer, **problem_responses(400, 401, 403, 404, 409)},
+        description="Register a public key the agent signs private_key_jwt client assertions "
+        "with (RFC 7523 2.2), or a JWKS URI; at most two at a time.",
+    ),
+    destroy=extend_schema(
+        responses={204: None, **problem_responses(400, 401, 403, 404)},
+        description="Remove the key (by kid): its assertions are refused from now on, and "
+        "tokens issued on them are revoked.",
+        parameters=[OpenApiParameter("kid", str, OpenApiParameter.PATH, pattern="^[^/]{1,200}$")],
+    ),
+)  # fmt: skip
+class AgentKeyViewSet(TenantViewSet):
+    """An agent's public keys for private_key_jwt: ``/agents/{id}/keys``."""
+
+    lookup_url_kwarg = "kid"
+    resource_type = "agent_key"
+    required_scopes = {
+        "list": Scope.AGENTS_READ,
+        "create": Scope.CREDENTIALS_WRITE,
+        "destroy": Scope.CREDENTIALS_WRITE,
+    }
+    serializer_class = AgentKeySerializer
+    queryset = AgentKey.objects.none()
+    pagination_class = None
+
+    def list(self, request: Request, agent_pk: str) -> Response:
+        keys = agent_key_services.key_list(
+            organization_id=self.organization_id, agent_id=self.lookup_uuid("agent_pk")
+        )
+        return Response(AgentKeySerializer(keys, many=True).data)
+
+    def create(self, request: Request, agent_pk: str) -> Response:
+        payload = AgentKeyInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        key = agent_key_services.key_add(
+            actor=self.principal, organization_id=self.organization_id,
+            agent_id=self.lookup_uuid("agent_pk"),
+            jwk_value=payload.validated_data.get("jwk"),
+            jwks_uri=payload.validated_data.get("jwks_uri"),
+        )  # fmt: skip
+        return Response(AgentKeySerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, agent_pk: str, kid: str) -> Response:
+        agent_key_services.key_delete(
+            actor=self.principal, organization_id=self.organization_id,
+            agent_id=self.lookup_uuid("agent_pk"), kid=str(kid),
+        )  # fmt: skip
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -74,3 +74,37 @@ class ClientSecret(OrgOwnedModel):
         if self.rotated_at is not None:
             return CredentialStatus.ROTATING
         return CredentialStatus.ACTIVE
+
+
+class AgentKey(OrgOwnedModel):
+    """A public key an agent authenticates with instead of a secret (``private_key_jwt``,
+    RFC 7523 2.2): a JWK kept here, or a JWKS URI fetched through the outbound guard. At most
+    two per agent, so one can replace the other without a gap."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="keys")
+    kid = models.CharField(max_length=200, help_text="The key id assertions name in their header.")
+    algorithm = models.CharField(
+        max_length=10, blank=True, help_text="The JWK's alg, if it set one."
+    )
+    public_jwk = models.JSONField(null=True, blank=True)
+    jwks_uri = models.CharField(max_length=2048, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "kid"], name="%(app_label)s_%(class)s_kid_once"
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(public_jwk__isnull=False) & models.Q(jwks_uri=""))
+                | (models.Q(public_jwk__isnull=True) & ~models.Q(jwks_uri="")),
+                name="%(app_label)s_%(class)s_jwk_or_uri",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.kid

@@ -64,7 +64,7 @@ class ResourceInputSerializer(StrictSerializer):
 
 
 class ResourceUpdateSerializer(ResourceInputSerializer):
-    pass
+    identifier = None  # type: ignore[assignment]  # it cannot change: tokens name it
 
 
 class GrantSerializer(serializers.ModelSerializer[ResourceGrant]):
@@ -213,18 +213,19 @@ class ResourceAgentGrantViewSet(TenantViewSet):
 @extend_schema_view(
     update=extend_schema(
         request=GrantInputSerializer, responses=GRANT_RESPONSES,
-        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, enum=MemberRole.values)],
+        parameters=[OpenApiParameter("role", str, OpenApiParameter.PATH, enum=MemberRole.values)],
         description="Set which of the resource's scopes every agent holding the role may be "
         "issued; an empty list removes the grant (204).",
     ),
     destroy=extend_schema(
         responses={204: None, **RESOURCE_ERRORS},
-        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, enum=MemberRole.values)],
+        parameters=[OpenApiParameter("role", str, OpenApiParameter.PATH, enum=MemberRole.values)],
     ),
 )  # fmt: skip
 class ResourceRoleGrantViewSet(TenantViewSet):
     """A role's grant on a resource: ``/resources/{id}/roles/{role}``."""
 
+    lookup_url_kwarg = "role"
     resource_type = "resource_grant"
     required_scopes = dict.fromkeys(["update", "destroy"], Scope.RESOURCES_MANAGE)
     serializer_class = GrantSerializer
@@ -233,15 +234,15 @@ class ResourceRoleGrantViewSet(TenantViewSet):
     def _set(self, scopes: object) -> ResourceGrant | None:
         return resources.grant_set(
             actor=self.principal, organization_id=self.organization_id,
-            resource_id=self.lookup_uuid("resource_pk"), role=str(self.kwargs["pk"]),
+            resource_id=self.lookup_uuid("resource_pk"), role=str(self.kwargs["role"]),
             scopes=scopes,
         )  # fmt: skip
 
-    def update(self, request: Request, resource_pk: str, pk: str) -> Response:
+    def update(self, request: Request, resource_pk: str, role: str) -> Response:
         payload = GrantInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         return _grant_response(self._set(payload.validated_data["scopes"]))
 
-    def destroy(self, request: Request, resource_pk: str, pk: str) -> Response:
+    def destroy(self, request: Request, resource_pk: str, role: str) -> Response:
         self._set([])
         return Response(status=status.HTTP_204_NO_CONTENT)

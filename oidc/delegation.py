@@ -61,9 +61,12 @@ REFUSED_EVENT = "token.exchange_refused"  # noqa: S105 - an event name
 
 def is_local_exchange(request: HttpRequest) -> bool:
     """A token exchange whose caller authenticates as one of this deployment's clients (HTTP
-    Basic, or a client secret in the form): delegation, not federation."""
+    Basic, a client secret in the form or a private_key_jwt assertion): delegation, not
+    federation."""
     return request.POST.get("grant_type") == TOKEN_EXCHANGE and bool(
-        request.headers.get("Authorization") or "client_secret" in request.POST
+        request.headers.get("Authorization")
+        or "client_secret" in request.POST
+        or "client_assertion" in request.POST
     )
 
 

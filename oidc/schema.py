@@ -7,6 +7,7 @@ authentication, RFC 6749 error bodies, and the keys and metadata documents.
 
 from agentidp.errors import JSONValue
 from agentidp.schema import JSONObject
+from oidc.assertions import CLIENT_ASSERTION_TYPE
 from oidc.extensions import grant_types_extra
 from oidc.tokens import ACCESS_TOKEN_TYPE, EXCHANGE_TOKEN_TYPES
 from organizations.choices import Scope
@@ -142,6 +143,24 @@ def _token_request() -> JSONObject:
                 "client_secret": {"type": "string", "description": "client_secret_post"},
             },
             "required": ["grant_type"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "title": "client_credentials with private_key_jwt (RFC 7523 2.2; no secret)",
+            "description": "The client signs an assertion with a key it registered (POST "
+            "/agents/{id}/keys; ES256, EdDSA, PS256 or RS256): iss and sub its client_id, aud "
+            "the issuer identifier (the token endpoint's URL where the organization allows "
+            "it), exp at most 5 minutes ahead, a jti used once. Also accepted for token "
+            "exchange, revocation and introspection. A refused assertion is invalid_client.",
+            "properties": {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                **audience,
+                "client_id": {"type": "string", "description": "Optional; the assertion's iss"},
+                "client_assertion_type": {"type": "string", "enum": [CLIENT_ASSERTION_TYPE]},
+                "client_assertion": {"type": "string", "minLength": 1},
+            },
+            "required": ["grant_type", "client_assertion_type", "client_assertion"],
             "additionalProperties": False,
         },
     ]

@@ -710,7 +710,8 @@ def discovery_document() -> dict[str, JSONValue]:
     authorization endpoint, so no grant or response type that needs one is offered."""
     issuer = agentidp_settings().issuer
     scopes: list[JSONValue] = [str(scope) for scope in sorted(AGENT_SCOPES)]
-    client_auth: list[JSONValue] = ["client_secret_basic", "client_secret_post"]
+    client_auth: list[JSONValue] = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    assertion_algorithms: list[JSONValue] = ["ES256", "EdDSA", "PS256", "RS256"]
     algorithms: list[JSONValue] = [str(algorithm) for algorithm in SigningAlgorithm.values]
     return {
         "issuer": issuer,
@@ -727,6 +728,9 @@ def discovery_document() -> dict[str, JSONValue]:
         "userinfo_signing_alg_values_supported": algorithms,
         "access_token_signing_alg_values_supported": [access_token_algorithm()],
         "token_endpoint_auth_methods_supported": client_auth,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
         "revocation_endpoint_auth_methods_supported": client_auth,
         "introspection_endpoint_auth_methods_supported": client_auth,
         "claims_supported": list(ID_TOKEN_CLAIMS),

@@ -23,6 +23,12 @@ from credentials.services import (
     client_load,
     client_secret_check,
 )
+from oidc.assertions import (
+    CLIENT_ASSERTION_TYPE,
+    AssertionRefused,
+    client_assertion_parse,
+    client_assertion_verify,
+)
 from oidc.keys import signing_key_current
 from oidc.ratelimit import failed_authentication_count, token_request_admit
 from oidc.resources import (
@@ -81,6 +87,9 @@ class AgentRequestValidator(OAuth2Validator):
         return False  # every agent is a confidential client
 
     def authenticate_client(self, request: OAuthRequest, *args: object, **kwargs: object) -> bool:
+        form = dict(getattr(request, "decoded_body", None) or [])
+        if "client_assertion" in form or "client_assertion_type" in form:
+            return self._authenticate_by_assertion(request, form)
         client_id, secret = client_credentials_from(request)
         if not client_id or not secret:
             self._failed(request, client_id, None, "missing_credentials")
@@ -109,6 +118,50 @@ class AgentRequestValidator(OAuth2Validator):
             return False
         request.client = authenticated.client
         request.client_id = client_id
+        issuance(request).credential_id = authenticated.credential_id
+        return True
+
+    def _authenticate_by_assertion(self, request: OAuthRequest, form: Mapping[str, str]) -> bool:
+        """``private_key_jwt`` (RFC 7523 2.2): the client signed an assertion with a key it
+        registered; no secret is involved, and none need exist."""
+        headers = cast(Mapping[str, str], request.headers or {})
+        named = str(form.get("client_id") or "")
+        if headers.get("Authorization") or "client_secret" in form:
+            self._failed(request, named, None, "two_methods")
+            return False
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            self._failed(request, named, None, "assertion_type")
+            return False
+        try:
+            parsed = client_assertion_parse(str(form.get("client_assertion") or ""))
+        except AssertionRefused as refused:
+            self._failed(request, named, None, f"assertion_{refused.reason}")
+            return False
+        if named and named != parsed.client_id:
+            self._failed(request, named, None, "assertion_iss_sub")
+            return False
+        try:
+            client = client_load(client_id=parsed.client_id)
+        except ClientAuthenticationFailed as failure:
+            self._failed(request, parsed.client_id, failure.organization_id, failure.reason)
+            return False
+        adopt_organization(client.organization_id)
+        try:
+            key_id = client_assertion_verify(
+                parsed, organization_id=client.organization_id, agent_id=client.agent_id
+            )
+            authenticated: AuthenticatedClient | None = AuthenticatedClient(
+                client=client, credential_id=key_id
+            )
+            reason = ""
+        except AssertionRefused as refused:
+            authenticated, reason = None, f"assertion_{refused.reason}"
+        self._admit(client, request, authenticated)
+        if authenticated is None:
+            self._failed(request, parsed.client_id, client.organization_id, reason, counted=True)
+            return False
+        request.client = client
+        request.client_id = parsed.client_id
         issuance(request).credential_id = authenticated.credential_id
         return True
 

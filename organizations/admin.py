@@ -44,6 +44,7 @@ FIELDS = (
     "did_key_algorithm",
     "delegation_max_depth",
     "attestation_period_days",
+    "assertion_audience_token_endpoint",
     "status",
     "people",
     "created_at",
@@ -51,7 +52,7 @@ FIELDS = (
 )
 CHANGE_ONLY = (
     "access_token_lifetime_seconds", "credential_grace_seconds", "did_key_algorithm",
-    "delegation_max_depth", "attestation_period_days",
+    "delegation_max_depth", "attestation_period_days", "assertion_audience_token_endpoint",
 )  # fmt: skip
 
 

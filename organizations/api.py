@@ -34,6 +34,7 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
             "did_key_algorithm",
             "delegation_max_depth",
             "attestation_period_days",
+            "assertion_audience_token_endpoint",
             "created_at",
             "updated_at",
         ]
@@ -80,6 +81,11 @@ class OrganizationUpdateSerializer(StrictSerializer):
         min_value=7, max_value=3650, required=False,
         help_text="Days between a sponsor's attestations of each agent (default 90).",
     )  # fmt: skip
+    assertion_audience_token_endpoint = serializers.BooleanField(
+        required=False,
+        help_text="Accept private_key_jwt assertions whose aud is the token endpoint's URL "
+        "(default: the issuer identifier only).",
+    )
 
 
 @extend_schema_view(

@@ -40,6 +40,11 @@ class Organization(TimestampedModel):
         " agent whose attestation lapses is suspended.",
     )  # fmt: skip
 
+    assertion_audience_token_endpoint = models.BooleanField(
+        default=False,
+        help_text="Accept private_key_jwt assertions whose aud is the token endpoint's URL, "
+        "not only the issuer identifier (RFC 7523 as older clients send it).",
+    )
     did_key_algorithm = models.CharField(
         max_length=10,
         choices=DidKeyAlgorithm.choices,

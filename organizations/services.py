@@ -41,6 +41,9 @@ STAFF_PERMISSIONS = (
     ("organizations", "delete_staffmembership"),
     ("organizations", "change_organization"),
     ("credentials", "view_clientsecret"),
+    ("credentials", "view_agentkey"),
+    ("credentials", "add_agentkey"),
+    ("credentials", "delete_agentkey"),
     ("webhooks", "view_webhooksubscription"),
     ("webhooks", "add_webhooksubscription"),
     ("webhooks", "change_webhooksubscription"),
@@ -134,6 +137,7 @@ UPDATABLE_FIELDS = (
     "did_key_algorithm",
     "delegation_max_depth",
     "attestation_period_days",
+    "assertion_audience_token_endpoint",
 )
 
 
@@ -168,6 +172,11 @@ def organization_update(
         raise ValidationFailed(
             "Unknown DID key type.",
             errors={"did_key_algorithm": [f"One of {', '.join(DidKeyAlgorithm.values)}."]},
+        )
+    flag = changes.get("assertion_audience_token_endpoint")
+    if flag is not None and not isinstance(flag, bool):
+        raise ValidationFailed(
+            "Not a boolean.", errors={"assertion_audience_token_endpoint": ["A boolean."]}
         )
     name = changes.get("name")
     if isinstance(name, str):

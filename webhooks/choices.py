@@ -30,6 +30,11 @@ class EventType(models.TextChoices):
     CREDENTIAL_ROTATED = "credential.rotated", "A client secret was rotated"
     CREDENTIAL_REVOKED = "credential.revoked", "A client secret was revoked"
     CREDENTIAL_SCOPES_CHANGED = "credential.scopes_changed", "An agent's allowed scopes changed"
+    CREDENTIAL_KEY_ADDED = (
+        "credential.key_added",
+        "An agent registered a public key (private_key_jwt)",
+    )
+    CREDENTIAL_KEY_REMOVED = "credential.key_removed", "An agent's public key was removed"
     CREDENTIAL_CLIENT_CHANGED = "credential.client_changed", "An agent's client metadata changed"
     TOKEN_ISSUED = "token.issued", "An access token was issued"  # noqa: S105 - an event name
     TOKEN_REVOKED = "token.revoked", "An access token was revoked"  # noqa: S105 - an event name

@@ -16,11 +16,14 @@ filtered or completed: negative ones go through untouched.
 * against the world: a webhook URL must be reachable under the deployment's SSRF rules (a
   receiver address on this machine is substituted), a partner issuer must answer with its
   metadata and keys (the fuzzed deployment itself is substituted: ``AGENTIDP_FUZZ_BASE``), a
-  P-256 key must be a point on the curve (a fixed valid one is substituted), skill ids repeat
-  at most once.
+  P-256 key must be a point on the curve (a fixed valid one is substituted, an agent's
+  private_key_jwt key too), skill ids repeat at most once; a resource's identifier is a fresh
+  https URI, its scopes valid scope tokens, and a grant names none of them (its scopes are
+  the resource's).
 """
 
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -139,6 +142,18 @@ def map_case(context: Any, case: Any) -> Any:
         expires = _moment(body.get("expires_at"))
         if expires is not None and expires <= datetime.now(UTC) + timedelta(minutes=5):
             body["expires_at"] = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    elif path == "/resources" or path == "/resources/{id}":
+        # a resource indicator is an https URI no one registered (a taken one is a 409);
+        # scopes are RFC 6749 scope tokens, each once
+        if path == "/resources":
+            body["identifier"] = f"https://fuzz-{uuid.uuid4().hex[:12]}.example/mcp"
+        if "scopes" in body:
+            body["scopes"] = [{"name": "tools:call", "description": "Call the tools"}]
+    elif path.startswith("/resources/") and "scopes" in body:
+        body["scopes"] = []  # scope names the resource defines: none is always valid
+    elif path == "/agents/{agent_pk}/keys":
+        body.clear()
+        body["jwk"] = {"kty": "EC", "crv": "P-256", **P256}
     elif path.endswith("/did/keys") and isinstance(body.get("public_key_jwk"), dict):
         key = body["public_key_jwk"]
         if key.get("kty") == "EC":

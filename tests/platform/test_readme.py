@@ -119,6 +119,15 @@ def test_the_resources_block(make_run: Stack) -> None:
     assert lines[5] == f"['{make_run.base}']", out
 
 
+def test_the_keys_block(make_run: Stack) -> None:
+    """A keys-only agent registers its public key, gets a token with a signed assertion, and
+    the same assertion again is refused."""
+    lines = run(make_run, block("keys")).strip().splitlines()
+    assert lines[0] == "k1", lines
+    assert lines[1] == "Bearer", lines
+    assert json.loads(lines[2])["error"] == "invalid_client", lines
+
+
 def test_the_webhooks_block(make_run: Stack) -> None:
     out = run(make_run, block("webhooks"), RECEIVER_PORT=str(free_port()))
     verified = re.findall(r"^verified (\S+) ([0-9a-f-]{36})$", out, re.MULTILINE)

@@ -25,6 +25,7 @@ TENANT_TABLES = [
     "compliance_datakey",
     "credentials_client",
     "credentials_clientsecret",
+    "credentials_agentkey",
     "oidc_accesstoken",
     "oidc_idtoken",
     "oidc_refreshtoken",
