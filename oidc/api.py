@@ -160,7 +160,7 @@ class ResourceViewSet(TenantViewSet):
         )  # fmt: skip
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def grants(self, request: Request, pk: str) -> Response:
         grants = resources.grant_list(
             organization_id=self.organization_id, resource_id=self.lookup_uuid()

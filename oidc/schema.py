@@ -145,24 +145,6 @@ def _token_request() -> JSONObject:
             "required": ["grant_type"],
             "additionalProperties": False,
         },
-        {
-            "type": "object",
-            "title": "client_credentials with private_key_jwt (RFC 7523 2.2; no secret)",
-            "description": "The client signs an assertion with a key it registered (POST "
-            "/agents/{id}/keys; ES256, EdDSA, PS256 or RS256): iss and sub its client_id, aud "
-            "the issuer identifier (the token endpoint's URL where the organization allows "
-            "it), exp at most 5 minutes ahead, a jti used once. Also accepted for token "
-            "exchange, revocation and introspection. A refused assertion is invalid_client.",
-            "properties": {
-                "grant_type": {"type": "string", "enum": ["client_credentials"]},
-                **audience,
-                "client_id": {"type": "string", "description": "Optional; the assertion's iss"},
-                "client_assertion_type": {"type": "string", "enum": [CLIENT_ASSERTION_TYPE]},
-                "client_assertion": {"type": "string", "minLength": 1},
-            },
-            "required": ["grant_type", "client_assertion_type", "client_assertion"],
-            "additionalProperties": False,
-        },
     ]
     extra = grant_types_extra()
     jwt_bearer = [g for g in extra if g.endswith(":jwt-bearer")]
@@ -232,6 +214,26 @@ def _token_request() -> JSONObject:
             ],
             "additionalProperties": False,
         })  # fmt: skip
+    variants.append(
+        {
+            "type": "object",
+            "title": "client_credentials with private_key_jwt (RFC 7523 2.2; no secret)",
+            "description": "The client signs an assertion with a key it registered (POST "
+            "/agents/{id}/keys; ES256, EdDSA, PS256 or RS256): iss and sub its client_id, aud "
+            "the issuer identifier (the token endpoint's URL where the organization allows "
+            "it), exp at most 5 minutes ahead, a jti used once. Also accepted for token "
+            "exchange, revocation and introspection. A refused assertion is invalid_client.",
+            "properties": {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                **audience,
+                "client_id": {"type": "string", "description": "Optional; the assertion's iss"},
+                "client_assertion_type": {"type": "string", "enum": [CLIENT_ASSERTION_TYPE]},
+                "client_assertion": {"type": "string", "minLength": 1},
+            },
+            "required": ["grant_type", "client_assertion_type", "client_assertion"],
+            "additionalProperties": False,
+        }
+    )  # fmt: skip
     return {"required": True, "content": {FORM: {"schema": {"oneOf": variants}}}}
 
 

@@ -341,3 +341,26 @@ def test_without_redis_no_token_is_exchanged(
         ratelimit._scripts.clear()
     refused(response, "temporarily_unavailable", 503)
     assert response["Retry-After"] == "5"
+
+
+def test_a_partners_token_is_exchanged_for_the_platform_api_only(
+    org: Organization, api: APIClient, mini_issuer: MiniIssuer, register: Any
+) -> None:
+    """Not for a resource the organization registered, nor for any other audience: a
+    partner's agent is never handed a token another server accepts. Refused and audited."""
+    register()
+    created = api.post(
+        "/resources",
+        {"identifier": "https://mcp.example.com/mcp", "name": "Tools",
+         "scopes": [{"name": "agents:read"}]},
+        format="json",
+    )  # fmt: skip
+    assert created.status_code == 201, created.content
+    for resource in ("https://mcp.example.com/mcp", "https://elsewhere.example/"):
+        refused(exchange(assertion=mini_issuer.token(), resource=resource), "invalid_target")
+    with tenant_context(org.id):
+        events = AuditEvent.objects.filter(action="token.target_refused")
+        assert {e.data["reason"] for e in events} == {"partner_resource"}
+        assert events.count() == 2
+    platform = exchange(assertion=mini_issuer.token(), resource=f"{agentidp_settings().issuer}/api")
+    assert platform.status_code == 200, platform.content

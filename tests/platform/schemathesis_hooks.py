@@ -39,6 +39,7 @@ P256 = {
     "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
 }
+ED25519_X = "meNcfvpu4e6czbFZfl1a87AkpgkzuOLspwyTO8snC5E"  # an Ed25519 public key
 
 
 def _positive(case: Any) -> bool:
@@ -97,6 +98,8 @@ def filter_case(context: Any, case: Any) -> bool:
     if path.endswith("/credentials") or path.endswith("/rotate"):
         expires = _moment(body.get("expires_at"))
         return expires is None or expires > datetime.now(UTC) + timedelta(minutes=5)
+    if path == "/agents/{agent_pk}/keys" and method == "POST":
+        return isinstance(case.body, dict)  # a key or a JWKS URI: completed by map_case
     if path == "/agent-info" and method == "POST":
         return "access_token" not in body
     if path in ("/agents", "/agents/{id}") and isinstance(body.get("skills"), list):
@@ -155,7 +158,9 @@ def map_case(context: Any, case: Any) -> Any:
         body.clear()
         body["jwk"] = {"kty": "EC", "crv": "P-256", **P256}
     elif path.endswith("/did/keys") and isinstance(body.get("public_key_jwk"), dict):
-        key = body["public_key_jwk"]
-        if key.get("kty") == "EC":
-            key.update(P256)
+        # only the members the key type defines (others, of any JSON type, are no valid JWK)
+        if body["public_key_jwk"].get("kty") == "OKP":
+            body["public_key_jwk"] = {"kty": "OKP", "crv": "Ed25519", "x": ED25519_X}
+        else:
+            body["public_key_jwk"] = {"kty": "EC", "crv": "P-256", **P256}
     return case

@@ -89,7 +89,11 @@ def test_the_oauth_endpoints_are_in_the_schema() -> None:
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:token-exchange",
         "urn:ietf:params:oauth:grant-type:token-exchange",  # by an agent: delegation
+        "client_credentials",  # private_key_jwt: an assertion instead of a secret
     ]
+    keyed = form["oneOf"][4]
+    assert keyed["required"] == ["grant_type", "client_assertion_type", "client_assertion"]
+    assert "client_secret" not in keyed["properties"]
     variants = {v["properties"]["grant_type"]["enum"][0]: v for v in form["oneOf"][:3]}
     delegation = form["oneOf"][3]
     assert {"actor_token", "actor_token_type", "client_id", "client_secret"} <= set(
