@@ -407,6 +407,17 @@ def _pool(url: ParsedUrl, address: IPAddress, limits: Limits) -> Pool:
     return pool
 
 
+def document_limits() -> Limits:
+    """The bounds on fetching a document of keys or metadata (a partner's, an agent's JWKS):
+    ``FEDERATION_FETCH_TIMEOUT_SECONDS`` in all, ``FEDERATION_MAX_DOCUMENT_BYTES`` read."""
+    timeout = float(settings.AGENTIDP["FEDERATION_FETCH_TIMEOUT_SECONDS"])
+    return Limits(
+        connect_seconds=min(timeout, 3.0),
+        total_seconds=timeout,
+        max_response_bytes=int(settings.AGENTIDP["FEDERATION_MAX_DOCUMENT_BYTES"]),
+    )
+
+
 def outbound_request(
     method: str,
     url: str | ParsedUrl,

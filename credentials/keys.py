@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import Mapping
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from jwcrypto import jwk
@@ -22,7 +21,7 @@ from agentidp.boundary import text_refusal
 from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record
 from agentidp.lifecycle import CredentialRevocation, credentials_revoked
-from agentidp.outbound import Limits, UrlRefused, outbound_request, url_check
+from agentidp.outbound import UrlRefused, document_limits, outbound_request, url_check
 from agentidp.principals import Principal
 from agentidp.usage import redis_client
 from agents.services import agent_get
@@ -112,15 +111,6 @@ def base64url_length(value: str) -> int:
     return int.from_bytes(raw, "big").bit_length()
 
 
-def _limits() -> Limits:
-    timeout = float(settings.AGENTIDP["FEDERATION_FETCH_TIMEOUT_SECONDS"])
-    return Limits(
-        connect_seconds=min(timeout, 3.0),
-        total_seconds=timeout,
-        max_response_bytes=int(settings.AGENTIDP["FEDERATION_MAX_DOCUMENT_BYTES"]),
-    )
-
-
 class KeysUnavailable(Exception):
     """A JWKS URI could not be fetched or held no usable key; ``reason`` is for logs."""
 
@@ -132,7 +122,7 @@ class KeysUnavailable(Exception):
 def jwks_fetch(uri: str) -> list[dict[str, JSONValue]]:
     """The usable public signing keys at ``uri`` (the outbound guard's rules, no redirects)."""
     response = outbound_request(
-        "GET", uri, headers={"Accept": "application/json"}, limits=_limits()
+        "GET", uri, headers={"Accept": "application/json"}, limits=document_limits()
     )
     if response.error or response.status != 200:
         raise KeysUnavailable(response.error or f"status_{response.status}")

@@ -16,13 +16,18 @@ JSON rules and checked before anything is stored:
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from jwcrypto import jwk
 from jwcrypto.common import JWException
 
 from agentidp.boundary import InputRejected, json_parse
 from agentidp.errors import JSONValue
-from agentidp.outbound import Limits, OutboundResponse, UrlRefused, outbound_request, url_parse
+from agentidp.outbound import (
+    OutboundResponse,
+    UrlRefused,
+    document_limits,
+    outbound_request,
+    url_parse,
+)
 from did.web import InvalidDid, url_for_did
 
 MAX_KEYS = 50
@@ -41,15 +46,6 @@ class FetchFailed(Exception):
         self.detail = detail
         self.field = field
         self.reason = reason  # a metric label: refused, timeout, connection, status, invalid
-
-
-def _limits() -> Limits:
-    timeout = float(settings.AGENTIDP["FEDERATION_FETCH_TIMEOUT_SECONDS"])
-    return Limits(
-        connect_seconds=min(timeout, 3.0),
-        total_seconds=timeout,
-        max_response_bytes=int(settings.AGENTIDP["FEDERATION_MAX_DOCUMENT_BYTES"]),
-    )
 
 
 def _failure(response: OutboundResponse, what: str, field: str) -> FetchFailed:
@@ -76,7 +72,7 @@ def _failure(response: OutboundResponse, what: str, field: str) -> FetchFailed:
 def document_fetch(url: str, *, what: str, field: str) -> dict[str, JSONValue]:
     """GET ``url`` through the guard and parse a JSON object from it."""
     response = outbound_request(
-        "GET", url, headers={"Accept": "application/json"}, limits=_limits()
+        "GET", url, headers={"Accept": "application/json"}, limits=document_limits()
     )
     if response.error or response.status != 200:
         raise _failure(response, what, field)

@@ -406,11 +406,6 @@ class ResourceGrantAdmin(
             raise ValidationFailed("Choose a resource.", errors={"resource": ["Required."]})
         agent = grant.agent if change else data.get("agent")
         role = grant.role if change else str(data.get("role") or "")
-        if agent is not None and agent.organization_id != resource.organization_id:
-            raise ValidationFailed(
-                "The agent is not of the resource's organization.",
-                errors={"agent": ["An agent of the resource's organization."]},
-            )
         saved = resources.grant_set(
             actor=actor, organization_id=resource.organization_id, resource_id=resource.id,
             agent_id=agent.id if agent is not None else None, role=role,
