@@ -55,11 +55,16 @@ class Principal:
 
 
 class AuthenticationRejected(Exception):
-    """Credentials were presented and failed; the request is answered 401 without detail."""
+    """Credentials were presented and failed; the request is answered 401 without detail, or
+    with the ``challenge`` (and ``headers``) a scheme defines for its refusals (DPoP's)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(
+        self, reason: str, *, challenge: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.challenge = challenge
+        self.headers = headers or {}
 
 
 class AuthenticationUnavailable(Exception):

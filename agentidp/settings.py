@@ -355,6 +355,10 @@ AGENTIDP = {
     "RESOURCE_ALLOW_LOOPBACK_HTTP": env.bool(
         "AGENTIDP_RESOURCE_ALLOW_LOOPBACK_HTTP", default=False
     ),
+    # DPoP (oidc.dpop, RFC 9449): proofs must carry a server nonce (DPoP-Nonce), which limits
+    # a proof made in advance on a stolen key to the nonce's life; and how old a proof may be.
+    "DPOP_NONCE_REQUIRED": env.bool("AGENTIDP_DPOP_NONCE_REQUIRED", default=True),
+    "DPOP_PROOF_MAX_AGE": env.int("AGENTIDP_DPOP_PROOF_MAX_AGE", default=300),
     # Webhook delivery: seconds between attempts (the last failure after the last entry is a
     # dead letter), +/- jitter as a fraction, and when a failing subscription is disabled.
     "WEBHOOK_RETRY_SCHEDULE": env.list(

@@ -298,13 +298,17 @@ def _request_context(principal: Principal | None, *, admin: bool) -> Iterator[No
         _state.reset(token)
 
 
-def invalid_token_response(request: HttpRequest) -> HttpResponse:
-    """401 for a rejected bearer token: the same answer whatever the reason (RFC 6750)."""
+def invalid_token_response(request: HttpRequest, rejected: AuthenticationRejected) -> HttpResponse:
+    """401 for a rejected access token: the same answer whatever the reason (RFC 6750), unless
+    the scheme names its own error (a DPoP proof's, RFC 9449 7.1)."""
+    challenge = rejected.challenge or bearer_challenge(error="invalid_token")
     return standard_problem(
         request,
         401,
-        detail="The access token is invalid.",
-        headers={"WWW-Authenticate": bearer_challenge(error="invalid_token")},
+        detail="The access token is invalid."
+        if rejected.challenge is None
+        else "The access token's DPoP proof is missing or invalid.",
+        headers={"WWW-Authenticate": challenge, **rejected.headers},
     )
 
 
@@ -357,9 +361,9 @@ class TenancyMiddleware:
                     if request.path.startswith(tuple(CLIENT_AUTHENTICATED_PREFIXES))
                     else resolve_principal(request)
                 )
-            except AuthenticationRejected:
+            except AuthenticationRejected as rejected:
                 transaction.set_rollback(True)
-                return invalid_token_response(request)
+                return invalid_token_response(request, rejected)
             except AuthenticationUnavailable:
                 transaction.set_rollback(True)
                 return authentication_unavailable_response(request)

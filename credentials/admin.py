@@ -279,6 +279,7 @@ class ClientAdmin(ServiceSaves[Client], ManagedByScope[Client], admin.ModelAdmin
     fields = [
         "client_id", "agent", "allowed_scopes",
         "id_token_signed_response_alg", "userinfo_signed_response_alg",
+        "dpop_bound_access_tokens",
     ]  # fmt: skip
     readonly_fields = ["client_id", "agent"]
     list_select_related = ["agent", "organization"]
@@ -301,10 +302,11 @@ class ClientAdmin(ServiceSaves[Client], ManagedByScope[Client], admin.ModelAdmin
             actor=actor, organization_id=client.organization_id, agent_id=client.agent_id,
             scopes=list(form.cleaned_data["allowed_scopes"]),
         )  # fmt: skip
-        services.client_signing_set(
+        services.client_metadata_set(
             actor=actor, organization_id=client.organization_id, agent_id=client.agent_id,
             id_token_signed_response_alg=form.cleaned_data["id_token_signed_response_alg"],
             userinfo_signed_response_alg=form.cleaned_data["userinfo_signed_response_alg"],
+            dpop_bound_access_tokens=form.cleaned_data["dpop_bound_access_tokens"],
         )  # fmt: skip
         return client
 

@@ -200,6 +200,11 @@ class ClientMetadataSerializer(StrictSerializer):
         allow_blank=True,
         help_text="Empty: /agent-info answers JSON. An algorithm: a JWT signed with it.",
     )
+    dpop_bound_access_tokens = serializers.BooleanField(
+        required=False,
+        help_text="True: token requests without a DPoP proof (RFC 9449) are refused, so every "
+        "token the agent is issued is bound to its key.",
+    )
 
 
 @extend_schema_view(
@@ -212,8 +217,9 @@ class ClientMetadataSerializer(StrictSerializer):
     ),
 )
 class AgentClientViewSet(TenantViewSet):
-    """The agent's OAuth client: its scopes (set at ``/agents/{id}/scopes``) and how its
-    id_tokens and ``/agent-info`` answers are signed."""
+    """The agent's OAuth client: its scopes (set at ``/agents/{id}/scopes``), how its
+    id_tokens and ``/agent-info`` answers are signed, and whether it takes DPoP-bound tokens
+    only."""
 
     resource_type = "agent_client"
     required_scopes = {"retrieve": Scope.AGENTS_READ, "partial_update": Scope.CREDENTIALS_WRITE}
@@ -229,12 +235,13 @@ class AgentClientViewSet(TenantViewSet):
     def partial_update(self, request: Request, agent_pk: str) -> Response:
         payload = ClientMetadataSerializer(data=request.data, partial=True)
         payload.is_valid(raise_exception=True)
-        metadata = services.client_signing_set(
+        metadata = services.client_metadata_set(
             actor=self.principal,
             organization_id=self.organization_id,
             agent_id=self.lookup_uuid("agent_pk"),
             id_token_signed_response_alg=payload.validated_data.get("id_token_signed_response_alg"),
             userinfo_signed_response_alg=payload.validated_data.get("userinfo_signed_response_alg"),
+            dpop_bound_access_tokens=payload.validated_data.get("dpop_bound_access_tokens"),
         )
         return Response(ClientMetadataSerializer(metadata).data)
 

@@ -31,6 +31,11 @@ class Client(OrgOwnedModel, AbstractApplication):
         default="",
         help_text="Blank: /agent-info answers JSON. Set: a JWT signed with this algorithm.",
     )
+    # RFC 9449 5.2 client metadata: every token the client is issued is DPoP-bound.
+    dpop_bound_access_tokens = models.BooleanField(
+        default=False,
+        help_text="Refuse token requests without a DPoP proof: every token is sender-bound.",
+    )
 
     # Set by credentials.services.client_load: what authentication reads (live secrets).
     record: ClientRecord

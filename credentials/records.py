@@ -38,6 +38,8 @@ class ClientRecord:
     agent_did: str
     # Who may act for the agent through token exchange ("*": any agent of its organization).
     delegation_actors: tuple[str, ...] = ("*",)
+    # The client takes DPoP-bound tokens only (RFC 9449 5.2): the lean path declines it.
+    dpop_bound_access_tokens: bool = False
 
     def refusal(self) -> str:
         """Why this client may not authenticate at all, or ``""``."""

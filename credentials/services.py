@@ -366,6 +366,7 @@ class ClientMetadata:
     scopes: list[str]
     id_token_signed_response_alg: str
     userinfo_signed_response_alg: str
+    dpop_bound_access_tokens: bool
 
 
 def _metadata(client: Client) -> ClientMetadata:
@@ -374,6 +375,7 @@ def _metadata(client: Client) -> ClientMetadata:
         scopes=list(client.allowed_scopes),
         id_token_signed_response_alg=client.id_token_signed_response_alg,
         userinfo_signed_response_alg=client.userinfo_signed_response_alg,
+        dpop_bound_access_tokens=client.dpop_bound_access_tokens,
     )
 
 
@@ -387,16 +389,18 @@ def client_metadata_get(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> C
 
 
 @transaction.atomic
-def client_signing_set(
+def client_metadata_set(
     *,
     actor: Principal,
     organization_id: uuid.UUID,
     agent_id: uuid.UUID,
     id_token_signed_response_alg: str | None = None,
     userinfo_signed_response_alg: str | None = None,
+    dpop_bound_access_tokens: bool | None = None,
 ) -> ClientMetadata:
-    """Set how the agent's id_tokens are signed (RS256, ES256 or EdDSA) and whether
-    ``/agent-info`` answers it with a signed JWT (an algorithm) or JSON (``""``)."""
+    """Set how the agent's id_tokens are signed (RS256, ES256 or EdDSA), whether
+    ``/agent-info`` answers it with a signed JWT (an algorithm) or JSON (``""``), and whether
+    it is issued DPoP-bound tokens only (RFC 9449 5.2); ``None`` leaves a setting as it is."""
     errors: dict[str, list[str]] = {}
     allowed = SigningAlgorithm.values
     if id_token_signed_response_alg is not None and id_token_signed_response_alg not in allowed:
@@ -408,9 +412,10 @@ def client_signing_set(
     agent = _writable_agent(organization_id=organization_id, agent_id=agent_id)
     client = client_get_or_create(organization_id=organization_id, agent=agent)
     changed: dict[str, JSONValue] = {}
-    wanted = {
+    wanted: dict[str, str | bool | None] = {
         "id_token_signed_response_alg": id_token_signed_response_alg,
         "userinfo_signed_response_alg": userinfo_signed_response_alg,
+        "dpop_bound_access_tokens": dpop_bound_access_tokens,
     }
     for name, value in wanted.items():
         if value is not None and getattr(client, name) != value:
@@ -517,6 +522,7 @@ def client_record_load(*, client_id: str) -> ClientRecord | None:
         id_token_signed_response_alg=row[13],
         agent_did=row[14],
         delegation_actors=_actors(row[15]),
+        dpop_bound_access_tokens=bool(row[16]),
     )
 
 
@@ -543,6 +549,7 @@ def client_load(*, client_id: str) -> Client:
         allowed_scopes=list(record.allowed_scopes),
         organization_id=record.organization_id,
         id_token_signed_response_alg=record.id_token_signed_response_alg,
+        dpop_bound_access_tokens=record.dpop_bound_access_tokens,
         client_type=Client.CLIENT_CONFIDENTIAL,
         authorization_grant_type=Client.GRANT_CLIENT_CREDENTIALS,
         # DOT's unused plaintext secret column: given, so its default (a 128-character random

@@ -126,15 +126,18 @@ def _candidates(assertion: ClientAssertion, keys: Sequence[AgentKey]) -> list[di
 
 
 def _signature_ok(assertion: ClientAssertion, public: Mapping[str, JSONValue]) -> bool:
-    algorithm = str(assertion.header["alg"])
-    if algorithm not in key_algorithms(public):
+    return signature_valid(assertion.parts, str(assertion.header["alg"]), public)
+
+
+def signature_valid(parts: Sequence[str], algorithm: str, public: Mapping[str, JSONValue]) -> bool:
+    """Whether the compact JWS ``parts`` is signed under ``algorithm`` (one of
+    :data:`credentials.keys.ALGORITHMS`, suiting the key) by the public JWK ``public``."""
+    if algorithm not in _VERIFIERS or algorithm not in key_algorithms(public):
         return False
     try:
         key = jwk.JWK(**public)
-        signature = b64url_decode(assertion.parts[2])
-        _VERIFIERS[algorithm].verify(
-            key, f"{assertion.parts[0]}.{assertion.parts[1]}".encode(), signature
-        )
+        signature = b64url_decode(parts[2])
+        _VERIFIERS[algorithm].verify(key, f"{parts[0]}.{parts[1]}".encode(), signature)
     except (InvalidSignature, InvalidToken, ValueError, TypeError, AttributeError):
         return False
     return True

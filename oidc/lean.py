@@ -171,6 +171,8 @@ def token_request_parse(request: HttpRequest) -> TokenRequest:
     plain token exchange between local agents (a subject access token, no actor token,
     audience or resource)."""
     meta = request.META
+    if "HTTP_DPOP" in meta:
+        raise Declined("dpop")  # a proof to check and a token to bind: the full path's
     if meta.get("QUERY_STRING") or meta.get("CONTENT_TYPE", "").split(";")[0].strip() != FORM:
         raise Declined("shape")
     try:
@@ -230,6 +232,8 @@ def _authorized(record: ClientRecord, digest: str, scopes: tuple[str, ...] | Non
     """The credential the secret matches, if the record says a token may be issued."""
     if record.refusal():
         raise Declined("client")
+    if record.dpop_bound_access_tokens:
+        raise Declined("dpop")  # the full path refuses it without a proof
     credential_id, _ = record.secret_check(digest, timezone.now())
     if credential_id is None:
         raise Declined("secret")

@@ -1,4 +1,5 @@
-"""Resolves ``Authorization: Bearer`` into an agent principal (a tenancy-middleware resolver)."""
+"""Resolves ``Authorization: Bearer`` or ``DPoP`` into an agent principal (a tenancy-middleware
+resolver)."""
 
 import logging
 
@@ -7,8 +8,18 @@ from prometheus_client import Counter
 from redis import RedisError
 
 from agentidp.principals import AuthenticationRejected, AuthenticationUnavailable, Principal
+from oidc.dpop import (
+    INVALID_PROOF,
+    USE_NONCE,
+    DpopRefused,
+    dpop_challenge,
+    nonce_issue,
+    proof_verify,
+    request_urls,
+    token_binding,
+)
 from oidc.services import token_principal
-from oidc.tokens import InvalidToken, access_token_verify
+from oidc.tokens import InvalidToken, VerifiedToken, access_token_verify
 
 logger = logging.getLogger("agentidp.auth")
 BEARER_REJECTIONS = Counter(
@@ -41,13 +52,61 @@ def presented_bearer(request: HttpRequest) -> str | None:
     return None
 
 
+def presented_dpop(request: HttpRequest) -> str | None:
+    """The token of ``Authorization: DPoP`` (RFC 9449 7.1)."""
+    header = request.headers.get("Authorization", "")
+    if header[:5].lower() == "dpop ":
+        return header[5:].strip()
+    return None
+
+
+def _dpop_rejected(reason: str, error: str, description: str) -> AuthenticationRejected:
+    BEARER_REJECTIONS.labels(reason=f"dpop_{reason}").inc()
+    headers = {"DPoP-Nonce": nonce_issue()} if error in (USE_NONCE, INVALID_PROOF) else {}
+    return AuthenticationRejected(
+        f"dpop_{reason}", challenge=dpop_challenge(error, description), headers=headers
+    )
+
+
+def _binding_checked(request: HttpRequest, token: str, verified: VerifiedToken, dpop: bool) -> None:
+    """A DPoP-bound token (``cnf.jkt``) only with ``Authorization: DPoP`` and a proof of its
+    key for this request and token; a bearer token never under the DPoP scheme."""
+    jkt = token_binding(verified.claims)
+    if not dpop:
+        if jkt is not None:
+            raise _dpop_rejected(
+                "bound_as_bearer", "invalid_token",
+                "This token is DPoP-bound: send it as Authorization: DPoP with a proof.",
+            )  # fmt: skip
+        return
+    if jkt is None:
+        raise _dpop_rejected(
+            "unbound", "invalid_token", "This is a bearer token: send it as Authorization: Bearer."
+        )
+    try:
+        proof_verify(
+            request.headers.get("DPoP"),
+            method=str(request.method),
+            urls=request_urls(request),
+            access_token=token,
+            jkt=jkt,
+        )
+    except DpopRefused as refused:
+        raise _dpop_rejected(refused.reason, refused.error, refused.description) from refused
+
+
 def bearer_token_principal(request: HttpRequest) -> Principal | None:
-    """Verify the bearer token offline, then its revocation and its principal's standing."""
-    token = presented_bearer(request)
+    """Verify the access token offline (its DPoP proof too, where it is bound), then its
+    revocation and its principal's standing."""
+    token = presented_dpop(request)
+    dpop = token is not None
+    if token is None:
+        token = presented_bearer(request)
     if token is None:
         return None
     try:
         verified = access_token_verify(token)
+        _binding_checked(request, token, verified, dpop)
         principal = token_principal(verified)
     except InvalidToken as exc:
         raise _reject(exc.reason) from exc

@@ -32,6 +32,8 @@ OAUTH_ERROR: JSONObject = {
                 "invalid_scope",
                 "invalid_target",
                 "unsupported_token_type",
+                "invalid_dpop_proof",
+                "use_dpop_nonce",
                 "temporarily_unavailable",
                 "server_error",
             ],
@@ -291,8 +293,23 @@ def _paths() -> JSONObject:
                 "/oauth2/status/{list_number}`, public). A token whose agent restricts who may "
                 'act for it carries `may_act` (RFC 8693 4.4: `{"sub": agent id}`, or an array '
                 "of those when several may). A token exchanged between agents keeps the "
-                "subject's `sub` and carries `act`, the latest actor outermost (RFC 8693 4.1).",
+                "subject's `sub` and carries `act`, the latest actor outermost (RFC 8693 4.1). "
+                "With a `DPoP` proof (RFC 9449) the token is bound to the proof's key "
+                '(`cnf: {"jkt": ...}`, `token_type: DPoP`); proofs carry the server\'s nonce '
+                "(`use_dpop_nonce` answers with one in `DPoP-Nonce`). A resource with "
+                "`dpop_required`, or an agent whose client sets `dpop_bound_access_tokens`, "
+                "gets DPoP-bound tokens only.",
                 "security": CLIENT_AUTH,
+                "parameters": [
+                    {
+                        "name": "DPoP",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "A DPoP proof JWT (RFC 9449 4.2): typ dpop+jwt, the "
+                        "public key as jwk, htm POST, htu this endpoint's URL, iat, jti, nonce",
+                    }
+                ],
                 "requestBody": _token_request(),
                 "responses": {
                     "200": _json(
@@ -301,7 +318,7 @@ def _paths() -> JSONObject:
                             "type": "object",
                             "properties": {
                                 "access_token": {"type": "string"},
-                                "token_type": {"type": "string", "enum": ["Bearer"]},
+                                "token_type": {"type": "string", "enum": ["Bearer", "DPoP"]},
                                 "expires_in": {"type": "integer"},
                                 "scope": {"type": "string"},
                                 "issued_token_type": {

@@ -630,7 +630,8 @@ def token_introspect(*, client: Client, token: str) -> dict[str, JSONValue]:
         return {"active": False}
     if isinstance(token_principal(verified), str):
         return {"active": False}
-    return {"active": True, "token_type": "Bearer", **verified.claims}
+    token_type = "DPoP" if "cnf" in verified.claims else "Bearer"  # RFC 9449 6.2
+    return {"active": True, "token_type": token_type, **verified.claims}
 
 
 @dataclass(frozen=True)
@@ -733,6 +734,7 @@ def discovery_document() -> dict[str, JSONValue]:
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algorithms,
         "revocation_endpoint_auth_methods_supported": client_auth,
         "introspection_endpoint_auth_methods_supported": client_auth,
+        "dpop_signing_alg_values_supported": assertion_algorithms,  # RFC 9449 5.1
         "claims_supported": list(ID_TOKEN_CLAIMS),
         "claim_types_supported": ["normal"],
         "claims_parameter_supported": False,

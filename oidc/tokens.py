@@ -189,6 +189,11 @@ class Issuance:
     # The registered resource the token is for (None: the platform API), once resolved.
     target: Target | None = None
     target_resolved: bool = False
+    # DPoP (oidc.dpop): the request's proof and the URLs it may name; once it checked out, the
+    # thumbprint of its key, which the token is bound to (cnf.jkt).
+    dpop_proof: str | None = None
+    dpop_urls: list[str] = field(default_factory=list)
+    dpop_jkt: str | None = None
 
 
 # A WSGI-style environ key (dotted, so no HTTP header can produce it).
@@ -361,6 +366,8 @@ def access_token_generate(request: OAuthRequest) -> str:
     if delegation is not None:
         # RFC 8693 4.1: who acts for the subject, the earlier actors nested inside
         state.claims["act"] = delegation.act
+    if state.dpop_jkt is not None:
+        state.claims["cnf"] = {"jkt": state.dpop_jkt}  # RFC 9449 6.1
     algorithm = state.target.signing_algorithm if state.target is not None else None
     return access_token_sign(state.claims, signing_key_current(algorithm))
 

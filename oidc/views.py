@@ -1,5 +1,6 @@
 """OAuth 2.0 endpoints (RFC 6749 error bodies), JWKS, discovery and ``/agent-info``."""
 
+import json
 import time
 import uuid
 from typing import cast
@@ -23,6 +24,7 @@ from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
 from credentials.models import Client
 from oidc.delegation import is_local_exchange
+from oidc.dpop import DPOP_ALGORITHMS, nonce_issue, request_urls
 from oidc.extensions import grant_type_handler
 from oidc.ratelimit import token_request_refund
 from oidc.services import (
@@ -60,6 +62,8 @@ class TokenView(dot_views.TokenView):
         started = time.perf_counter()
         status = "500"
         state = Issuance(source_address=client_address(request))
+        state.dpop_proof = request.META.get("HTTP_DPOP")
+        state.dpop_urls = request_urls(request)
         request.META[ISSUANCE_KEY] = state
         try:
             # resource (RFC 8707 2) and audience (RFC 8693 2.1) may be repeated; the rest not
@@ -91,10 +95,22 @@ class TokenView(dot_views.TokenView):
                 # django-oauth-toolkit.
                 handler = grant_type_handler(request.POST.get("grant_type", ""))
                 if handler is not None and not is_local_exchange(request):
-                    response = handler(request)
+                    response = (
+                        handler(request)
+                        if state.dpop_proof is None
+                        else oauth_error(
+                            "invalid_request",
+                            "DPoP-bound tokens are issued for client_credentials and token "
+                            "exchange between local agents, not for a partner's token.",
+                            400,
+                        )
+                    )
                 else:
                     response = self._dot_post(request, state, *args, **kwargs)
             status = str(response.status_code)
+            if state.dpop_proof is not None or _dpop_error(response):
+                # RFC 9449 8: the nonce the next proof carries
+                response["DPoP-Nonce"] = nonce_issue()
             if response.status_code in (429, 503) and state.retry_after:
                 response["Retry-After"] = str(state.retry_after)
             token_response_headers(response)
@@ -127,6 +143,12 @@ class TokenView(dot_views.TokenView):
         if status == 200 and isinstance(state, Issuance) and state.issued is not None:
             app_authorized.send(sender=self, request=request, token=state.issued)
         return response
+
+
+def _dpop_error(response: HttpResponse) -> bool:
+    return response.status_code == 400 and (
+        b'"invalid_dpop_proof"' in response.content or b'"use_dpop_nonce"' in response.content
+    )
 
 
 def token_response_headers(response: HttpResponse) -> None:
@@ -259,7 +281,8 @@ class AgentInfoView(View):
                 request, 400, "Send the access token in the Authorization header, not the URI.",
                 "invalid_request",
             )  # fmt: skip
-        in_header = request.headers.get("Authorization", "")[:7].lower() == "bearer "
+        scheme = request.headers.get("Authorization", "").split(" ", 1)[0].lower()
+        in_header = scheme in ("bearer", "dpop")
         if in_header and request.method == "POST" and "access_token" in request.POST:
             return _bearer_problem(
                 request, 400, "Send the access token one way only.", "invalid_request"
@@ -309,6 +332,12 @@ class ProtectedResourceMetadataView(OAuthProtectedResourceMetadataView):
         return f"{agentidp_settings().issuer}/api/docs/"
 
     def get(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-        response: HttpResponse = super().get(request, *args, **kwargs)
+        served: HttpResponse = super().get(request, *args, **kwargs)
+        document = json.loads(served.content)
+        # RFC 9728 2 / RFC 9449 5.1: DPoP-bound tokens are accepted, bearer tokens too
+        document["dpop_signing_alg_values_supported"] = list(DPOP_ALGORITHMS)
+        document["dpop_bound_access_tokens_required"] = False
+        response = JsonResponse(document)
+        response["Access-Control-Allow-Origin"] = "*"
         response["Cache-Control"] = "public, max-age=300"
         return response

@@ -22,7 +22,7 @@ from agentidp.tenancy import platform_context, tenant_context
 from agentidp.usage import redis_client
 from agents.services import agent_suspend
 from compliance.models import AuditEvent
-from credentials.services import client_signing_set
+from credentials.services import client_metadata_set
 from oidc.keys import key_ring
 from oidc.services import signing_key_rotate
 from oidc.tokens import InvalidToken, api_audience, id_token_verify
@@ -381,7 +381,7 @@ def test_agent_info_as_a_signed_jwt_when_the_client_registered_it(
 ) -> None:
     organization_id = oidc_cred.agent.organization_id
     with tenant_context(organization_id):
-        client_signing_set(
+        client_metadata_set(
             actor=TEST_ACTOR,
             organization_id=organization_id,
             agent_id=oidc_cred.agent.id,
