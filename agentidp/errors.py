@@ -266,8 +266,13 @@ def bearer_challenge(**params: str) -> str:
     so a client learns from a 401 alone which authorization server to ask."""
     attributes = {"realm": "agentidp", **params,
                   "resource_metadata": protected_resource_metadata_url()}  # fmt: skip
+    return auth_challenge("Bearer", attributes)
+
+
+def auth_challenge(scheme: str, attributes: dict[str, str]) -> str:
+    """An RFC 9110 11.6.1 challenge: ``scheme`` and its attributes as quoted strings."""
     quoted = (value.replace("\\", "\\\\").replace('"', '\\"') for value in attributes.values())
-    return "Bearer " + ", ".join(f'{k}="{v}"' for k, v in zip(attributes, quoted, strict=True))
+    return f"{scheme} " + ", ".join(f'{k}="{v}"' for k, v in zip(attributes, quoted, strict=True))
 
 
 def _dummy_get_response(request: HttpRequest) -> None:  # pragma: no cover - never called

@@ -33,7 +33,7 @@ from django.utils.crypto import salted_hmac
 from jwcrypto import jwk
 
 from agentidp.conf import agentidp_settings
-from agentidp.errors import JSONValue, ValidationFailed
+from agentidp.errors import JSONValue, ValidationFailed, auth_challenge
 from agentidp.events import event_record_after_request
 from credentials.keys import ALGORITHMS, public_jwk_checked
 from credentials.models import Client
@@ -250,8 +250,7 @@ def dpop_challenge(error: str = "", description: str = "") -> str:
     accepted, and the error where there was one."""
     params = {"error": error, "error_description": description} if error else {}
     params["algs"] = " ".join(DPOP_ALGORITHMS)
-    quoted = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in params.items()}
-    return "DPoP " + ", ".join(f'{k}="{v}"' for k, v in quoted.items())
+    return auth_challenge("DPoP", params)
 
 
 def token_binding(claims: Mapping[str, JSONValue]) -> str | None:

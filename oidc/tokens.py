@@ -194,6 +194,8 @@ class Issuance:
     dpop_proof: str | None = None
     dpop_urls: list[str] = field(default_factory=list)
     dpop_jkt: str | None = None
+    # A DPoP refusal was answered: the answer carries a nonce to retry with.
+    dpop_refused: bool = False
 
 
 # A WSGI-style environ key (dotted, so no HTTP header can produce it).

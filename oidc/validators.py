@@ -109,6 +109,7 @@ class AgentRequestValidator(OAuth2Validator):
     def _dpop_refuse(self, request: OAuthRequest, client: Client, refused: DpopRefused) -> NoReturn:
         """Refuse with the proof's error; a wrong proof is audited, a nonce challenge (part of
         the protocol) is not."""
+        issuance(request).dpop_refused = True
         if refused.error == INVALID_PROOF:
             dpop_refusal_record(client, refused)
         raise CustomOAuth2Error(

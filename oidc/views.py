@@ -108,7 +108,7 @@ class TokenView(dot_views.TokenView):
                 else:
                     response = self._dot_post(request, state, *args, **kwargs)
             status = str(response.status_code)
-            if state.dpop_proof is not None or _dpop_error(response):
+            if state.dpop_proof is not None or state.dpop_refused:
                 # RFC 9449 8: the nonce the next proof carries
                 response["DPoP-Nonce"] = nonce_issue()
             if response.status_code in (429, 503) and state.retry_after:
@@ -143,12 +143,6 @@ class TokenView(dot_views.TokenView):
         if status == 200 and isinstance(state, Issuance) and state.issued is not None:
             app_authorized.send(sender=self, request=request, token=state.issued)
         return response
-
-
-def _dpop_error(response: HttpResponse) -> bool:
-    return response.status_code == 400 and (
-        b'"invalid_dpop_proof"' in response.content or b'"use_dpop_nonce"' in response.content
-    )
 
 
 def token_response_headers(response: HttpResponse) -> None:
