@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+VERIFIER := packages/agentidp-verifier
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(VERIFIER)/pyproject.toml | cksum | cut -d' ' -f1)
 # The first Python 3.11+ on PATH.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -10,12 +11,12 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 
 .PHONY: install run test lint pytest bench manage clean browser promtool pdftools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(VERIFIER)/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required"; exit 1; }
 	@echo "[agentidp] installing into $(VENV) with $(PYTHON)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet -e '.[dev]' -e '$(VERIFIER)[django,mcp]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
