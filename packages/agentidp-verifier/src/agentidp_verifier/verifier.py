@@ -45,7 +45,7 @@ from agentidp_verifier.errors import (
     TokenRejected,
     VerifierUnavailable,
 )
-from agentidp_verifier.fetch import Fetch, FetchFailed, fetch_url, url_allowed
+from agentidp_verifier.fetch import MAX_BYTES, Fetch, FetchFailed, fetch_url, url_allowed
 
 ALGORITHMS = ("ES256", "EdDSA", "PS256", "RS256")
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -146,8 +146,10 @@ def _b64encode(value: bytes) -> str:
     return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
 
 
-def _header(token: str, *, error: str, scheme: str = "Bearer") -> dict[str, object]:
-    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+def _header(
+    token: str, *, error: str, scheme: str = "Bearer", limit: int = MAX_TOKEN_BYTES
+) -> dict[str, object]:
+    if len(token) > limit or token.count(".") != 2:
         raise TokenRejected(error, "not a compact JWS", scheme=scheme)
     try:
         header = json.loads(_b64decode(token.split(".", 1)[0]))
@@ -623,7 +625,7 @@ class Verifier:
         token = self._get(uri).decode("ascii", "replace").strip()
         max_age = self._last_max_age
         try:
-            header = _header(token, error=INVALID_TOKEN)
+            header = _header(token, error=INVALID_TOKEN, limit=MAX_BYTES)
             if header.get("typ") != STATUS_LIST_TYPE or header.get("alg") not in self.algorithms:
                 raise VerifierUnavailable(f"{uri} is not a status list token")
             key = self.key(str(header.get("kid")))
