@@ -15,8 +15,9 @@ Scenarios (keys of ``.agentidp/bench/results.json``):
 - ``verifier_package``: the same with ``agentidp-verifier`` (every check, the token status
   list included, from its caches), in one process;
 - ``federation_verify``: ``POST /federation/verify`` of a partner's tokens with the partner's
-  JWKS cache warm (the partner is this deployment itself, registered through
-  ``/federation/trust``: its metadata and keys fetched over HTTP like any partner's);
+  JWKS cache warm (the partner is a small issuer in the bench process, ``bench/partner.py``,
+  registered through ``/federation/trust``: its metadata and keys fetched over HTTP like any
+  partner's);
 - ``audit`` (``bench/audit.py``): chain verification events a second, an inclusion proof in
   a log of a million events, audit appends with many organizations writing at once;
 - ``floor_transaction``, ``floor_drf``, ``floor_bearer``: reference floors (``bench/floors.py``)
@@ -52,6 +53,7 @@ import redis  # noqa: E402
 
 from agentidp import devenv  # noqa: E402 - after the path is set
 from bench.delegation import exchange_pairs, tree_revocation  # noqa: E402
+from bench.partner import Partner  # noqa: E402
 from bench.webhooks import webhook_figures  # noqa: E402
 
 WORK = devenv.DATA_DIR / "bench"
@@ -61,6 +63,7 @@ CONNECTIONS = 16
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
 STOCK_PORT = PORT + 1
 RECEIVER_PORT = PORT + 2
+PARTNER_PORT = PORT + 3
 STOCK_DB = f"agentidp_bench_stock_dot_{devenv.CHECKOUT_TAG}"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -91,7 +94,7 @@ def environment() -> dict[str, str]:
         AGENTIDP_LOCAL_SECRETS_KEY_FILE=str(WORK / "secrets.key"),
         AGENTIDP_ISSUER=f"http://127.0.0.1:{PORT}",
         LOG_LEVEL="WARNING",
-        # the local webhook receiver, and this deployment as its own federation partner
+        # the local webhook receiver and the bench partner (bench/partner.py), both on loopback
         AGENTIDP_SSRF_ALLOWLIST="127.0.0.1",
         # their ports are above 1024 and they speak plain HTTP, as make run's are and do
         AGENTIDP_SSRF_ALLOWED_PORTS="443,80,1024-65535",
@@ -204,9 +207,9 @@ open({str(WORK / "oidc_credentials.txt")!r}, "w").write("\\n".join(
     subprocess.run([sys.executable, "-c", out + SEED], env=stock, cwd=ROOT, check=True)  # noqa: S603
 
 
-def federation_tokens(base: str) -> None:
-    """A verifier (an agent with federation:verify) whose organization trusts this deployment
-    as a partner, and 100 partner tokens meant for it (``aud`` the issuer)."""
+def federation_tokens(base: str, partner: Partner) -> None:
+    """A verifier (an agent with federation:verify) whose organization trusts ``partner``, and
+    100 of the partner's tokens meant for this deployment (``aud`` its issuer)."""
     import requests
 
     client_id, secret = (WORK / "verifier.txt").read_text().split()
@@ -217,19 +220,13 @@ def federation_tokens(base: str) -> None:
     verifier.raise_for_status()
     bearer = verifier.json()["access_token"]
     trusted = requests.post(
-        f"{base}/federation/trust", json={"issuer": base, "allowed_scopes": ["agents:read"]},
+        f"{base}/federation/trust",
+        json={"issuer": partner.issuer, "allowed_scopes": ["agents:read"]},
         headers={"Authorization": f"Bearer {bearer}"}, timeout=30,
     )  # fmt: skip
     if trusted.status_code != 201:
         raise SystemExit(f"the bench partner was not registered: {trusted.text}")
-    lines = []
-    for client_id, secret, _ in json.loads((WORK / "credentials.json").read_text()):
-        response = requests.post(
-            f"{base}/oauth2/token", auth=(client_id, secret), timeout=10,
-            data={"grant_type": "client_credentials", "audience": base},
-        )  # fmt: skip
-        response.raise_for_status()
-        lines.append(f"{bearer} {response.json()['access_token']}")
+    lines = [f"{bearer} {partner.token(base, f'partner-agent-{n}')}" for n in range(100)]
     (WORK / "federation.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -539,7 +536,8 @@ def main() -> int:
         _wait(f"{base}/readyz")
         _wait(f"{stock}/o/token/")
         issued = tokens(base)
-        federation_tokens(base)
+        partner = Partner(PARTNER_PORT)
+        federation_tokens(base, partner)
         bearer = str(WORK / "bearer.txt")
         scenarios = [
             Scenario("bare", "bare view /healthz", "product", f"{base}/healthz"),

@@ -5,6 +5,7 @@ Each shell block between ``<!-- name -->`` and ``<!-- /name -->`` markers runs i
 run``, ``make test`` and ``make bench`` themselves are what the suite and CI run.
 """
 
+import ast
 import json
 import re
 import subprocess
@@ -117,6 +118,19 @@ def test_the_resources_block(make_run: Stack) -> None:
         "resource_metadata=" in lines[4] and "/.well-known/oauth-protected-resource/api" in lines[4]
     )
     assert lines[5] == f"['{make_run.base}']", out
+
+
+def test_the_mcp_block(make_run: Stack) -> None:
+    """An MCP server written with the official SDK and protected by agentidp-verifier: its 401
+    points at its RFC 9728 metadata, which names AgentIdP; the SDK's client calls its tool with
+    a token for it; the platform API's token is refused."""
+    lines = run(make_run, block("mcp")).strip().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].lower().startswith("www-authenticate: bearer"), lines
+    assert "/.well-known/oauth-protected-resource/mcp" in lines[0], lines
+    assert [server.rstrip("/") for server in ast.literal_eval(lines[1])] == [make_run.base]
+    assert lines[2] == f"called by {make_run.credentials()['agent_client_id']}", lines
+    assert lines[3] == "401", lines
 
 
 def test_the_keys_block(make_run: Stack) -> None:
