@@ -104,6 +104,12 @@ urlpatterns = [
         oidc_views.ProtectedResourceMetadataView.as_view(),
         name="oauth-protected-resource",
     ),
+    # RFC 9728 metadata this deployment hosts for a registered resource (metadata_hosted)
+    path(
+        "resources/<uuid:resource_id>/oauth-protected-resource",
+        oidc_views.hosted_resource_metadata,
+        name="resource-hosted-metadata",
+    ),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics, name="prometheus-django-metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -221,7 +221,7 @@ class ResourceForm(forms.ModelForm[Resource]):
     class Meta:
         model = Resource
         fields = ["identifier", "name", "access_token_lifetime", "signing_algorithm",
-                  "dpop_required"]  # fmt: skip
+                  "dpop_required", "metadata_hosted"]  # fmt: skip
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -276,7 +276,7 @@ class ResourceAdmin(
 
     def get_fields(self, request: HttpRequest, obj: Resource | None = None) -> tuple[str, ...]:
         fields = ("identifier", "name", "scopes_lines", "access_token_lifetime",
-                  "signing_algorithm", "dpop_required")  # fmt: skip
+                  "signing_algorithm", "dpop_required", "metadata_hosted")  # fmt: skip
         if obj is None:
             platform = admin_principal(request).is_platform
             return ((ORGANIZATION_CHOICE,) if platform else ()) + fields
@@ -305,7 +305,7 @@ class ResourceAdmin(
             changes: dict[str, JSONValue] = {
                 name: data.get(name)
                 for name in ("name", "access_token_lifetime", "signing_algorithm",
-                             "dpop_required")
+                             "dpop_required", "metadata_hosted")
                 if name in form.changed_data
             }  # fmt: skip
             if "scopes_lines" in form.changed_data:
@@ -328,6 +328,7 @@ class ResourceAdmin(
             scopes=scopes, access_token_lifetime=data.get("access_token_lifetime"),
             signing_algorithm=str(data.get("signing_algorithm") or "ES256"),
             dpop_required=bool(data.get("dpop_required")),
+            metadata_hosted=bool(data.get("metadata_hosted")),
         )  # fmt: skip
 
     def delete_model(self, request: HttpRequest, obj: Resource) -> None:

@@ -30,13 +30,20 @@ class ScopeSerializer(StrictSerializer):
 
 class ResourceSerializer(serializers.ModelSerializer[Resource]):
     scopes = ScopeSerializer(many=True, read_only=True)
+    metadata_url = serializers.SerializerMethodField(
+        help_text="Where this deployment serves the resource's RFC 9728 metadata (null unless "
+        "metadata_hosted): the resource_metadata its 401s may name."
+    )
 
     class Meta:
         model = Resource
         fields = ["id", "identifier", "name", "scopes", "access_token_lifetime",
-                  "signing_algorithm", "dpop_required", "created_by", "created_at",
-                  "updated_at"]  # fmt: skip
+                  "signing_algorithm", "dpop_required", "metadata_hosted", "metadata_url",
+                  "created_by", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
+
+    def get_metadata_url(self, resource: Resource) -> str | None:
+        return resources.hosted_metadata_url(resource) if resource.metadata_hosted else None
 
 
 class ResourceInputSerializer(StrictSerializer):
@@ -60,6 +67,11 @@ class ResourceInputSerializer(StrictSerializer):
     dpop_required = serializers.BooleanField(
         required=False, default=False,
         help_text="Issue only DPoP-bound tokens (RFC 9449) for it.",
+    )  # fmt: skip
+    metadata_hosted = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Serve its RFC 9728 metadata here (public, metadata_url), for a server that "
+        "does not serve its own.",
     )  # fmt: skip
 
 

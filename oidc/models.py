@@ -188,6 +188,11 @@ class Resource(OrgOwnedModel, TimestampedModel):
     dpop_required = models.BooleanField(
         default=False, help_text="Only sender-constrained (DPoP, RFC 9449) tokens are issued."
     )
+    metadata_hosted = models.BooleanField(
+        default=False,
+        help_text="This deployment serves the resource's RFC 9728 metadata (public, at "
+        "/resources/{id}/oauth-protected-resource) for servers that do not serve their own.",
+    )
     created_by = models.CharField(max_length=200, blank=True, editable=False)
 
     class Meta:

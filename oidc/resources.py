@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 
 from agentidp.boundary import text_refusal
@@ -21,13 +21,16 @@ from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
 from agentidp.events import event_record, event_record_after_request
 from agentidp.principals import Principal
+from agentidp.tenancy import tenant_context
 from agents.models import Agent, OrganizationMember
 from credentials.choices import SigningAlgorithm
 from credentials.models import Client
+from oidc.dpop import DPOP_ALGORITHMS
 from oidc.models import Resource, ResourceGrant
 from oidc.services import client_actor
 from oidc.tokens import Target, api_audience
-from organizations.choices import MemberRole
+from organizations.choices import MemberRole, OrganizationStatus
+from organizations.models import Organization
 
 MAX_RESOURCES = 200
 MAX_SCOPES = 50
@@ -36,7 +39,10 @@ MAX_DESCRIPTION = 500
 MAX_LIFETIME = 86400
 # RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-UPDATABLE = ("name", "scopes", "access_token_lifetime", "signing_algorithm", "dpop_required")
+UPDATABLE = (
+    "name", "scopes", "access_token_lifetime", "signing_algorithm", "dpop_required",
+    "metadata_hosted",
+)  # fmt: skip
 
 CREATED_EVENT = "resource.created"
 UPDATED_EVENT = "resource.updated"
@@ -169,6 +175,7 @@ def _data(resource: Resource) -> dict[str, JSONValue]:
         "access_token_lifetime": resource.access_token_lifetime,
         "signing_algorithm": resource.signing_algorithm,
         "dpop_required": resource.dpop_required,
+        "metadata_hosted": resource.metadata_hosted,
     }
 
 
@@ -190,6 +197,45 @@ def resource_get(
     if resource is None:
         raise NotFound("No such resource.")
     return resource
+
+
+def hosted_metadata_url(resource: Resource) -> str:
+    return f"{agentidp_settings().issuer}/resources/{resource.id}/oauth-protected-resource"
+
+
+def hosted_metadata(resource: Resource) -> dict[str, JSONValue]:
+    """The RFC 9728 document of a registered resource: this deployment its authorization
+    server, its own scopes, bearer tokens in the header, and whether DPoP is required."""
+    return {
+        "resource": resource.identifier,
+        "authorization_servers": [agentidp_settings().issuer],
+        "scopes_supported": list[JSONValue](resource.scope_names),
+        "bearer_methods_supported": ["header"],
+        "resource_name": resource.name,
+        "dpop_signing_alg_values_supported": list[JSONValue](DPOP_ALGORITHMS),
+        "dpop_bound_access_tokens_required": resource.dpop_required,
+    }
+
+
+def resource_hosted(resource_id: uuid.UUID) -> Resource | None:
+    """A resource whose RFC 9728 metadata this deployment serves publicly, or None (no such
+    resource, not hosted, or its organization not active). ``oidc_resource_hosted`` (SECURITY
+    DEFINER) reveals only which organization a hosted resource belongs to; the resource is
+    then read in that organization, under RLS."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT oidc_resource_hosted(%s::uuid)", [str(resource_id)])
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    organization_id: uuid.UUID = row[0]
+    with tenant_context(organization_id):
+        active = Organization.objects.filter(
+            id=organization_id, status=OrganizationStatus.ACTIVE
+        ).exists()
+        found = Resource.objects.filter(
+            organization_id=organization_id, id=resource_id, metadata_hosted=True
+        ).first()
+    return found if active else None
 
 
 def grant_list(*, organization_id: uuid.UUID, resource_id: uuid.UUID) -> QuerySet[ResourceGrant]:
@@ -220,6 +266,7 @@ def resource_create(
     access_token_lifetime: int | None = None,
     signing_algorithm: str = SigningAlgorithm.ES256,
     dpop_required: bool = False,
+    metadata_hosted: bool = False,
 ) -> Resource:
     """Register a resource server of the organization's."""
     if Resource.objects.filter(organization_id=organization_id).count() >= MAX_RESOURCES:
@@ -235,6 +282,7 @@ def resource_create(
         access_token_lifetime=_lifetime_checked(access_token_lifetime),
         signing_algorithm=_algorithm_checked(signing_algorithm),
         dpop_required=_flag_checked(dpop_required, "dpop_required"),
+        metadata_hosted=_flag_checked(metadata_hosted, "metadata_hosted"),
         created_by=actor.id[:200],
     )
     try:
@@ -279,6 +327,8 @@ def resource_update(
         resource.signing_algorithm = _algorithm_checked(changes["signing_algorithm"])
     if "dpop_required" in changes:
         resource.dpop_required = _flag_checked(changes["dpop_required"], "dpop_required")
+    if "metadata_hosted" in changes:
+        resource.metadata_hosted = _flag_checked(changes["metadata_hosted"], "metadata_hosted")
     resource.save()
     if "scopes" in changes:
         defined = set(resource.scope_names)

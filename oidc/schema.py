@@ -562,6 +562,68 @@ def _paths() -> JSONObject:
                 ("/.well-known/oauth-protected-resource", "oauth_protected_resource"),
             )
         },
+        "/resources/{resource_id}/oauth-protected-resource": {
+            "get": {
+                "operationId": "resource_hosted_metadata",
+                "tags": ["discovery"],
+                "summary": "RFC 9728 metadata hosted for a registered resource",
+                "description": (
+                    "The protected-resource metadata of a resource registered with "
+                    "`metadata_hosted: true` (its `metadata_url`), for a server that does not "
+                    "serve its own: its 401s name this URL as `resource_metadata`. `resource` is "
+                    "the registered identifier, `authorization_servers` this deployment, "
+                    "`scopes_supported` the resource's scopes, `dpop_bound_access_tokens_required` "
+                    "its `dpop_required`. No authentication; any other id is a 404."
+                ),
+                "security": [{}],
+                "parameters": [
+                    {
+                        "name": "resource_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        "Metadata",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "resource": {"type": "string", "format": "uri"},
+                                "authorization_servers": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                },
+                                "scopes_supported": {"type": "array", "items": {"type": "string"}},
+                                "bearer_methods_supported": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                },
+                                "resource_name": {"type": "string"},
+                                "dpop_signing_alg_values_supported": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                },
+                                "dpop_bound_access_tokens_required": {"type": "boolean"},
+                            },
+                            "required": ["resource", "authorization_servers"],
+                        },
+                    ),
+                    **{
+                        status: {
+                            "description": description,
+                            "content": {PROBLEM: {"schema": PROBLEM_REF}},
+                        }
+                        for status, description in (
+                            ("404", "No hosted metadata for this id"),
+                            ("405", "Only GET and HEAD"),
+                            ("503", "PostgreSQL unavailable"),
+                        )
+                    },
+                },
+            }
+        },
     }
 
 

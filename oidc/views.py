@@ -23,6 +23,7 @@ from agentidp.errors import NO_STORE, bearer_challenge, standard_problem
 from agentidp.middleware import safe_methods_only
 from agentidp.principals import Principal
 from credentials.models import Client
+from oidc import resources
 from oidc.delegation import is_local_exchange
 from oidc.dpop import DPOP_ALGORITHMS, nonce_issue, request_urls
 from oidc.extensions import grant_type_handler
@@ -231,6 +232,20 @@ def status_list(request: HttpRequest, list_number: int) -> HttpResponse:
         return standard_problem(request, 404, detail="No such status list.")
     response = HttpResponse(token, content_type=STATUS_LIST_MEDIA_TYPE)
     response["Cache-Control"] = f"public, max-age={status_list_ttl()}"
+    return response
+
+
+@safe_methods_only
+def hosted_resource_metadata(request: HttpRequest, resource_id: uuid.UUID) -> HttpResponse:
+    """The RFC 9728 metadata of a registered resource that asked this deployment to host it
+    (``metadata_hosted``): public, for the ``resource_metadata`` of that server's 401s. Any
+    other id (unknown, not hosted, another organization's that is not) is a 404."""
+    resource = resources.resource_hosted(resource_id)
+    if resource is None:
+        return standard_problem(request, 404, detail="No hosted metadata for this resource.")
+    response = JsonResponse(resources.hosted_metadata(resource))
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Cache-Control"] = "public, max-age=300"
     return response
 
 

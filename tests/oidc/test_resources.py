@@ -8,12 +8,13 @@ import pytest
 from django.test import Client as HttpClient
 from rest_framework.test import APIClient
 
+from agentidp.conf import agentidp_settings
 from agentidp.tenancy import tenant_context
 from agents.models import OrganizationMember
 from compliance.models import AuditEvent
 from oidc.models import ResourceGrant
 from oidc.tokens import api_audience
-from organizations.choices import MemberRole
+from organizations.choices import MemberRole, OrganizationStatus
 from organizations.models import Organization
 from tests.factories import OrganizationFactory, StaffFactory
 from tests.oidc.conftest import (
@@ -409,3 +410,56 @@ def test_a_resource_scope_named_like_the_platforms_opens_nothing_on_the_platform
         "/agents", {"name": "x"}, content_type="application/json", headers=bearer
     )
     assert created.status_code == 401
+
+
+def test_metadata_is_hosted_only_for_resources_that_ask(
+    api: APIClient, org: Organization, client_for: Any
+) -> None:
+    """A server that cannot serve its own RFC 9728 document names the hosted one in its 401s:
+    public, the registered identifier and scopes, this deployment as authorization server."""
+    response = register(api, metadata_hosted=True, dpop_required=True)
+    assert response.status_code == 201, response.content
+    resource = response.json()
+    url = resource["metadata_url"]
+    assert (
+        url == f"{agentidp_settings().issuer}/resources/{resource['id']}/oauth-protected-resource"
+    )
+
+    anonymous = HttpClient()
+    served = anonymous.get(f"/resources/{resource['id']}/oauth-protected-resource")
+    assert served.status_code == 200, served.content
+    assert served["Cache-Control"] == "public, max-age=300"
+    document = served.json()
+    assert document["resource"] == MCP
+    assert document["authorization_servers"] == [agentidp_settings().issuer]
+    assert document["scopes_supported"] == ["tools:call", "tools:list"]
+    assert document["resource_name"] == "Tools"
+    assert document["dpop_bound_access_tokens_required"] is True
+    assert events(org, "resource.created")[0].data["metadata_hosted"] is True
+
+    # Another organization's resource that did not ask, an unknown id, a malformed one: 404.
+    other = client_for(StaffFactory(organization=OrganizationFactory(), role=MemberRole.OWNER))
+    theirs = register(other, "https://theirs.example.com/mcp")
+    assert theirs.status_code == 201, theirs.content
+    assert theirs.json()["metadata_url"] is None
+    for path in (
+        f"/resources/{theirs.json()['id']}/oauth-protected-resource",
+        "/resources/00000000-0000-0000-0000-000000000000/oauth-protected-resource",
+    ):
+        problem(anonymous.get(path), 404)
+    assert anonymous.get("/resources/not-a-uuid/oauth-protected-resource").status_code == 404
+    assert (
+        anonymous.post(f"/resources/{resource['id']}/oauth-protected-resource").status_code == 405
+    )
+
+    # Switched off, it is gone at once; an organization that is not active serves none.
+    patched = api.patch(f"/resources/{resource['id']}", {"metadata_hosted": False}, format="json")
+    assert patched.status_code == 200 and patched.json()["metadata_url"] is None
+    problem(anonymous.get(f"/resources/{resource['id']}/oauth-protected-resource"), 404)
+    hostile = api.patch(f"/resources/{resource['id']}", {"metadata_hosted": "maybe"}, format="json")
+    problem(hostile, 400, "metadata_hosted")
+    api.patch(f"/resources/{resource['id']}", {"metadata_hosted": True}, format="json")
+    assert anonymous.get(f"/resources/{resource['id']}/oauth-protected-resource").status_code == 200
+    with tenant_context(org.id):
+        Organization.objects.filter(id=org.id).update(status=OrganizationStatus.SUSPENDED)
+    problem(anonymous.get(f"/resources/{resource['id']}/oauth-protected-resource"), 404)
