@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -187,6 +188,33 @@ def _uri_checked(value: object) -> str:
 def key_list(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> QuerySet[AgentKey]:
     agent_get(organization_id=organization_id, agent_id=agent_id)
     return AgentKey.objects.filter(organization_id=organization_id, agent_id=agent_id)
+
+
+@dataclass(frozen=True)
+class HeldKey:
+    """A public key an agent holds the private part of, kept by another app (its DID's
+    verification method): it authenticates like a registered key. ``id`` is what tokens
+    issued on it record, so revoking it revokes them."""
+
+    id: uuid.UUID
+    kid: str
+    public_jwk: Mapping[str, JSONValue]
+    aliases: tuple[str, ...] = ()  # other kids an assertion may name it by (the DID URL)
+
+
+HeldKeys = Callable[[uuid.UUID, uuid.UUID], list[HeldKey]]
+_held_key_sources: list[HeldKeys] = []
+
+
+def held_keys_from(source: HeldKeys) -> None:
+    """Register where else an agent's keys live (``did`` registers its DID keys at start)."""
+    if source not in _held_key_sources:
+        _held_key_sources.append(source)
+
+
+def held_keys(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> list[HeldKey]:
+    """The agent's keys kept elsewhere, for client authentication (the organization entered)."""
+    return [key for source in _held_key_sources for key in source(organization_id, agent_id)]
 
 
 def agent_keys(*, organization_id: uuid.UUID, agent_id: uuid.UUID) -> list[AgentKey]:

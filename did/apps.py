@@ -15,7 +15,9 @@ class DidConfig(AppConfig):
 
         from agentidp.lifecycle import on_agent_registered, on_agent_status_change
         from agents.models import Agent
+        from credentials.keys import held_keys_from
         from did.models import AgentDidKey
+        from did.selectors import did_held_keys
         from did.services import (
             did_documents_follow_change,
             did_follows_agent_status,
@@ -23,6 +25,7 @@ class DidConfig(AppConfig):
         )
         from organizations.models import Organization
 
+        held_keys_from(did_held_keys)  # an agent may authenticate with its own DID key
         on_agent_registered(did_issue_on_registration)
         on_agent_status_change(did_follows_agent_status)
         for model in (Agent, AgentDidKey, Organization):

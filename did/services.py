@@ -14,13 +14,19 @@ from jwcrypto import jwk
 
 from agentidp.errors import Conflict, JSONValue, ValidationFailed
 from agentidp.events import event_record
-from agentidp.lifecycle import AgentRegistration, AgentStatusChange
+from agentidp.lifecycle import (
+    AgentRegistration,
+    AgentStatusChange,
+    CredentialRevocation,
+    credentials_revoked,
+)
 from agentidp.principals import Principal
 from agentidp.secrets import secret_store
 from agents.choices import AgentStatus
 from agents.models import Agent
 from agents.services import agent_get
 from compliance.encryption import EncryptedColumn, encrypt
+from credentials.services import client_get_or_create
 from did.cache import did_documents_forget
 from did.choices import DidKeyStatus
 from did.models import AgentDidKey
@@ -219,14 +225,26 @@ def did_key_rotate(
         raise Conflict("A decommissioned agent's DID is deactivated.")
     key = _key_new(organization_id=organization_id, agent_id=agent_id, public_jwk=public_jwk)
     kid = key.kid
+    if public_jwk is not None:
+        # the agent's own key authenticates it (private_key_jwt): it needs its OAuth client
+        client_get_or_create(organization_id=organization_id, agent=agent)
     keys = AgentDidKey.objects.filter(organization_id=organization_id, agent_id=agent_id)
     if keys.filter(kid=kid).exists():
         raise Conflict("This key is already one of the DID's keys.")
-    previous = list(keys.filter(status=DidKeyStatus.ACTIVE).values_list("kid", flat=True))
+    retiring = list(keys.filter(status=DidKeyStatus.ACTIVE).values_list("id", "kid"))
+    previous = [kid for _, kid in retiring]
     keys.filter(status=DidKeyStatus.ACTIVE).update(
         status=DidKeyStatus.RETIRED, retired_at=timezone.now()
     )
     key.save(force_insert=True)
+    # A retired key no longer authenticates the agent (private_key_jwt), and the tokens
+    # issued on its assertions are revoked with it, as when a registered key is removed.
+    credentials_revoked(
+        CredentialRevocation(
+            organization_id=organization_id, credential_ids=tuple(i for i, _ in retiring),
+            actor=actor,
+        )
+    )  # fmt: skip
     event_record(
         organization_id=organization_id,
         actor=actor,

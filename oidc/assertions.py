@@ -1,5 +1,6 @@
 """``private_key_jwt`` client authentication (RFC 7523 2.2, OIDC Core 9): the client proves
-itself with a JWT it signed with a key it registered (``credentials.keys``).
+itself with a JWT it signed with a key it registered (``credentials.keys``) or with the active
+key of its DID that it holds itself (a non-custodial verification method, ``did``).
 
 Checked before the client is trusted with anything: the algorithm (ES256, EdDSA, PS256,
 RS256; no key or key URL in the header), ``iss`` = ``sub`` = the client_id, ``aud`` the
@@ -20,7 +21,15 @@ from jwcrypto.jwa import JWA
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue
-from credentials.keys import ALGORITHMS, KeysUnavailable, agent_keys, jwks_keys, key_algorithms
+from credentials.keys import (
+    ALGORITHMS,
+    HeldKey,
+    KeysUnavailable,
+    agent_keys,
+    held_keys,
+    jwks_keys,
+    key_algorithms,
+)
 from credentials.models import AgentKey
 from oidc.replay import assertion_spend
 from oidc.tokens import FORBIDDEN_HEADERS, InvalidToken, b64url_decode, b64url_json, token_leeway
@@ -125,6 +134,15 @@ def _candidates(assertion: ClientAssertion, keys: Sequence[AgentKey]) -> list[di
     return found
 
 
+def _held_candidates(assertion: ClientAssertion, held: Sequence[HeldKey]) -> list[HeldKey]:
+    """The held keys an assertion may be signed by: the one its ``kid`` names (by its own kid
+    or an alias, such as the DID URL of a verification method), or all of them."""
+    kid = assertion.header.get("kid")
+    if not isinstance(kid, str):
+        return list(held)
+    return [key for key in held if kid == key.kid or kid in key.aliases]
+
+
 def _signature_ok(assertion: ClientAssertion, public: Mapping[str, JSONValue]) -> bool:
     return signature_valid(assertion.parts, str(assertion.header["alg"]), public)
 
@@ -155,16 +173,23 @@ def client_assertion_verify(
     if not isinstance(jti, str) or not jti or len(jti) > 200:
         raise AssertionRefused("jti")
     keys = agent_keys(organization_id=organization_id, agent_id=agent_id)
-    if not keys:
+    held = held_keys(organization_id=organization_id, agent_id=agent_id)
+    if not keys and not held:
         raise AssertionRefused("no_key")
     signer = next(
-        (key for key in keys for public in _candidates(assertion, [key])
+        (key.id for key in keys for public in _candidates(assertion, [key])
          if _signature_ok(assertion, public)),
         None,
     )  # fmt: skip
+    if signer is None:
+        signer = next(
+            (key.id for key in _held_candidates(assertion, held)
+             if _signature_ok(assertion, key.public_jwk)),
+            None,
+        )  # fmt: skip
     if signer is None:
         raise AssertionRefused("signature")
     expires_at = datetime.fromtimestamp(expires, tz=UTC)
     if not assertion_spend(issuer=f"client:{assertion.client_id}", jti=jti, expires_at=expires_at):
         raise AssertionRefused("replayed")
-    return signer.id
+    return signer

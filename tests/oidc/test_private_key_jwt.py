@@ -14,15 +14,18 @@ import pytest
 from django.conf import settings
 from django.test import Client as HttpClient
 from joserfc import jwt
-from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey, import_key
 from pytest_httpserver import HTTPServer
 from rest_framework.test import APIClient
 
 from agentidp.conf import agentidp_settings
+from agentidp.secrets import secret_store
 from agentidp.tenancy import tenant_context
 from agentidp.usage import redis_client
 from agents.models import Agent
 from compliance.models import AuditEvent
+from did.models import AgentDidKey
+from did.services import did_key_path
 from oidc.models import AccessToken
 from organizations.models import Organization
 from tests.factories import AgentFactory
@@ -353,3 +356,69 @@ def test_staff_paste_or_upload_a_public_key_in_the_admin(
         kid = agent.keys.order_by("created_at").first().kid
     pasted = ECKey.import_key(key.as_dict(private=True), parameters={"kid": kid})
     assert token(sign(pasted, str(agent.id))).status_code == 200
+
+
+def test_an_agent_authenticates_with_the_did_key_it_holds(
+    org: Organization, api: APIClient, cred: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The agent's own (non-custodial) DID verification method is a private_key_jwt key: named
+    by its kid or its DID URL, or not named. A rotation retires it: its assertions are refused
+    and the tokens issued on them revoked. Another agent's DID key proves nothing."""
+    agent = AgentFactory(organization=org)  # no secret, no registered key
+    client_id = str(agent.id)
+    held = new_key()
+    rotated = api.post(
+        f"/agents/{agent.id}/did/keys", {"public_key_jwk": public(held)}, format="json"
+    )
+    assert rotated.status_code == 201, rotated.content
+    kid = rotated.json()["kid"]
+    with tenant_context(org.id):
+        did = Agent.objects.get(id=agent.id).did
+    assert did.startswith("did:web:")
+
+    for named in (f"{did}#{kid}", kid):
+        answer = token(sign(held, client_id, header={"kid": named}), scope="agents:read")
+        assert answer.status_code == 200, (named, answer.content)
+    assert claims(answer.json()["access_token"])["sub"] == client_id
+    issued = answer.json()["access_token"]
+    now = int(time.time())
+    unnamed = jwt.encode(
+        {"alg": "ES256"}, {"iss": client_id, "sub": client_id, "aud": agentidp_settings().issuer,
+                           "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}, held,
+    )  # fmt: skip
+    assert token(unnamed).status_code == 200
+    refused(token(sign(held, client_id, header={"kid": "another-key"})))
+
+    # another agent's DID key, even a key registered for this one under the DID URL's kid
+    intruder = AgentFactory(organization=org)
+    theirs = new_key()
+    api.post(f"/agents/{intruder.id}/did/keys", {"public_key_jwk": public(theirs)}, format="json")
+    refused(token(sign(theirs, client_id, header={"kid": f"{did}#{kid}"})))
+    refused(token(sign(theirs, client_id)))
+
+    # the DID key rotated to a custodial one: the agent's key is retired, so is what it signed
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post(f"/agents/{agent.id}/did/keys", {}, format="json").status_code == 201
+    refused(token(sign(held, client_id, header={"kid": f"{did}#{kid}"})))
+    introspected = HttpClient().post(
+        "/oauth2/introspect", urlencode({"token": issued}), FORM,
+        HTTP_AUTHORIZATION=cred_basic(cred),
+    )  # fmt: skip
+    assert introspected.json() == {"active": False}
+
+
+def test_a_custodial_did_key_never_authenticates(org: Organization, api: APIClient) -> None:
+    """The key we generated and hold for the agent's DID (custodial) is not the agent's proof:
+    an assertion signed with it is refused."""
+    agent = credentialed(org).agent  # its OAuth client exists: the refusal is the key's
+    assert api.post(f"/agents/{agent.id}/did/keys", {}, format="json").status_code == 201
+    with tenant_context(org.id):
+        key = AgentDidKey.objects.get(agent=agent, status="active")
+    assert key.custodial
+    private = json.loads(str(secret_store().read(did_key_path(org.id, key.kid))["jwk"]))
+    signer = import_key(private)
+    assert not isinstance(signer, OctKey)
+    refused(token(sign(signer, str(agent.id), alg=key.algorithm, header={"kid": key.kid})))
+    with tenant_context(org.id):
+        failures = AuditEvent.objects.filter(action="auth.failed", subject_id=str(agent.id))
+        assert [event.data["reason"] for event in failures] == ["assertion_no_key"]
