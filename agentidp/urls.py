@@ -18,7 +18,7 @@ from credentials.api import (
 )
 from did import views as did_views
 from did.api import AgentDidKeysViewSet
-from federation.api import FederationPartnerViewSet, FederationViewSet
+from federation.api import FederationPartnerViewSet, FederationViewSet, PartnerResourceViewSet
 from oidc import views as oidc_views
 from oidc.api import ResourceAgentGrantViewSet, ResourceRoleGrantViewSet, ResourceViewSet
 from organizations.api import OrganizationViewSet
@@ -53,6 +53,10 @@ router.register("audit", AuditEventViewSet, basename="audit")
 router.register("compliance", ComplianceViewSet, basename="compliance")
 router.register("webhooks", WebhookViewSet, basename="webhook")
 router.register("federation/partners", FederationPartnerViewSet, basename="federation-partner")
+router.register(
+    r"federation/partners/(?P<partner_pk>[^/]+)/resources", PartnerResourceViewSet,
+    basename="federation-partner-resource",
+)  # fmt: skip
 router.register("federation", FederationViewSet, basename="federation")
 router.register(
     r"webhooks/(?P<webhook_pk>[^/]+)/deliveries",

@@ -143,6 +143,14 @@ class FederationPartnerAdmin(
             if isinstance(key, dict)
         )  # fmt: skip
 
+    @admin.display(description="resources shared")
+    def shared(self, partner: FederationPartner) -> str:
+        """The organization's resources its agents may get tokens for (changed in the API:
+        ``PUT /federation/partners/{id}/resources/{resource_id}``)."""
+        shares = partner.shared_resources.select_related("resource").order_by("created_at")
+        listed = [f"{share.resource.identifier} ({' '.join(share.scopes)})" for share in shares]
+        return "; ".join(listed) or "none"
+
     def get_fields(
         self, request: HttpRequest, obj: FederationPartner | None = None
     ) -> tuple[str, ...]:
@@ -153,12 +161,13 @@ class FederationPartnerAdmin(
             platform = admin_principal(request).is_platform
             return (("for_organization",) if platform else ()) + registration
         return ("issuer", "jwks_uri", "did", "status", "allowed_organizations", "allowed_scopes",
-                "read_only", "allow_delegation", "expires_at", "notes", *READONLY)  # fmt: skip
+                "read_only", "allow_delegation", "expires_at", "notes", "shared",
+                *READONLY)  # fmt: skip
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: FederationPartner | None = None
     ) -> tuple[str, ...]:
-        return READONLY if obj is None else ("issuer", "jwks_uri", "did", *READONLY)
+        return READONLY if obj is None else ("issuer", "jwks_uri", "did", "shared", *READONLY)
 
     def get_form(
         self, request: HttpRequest, obj: FederationPartner | None = None, change: bool = False,

@@ -11,7 +11,7 @@ from agentidp.api import PageNumberPagination, StrictSerializer, TenantViewSet
 from agentidp.schema import problem_responses
 from federation import selectors, services
 from federation.choices import PartnerStatus, Rejection
-from federation.models import FederationPartner
+from federation.models import FederationPartner, PartnerResource
 from organizations.choices import Scope
 
 ALLOW_DELEGATION_HELP = (
@@ -248,3 +248,78 @@ class FederationPartnerViewSet(TenantViewSet):
             organization_id=self.organization_id, partner_id=self.lookup_uuid()
         )
         return Response(PartnerSerializer(partner).data)
+
+
+class PartnerResourceSerializer(serializers.ModelSerializer[PartnerResource]):
+    identifier = serializers.CharField(source="resource.identifier", read_only=True)
+
+    class Meta:
+        model = PartnerResource
+        fields = ["id", "partner", "resource", "identifier", "scopes", "created_by",
+                  "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = fields
+
+
+class PartnerResourceInputSerializer(StrictSerializer):
+    scopes = serializers.ListField(
+        child=serializers.CharField(max_length=100), max_length=50,
+        help_text="The resource's scopes the partner's agents may be issued; an empty list "
+        "ends the share.",
+    )  # fmt: skip
+
+
+SHARE_ERRORS = problem_responses(400, 401, 403, 404)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        responses={200: PartnerResourceSerializer(many=True), **SHARE_ERRORS},
+        description="The organization's registered resources shared with this partner.",
+    ),
+    update=extend_schema(
+        request=PartnerResourceInputSerializer,
+        responses={200: PartnerResourceSerializer, 204: None, **SHARE_ERRORS},
+        description="Share one of the organization's registered resources with the partner "
+        "(the path's last segment is the resource's id): the partner's agents may then "
+        "exchange their tokens (JWT bearer, token exchange) for one naming it with "
+        "resource=, within these of its scopes and the scopes their own token holds. An "
+        "empty list ends the share (204). A resource that requires DPoP cannot be shared.",
+    ),
+    destroy=extend_schema(responses={204: None, **SHARE_ERRORS}),
+)  # fmt: skip
+class PartnerResourceViewSet(TenantViewSet):
+    """``/federation/partners/{id}/resources/{resource_id}``: resources shared with a partner."""
+
+    resource_type = "federation_partner_resource"
+    required_scopes = {
+        "list": Scope.FEDERATION_READ,
+        **dict.fromkeys(["update", "destroy"], Scope.FEDERATION_MANAGE),
+    }
+    serializer_class = PartnerResourceSerializer
+    queryset = PartnerResource.objects.none()
+    pagination_class = None
+
+    def list(self, request: Request, partner_pk: str) -> Response:
+        shares = services.partner_resources(
+            organization_id=self.organization_id, partner_id=self.lookup_uuid("partner_pk")
+        )
+        return Response(PartnerResourceSerializer(shares, many=True).data)
+
+    def _set(self, scopes: object) -> PartnerResource | None:
+        return services.partner_resource_set(
+            actor=self.principal, organization_id=self.organization_id,
+            partner_id=self.lookup_uuid("partner_pk"), resource_id=self.lookup_uuid(),
+            scopes=scopes,
+        )  # fmt: skip
+
+    def update(self, request: Request, partner_pk: str, pk: str) -> Response:
+        payload = PartnerResourceInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        share = self._set(payload.validated_data["scopes"])
+        if share is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(PartnerResourceSerializer(share).data)
+
+    def destroy(self, request: Request, partner_pk: str, pk: str) -> Response:
+        self._set([])
+        return Response(status=status.HTTP_204_NO_CONTENT)

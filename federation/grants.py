@@ -30,13 +30,12 @@ from federation.services import (
     token_parsed,
 )
 from federation.verification import Refused
-from oidc.resources import TARGET_REFUSED_EVENT, is_platform_audience
+from oidc.resources import TARGET_REFUSED_EVENT
 from oidc.tokens import (
     ACCESS_TOKEN_TYPE,
     EXCHANGE_TOKEN_TYPES,
     JWT_TOKEN_TYPE,
     TOKEN_EXCHANGE,
-    api_audience,
 )
 from oidc.views import oauth_error
 from webhooks.choices import EventType
@@ -114,21 +113,6 @@ def federated_grant(request: HttpRequest) -> HttpResponse:
         audiences = _audiences(request)
         parsed = token_parsed(assertion)
         organization_id = _organization(request, parsed.issuer)
-        if not is_platform_audience(audiences):
-            event_record_after_request(
-                organization_id=organization_id,
-                actor=federated_actor(organization_id=organization_id, subject=parsed.issuer),
-                action=TARGET_REFUSED_EVENT,
-                subject_type="federation_partner",
-                subject_id=parsed.issuer[:200],
-                data={"reason": "partner_resource", "error": "invalid_target",
-                      "resources": list[JSONValue](audiences[:5])},
-            )  # fmt: skip
-            raise _Invalid(
-                "invalid_target",
-                "A partner's token is exchanged for the platform API only "
-                f"({api_audience()}), not for the organization's registered resources.",
-            )
     except _Invalid as invalid:
         return oauth_error(invalid.error, invalid.description, 400)
     except Refused as refused:
@@ -144,14 +128,17 @@ def federated_grant(request: HttpRequest) -> HttpResponse:
                 scope=request.POST.get("scope"), audiences=audiences,
             )  # fmt: skip
     except ExchangeRefused as refused:
+        target_refused = refused.error == "invalid_target"
         event_record_after_request(
             organization_id=organization_id,
             actor=federated_actor(organization_id=organization_id, subject=parsed.issuer),
-            action=EventType.FEDERATION_REJECTED,
+            action=TARGET_REFUSED_EVENT if target_refused else EventType.FEDERATION_REJECTED,
             subject_type="federation_partner",
             subject_id=str(check.partner.id) if check and check.partner else "",
-            data=exchange_rejection_data(check, grant_type),
-        )
+            data={"reason": "partner_resource", "error": "invalid_target",
+                  "resources": list[JSONValue](audiences[:5])}
+            if target_refused else exchange_rejection_data(check, grant_type),
+        )  # fmt: skip
         response = oauth_error(refused.error, refused.description, refused.status)
         if refused.retry_after:
             response["Retry-After"] = str(refused.retry_after)

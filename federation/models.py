@@ -88,3 +88,31 @@ class FederationPartner(OrgOwnedModel, TimestampedModel):
         ):
             return PartnerStatus.EXPIRED
         return PartnerStatus.ACTIVE
+
+
+class PartnerResource(OrgOwnedModel, TimestampedModel):
+    """One of the organization's registered resources shared with a partner: the partner's
+    agents may exchange their tokens (RFC 7523, RFC 8693 at the token endpoint) for a token
+    naming it, with at most these of its scopes."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    partner = models.ForeignKey(
+        FederationPartner, on_delete=models.CASCADE, related_name="shared_resources"
+    )
+    resource = models.ForeignKey(
+        "oidc.Resource", on_delete=models.CASCADE, related_name="partner_shares"
+    )
+    scopes = ArrayField(models.CharField(max_length=100), default=list)
+    created_by = models.CharField(max_length=200, editable=False)
+
+    class Meta:
+        db_table = "federation_partner_resource"
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "resource"], name="federation_partner_resource_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource_id} for {self.partner_id}"

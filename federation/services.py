@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from prometheus_client import Counter
 from redis import RedisError
@@ -39,7 +40,7 @@ from federation.keys import (
     local_jwks_uri,
     local_keys,
 )
-from federation.models import FederationPartner
+from federation.models import FederationPartner, PartnerResource
 from federation.verification import (
     ParsedToken,
     Refused,
@@ -51,8 +52,10 @@ from federation.verification import (
 )
 from oidc.extensions import DELEGATION_CLAIM
 from oidc.keys import signing_key_current
+from oidc.models import Resource
 from oidc.ratelimit import token_request_admit, token_request_refund
 from oidc.replay import assertion_jti_digest, assertion_spend
+from oidc.resources import grant_scopes_checked, is_platform_audience, resource_get
 from oidc.tokens import access_token_sign, api_audience
 from oidc.validators import TOKENS_ISSUED
 from organizations.choices import AGENT_SCOPES, IDENTITY_SCOPES
@@ -386,6 +389,86 @@ def partner_delete(*, actor: Principal, organization_id: uuid.UUID, partner_id: 
     transaction.on_commit(partial(keys_forget, partner_id))
 
 
+def partner_resources(
+    *, organization_id: uuid.UUID, partner_id: uuid.UUID
+) -> QuerySet[PartnerResource]:
+    """The organization's resources shared with the partner (404 for another's partner)."""
+    partner_get(organization_id=organization_id, partner_id=partner_id)
+    return PartnerResource.objects.filter(
+        organization_id=organization_id, partner_id=partner_id
+    ).select_related("resource")
+
+
+@transaction.atomic
+def partner_resource_set(
+    *,
+    actor: Principal,
+    organization_id: uuid.UUID,
+    partner_id: uuid.UUID,
+    resource_id: uuid.UUID,
+    scopes: object,
+) -> PartnerResource | None:
+    """Share one of the organization's registered resources with the partner: its agents may
+    exchange their tokens for one naming the resource, with at most ``scopes`` (the resource's
+    own). An empty list ends the share (``None``). A resource that requires DPoP cannot be
+    shared: a partner's grant issues bearer tokens only."""
+    partner = partner_get(organization_id=organization_id, partner_id=partner_id, for_update=True)
+    resource = resource_get(organization_id=organization_id, resource_id=resource_id)
+    granted = grant_scopes_checked(resource, scopes)
+    if granted and resource.dpop_required:
+        raise ValidationFailed(
+            "This resource requires DPoP; a partner's token exchange issues bearer tokens only.",
+            errors={"scopes": ["The resource requires DPoP-bound tokens."]},
+        )
+    shares = PartnerResource.objects.filter(
+        organization_id=organization_id, partner=partner, resource=resource
+    )
+    share = shares.select_for_update().first()
+    if not granted:
+        if share is None:
+            return None
+        share.delete()
+    elif share is None:
+        share = PartnerResource.objects.create(
+            organization_id=organization_id, partner=partner, resource=resource,
+            scopes=granted, created_by=actor.id[:200],
+        )  # fmt: skip
+    elif share.scopes != granted:
+        share.scopes = granted
+        share.save(update_fields=["scopes", "updated_at"])
+    event_record(
+        organization_id=organization_id, actor=actor,
+        action=EventType.FEDERATION_RESOURCE_SHARED, subject_type="federation_partner",
+        subject_id=str(partner.id),
+        data={"issuer": partner.issuer, "resource": resource.identifier,
+              "resource_id": str(resource.id), "scopes": list[JSONValue](granted)},
+    )  # fmt: skip
+    return share if granted else None
+
+
+def shared_target(
+    partner: FederationPartner, *, organization_id: uuid.UUID, audiences: Sequence[str]
+) -> tuple[Resource, list[str]] | None:
+    """The resource a partner's exchange names and the scopes shared of it, or None for the
+    platform API; ``ExchangeRefused`` (``invalid_target``) for anything not shared."""
+    if is_platform_audience(audiences):
+        return None
+    share = (
+        PartnerResource.objects.filter(
+            organization_id=organization_id, partner=partner,
+            resource__identifier=audiences[0],
+        ).select_related("resource").first()
+        if len(audiences) == 1 else None
+    )  # fmt: skip
+    if share is None:
+        raise ExchangeRefused(
+            "invalid_target",
+            "A partner's token is exchanged for the platform API "
+            f"({api_audience()}) or a resource the organization shared with this partner.",
+        )
+    return share.resource, list(share.scopes)
+
+
 def partner_keys_refresh(*, organization_id: uuid.UUID, partner_id: uuid.UUID) -> FederationPartner:
     """Fetch the partner's keys now (the admin's and the API's "refetch keys"); a failure is
     recorded on the partner and the cached keys stay until their TTL."""
@@ -545,10 +628,13 @@ def federated_actor(*, organization_id: uuid.UUID, subject: str) -> Principal:
     return Principal(kind="federated", id=subject[:200], organization_id=organization_id)
 
 
-def _scopes_granted(requested: str | None, check: Verified) -> list[str]:
+def _scopes_granted(
+    requested: str | None, check: Verified, *, cap: Sequence[str] | None = None
+) -> list[str]:
     """The intersection of what was asked (the ``scope`` parameter, else the assertion's own
-    ``scope``, else everything allowed) and the partner's cap."""
-    cap = set(check.partner.allowed_scopes)
+    ``scope``, else everything allowed) and the cap: the partner's allowed scopes, or for a
+    shared resource the scopes shared of it."""
+    allowed = set(check.partner.allowed_scopes if cap is None else cap)
     if requested is not None:
         asked = set(requested.split(" "))
         if "" in asked or len(asked) != len(requested.split(" ")):
@@ -556,8 +642,8 @@ def _scopes_granted(requested: str | None, check: Verified) -> list[str]:
     elif isinstance(check.claims.get("scope"), str):
         asked = set(str(check.claims["scope"]).split())
     else:
-        asked = cap
-    granted = sorted(asked & cap)
+        asked = allowed
+    granted = sorted(asked & allowed)
     if not granted:
         raise ExchangeRefused(
             "invalid_scope",
@@ -631,8 +717,11 @@ def assertion_exchange(
             f"{Rejection.MALFORMED.value}: an assertion may live at most "
             f"{MAX_ASSERTION_LIFETIME} seconds.",
         )
-    scopes = _scopes_granted(scope, verified)
+    target = shared_target(verified.partner, organization_id=organization_id, audiences=audiences)
+    scopes = _scopes_granted(scope, verified, cap=target[1] if target else None)
     lifetime = _lifetime(verified, now)
+    if target is not None and target[0].access_token_lifetime:
+        lifetime = min(lifetime, target[0].access_token_lifetime)
     if lifetime <= 0:
         raise ExchangeRefused(
             "invalid_grant", f"{Rejection.EXPIRED.value}: the assertion has expired."
@@ -643,7 +732,9 @@ def assertion_exchange(
     try:
         return _issue(
             verified, organization_id=organization_id, grant_type=grant_type, scopes=scopes,
-            lifetime=lifetime, audiences=audiences, now=now, jti_hash=jti_hash,
+            lifetime=lifetime, now=now, jti_hash=jti_hash,
+            audiences=[target[0].identifier] if target else audiences,
+            algorithm=target[0].signing_algorithm if target else None,
         )  # fmt: skip
     except BaseException:
         token_request_refund(reserved)
@@ -689,8 +780,10 @@ def _issue(
     audiences: Sequence[str],
     now: float,
     jti_hash: str,
+    algorithm: str | None = None,
 ) -> Exchanged:
-    """Sign the local token and record ``token.issued`` naming the partner."""
+    """Sign the local token (with ``algorithm``'s current key: a shared resource's own) and
+    record ``token.issued`` naming the partner."""
     partner = verified.partner
     subject = federated_subject(partner.id, verified.subject)
     remote = verified.claims.get("organization_id")
@@ -715,7 +808,7 @@ def _issue(
             "organization_id": remote_organization,
         },
     }
-    token = access_token_sign(claims, signing_key_current())
+    token = access_token_sign(claims, signing_key_current(algorithm))
     event_record(
         organization_id=organization_id,
         actor=federated_actor(organization_id=organization_id, subject=subject),

@@ -366,7 +366,8 @@ def resource_delete(
     )  # fmt: skip
 
 
-def _grant_scopes_checked(resource: Resource, value: object) -> list[str]:
+def grant_scopes_checked(resource: Resource, value: object) -> list[str]:
+    """A list of the resource's own scope names (sorted, once each), or a 400 on ``scopes``."""
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise _refused("scopes", "An array of the resource's scope names.")
     unknown = sorted(set(value) - set(resource.scope_names))
@@ -399,7 +400,7 @@ def grant_set(
         and not Agent.objects.filter(organization_id=organization_id, id=agent_id).exists()
     ):
         raise NotFound("No such agent.")
-    granted = _grant_scopes_checked(resource, scopes)
+    granted = grant_scopes_checked(resource, scopes)
     matches = ResourceGrant.objects.filter(organization_id=organization_id, resource=resource)
     matches = matches.filter(agent_id=agent_id) if agent_id else matches.filter(role=role)
     grant = matches.select_for_update().first()

@@ -64,6 +64,10 @@ class EventType(models.TextChoices):
         "A partner's limits or status changed",
     )
     FEDERATION_PARTNER_REMOVED = "federation.partner_removed", "A partner is no longer trusted"
+    FEDERATION_RESOURCE_SHARED = (
+        "federation.resource_shared",
+        "A registered resource was shared with a partner, or its share changed or ended",
+    )
     FEDERATION_VERIFIED = "federation.verified", "A partner's token was verified"
     FEDERATION_REJECTED = "federation.rejected", "A token presented as a partner's was refused"
     AUDIT_CHECKPOINT = "audit.checkpoint", "A checkpoint of the audit log's Merkle tree was signed"

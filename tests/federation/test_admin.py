@@ -2,6 +2,8 @@
 service (a partner that fails its checks is a form error and nothing is stored), its keys'
 last fetch shown, refetch, suspend and reactivate, and only the staff's own organization."""
 
+from typing import Any
+
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -135,3 +137,21 @@ def test_an_auditor_sees_partners_and_their_key_fetches_read_only(
     assert "ec-1" in detail and 'name="_save"' not in detail
     assert auditor.post(f"{PARTNERS}{partner.id}/delete/", {"confirmed": "yes"}).status_code == 404
     assert _partner(org).id == partner.id
+
+
+def test_the_partner_page_lists_the_resources_shared_with_it(
+    staff: User, org: Organization, mini_issuer: MiniIssuer, api: Any
+) -> None:
+    client = _login(staff)
+    assert _add(client, mini_issuer).startswith("302")
+    partner = _partner(org)
+    detail = client.get(f"{PARTNERS}{partner.id}/change/").content.decode()
+    assert "resources shared" in detail.lower() and "none" in detail
+    resource = api.post(
+        "/resources", {"identifier": "https://mcp.example.com/mcp", "name": "Tools",
+                       "scopes": [{"name": "tools:call"}]}, format="json",
+    ).json()  # fmt: skip
+    path = f"/federation/partners/{partner.id}/resources/{resource['id']}"
+    assert api.put(path, {"scopes": ["tools:call"]}, format="json").status_code == 200
+    detail = client.get(f"{PARTNERS}{partner.id}/change/").content.decode()
+    assert "https://mcp.example.com/mcp (tools:call)" in detail

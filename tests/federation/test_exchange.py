@@ -16,8 +16,9 @@ from agentidp.tenancy import tenant_context
 from agentidp.usage import redis_client
 from compliance.models import AuditEvent
 from oidc import ratelimit
+from organizations.choices import MemberRole
 from organizations.models import Organization
-from tests.factories import AgentFactory, StaffFactory
+from tests.factories import AgentFactory, OrganizationFactory, StaffFactory
 from tests.federation.conftest import MiniIssuer
 from tests.oidc.conftest import FORM, basic, credentialed, jwt_parts
 
@@ -343,24 +344,88 @@ def test_without_redis_no_token_is_exchanged(
     assert response["Retry-After"] == "5"
 
 
-def test_a_partners_token_is_exchanged_for_the_platform_api_only(
-    org: Organization, api: APIClient, mini_issuer: MiniIssuer, register: Any
+def test_a_partners_token_is_exchanged_for_a_resource_only_once_it_is_shared(
+    org: Organization, api: APIClient, mini_issuer: MiniIssuer, register: Any, client_for: Any
 ) -> None:
-    """Not for a resource the organization registered, nor for any other audience: a
-    partner's agent is never handed a token another server accepts. Refused and audited."""
-    register()
+    """A registered resource the organization did not share with the partner, or any other
+    audience, is refused and audited: a partner's agent is never handed a token another server
+    accepts. Shared, the partner's agents get tokens naming it, within the shared scopes and
+    their own token's, living at most the resource's lifetime, signed with its algorithm."""
+    partner = register()
     created = api.post(
         "/resources",
-        {"identifier": "https://mcp.example.com/mcp", "name": "Tools",
-         "scopes": [{"name": "agents:read"}]},
+        {"identifier": "https://mcp.example.com/mcp", "name": "Tools", "access_token_lifetime": 120,
+         "signing_algorithm": "EdDSA",
+         "scopes": [{"name": "tools:call"}, {"name": "tools:list"}, {"name": "tools:admin"}]},
         format="json",
     )  # fmt: skip
     assert created.status_code == 201, created.content
-    for resource in ("https://mcp.example.com/mcp", "https://elsewhere.example/"):
-        refused(exchange(assertion=mini_issuer.token(), resource=resource), "invalid_target")
+    resource = created.json()
+    mcp = "https://mcp.example.com/mcp"
+    their_token = mini_issuer.token(scope="tools:call tools:list agents:read")
+    for target in (mcp, "https://elsewhere.example/"):
+        refused(exchange(assertion=mini_issuer.token(), resource=target), "invalid_target")
     with tenant_context(org.id):
         events = AuditEvent.objects.filter(action="token.target_refused")
         assert {e.data["reason"] for e in events} == {"partner_resource"}
         assert events.count() == 2
     platform = exchange(assertion=mini_issuer.token(), resource=f"{agentidp_settings().issuer}/api")
     assert platform.status_code == 200, platform.content
+
+    path = f"/federation/partners/{partner['id']}/resources"
+    shared = api.put(f"{path}/{resource['id']}", {"scopes": ["tools:call", "tools:admin"]}, format="json")  # fmt: skip
+    assert shared.status_code == 200, shared.content
+    assert shared.json()["identifier"] == mcp and shared.json()["scopes"] == [
+        "tools:admin",
+        "tools:call",
+    ]
+    assert [s["resource"] for s in api.get(path).json()] == [resource["id"]]
+    with tenant_context(org.id):
+        assert AuditEvent.objects.filter(action="federation.resource_shared").count() == 1
+
+    # what both the share and the partner's own token hold: tools:call (not tools:admin,
+    # which the partner's token lacks; not tools:list, which is not shared)
+    token = granted(exchange(assertion=their_token, resource=mcp))
+    header, claims = jwt_parts(token)
+    assert claims["aud"] == mcp and claims["scope"] == "tools:call"
+    assert header["alg"] == "EdDSA" and claims["exp"] - claims["iat"] <= 120
+    assert claims["act"] == {"iss": mini_issuer.issuer, "sub": "remote-agent-1"}
+    refused(
+        exchange(assertion=mini_issuer.token(scope="tools:list"), resource=mcp), "invalid_scope"
+    )
+    two = urlencode({"grant_type": JWT_BEARER, "assertion": mini_issuer.token(),
+                     "resource": [mcp, f"{agentidp_settings().issuer}/api"]}, doseq=True)  # fmt: skip
+    refused(HttpClient().post("/oauth2/token", two, FORM), "invalid_target")
+    # token exchange (RFC 8693) alike
+    exchanged = exchange(
+        assertion="", grant_type=TOKEN_EXCHANGE, subject_token=mini_issuer.token(scope="tools:call"),
+        subject_token_type=ACCESS_TOKEN_TYPE, resource=mcp,
+    )  # fmt: skip
+    assert jwt_parts(granted(exchanged))[1]["aud"] == mcp
+
+    # hostile shares: scopes the resource lacks, another organization's resource, a
+    # DPoP-only resource, another organization's partner
+    refused_share = api.put(f"{path}/{resource['id']}", {"scopes": ["agents:write"]}, format="json")
+    assert refused_share.status_code == 400, refused_share.content
+    rival = client_for(StaffFactory(organization=OrganizationFactory(), role=MemberRole.OWNER))
+    theirs = rival.post("/resources", {"identifier": "https://theirs.example.com/api", "name": "T",
+                                       "scopes": [{"name": "x"}]}, format="json")  # fmt: skip
+    assert (
+        api.put(f"{path}/{theirs.json()['id']}", {"scopes": ["x"]}, format="json").status_code
+        == 404
+    )
+    assert (
+        rival.put(f"{path}/{theirs.json()['id']}", {"scopes": ["x"]}, format="json").status_code
+        == 404
+    )
+    dpop_only = api.post("/resources", {"identifier": "https://dpop.example.com/api", "name": "D",
+                                        "dpop_required": True, "scopes": [{"name": "x"}]},
+                         format="json").json()  # fmt: skip
+    assert api.put(f"{path}/{dpop_only['id']}", {"scopes": ["x"]}, format="json").status_code == 400
+
+    # the share ended: refused again
+    assert api.put(f"{path}/{resource['id']}", {"scopes": []}, format="json").status_code == 204
+    refused(
+        exchange(assertion=mini_issuer.token(scope="tools:call"), resource=mcp), "invalid_target"
+    )
+    assert api.get(path).json() == []

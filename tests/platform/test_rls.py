@@ -35,6 +35,7 @@ TENANT_TABLES = [
     "organizations_staffmembership",
     "organizations_tokenusage",
     "federation_federationpartner",
+    "federation_partner_resource",
     "webhooks_eventcursor",
     "webhooks_webhookattempt",
     "webhooks_webhookdelivery",
