@@ -266,6 +266,24 @@ def _token_operation(
     }
 
 
+_STRINGS: JSONObject = {"type": "array", "items": {"type": "string"}}
+PROTECTED_RESOURCE_METADATA: JSONObject = {
+    "type": "object",
+    "properties": {
+        "resource": {"type": "string", "format": "uri"},
+        "authorization_servers": _STRINGS,
+        "scopes_supported": _STRINGS,
+        "bearer_methods_supported": _STRINGS,
+        "resource_name": {"type": "string"},
+        "resource_documentation": {"type": "string", "format": "uri"},
+        "dpop_signing_alg_values_supported": _STRINGS,
+        "dpop_bound_access_tokens_required": {"type": "boolean"},
+    },
+    "required": ["resource", "authorization_servers"],
+}
+"""RFC 9728 2: the platform API's document and the ones hosted for registered resources."""
+
+
 def _paths() -> JSONObject:
     token_errors = _client_errors()
     keys_and_metadata_errors: JSONObject = {
@@ -532,28 +550,7 @@ def _paths() -> JSONObject:
                     "{issuer}/api; named by resource_metadata in every 401's WWW-Authenticate)",
                     "security": [{}],
                     "responses": {
-                        "200": _json(
-                            "Metadata",
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "resource": {"type": "string", "format": "uri"},
-                                    "authorization_servers": {
-                                        "type": "array",
-                                        "items": {"type": "string"},
-                                    },
-                                    "scopes_supported": {
-                                        "type": "array",
-                                        "items": {"type": "string"},
-                                    },
-                                    "bearer_methods_supported": {
-                                        "type": "array",
-                                        "items": {"type": "string"},
-                                    },
-                                },
-                                "required": ["resource", "authorization_servers"],
-                            },
-                        ),
+                        "200": _json("Metadata", PROTECTED_RESOURCE_METADATA),
                     },
                 }
             }
@@ -585,31 +582,7 @@ def _paths() -> JSONObject:
                     }
                 ],
                 "responses": {
-                    "200": _json(
-                        "Metadata",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "resource": {"type": "string", "format": "uri"},
-                                "authorization_servers": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                },
-                                "scopes_supported": {"type": "array", "items": {"type": "string"}},
-                                "bearer_methods_supported": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                },
-                                "resource_name": {"type": "string"},
-                                "dpop_signing_alg_values_supported": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                },
-                                "dpop_bound_access_tokens_required": {"type": "boolean"},
-                            },
-                            "required": ["resource", "authorization_servers"],
-                        },
-                    ),
+                    "200": _json("Metadata", PROTECTED_RESOURCE_METADATA),
                     **{
                         status: {
                             "description": description,

@@ -226,9 +226,9 @@ def test_a_delegated_token_exposes_its_chain(idp: Idp) -> None:
 
 def _proof(
     key: ECKey, method: str, url: str, *, token: str | None = None, nonce: str | None = None,
-    iat: int | None = None,
+    iat: int | None = None, jti: str | None = None,
 ) -> str:  # fmt: skip
-    body: dict[str, Any] = {"jti": str(uuid.uuid4()), "htm": method, "htu": url,
+    body: dict[str, Any] = {"jti": str(uuid.uuid4()) if jti is None else jti, "htm": method, "htu": url,
                             "iat": iat or int(time.time())}  # fmt: skip
     if nonce:
         body["nonce"] = nonce
@@ -270,6 +270,7 @@ def test_a_dpop_bound_token_needs_a_fresh_proof_of_its_key(idp: Idp) -> None:
         "no ath": (f"DPoP {token}", _proof(key, "POST", url), "POST", url, "ath"),
         "old": (f"DPoP {token}", _proof(key, "POST", url, token=token, iat=int(time.time()) - 400), "POST", url, "too old"),
         "garbage": (f"DPoP {token}", "not.a.proof", "POST", url, ""),
+        "empty jti": (f"DPoP {token}", _proof(key, "POST", url, token=token, jti=""), "POST", url, "jti"),
     }  # fmt: skip
     for name, (authorization, dpop, method, target, fragment) in refusals.items():
         caught = rejected(verifier, authorization, fragment, dpop_proof=dpop, method=method, url=target)  # fmt: skip

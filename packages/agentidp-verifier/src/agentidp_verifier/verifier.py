@@ -616,9 +616,9 @@ class Verifier:
         if claims.get("ath") != _b64encode(hashlib.sha256(token.encode()).digest()):
             raise refuse("the proof's ath is not this token's hash")
         jti = claims["jti"]
-        if not isinstance(jti, str) or not self.replay.spend(
-            f"{thumbprint}:{jti}", iat + self.dpop_max_age + self.leeway
-        ):
+        if not isinstance(jti, str) or not 0 < len(jti) <= 256:
+            raise refuse("the proof needs a jti of at most 256 characters")
+        if not self.replay.spend(f"{thumbprint}:{jti}", iat + self.dpop_max_age + self.leeway):
             raise refuse("the proof was already used")
 
     # -- revocation --------------------------------------------------------------------------
