@@ -57,7 +57,7 @@ pdftools:
 	@command -v pdftoppm >/dev/null || { echo "[agentidp] pdftoppm is required (Debian package poppler-utils)"; exit 1; }
 
 pytest: $(STAMP) browser promtool pdftools
-	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+	@$(BIN)/python -m agentidp.devenv test --cov --cov-report=term --cov-fail-under=85 --durations=15 $(PYTEST_ARGS)
 
 ## Throughput and latency of the bare view, the token endpoint, the API and offline verification.
 bench: $(STAMP)

@@ -2,10 +2,11 @@
 ``mcp`` SDK and an ASGI app, both served by uvicorn on the port registered as the resource, and
 a Django view; every request goes over HTTP with a token from the live AgentIdP."""
 
+import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from agentidp.devenv import free_port
 from agentidp_verifier import Verifier
 from agentidp_verifier.asgi import AgentIdPMiddleware as AsgiMiddleware
 from agentidp_verifier.django import AgentIdPMiddleware as DjangoMiddleware
@@ -219,3 +221,45 @@ def test_django_middleware_and_decorator(idp: Idp) -> None:
     with override_settings(AGENTIDP_VERIFIER={"issuer": "http://127.0.0.1:9", "audience": idp.mcp}):
         answer = DjangoMiddleware(view)(factory.get("/mcp/x", HTTP_AUTHORIZATION=f"Bearer {token}"))
         assert answer.status_code == 503 and answer["Retry-After"]
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def test_asgi_middleware_with_the_issuer_down_exempt_paths_and_websockets() -> None:
+    """An issuer that cannot be reached is 503 with Retry-After, not 401: the token may be
+    good. Exempt paths pass without a token; a websocket without one is closed (1008)."""
+    port, dead = free_port(), free_port()
+    verifier = Verifier(f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{port}/api")
+    app = Starlette(routes=[Route("/api/x", health), Route("/health", health)])
+    with serving(AsgiMiddleware(app, verifier, exempt_paths=["/health"]), port):
+        base = f"http://127.0.0.1:{port}"
+        down = requests.get(f"{base}/api/x", headers={"Authorization": "Bearer a.b.c"}, timeout=10)
+        assert down.status_code == 401  # malformed before any fetch
+        token = (
+            ".".join(
+                base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                for part in ({"alg": "ES256", "typ": "at+jwt", "kid": "k"}, {"sub": "x"})
+            )
+            + ".c2ln"
+        )
+        down = requests.get(
+            f"{base}/api/x", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert down.status_code == 503 and down.headers["Retry-After"] == "5"
+        assert down.json()["error"] == "temporarily_unavailable"
+        assert requests.get(f"{base}/health", timeout=10).json() == {"ok": True}
+
+    # A websocket handshake without a token never reaches the app: the middleware closes it.
+    sent: list[MutableMapping[str, object]] = []
+
+    async def receive() -> MutableMapping[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: MutableMapping[str, object]) -> None:
+        sent.append(message)
+
+    scope: MutableMapping[str, object] = {"type": "websocket", "path": "/api/ws", "headers": [], "scheme": "ws"}  # fmt: skip
+    anyio.run(AsgiMiddleware(app, verifier), scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
