@@ -466,6 +466,13 @@ def shared_target(
             "A partner's token is exchanged for the platform API "
             f"({api_audience()}) or a resource the organization shared with this partner.",
         )
+    if share.resource.dpop_required:
+        # required after it was shared: a partner's exchange cannot bind a token to a key
+        raise ExchangeRefused(
+            "invalid_request",
+            "This resource requires DPoP-bound tokens; a partner's exchange issues bearer "
+            "tokens only.",
+        )
     return share.resource, list(share.scopes)
 
 
@@ -635,6 +642,10 @@ def _scopes_granted(
     ``scope``, else everything allowed) and the cap: the partner's allowed scopes, or for a
     shared resource the scopes shared of it."""
     allowed = set(check.partner.allowed_scopes if cap is None else cap)
+    if cap is not None:
+        # a resource's scopes are granted only as far as the partner's own token vouches
+        vouched = check.claims.get("scope")
+        allowed &= set(vouched.split()) if isinstance(vouched, str) else set()
     if requested is not None:
         asked = set(requested.split(" "))
         if "" in asked or len(asked) != len(requested.split(" ")):

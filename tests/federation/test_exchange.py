@@ -393,6 +393,10 @@ def test_a_partners_token_is_exchanged_for_a_resource_only_once_it_is_shared(
     refused(
         exchange(assertion=mini_issuer.token(scope="tools:list"), resource=mcp), "invalid_scope"
     )
+    # asking for a shared scope the partner's token does not hold grants nothing
+    fresh = mini_issuer.token(scope="tools:call tools:list agents:read")
+    refused(exchange(assertion=fresh, resource=mcp, scope="tools:admin"), "invalid_scope")
+    refused(exchange(assertion=mini_issuer.token(scope=None), resource=mcp), "invalid_scope")
     two = urlencode({"grant_type": JWT_BEARER, "assertion": mini_issuer.token(),
                      "resource": [mcp, f"{agentidp_settings().issuer}/api"]}, doseq=True)  # fmt: skip
     refused(HttpClient().post("/oauth2/token", two, FORM), "invalid_target")
@@ -422,6 +426,12 @@ def test_a_partners_token_is_exchanged_for_a_resource_only_once_it_is_shared(
                                         "dpop_required": True, "scopes": [{"name": "x"}]},
                          format="json").json()  # fmt: skip
     assert api.put(f"{path}/{dpop_only['id']}", {"scopes": ["x"]}, format="json").status_code == 400
+
+    # the resource made DPoP-only after it was shared: no bearer token for it
+    api.patch(f"/resources/{resource['id']}", {"dpop_required": True}, format="json")
+    fresh = mini_issuer.token(scope="tools:call")
+    assert "DPoP" in refused(exchange(assertion=fresh, resource=mcp), "invalid_request")
+    api.patch(f"/resources/{resource['id']}", {"dpop_required": False}, format="json")
 
     # the share ended: refused again
     assert api.put(f"{path}/{resource['id']}", {"scopes": []}, format="json").status_code == 204
