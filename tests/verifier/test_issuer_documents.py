@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
+import time_machine
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from pytest_httpserver import HTTPServer
@@ -89,6 +90,17 @@ def test_keys_in_hand_keep_serving_while_the_issuer_is_down(issuer: Issuer) -> N
     # A verifier that never had the keys cannot tell good from bad: unavailable, not refused.
     with pytest.raises(VerifierUnavailable):
         Verifier(issuer.url, AUDIENCE).verify_request(f"Bearer {issuer.token()}")
+
+
+def test_stale_metadata_keeps_serving_and_is_asked_for_once_per_interval(issuer: Issuer) -> None:
+    verifier = Verifier(issuer.url, AUDIENCE, metadata_max_age=1, refetch_interval=30)
+    assert verifier.metadata()["issuer"] == issuer.url
+    issuer.server.clear()  # the issuer now answers 500
+    before = len(issuer.server.log)
+    with time_machine.travel(time.time() + 2):
+        for _ in range(5):
+            assert verifier.metadata()["issuer"] == issuer.url
+    assert len(issuer.server.log) == before + 1
 
 
 def test_unreachable_issuer_is_unavailable_and_not_asked_again_at_once(httpserver: HTTPServer) -> None:  # fmt: skip

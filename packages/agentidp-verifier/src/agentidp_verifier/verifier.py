@@ -319,7 +319,9 @@ class Verifier:
                     raise VerifierUnavailable(f"{self.metadata_url} has no usable jwks_uri")
             except VerifierUnavailable as exc:
                 if document.value is not None:
-                    return document.value  # keep serving the metadata we had
+                    # keep serving the metadata we had; ask again after the refetch interval
+                    document.expires = now + self.refetch_interval
+                    return document.value
                 document.failure = str(exc)
                 raise
             document.value = value
