@@ -65,6 +65,11 @@ def schemathesis(stack: Stack, tmp_path: Path, *headers: str, exclude: str = "")
         check=False,
     )  # fmt: skip
     output = done.stdout + done.stderr
+    if done.returncode != 0 and stack.log.exists():
+        # what the server said of its 5xx answers (which store timed out, what was unhandled)
+        said = [line for line in stack.log.read_text(errors="replace").splitlines()
+                if "service unavailable" in line or "unhandled" in line]  # fmt: skip
+        output += "\n--- the stack's log on its 5xx answers ---\n" + "\n".join(said[-40:])
     generated = re.search(r"(\d+) generated", output)
     print(f"schemathesis: {generated.group(0) if generated else '?'} (exit {done.returncode})")
     return done.returncode, output
