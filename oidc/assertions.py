@@ -173,15 +173,16 @@ def client_assertion_verify(
     if not isinstance(jti, str) or not jti or len(jti) > 200:
         raise AssertionRefused("jti")
     keys = agent_keys(organization_id=organization_id, agent_id=agent_id)
-    held = held_keys(organization_id=organization_id, agent_id=agent_id)
-    if not keys and not held:
-        raise AssertionRefused("no_key")
     signer = next(
         (key.id for key in keys for public in _candidates(assertion, [key])
          if _signature_ok(assertion, public)),
         None,
     )  # fmt: skip
     if signer is None:
+        # the keys held elsewhere (its DID's) are read only when no registered key signed
+        held = held_keys(organization_id=organization_id, agent_id=agent_id)
+        if not keys and not held:
+            raise AssertionRefused("no_key")
         signer = next(
             (key.id for key in _held_candidates(assertion, held)
              if _signature_ok(assertion, key.public_jwk)),

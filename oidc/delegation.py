@@ -29,14 +29,13 @@ from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types import ClientCredentialsGrant
 from oauthlib.oauth2.rfc6749.tokens import TokenBase
 
-from agentidp.events import event_record_after_request
 from agentidp.tenancy import tenant_context
 from agentidp.trust import DelegationTrust, delegation_trust
 from agents.choices import AgentStatus
 from agents.models import MAX_DELEGATION_DEPTH, Agent
 from credentials.models import Client
 from oidc.extensions import is_delegated
-from oidc.services import client_actor, token_principal
+from oidc.services import client_refusal_record, token_principal
 from oidc.tokens import (
     ACCESS_TOKEN_TYPE,
     EXCHANGE_TOKEN_TYPES,
@@ -335,12 +334,4 @@ def _scopes(
 
 def _refusal_record(request: OAuthRequest, refused: Refused) -> None:
     client = cast(Client, request.client)
-
-    event_record_after_request(
-        organization_id=client.organization_id,
-        actor=client_actor(client),
-        action=REFUSED_EVENT,
-        subject_type="client",
-        subject_id=client.client_id,
-        data={"reason": refused.reason, "error": refused.error},
-    )
+    client_refusal_record(client, REFUSED_EVENT, {"reason": refused.reason, "error": refused.error})

@@ -34,12 +34,11 @@ from jwcrypto import jwk
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import JSONValue, ValidationFailed, auth_challenge
-from agentidp.events import event_record_after_request
 from credentials.keys import ALGORITHMS, public_jwk_checked
 from credentials.models import Client
 from oidc.assertions import signature_valid
 from oidc.replay import assertion_spend
-from oidc.services import client_actor
+from oidc.services import client_refusal_record
 from oidc.tokens import FORBIDDEN_HEADERS, InvalidToken, b64url_json, token_leeway
 
 PROOF_TYPE = "dpop+jwt"
@@ -265,11 +264,4 @@ def token_binding(claims: Mapping[str, JSONValue]) -> str | None:
 
 def dpop_refusal_record(client: Client, refused: DpopRefused) -> None:
     """Audit a token request refused for its DPoP proof (after the request, which rolls back)."""
-    event_record_after_request(
-        organization_id=client.organization_id,
-        actor=client_actor(client),
-        action=REFUSED_EVENT,
-        subject_type="client",
-        subject_id=client.client_id,
-        data={"reason": refused.reason, "error": refused.error},
-    )
+    client_refusal_record(client, REFUSED_EVENT, {"reason": refused.reason, "error": refused.error})

@@ -19,7 +19,7 @@ from django.db.models import Q, QuerySet
 from agentidp.boundary import text_refusal
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound, ValidationFailed
-from agentidp.events import event_record, event_record_after_request
+from agentidp.events import event_record
 from agentidp.principals import Principal
 from agentidp.tenancy import tenant_context
 from agents.models import Agent, OrganizationMember
@@ -27,7 +27,7 @@ from credentials.choices import SigningAlgorithm
 from credentials.models import Client
 from oidc.dpop import DPOP_ALGORITHMS
 from oidc.models import Resource, ResourceGrant
-from oidc.services import client_actor
+from oidc.services import client_refusal_record
 from oidc.tokens import Target, api_audience
 from organizations.choices import MemberRole, OrganizationStatus
 from organizations.models import Organization
@@ -498,11 +498,7 @@ def target_refusal_record(
 ) -> None:
     """Audit a token request refused for what it named (after the request, which rolls back)."""
     named: list[JSONValue] = [audience[:2048] for audience in audiences[:5]]
-    event_record_after_request(
-        organization_id=client.organization_id,
-        actor=client_actor(client),
-        action=TARGET_REFUSED_EVENT,
-        subject_type="client",
-        subject_id=client.client_id,
-        data={"reason": refused.reason, "error": "invalid_target", "resources": named},
-    )
+    client_refusal_record(
+        client, TARGET_REFUSED_EVENT,
+        {"reason": refused.reason, "error": "invalid_target", "resources": named},
+    )  # fmt: skip

@@ -18,7 +18,7 @@ from redis import RedisError
 
 from agentidp.conf import agentidp_settings
 from agentidp.errors import Conflict, JSONValue, NotFound
-from agentidp.events import event_record
+from agentidp.events import event_record, event_record_after_request
 from agentidp.lifecycle import AgentStatusChange, CredentialRevocation
 from agentidp.principals import Principal
 from agentidp.secrets import SecretStoreError, secret_store
@@ -231,6 +231,15 @@ def jwks_document() -> bytes:
 def client_actor(client: Client) -> Principal:
     """The agent behind a client, as the actor of its token events."""
     return Principal(kind="agent", id=str(client.agent_id), organization_id=client.organization_id)
+
+
+def client_refusal_record(client: Client, action: str, data: dict[str, JSONValue]) -> None:
+    """Audit a client's token request refused (``action`` with ``data``: its reason and error),
+    after the request, whose transaction rolls back."""
+    event_record_after_request(
+        organization_id=client.organization_id, actor=client_actor(client), action=action,
+        subject_type="client", subject_id=client.client_id, data=data,
+    )  # fmt: skip
 
 
 def token_issued_data(
