@@ -122,22 +122,12 @@ async def _answer(
         await send({"type": "websocket.close", "code": 1008})
         return
     payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"cache-control", b"no-store"),
-                *headers,
-            ]
-            if status != 200
-            else [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
+    # refusals are never cached; the metadata document passes its own Cache-Control
+    fixed = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if status != 200:
+        fixed.append((b"cache-control", b"no-store"))
+    await send({"type": "http.response.start", "status": status, "headers": [*fixed, *headers]})
     await send({"type": "http.response.body", "body": payload})
